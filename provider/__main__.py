@@ -1,0 +1,5 @@
+import sys
+
+from provider.cli import main
+
+sys.exit(main())

@@ -1,0 +1,32 @@
+"""What the HTTP layer needs from the rest of the application, handed over by provider.app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from provider.api.metrics import HttpMetrics
+from provider.services.assets import AssetService
+from provider.services.auth import Authenticator
+from provider.services.ports import Store
+from provider.services.tenants import TenantService
+
+
+@dataclass
+class ApiContext:
+    store: Store
+    auth: Authenticator
+    tenants: TenantService
+    assets: AssetService
+    metrics: HttpMetrics
+    openapi: dict[str, Any]
+    public_url: str
+
+
+CONTEXT = web.AppKey("context", ApiContext)
+
+
+def ctx(request: web.Request) -> ApiContext:
+    return request.app[CONTEXT]

@@ -1,0 +1,68 @@
+"""Middlewares: request id and metrics around everything, then errors to problem JSON."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from provider.api.context import ctx
+from provider.api.problems import from_exception, problem_response
+from provider.logs import request_id_var
+
+log = logging.getLogger("provider.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._\-]{1,64}$")
+
+
+def route_template(request: web.Request) -> str:
+    """The route's path template (bounded cardinality for metrics), or 'unmatched'."""
+    info = request.match_info
+    if isinstance(info, web.UrlMappingMatchInfo) and info.route.resource is not None:
+        return info.route.resource.canonical
+    return "unmatched"
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    incoming = request.headers.get("X-Request-ID", "")
+    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    token = request_id_var.set(request_id)
+    started = time.perf_counter()
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        response.headers["X-Request-ID"] = request_id
+        return response
+    finally:
+        elapsed = time.perf_counter() - started
+        route = route_template(request)
+        ctx(request).metrics.observe(request.method, route, status, elapsed)
+        log.info(
+            "%s %s %s",
+            request.method,
+            route,
+            status,
+            extra={"status": status, "duration_ms": round(elapsed * 1000, 2), "remote": request.remote},
+        )
+        request_id_var.reset(token)
+
+
+@web.middleware
+async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except Exception as exc:
+        response = from_exception(exc)
+        if response is not None:
+            return response
+        if isinstance(exc, web.HTTPException):
+            raise  # redirects and other non-error statuses pass through
+        log.exception("unhandled error in %s %s", request.method, route_template(request))
+        return problem_response(500, "internal error; quote the request id when reporting it", "internal")

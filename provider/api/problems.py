@@ -1,0 +1,94 @@
+"""RFC 9457 problem details: the one error shape every response of this service uses."""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import web
+
+from provider.domain.errors import (
+    Conflict,
+    DomainError,
+    FieldProblem,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    Unauthenticated,
+)
+from provider.logs import request_id_var
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+TYPE_BASE = "urn:provider:problem:"
+
+
+class ProblemError(Exception):
+    """Raised by API code for input problems found before a service is called."""
+
+    def __init__(
+        self, status: int, slug: str, detail: str, problems: list[FieldProblem] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.slug = slug
+        self.detail = detail
+        self.problems = problems or []
+
+
+_DOMAIN_STATUS: list[tuple[type[DomainError], int, str]] = [
+    (NotFound, 404, "not-found"),
+    (Conflict, 409, "conflict"),
+    (InvalidInput, 422, "validation-error"),
+    (Unauthenticated, 401, "unauthenticated"),
+    (Forbidden, 403, "forbidden"),
+]
+
+
+def problem_response(
+    status: int,
+    detail: str,
+    slug: str | None = None,
+    problems: list[FieldProblem] | None = None,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
+) -> web.Response:
+    title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    body: dict[str, Any] = {
+        "type": TYPE_BASE + slug if slug else "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if problems:
+        body["errors"] = [{"field": p.field, "message": p.message} for p in problems]
+    if request_id_var.get():
+        body["request_id"] = request_id_var.get()
+    body.update(extra)
+    return web.Response(
+        status=status, text=json.dumps(body), content_type=PROBLEM_CONTENT_TYPE, headers=headers
+    )
+
+
+def from_exception(exc: BaseException) -> web.Response | None:
+    """The problem response for a known exception, or None for an unexpected one."""
+    if isinstance(exc, ProblemError):
+        return problem_response(exc.status, exc.detail, exc.slug, exc.problems)
+    if isinstance(exc, DomainError):
+        for kind, status, slug in _DOMAIN_STATUS:
+            if isinstance(exc, kind):
+                headers = {"WWW-Authenticate": 'Bearer realm="provider"'} if status == 401 else None
+                return problem_response(status, exc.detail, slug, exc.problems, headers=headers)
+        return None
+    if isinstance(exc, web.HTTPException) and exc.status >= 400:
+        headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
+        detail = _HTTP_DETAILS.get(exc.status, exc.reason)
+        return problem_response(exc.status, detail, headers=headers or None)
+    return None
+
+
+_HTTP_DETAILS = {
+    404: "no resource at this path",
+    405: "this method is not allowed on this path",
+    413: "the request body is larger than this endpoint accepts",
+}

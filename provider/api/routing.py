@@ -1,0 +1,58 @@
+"""Route table entries that declare who may call them; the wrapper enforces it."""
+
+from __future__ import annotations
+
+import enum
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from provider.api.context import ctx
+from provider.domain.tenants import Principal
+from provider.services.auth import require_admin
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PRINCIPAL = "principal"
+
+
+class Access(enum.Enum):
+    PUBLIC = "public"
+    AUTHENTICATED = "authenticated"  # any valid credential; the handler checks ownership
+    ADMIN = "admin"
+
+
+@dataclass(frozen=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    access: Access
+
+
+ROUTES = web.AppKey("routes", list[Route])
+
+
+def _guarded(route: Route) -> Handler:
+    @functools.wraps(route.handler)
+    async def guarded(request: web.Request) -> web.StreamResponse:
+        if route.access is not Access.PUBLIC:
+            principal = await ctx(request).auth.authenticate(request.headers.get("Authorization"))
+            if route.access is Access.ADMIN:
+                require_admin(principal)
+            request[PRINCIPAL] = principal
+        return await route.handler(request)
+
+    return guarded
+
+
+def add_routes(app: web.Application, routes: list[Route]) -> None:
+    for route in routes:
+        app.router.add_route(route.method, route.path, _guarded(route))
+    app[ROUTES] = [*app.get(ROUTES, []), *routes]
+
+
+def principal(request: web.Request) -> Principal:
+    found: Principal = request[PRINCIPAL]
+    return found

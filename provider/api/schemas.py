@@ -1,0 +1,83 @@
+"""Request bodies and response representations of the HTTP API (see contracts/openapi.yaml)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from provider.domain.assets import Asset, AssetSpec
+from provider.domain.tenants import ApiKey, Principal, Role, Tenant
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TenantCreate(Body):
+    participant_id: Annotated[str, Field(min_length=1, max_length=512)]
+    display_name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+
+
+class ApiKeyCreate(Body):
+    role: Role = Role.CONSUMER
+    name: Annotated[str, Field(max_length=200)] = ""
+    expires_at: AwareDatetime | None = None
+
+
+class AssetPut(AssetSpec):
+    """The asset spec; `id` and `version` may repeat the path's (as in asset files) but must match."""
+
+    id: str | None = None
+    version: str | None = None
+
+
+def _time(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def tenant_out(tenant: Tenant) -> dict[str, Any]:
+    return {
+        "id": tenant.id,
+        "participant_id": tenant.participant_id,
+        "display_name": tenant.display_name,
+        "created_at": _time(tenant.created_at),
+    }
+
+
+def api_key_out(key: ApiKey, secret: str | None = None) -> dict[str, Any]:
+    out = {
+        "id": key.id,
+        "tenant_id": key.tenant_id,
+        "role": key.role.value,
+        "name": key.name,
+        "prefix": key.prefix,
+        "created_at": _time(key.created_at),
+        "expires_at": _time(key.expires_at),
+        "revoked_at": _time(key.revoked_at),
+    }
+    if secret is not None:
+        out["key"] = secret
+    return out
+
+
+def asset_out(asset: Asset) -> dict[str, Any]:
+    out = asset.model_dump(mode="json")
+    out["created_at"] = _time(asset.created_at)
+    out["updated_at"] = _time(asset.updated_at)
+    return out
+
+
+def principal_out(principal: Principal, tenant: Tenant) -> dict[str, Any]:
+    return {
+        "tenant": tenant_out(tenant),
+        "role": principal.role.value,
+        "credential": {"kind": principal.kind.value, "id": principal.credential_id},
+        "workspace_id": principal.workspace_id,
+        "scopes": sorted(principal.scopes),
+    }
+
+
+def page_out(items: list[dict[str, Any]], next_token: str | None) -> dict[str, Any]:
+    return {"items": items, "next_page_token": next_token}

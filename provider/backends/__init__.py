@@ -1,0 +1,1 @@
+"""Adapters: one module per real system behind each port in provider.services.ports."""

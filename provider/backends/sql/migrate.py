@@ -1,0 +1,39 @@
+"""Run Alembic migrations programmatically (`provider migrate`, or at start-up)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+
+from provider.backends.sql.store import SqlStore
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def _config(connection: sa.Connection) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    return config
+
+
+async def upgrade(store: SqlStore, revision: str = "head") -> None:
+    """Bring the schema up to `revision` in one transaction."""
+    async with store.engine.begin() as conn:
+        await conn.run_sync(lambda sync: command.upgrade(_config(sync), revision))
+
+
+async def current_revision(store: SqlStore) -> str | None:
+    async with store.engine.connect() as conn:
+        return await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+
+
+def head_revision() -> str | None:
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return ScriptDirectory.from_config(config).get_current_head()

@@ -1,0 +1,168 @@
+"""Configuration: one YAML file plus `PROVIDER_...` environment overrides (nested with `__`).
+
+Precedence, highest first: environment, YAML file, defaults. The defaults are the embedded
+set-up (SQLite under the data directory); every key is documented in
+config/provider.example.yaml.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+DEFAULT_CONFIG_PATH = Path("config/provider.yaml")
+ENV_CONFIG_PATH = "PROVIDER_CONFIG"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    public_url: AnyHttpUrl | None = Field(
+        default=None, description="URL under which clients reach the service; defaults to http://host:port"
+    )
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="limit for JSON request bodies")
+    shutdown_timeout_seconds: float = Field(default=10.0, gt=0)
+
+
+class StoreSettings(_Section):
+    url: str | None = Field(
+        default=None,
+        description="sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db; default: SQLite in data_dir",
+    )
+    migrate_on_start: bool = True
+    pool_size: int = Field(default=10, ge=1, le=200)
+    echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _driver(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+            raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        return value
+
+
+class AuthSettings(_Section):
+    bootstrap_admin_key: SecretStr | None = Field(
+        default=None, description="an admin API key the operator chooses (at least 32 characters)"
+    )
+    operator_participant_id: str = Field(default="operator", min_length=1)
+    operator_display_name: str = "Operator"
+    key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
+
+    @field_validator("bootstrap_admin_key")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters long")
+        return value
+
+
+class AssetSettings(_Section):
+    directory: Path = Field(default=Path("config/assets"), description="YAML asset definitions loaded at start")
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "json", "text"] = Field(
+        default="auto", description="auto: text on a terminal, JSON otherwise"
+    )
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PROVIDER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Field(default=Path("data"), description="where embedded state and storage live")
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    assets: AssetSettings = Field(default_factory=AssetSettings)
+    logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @property
+    def public_url(self) -> str:
+        if self.server.public_url is not None:
+            return str(self.server.public_url).rstrip("/")
+        return f"http://{self.server.host}:{self.server.port}"
+
+
+class ConfigError(Exception):
+    """Configuration that cannot be used; the message names each key and its problem."""
+
+
+def _settings_class(yaml_path: Path | None) -> type[Settings]:
+    class _FromFile(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            if yaml_path is not None:
+                sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path))
+            return tuple(sources)
+
+    return _FromFile
+
+
+def resolve_config_path(explicit: str | Path | None, env: dict[str, str] | None = None) -> Path | None:
+    """`--config`, else $PROVIDER_CONFIG, else config/provider.yaml when it exists, else none."""
+    env = dict(os.environ) if env is None else env
+    if explicit:
+        return Path(explicit)
+    if env.get(ENV_CONFIG_PATH):
+        return Path(env[ENV_CONFIG_PATH])
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None
+
+
+def load_settings(config_path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load and validate; raises ConfigError with one line per problem."""
+    path = resolve_config_path(config_path)
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"configuration file {path} does not exist")
+        try:
+            content = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"configuration file {path} is not valid YAML: {exc}") from exc
+        if content is not None and not isinstance(content, dict):
+            raise ConfigError(f"configuration file {path} must hold a mapping of keys")
+    try:
+        settings = _settings_class(path)(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(describe_errors(exc, path)) from exc
+    return settings
+
+
+def describe_errors(exc: ValidationError, path: Path | None) -> str:
+    source = f" (file {path} or PROVIDER_* environment)" if path else " (PROVIDER_* environment)"
+    lines = [f"invalid configuration{source}:"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(root)"
+        got = "" if err["type"] == "missing" else f" (got {_shown(key, err.get('input'))})"
+        lines.append(f"  {key}: {err['msg']}{got}")
+    return "\n".join(lines)
+
+
+def _shown(key: str, value: Any) -> str:
+    if any(word in key for word in ("key", "secret", "password", "token")):
+        return "a value that is not shown"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

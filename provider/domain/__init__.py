@@ -1,0 +1,1 @@
+"""Domain models and rules: pure Python, no I/O."""

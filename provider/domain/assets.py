@@ -1,0 +1,220 @@
+"""Compute assets: what a consumer can run (image, inputs, outputs, resources, limits).
+
+An asset is identified by `id` and `version`; several versions may coexist and the highest
+(PEP 440 ordering) is the default one.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from datetime import datetime
+from pathlib import PurePosixPath
+from typing import Annotated, Literal
+
+from packaging.version import InvalidVersion, Version
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ASSET_ID_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
+NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+ENV_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+# Kubernetes resource quantities as operators write them: 500m, 2, 1.5, 512Mi, 10Gi, 1e3.
+QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?([eE][0-9]+|m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
+MAX_RUN_SECONDS_LIMIT = 7 * 24 * 3600
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputKind(enum.StrEnum):
+    FILE = "file"
+    DIRECTORY = "directory"
+    ARCHIVE = "archive"  # a tar or zip object, unpacked into mount_path
+
+
+class OutputKind(enum.StrEnum):
+    FILE = "file"
+    DIRECTORY = "directory"
+
+
+def _safe_relative(value: str) -> str:
+    path = PurePosixPath(value)
+    if not value or path.is_absolute() or ".." in path.parts or "\x00" in value:
+        raise ValueError("must be a relative path without '..' segments")
+    return str(path)
+
+
+def _absolute(value: str) -> str:
+    path = PurePosixPath(value)
+    if not path.is_absolute() or ".." in path.parts or "\x00" in value or str(path) == "/":
+        raise ValueError("must be an absolute path below '/' without '..' segments")
+    return str(path)
+
+
+class EnvRule(_Strict):
+    """A variable the consumer may set: its value must match `pattern` (full match) or be in `enum`."""
+
+    pattern: str | None = None
+    enum: list[str] | None = Field(default=None, min_length=1)
+    default: str | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> EnvRule:
+        if (self.pattern is None) == (self.enum is None):
+            raise ValueError("give exactly one of 'pattern' or 'enum'")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern does not compile: {exc}") from exc
+        if self.default is not None and not self.accepts(self.default):
+            raise ValueError("default does not satisfy the rule")
+        return self
+
+    def accepts(self, value: str) -> bool:
+        if self.enum is not None:
+            return value in self.enum
+        assert self.pattern is not None
+        return re.fullmatch(self.pattern, value) is not None
+
+
+class AssetInput(_Strict):
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    kind: InputKind = InputKind.FILE
+    mount_path: str = Field(description="absolute path where the worker finds this input")
+    required: bool = True
+    description: str = ""
+
+    _check_mount = field_validator("mount_path")(_absolute)
+
+
+class AssetOutput(_Strict):
+    name: Annotated[str, Field(pattern=NAME_PATTERN)]
+    path: str = Field(description="path relative to the result directory")
+    kind: OutputKind = OutputKind.FILE
+    required: bool = True
+    description: str = ""
+
+    _check_path = field_validator("path")(_safe_relative)
+
+
+class Resources(_Strict):
+    cpu: Annotated[str, Field(pattern=QUANTITY_PATTERN)] = "1"
+    memory: Annotated[str, Field(pattern=QUANTITY_PATTERN)] = "512Mi"
+    ephemeral_storage: Annotated[str, Field(pattern=QUANTITY_PATTERN)] = "1Gi"
+    gpu_count: Annotated[int, Field(ge=0, le=64)] = 0
+    gpu_type: str | None = Field(default=None, description="node label value selecting the GPU model")
+
+
+class Toleration(_Strict):
+    key: str | None = None
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class LocalRunner(_Strict):
+    """How the embedded `local` compute backend runs the asset as a process.
+
+    `command` is an argv list; `{python}` stands for the service's own interpreter,
+    `{input:NAME}` for an input's staged path and `{result_dir}` for the result directory.
+    """
+
+    command: list[str] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class AssetSpec(_Strict):
+    """Everything about an asset except its identity: the body of an admin `PUT`."""
+
+    title: Annotated[str, Field(min_length=1, max_length=200)]
+    description: str = ""
+    image: Annotated[str, Field(min_length=1, max_length=512)]
+    command: list[str] = Field(default_factory=list)
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict, description="fixed environment for the worker")
+    consumer_env: dict[str, EnvRule] = Field(
+        default_factory=dict, description="variables a consumer may set, each with its rule"
+    )
+    inputs: list[AssetInput] = Field(default_factory=list)
+    outputs: list[AssetOutput] = Field(default_factory=list)
+    result_dir: str = "/results"
+    resources: Resources = Field(default_factory=Resources)
+    max_run_seconds: Annotated[int, Field(ge=1, le=MAX_RUN_SECONDS_LIMIT)] = 3600
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[Toleration] = Field(default_factory=list)
+    labels: dict[str, str] = Field(default_factory=dict)
+    local: LocalRunner | None = None
+
+    _check_result_dir = field_validator("result_dir")(_absolute)
+
+    @field_validator("env", "consumer_env")
+    @classmethod
+    def _env_keys(cls, value: dict[str, object]) -> dict[str, object]:
+        bad = [k for k in value if not re.fullmatch(ENV_KEY_PATTERN, k)]
+        if bad:
+            raise ValueError(f"not valid environment variable names: {', '.join(sorted(bad))}")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AssetSpec:
+        for kind, names in (("input", [i.name for i in self.inputs]), ("output", [o.name for o in self.outputs])):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"duplicate {kind} names: {', '.join(dupes)}")
+        mounts = [i.mount_path for i in self.inputs]
+        for mount in mounts:
+            if mount == self.result_dir or PurePosixPath(mount).is_relative_to(self.result_dir):
+                raise ValueError(f"input mount_path {mount} lies inside result_dir {self.result_dir}")
+        return self
+
+
+class Asset(AssetSpec):
+    """A stored asset: its spec plus identity and bookkeeping."""
+
+    id: Annotated[str, Field(pattern=ASSET_ID_PATTERN)]
+    version: str
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @field_validator("version")
+    @classmethod
+    def _pep440(cls, value: str) -> str:
+        parse_version(value)
+        return value
+
+    @property
+    def sort_version(self) -> Version:
+        return parse_version(self.version)
+
+    def spec(self) -> AssetSpec:
+        return AssetSpec.model_validate(
+            self.model_dump(exclude={"id", "version", "created_at", "updated_at"})
+        )
+
+
+def parse_version(value: str) -> Version:
+    try:
+        return Version(value)
+    except InvalidVersion as exc:
+        raise ValueError(f"{value!r} is not a version such as 1.0.0") from exc
+
+
+def identity_problems(asset_id: str, version: str) -> list[tuple[str, str]]:
+    """Problems with an asset id and version given apart from a spec (e.g. in a URL path)."""
+    problems = []
+    if not re.fullmatch(ASSET_ID_PATTERN, asset_id):
+        problems.append(("asset_id", "must be 1-63 lower-case letters, digits and inner hyphens"))
+    try:
+        parse_version(version)
+    except ValueError as exc:
+        problems.append(("version", str(exc)))
+    return problems
+
+
+def latest(assets: list[Asset]) -> Asset | None:
+    """The highest version among `assets` (all of one id)."""
+    return max(assets, key=lambda a: a.sort_version, default=None)

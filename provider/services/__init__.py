@@ -1,0 +1,1 @@
+"""Use cases. Services talk to the outside world only through the ports in `ports.py`."""

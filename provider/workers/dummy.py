@@ -1,0 +1,31 @@
+"""The `dummy` asset's worker: wait SLEEP_SECONDS, then move SOURCE to DESTINATION.
+
+It reads and writes bytes only, so any input comes out unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> int:
+    source = Path(os.environ["SOURCE"])
+    destination = Path(os.environ["DESTINATION"])
+    seconds = float(os.environ.get("SLEEP_SECONDS", "0"))
+    print(f"dummy: waiting {seconds:g} s", flush=True)
+    time.sleep(seconds)
+    if not source.exists():
+        print(f"dummy: input {source} does not exist", file=sys.stderr, flush=True)
+        return 2
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(str(source), str(destination))
+    print(f"dummy: moved {destination.stat().st_size} bytes to {destination}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""The store on SQLite and PostgreSQL: repositories, transactions, migrations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from provider.backends.asset_files import read_asset_file
+from provider.backends.sql import SqlStore
+from provider.backends.sql import migrate as migrations
+from provider.backends.sql.tables import metadata
+from provider.domain.errors import Conflict
+from provider.domain.ids import new_id
+from provider.domain.pagination import PageRequest
+from provider.domain.tenants import ApiKey, Role, Tenant, hash_secret
+from tests.conftest import REPO
+
+NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+
+def tenant(participant: str) -> Tenant:
+    return Tenant(new_id("ten"), participant, participant.upper(), NOW)
+
+
+def key(tenant_id: str, secret: str, role: Role = Role.CONSUMER, expires: datetime | None = None) -> ApiKey:
+    return ApiKey(new_id("key"), tenant_id, role, "k", secret[:10], hash_secret(secret), NOW, expires)
+
+
+async def test_schema_matches_table_definitions(store: SqlStore) -> None:
+    assert await migrations.current_revision(store) == migrations.head_revision()
+    async with store.engine.connect() as conn:
+        diff = await conn.run_sync(lambda sync: compare_metadata(MigrationContext.configure(sync), metadata))
+    assert diff == []
+
+
+async def test_migrate_twice_is_harmless(store: SqlStore) -> None:
+    await migrations.upgrade(store)
+    assert await migrations.current_revision(store) == "0001"
+
+
+async def test_tenant_round_trip_keeps_utc_times(store: SqlStore) -> None:
+    t = tenant("did:web:a.example")
+    async with store.transaction() as uow:
+        await uow.tenants.add(t)
+    async with store.read() as uow:
+        assert await uow.tenants.get(t.id) == t
+        assert await uow.tenants.get_by_participant("did:web:a.example") == t
+        assert await uow.tenants.get("ten_missing") is None
+    assert t.created_at.tzinfo is not None
+
+
+async def test_duplicate_participant_is_a_conflict_and_the_transaction_stays_usable(store: SqlStore) -> None:
+    async with store.transaction() as uow:
+        await uow.tenants.add(tenant("p1"))
+    async with store.transaction() as uow:
+        with pytest.raises(Conflict):
+            await uow.tenants.add(tenant("p1"))
+        await uow.tenants.add(tenant("p2"))  # the savepoint kept the outer transaction alive
+    async with store.read() as uow:
+        page = await uow.tenants.list(PageRequest(10))
+    assert sorted(x.participant_id for x in page.items) == ["p1", "p2"]
+
+
+async def test_failed_transaction_writes_nothing(store: SqlStore) -> None:
+    with pytest.raises(RuntimeError):
+        async with store.transaction() as uow:
+            await uow.tenants.add(tenant("half"))
+            raise RuntimeError("boom")
+    async with store.read() as uow:
+        assert await uow.tenants.get_by_participant("half") is None
+
+
+async def test_tenant_pagination_visits_each_once_in_creation_order(store: SqlStore) -> None:
+    created = [tenant(f"p{i:02d}") for i in range(7)]
+    async with store.transaction() as uow:
+        for t in created:
+            await uow.tenants.add(t)
+    seen, after = [], None
+    while True:
+        async with store.read() as uow:
+            page = await uow.tenants.list(PageRequest(3, after))
+        seen.extend(page.items)
+        if page.next_after is None:
+            break
+        after = page.next_after
+    assert [t.id for t in seen] == [t.id for t in created]
+
+
+async def test_api_keys_find_revoke_and_count(store: SqlStore) -> None:
+    operator = tenant("operator")
+    async with store.transaction() as uow:
+        await uow.tenants.add(operator)
+        admin = key(operator.id, "secret-admin", Role.ADMIN)
+        expired = key(operator.id, "secret-old", Role.ADMIN, expires=NOW - timedelta(days=1))
+        consumer = key(operator.id, "secret-consumer")
+        for k in (admin, expired, consumer):
+            await uow.api_keys.add(k)
+    async with store.read() as uow:
+        assert await uow.api_keys.find_by_hash(hash_secret("secret-admin")) == admin
+        assert await uow.api_keys.find_by_hash(hash_secret("nope")) is None
+        assert await uow.api_keys.count_usable_admin_keys(NOW) == 1
+    async with store.transaction() as uow:
+        await uow.api_keys.revoke(admin.id, NOW)
+        await uow.api_keys.revoke(admin.id, NOW + timedelta(hours=1))  # keeps the first time
+    async with store.read() as uow:
+        revoked = await uow.api_keys.get(admin.id)
+        assert revoked is not None and revoked.revoked_at == NOW
+        assert not revoked.is_usable(NOW)
+        assert await uow.api_keys.count_usable_admin_keys(NOW) == 0
+        page = await uow.api_keys.list_for_tenant(operator.id, PageRequest(2))
+        assert len(page.items) == 2 and page.next_after is not None
+
+
+async def test_api_key_needs_an_existing_tenant(store: SqlStore) -> None:
+    with pytest.raises(Exception):  # noqa: B017 - the driver's own IntegrityError subclass
+        async with store.transaction() as uow:
+            await uow.api_keys.add(key("ten_nobody", "s"))
+
+
+async def test_assets_upsert_list_filter_and_delete(store: SqlStore) -> None:
+    dummy = read_asset_file(REPO / "config" / "assets" / "dummy.yaml")
+    v1 = dummy.model_copy(update={"created_at": NOW, "updated_at": NOW})
+    v2 = dummy.model_copy(update={"version": "1.10.0", "title": "Dummy two", "created_at": NOW, "updated_at": NOW})
+    other = dummy.model_copy(
+        update={"id": "other", "description": "Fourier transforms", "created_at": NOW, "updated_at": NOW}
+    )
+    async with store.transaction() as uow:
+        assert await uow.assets.upsert(v1) is True
+        assert await uow.assets.upsert(v2) is True
+        assert await uow.assets.upsert(other) is True
+        assert await uow.assets.upsert(v1.model_copy(update={"title": "Renamed"})) is False
+    async with store.read() as uow:
+        got = await uow.assets.get("dummy", "1.0.0")
+        assert got is not None and got.title == "Renamed" and got.inputs == dummy.inputs
+        assert {a.version for a in await uow.assets.versions("dummy")} == {"1.0.0", "1.10.0"}
+        first = await uow.assets.list(PageRequest(2), None, None)
+        assert [(a.id, a.version) for a in first.items] == [("dummy", "1.0.0"), ("dummy", "1.10.0")]
+        rest = await uow.assets.list(PageRequest(2, first.next_after), None, None)
+        assert [(a.id, a.version) for a in rest.items] == [("other", "1.0.0")] and rest.next_after is None
+        found = await uow.assets.list(PageRequest(10), None, "FOURIER")
+        assert [a.id for a in found.items] == ["other"]
+        assert (await uow.assets.list(PageRequest(10), None, "100%")).items == []
+        assert len((await uow.assets.list(PageRequest(10), "dummy", None)).items) == 2
+    async with store.transaction() as uow:
+        assert await uow.assets.delete("dummy", "1.0.0") == 1
+        assert await uow.assets.delete("dummy", None) == 1
+        assert await uow.assets.delete("dummy", None) == 0
