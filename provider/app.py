@@ -83,10 +83,12 @@ async def prepare_store(components: Components) -> None:
     else:
         current, head = await migrations.current_revision(store), migrations.head_revision()
         if current != head:
-            raise RuntimeError(f"database schema is at {current}, the service needs {head}: run 'provider migrate'")
-    if settings.auth.bootstrap_admin_key is not None:
-        if await components.tenants.register_bootstrap_key(settings.auth.bootstrap_admin_key.get_secret_value()):
-            log.info("bootstrap admin key registered")
+            raise RuntimeError(
+                f"database schema is at {current}, the service needs {head}: run 'provider migrate'"
+            )
+    key = settings.auth.bootstrap_admin_key
+    if key is not None and await components.tenants.register_bootstrap_key(key.get_secret_value()):
+        log.info("bootstrap admin key registered")
 
 
 def read_assets(settings: Settings) -> list[Asset]:

@@ -13,7 +13,12 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
 
 DEFAULT_CONFIG_PATH = Path("config/provider.yaml")
 ENV_CONFIG_PATH = "PROVIDER_CONFIG"
@@ -36,7 +41,7 @@ class ServerSettings(_Section):
 class StoreSettings(_Section):
     url: str | None = Field(
         default=None,
-        description="sqlite+aiosqlite:///path or postgresql+asyncpg://user@host/db; default: SQLite in data_dir",
+        description="sqlite+aiosqlite:///PATH or postgresql+asyncpg://USER@HOST/DB (default: SQLite)",
     )
     migrate_on_start: bool = True
     pool_size: int = Field(default=10, ge=1, le=200)
@@ -67,7 +72,9 @@ class AuthSettings(_Section):
 
 
 class AssetSettings(_Section):
-    directory: Path = Field(default=Path("config/assets"), description="YAML asset definitions loaded at start")
+    directory: Path = Field(
+        default=Path("config/assets"), description="YAML asset definitions loaded at start"
+    )
 
 
 class LoggingSettings(_Section):

@@ -18,7 +18,9 @@ _SECRET_PATTERNS = [
     (re.compile(r"\bpk\.[A-Za-z0-9_\-]{8,}"), "pk.[redacted]"),
     (re.compile(r"\beyJ[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]*"), "[redacted-jwt]"),
     (
-        re.compile(r"(?i)\b([\w-]*(?:secret|password|token|api[_-]?key|authorization)[\w-]*\s*[=:]\s*)[^\s,;&\"']+"),
+        re.compile(
+            r"(?i)\b([\w-]*(?:secret|password|token|api[_-]?key|authorization)[\w-]*\s*[=:]\s*)[^\s,;&\"']+"
+        ),
         r"\1[redacted]",
     ),
 ]
@@ -49,8 +51,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
-        if getattr(record, "request_id", None):
-            entry["request_id"] = record.request_id
+        request_id = getattr(record, "request_id", None)
+        if request_id:
+            entry["request_id"] = request_id
         entry.update(_extras(record))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -60,7 +63,8 @@ class JsonFormatter(logging.Formatter):
 class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
-        rid = f" [{record.request_id}]" if getattr(record, "request_id", None) else ""
+        request_id = getattr(record, "request_id", None)
+        rid = f" [{request_id}]" if request_id else ""
         extras = " ".join(f"{k}={v}" for k, v in _extras(record).items())
         line = f"{stamp} {record.levelname:<7} {record.name}{rid}: {record.getMessage()}"
         if extras:
@@ -82,3 +86,5 @@ def configure_logging(level: str = "INFO", fmt: str = "auto", stream: Any = None
     root.setLevel(level)
     # aiohttp's access log would print raw request lines; our middleware logs requests instead.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # Alembic narrates every step at INFO; the migrate module logs one line per upgrade instead.
+    logging.getLogger("alembic").setLevel(logging.WARNING)

@@ -132,7 +132,9 @@ def new_consumer(api: Api) -> Callable[[str], Awaitable[Consumer]]:
 
     async def make(participant: str = "") -> Consumer:
         participant = participant or f"did:web:{uuid.uuid4().hex[:8]}.example"
-        tenant = await api.json("POST", "/api/v1/tenants", 201, key=ADMIN_KEY, json={"participant_id": participant})
+        tenant = await api.json(
+            "POST", "/api/v1/tenants", 201, key=ADMIN_KEY, json={"participant_id": participant}
+        )
         issued = await api.json(
             "POST", f"/api/v1/tenants/{tenant['id']}/api-keys", 201, key=ADMIN_KEY, json={"name": "test"}
         )

@@ -72,7 +72,9 @@ class OpenApiContract:
         responses = op.spec.get("responses", {})
         declared = responses.get(str(status)) or responses.get("default")
         if declared is None:
-            return [f"{method} {op.template}: status {status} is not declared (declared: {sorted(responses)})"]
+            return [
+                f"{method} {op.template}: status {status} is not declared (declared: {sorted(responses)})"
+            ]
         declared = self._resolve(declared)
         content = declared.get("content")
         if not content:
@@ -91,9 +93,12 @@ class OpenApiContract:
             problems.append(f"{method} {op.template} {status}: {where}: {error.message}")
         return problems
 
+
 def _rebase(node: Any) -> Any:
     if isinstance(node, dict):
-        return {k: (SPEC_URI + v if k == "$ref" and v.startswith("#") else _rebase(v)) for k, v in node.items()}
+        return {
+            k: (SPEC_URI + v if k == "$ref" and v.startswith("#") else _rebase(v)) for k, v in node.items()
+        }
     if isinstance(node, list):
         return [_rebase(v) for v in node]
     return node

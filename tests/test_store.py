@@ -123,7 +123,9 @@ async def test_api_key_needs_an_existing_tenant(store: SqlStore) -> None:
 async def test_assets_upsert_list_filter_and_delete(store: SqlStore) -> None:
     dummy = read_asset_file(REPO / "config" / "assets" / "dummy.yaml")
     v1 = dummy.model_copy(update={"created_at": NOW, "updated_at": NOW})
-    v2 = dummy.model_copy(update={"version": "1.10.0", "title": "Dummy two", "created_at": NOW, "updated_at": NOW})
+    v2 = dummy.model_copy(
+        update={"version": "1.10.0", "title": "Dummy two", "created_at": NOW, "updated_at": NOW}
+    )
     other = dummy.model_copy(
         update={"id": "other", "description": "Fourier transforms", "created_at": NOW, "updated_at": NOW}
     )

@@ -9,7 +9,7 @@ from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from provider.api.problems import ProblemError
-from provider.domain.errors import FieldProblem
+from provider.domain.errors import FieldProblem, InvalidInput
 from provider.domain.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageRequest, decode_token
 
 M = TypeVar("M", bound=BaseModel)
@@ -24,7 +24,10 @@ class PageQuery(QueryModel):
     page_token: str | None = Field(default=None, max_length=2048)
 
     def page(self, arity: int = 1) -> PageRequest:
-        after = decode_token(self.page_token, arity) if self.page_token else None
+        try:
+            after = decode_token(self.page_token, arity) if self.page_token else None
+        except InvalidInput as exc:
+            raise ProblemError(400, "invalid-query", exc.detail, exc.problems) from exc
         return PageRequest(self.page_size, after)
 
 
@@ -48,13 +51,16 @@ async def parse_json(request: web.Request, model: type[M]) -> M:
     try:
         data: Any = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        message = f"not valid JSON: {exc}"
         raise ProblemError(
-            400, "malformed-json", f"the body is not valid JSON: {exc}", [FieldProblem("body", str(exc))]
+            400, "malformed-json", f"the body is {message}", [FieldProblem("body", message)]
         ) from exc
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ProblemError(422, "validation-error", "the body has invalid fields", _problems(exc, "body")) from exc
+        raise ProblemError(
+            422, "validation-error", "the body has invalid fields", _problems(exc, "body")
+        ) from exc
 
 
 def parse_query(request: web.Request, model: type[M]) -> M:

@@ -14,7 +14,7 @@ from provider.domain.tenants import Principal
 from provider.services.auth import require_admin
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PRINCIPAL = "principal"
+PRINCIPAL = web.RequestKey("principal", Principal)
 
 
 class Access(enum.Enum):

@@ -161,7 +161,10 @@ class AssetSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> AssetSpec:
-        for kind, names in (("input", [i.name for i in self.inputs]), ("output", [o.name for o in self.outputs])):
+        for kind, names in (
+            ("input", [i.name for i in self.inputs]),
+            ("output", [o.name for o in self.outputs]),
+        ):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"duplicate {kind} names: {', '.join(dupes)}")

@@ -20,7 +20,7 @@ class Role(enum.StrEnum):
 
 class CredentialKind(enum.StrEnum):
     API_KEY = "api_key"
-    WORKSPACE_TOKEN = "workspace_token"
+    WORKSPACE_TOKEN = "workspace_token"  # noqa: S105 - a kind name, not a secret
 
 
 @dataclass(frozen=True)

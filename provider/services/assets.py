@@ -15,7 +15,9 @@ class AssetService:
         self.store = store
         self.clock = clock
 
-    async def list(self, page: PageRequest, asset_id: str | None = None, text: str | None = None) -> Page[Asset]:
+    async def list(
+        self, page: PageRequest, asset_id: str | None = None, text: str | None = None
+    ) -> Page[Asset]:
         async with self.store.read() as uow:
             return await uow.assets.list(page, asset_id, text)
 

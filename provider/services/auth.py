@@ -32,7 +32,9 @@ class ApiKeyVerifier:
     other replicas see it within `cache_seconds`.
     """
 
-    def __init__(self, store: Store, clock: Clock, cache_seconds: float = 5.0, cache_size: int = 4096) -> None:
+    def __init__(
+        self, store: Store, clock: Clock, cache_seconds: float = 5.0, cache_size: int = 4096
+    ) -> None:
         self.store = store
         self.clock = clock
         self.cache_seconds = cache_seconds

@@ -70,16 +70,21 @@ class AssetRepository(Protocol):
 class UnitOfWork(Protocol):
     """One transaction: every write through these repositories commits together or not at all."""
 
-    tenants: TenantRepository
-    api_keys: ApiKeyRepository
-    assets: AssetRepository
+    @property
+    def tenants(self) -> TenantRepository: ...
+
+    @property
+    def api_keys(self) -> ApiKeyRepository: ...
+
+    @property
+    def assets(self) -> AssetRepository: ...
 
 
 class Store(Protocol):
-    def transaction(self) -> AbstractAsyncContextManager[UnitOfWork]:
+    def transaction(self) -> AbstractAsyncContextManager[UnitOfWork, bool | None]:
         """Open a read-write transaction; it commits when the block exits normally, else rolls back."""
 
-    def read(self) -> AbstractAsyncContextManager[UnitOfWork]:
+    def read(self) -> AbstractAsyncContextManager[UnitOfWork, bool | None]:
         """Open a read-only transaction (cheaper: it takes no write lock)."""
 
     async def ping(self) -> None:

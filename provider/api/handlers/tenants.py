@@ -13,7 +13,9 @@ from provider.api.schemas import ApiKeyCreate, TenantCreate, api_key_out, page_o
 async def create_tenant(request: web.Request) -> web.Response:
     body = await parse_json(request, TenantCreate)
     tenant = await ctx(request).tenants.create(body.participant_id, body.display_name or body.participant_id)
-    return web.json_response(tenant_out(tenant), status=201, headers={"Location": f"/api/v1/tenants/{tenant.id}"})
+    return web.json_response(
+        tenant_out(tenant), status=201, headers={"Location": f"/api/v1/tenants/{tenant.id}"}
+    )
 
 
 async def list_tenants(request: web.Request) -> web.Response:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -12,6 +13,7 @@ from alembic.script import ScriptDirectory
 
 from provider.backends.sql.store import SqlStore
 
+log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
@@ -24,8 +26,12 @@ def _config(connection: sa.Connection) -> Config:
 
 async def upgrade(store: SqlStore, revision: str = "head") -> None:
     """Bring the schema up to `revision` in one transaction."""
+    before = await current_revision(store)
     async with store.engine.begin() as conn:
         await conn.run_sync(lambda sync: command.upgrade(_config(sync), revision))
+    after = await current_revision(store)
+    if after != before:
+        log.info("database schema migrated", extra={"from_revision": before, "to_revision": after})
 
 
 async def current_revision(store: SqlStore) -> str | None:

@@ -48,7 +48,9 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
 
 class SqlStore:
-    def __init__(self, url: str, *, pool_size: int = 10, echo: bool = False, schema: str | None = None) -> None:
+    def __init__(
+        self, url: str, *, pool_size: int = 10, echo: bool = False, schema: str | None = None
+    ) -> None:
         self.url = sa.make_url(url)
         self.dialect = self.url.get_backend_name()
         kwargs: dict[str, Any] = {"echo": echo, "pool_pre_ping": True}
@@ -60,7 +62,9 @@ class SqlStore:
             if schema:
                 kwargs["connect_args"] = {"server_settings": {"search_path": schema}}
         else:
-            raise ValueError(f"unsupported database {self.dialect!r}: use sqlite+aiosqlite or postgresql+asyncpg")
+            raise ValueError(
+                f"unsupported database {self.dialect!r}: use sqlite+aiosqlite or postgresql+asyncpg"
+            )
         self.engine = create_async_engine(self.url, **kwargs)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine)

@@ -1,0 +1,47 @@
+# Everything a fresh machine needs, from Python 3.11+ upwards.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help venv demo serve test test-fast lint format clean
+
+help:
+	@echo "make demo   run the service on embedded defaults (SQLite, local files)"
+	@echo "make test   start the test services and run the whole test suite"
+	@echo "make lint   ruff and mypy"
+
+$(STAMP): pyproject.toml requirements.lock
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade "pip>=24"
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev,s3,kubernetes]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: venv
+	$(BIN)/provider init
+	$(BIN)/provider serve
+
+serve: venv
+	$(BIN)/provider serve
+
+test: venv
+	bash tests/services/postgres.sh
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: venv
+	PROVIDER_TEST_POSTGRES_URL=off $(BIN)/python -m pytest -x $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check provider tests $(wildcard bench)
+	$(BIN)/ruff format --check provider tests $(wildcard bench)
+	$(BIN)/mypy
+
+format: venv
+	$(BIN)/ruff format provider tests $(wildcard bench)
+	$(BIN)/ruff check --fix provider tests $(wildcard bench)
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

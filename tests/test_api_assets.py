@@ -1,0 +1,118 @@
+"""The asset catalog through the HTTP API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from tests.conftest import ADMIN_KEY, REPO, Api
+
+
+def dummy_spec(**changes: Any) -> dict[str, Any]:
+    spec = yaml.safe_load((REPO / "config" / "assets" / "dummy.yaml").read_text())
+    spec.pop("id"), spec.pop("version")
+    spec.update(changes)
+    return spec
+
+
+async def test_file_assets_are_loaded_at_start_and_readable_by_consumers(api: Api, new_consumer) -> None:  # type: ignore[no-untyped-def]
+    consumer = await new_consumer()
+    asset = await api.json("GET", "/api/v1/assets/dummy", 200, key=consumer.key)
+    assert asset["version"] == "1.0.0"
+    assert asset["inputs"][0]["name"] == "source" and asset["outputs"][0]["path"] == "output"
+    assert asset["local"]["command"][0] == "{python}"
+    page = await api.json("GET", "/api/v1/assets", 200, key=consumer.key)
+    assert [(a["id"], a["version"]) for a in page["items"]] == [("dummy", "1.0.0")]
+
+
+async def test_put_creates_then_replaces_and_latest_version_wins(api: Api) -> None:
+    created = await api.json(
+        "PUT", "/api/v1/assets/dummy/versions/1.10.0", 201, key=ADMIN_KEY, json=dummy_spec(title="Ten")
+    )
+    assert created["created_at"] == created["updated_at"]
+    replaced = await api.json(
+        "PUT", "/api/v1/assets/dummy/versions/1.10.0", 200, key=ADMIN_KEY, json=dummy_spec(title="Ten again")
+    )
+    assert replaced["title"] == "Ten again" and replaced["created_at"] == created["created_at"]
+    # 1.10.0 > 1.9.0 > 1.0.0 by version order, not by text order
+    await api.json("PUT", "/api/v1/assets/dummy/versions/1.9.0", 201, key=ADMIN_KEY, json=dummy_spec())
+    assert (await api.json("GET", "/api/v1/assets/dummy", 200, key=ADMIN_KEY))["version"] == "1.10.0"
+    one = await api.json("GET", "/api/v1/assets/dummy?version=1.0.0", 200, key=ADMIN_KEY)
+    assert one["version"] == "1.0.0"
+    assert (await api.json("GET", "/api/v1/assets/dummy/versions/1.9.0", 200, key=ADMIN_KEY))[
+        "version"
+    ] == "1.9.0"
+
+
+async def test_put_accepts_matching_identity_in_body_and_rejects_a_mismatch(api: Api) -> None:
+    await api.json(
+        "PUT",
+        "/api/v1/assets/twin/versions/2.0.0",
+        201,
+        key=ADMIN_KEY,
+        json=dummy_spec(id="twin", version="2.0.0"),
+    )
+    problem = await api.json(
+        "PUT",
+        "/api/v1/assets/twin/versions/2.0.0",
+        422,
+        key=ADMIN_KEY,
+        json=dummy_spec(id="other", version="3"),
+    )
+    assert {e["field"] for e in problem["errors"]} == {"body.id", "body.version"}
+
+
+async def test_put_with_invalid_identity_or_spec_is_422_and_stores_nothing(api: Api) -> None:
+    problem = await api.json(
+        "PUT", "/api/v1/assets/Bad_Id/versions/not-a-version", 422, key=ADMIN_KEY, json=dummy_spec()
+    )
+    assert {e["field"] for e in problem["errors"]} == {"path.asset_id", "path.version"}
+    problem = await api.json(
+        "PUT",
+        "/api/v1/assets/good/versions/1",
+        422,
+        key=ADMIN_KEY,
+        json=dummy_spec(max_run_seconds=0, resources={"memory": "lots"}, inputs=[{"name": "x"}]),
+    )
+    fields = {e["field"] for e in problem["errors"]}
+    assert {"body.max_run_seconds", "body.resources.memory", "body.inputs.0.mount_path"} <= fields
+    await api.json("GET", "/api/v1/assets/good", 404, key=ADMIN_KEY)
+
+
+async def test_list_filters_and_paginates(api: Api) -> None:
+    for i in range(4):
+        await api.json(
+            "PUT",
+            f"/api/v1/assets/fft-{i}/versions/1.0",
+            201,
+            key=ADMIN_KEY,
+            json=dummy_spec(title=f"FFT {i}", description="Fourier transform"),
+        )
+    page = await api.json("GET", "/api/v1/assets?q=fourier&page_size=3", 200, key=ADMIN_KEY)
+    assert [a["id"] for a in page["items"]] == ["fft-0", "fft-1", "fft-2"]
+    rest = await api.json(
+        "GET",
+        f"/api/v1/assets?q=fourier&page_size=3&page_token={page['next_page_token']}",
+        200,
+        key=ADMIN_KEY,
+    )
+    assert [a["id"] for a in rest["items"]] == ["fft-3"] and rest["next_page_token"] is None
+    only = await api.json("GET", "/api/v1/assets?id=dummy", 200, key=ADMIN_KEY)
+    assert [a["id"] for a in only["items"]] == ["dummy"]
+
+
+async def test_delete_one_version_then_all(api: Api) -> None:
+    await api.json("PUT", "/api/v1/assets/dummy/versions/2.0.0", 201, key=ADMIN_KEY, json=dummy_spec())
+    await api.json("DELETE", "/api/v1/assets/dummy/versions/2.0.0", 204, key=ADMIN_KEY)
+    await api.json("GET", "/api/v1/assets/dummy/versions/2.0.0", 404, key=ADMIN_KEY)
+    assert (await api.json("GET", "/api/v1/assets/dummy", 200, key=ADMIN_KEY))["version"] == "1.0.0"
+    await api.json("DELETE", "/api/v1/assets/dummy", 204, key=ADMIN_KEY)
+    await api.json("GET", "/api/v1/assets/dummy", 404, key=ADMIN_KEY)
+    await api.json("DELETE", "/api/v1/assets/dummy", 404, key=ADMIN_KEY)
+
+
+async def test_unknown_asset_and_version_are_404(api: Api) -> None:
+    problem = await api.json("GET", "/api/v1/assets/nothing", 404, key=ADMIN_KEY)
+    assert problem["type"] == "urn:provider:problem:not-found" and "nothing" in problem["detail"]
+    await api.json("GET", "/api/v1/assets/dummy?version=9.9.9", 404, key=ADMIN_KEY)

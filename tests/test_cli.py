@@ -1,0 +1,164 @@
+"""The `provider` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from provider.app import create_app
+from provider.cli import main
+from provider.config import Settings
+from tests.conftest import ADMIN_KEY, REPO
+
+
+@pytest.fixture(autouse=True)
+def isolated(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name in list(os.environ):
+        if name.startswith("PROVIDER_"):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+
+
+def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
+    commands = [
+        ["serve"],
+        ["migrate"],
+        ["init"],
+        ["version"],
+        ["assets"],
+        ["assets", "list"],
+        ["assets", "validate"],
+    ]
+    for argv in [[], *commands]:
+        with pytest.raises(SystemExit) as done:
+            main([*argv, "--help"])
+        assert done.value.code == 0
+        assert "usage: provider" in capsys.readouterr().out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["version"]) == 0
+    assert re.fullmatch(r"provider \d+\.\d+\.\d+\n", capsys.readouterr().out)
+
+
+def test_migrate_then_init_prints_a_working_key_once(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    assert main(["migrate"]) == 0
+    assert "revision 0001" in capsys.readouterr().out
+    assert main(["init"]) == 0
+    first = capsys.readouterr().out
+    keys = re.findall(r"pk\.[A-Za-z0-9_\-]{43}", first)
+    assert len(keys) == 1
+    assert main(["init"]) == 0
+    second = capsys.readouterr().out
+    assert "exists already" in second and "pk." not in second
+    assert (tmp_path / "data" / "provider.db").is_file()
+
+    async def me() -> int:
+        server = TestServer(create_app(Settings(data_dir=tmp_path / "data")))
+        await server.start_server()
+        try:
+            return await asyncio.to_thread(
+                main, ["assets", "list", "--url", str(server.make_url("")), "--key", keys[0]]
+            )
+        finally:
+            await server.close()
+
+    assert asyncio.run(me()) == 0
+    assert "no assets" in capsys.readouterr().out  # the default asset directory is not in this cwd
+
+
+def test_assets_validate_names_file_field_and_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = REPO / "config" / "assets" / "dummy.yaml"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: Bad\nversion: '1'\ntitle: x\nimage: img\nmax_run_seconds: -1\n")
+    assert main(["assets", "validate", str(good)]) == 0
+    assert "ok (dummy 1.0.0)" in capsys.readouterr().out
+    assert main(["assets", "validate", str(good), str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}: id: String should match pattern" in err
+    assert f"{bad}: max_run_seconds: Input should be greater than or equal to 1" in err
+
+
+async def test_assets_list_against_a_running_service(
+    settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = TestServer(create_app(settings))
+    await server.start_server()
+    try:
+        url = str(server.make_url(""))
+        assert await asyncio.to_thread(main, ["assets", "list", "--url", url, "--key", ADMIN_KEY]) == 0
+        assert re.search(r"^dummy\s+1\.0\.0\s+\S+\s+Dummy job$", capsys.readouterr().out, re.M)
+        assert await asyncio.to_thread(main, ["assets", "list", "--url", url, "--key", "pk.wrong"]) == 1
+        assert "401" in capsys.readouterr().err
+    finally:
+        await server.close()
+
+
+def test_client_commands_explain_an_unreachable_service(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["assets", "list", "--url", "http://127.0.0.1:9", "--key", "k"]) == 1
+    assert "cannot reach the service" in capsys.readouterr().err
+
+
+def test_invalid_asset_file_stops_serve(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "config" / "assets").mkdir(parents=True)
+    (tmp_path / "config" / "assets" / "broken.yaml").write_text("id: x\nversion: '1'\ntitle: t\n")
+    assert main(["serve"]) == 2
+    assert "broken.yaml: image: Field required" in capsys.readouterr().err
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_serve_starts_on_embedded_defaults(tmp_path: Path) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVIDER_")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "provider", "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/healthz", timeout=1) as response:
+                    assert response.status == 200
+                    break
+            except OSError:
+                assert process.poll() is None, process.stdout.read() if process.stdout else ""
+                assert time.monotonic() < deadline, "service did not start"
+                time.sleep(0.2)
+        with urllib.request.urlopen(base + "/docs", timeout=5) as response:
+            assert b"swagger-ui-bundle.js" in response.read()
+        with urllib.request.urlopen(base + "/metrics", timeout=5) as response:
+            assert (
+                b'provider_http_requests_total{method="GET",route="/healthz",status="200"}' in response.read()
+            )
+        assert (tmp_path / "data" / "provider.db").is_file()
+    finally:
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=20)
+    assert f"API docs: {base}/docs" in output
+    assert process.returncode == 0, output

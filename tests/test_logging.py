@@ -1,0 +1,53 @@
+"""Logs: JSON lines with a request id, and never a credential."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+
+import pytest
+
+from provider.logs import configure_logging, redact
+from tests.conftest import ADMIN_KEY, Api
+
+
+@pytest.fixture
+def log_stream() -> Iterator[io.StringIO]:
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    stream = io.StringIO()
+    configure_logging("INFO", "json", stream)
+    yield stream
+    root.handlers[:] = saved_handlers
+    root.setLevel(saved_level)
+
+
+async def test_request_lines_are_json_with_request_id_and_no_secrets(
+    api: Api, log_stream: io.StringIO
+) -> None:
+    issued = await api.json("POST", "/api/v1/tenants", 201, key=ADMIN_KEY, json={"participant_id": "logs"})
+    key = await api.json("POST", f"/api/v1/tenants/{issued['id']}/api-keys", 201, key=ADMIN_KEY, json={})
+    await api.json("GET", "/api/v1/me", 200, key=key["key"], headers={"X-Request-ID": "trace-me"})
+    await api.json("GET", "/api/v1/me", 401, key=key["key"] + "x")
+    text = log_stream.getvalue()
+    assert ADMIN_KEY not in text and key["key"] not in text
+    entries = [json.loads(line) for line in text.splitlines()]
+    me = [e for e in entries if e.get("request_id") == "trace-me"]
+    assert me and me[0]["message"] == "GET /api/v1/me 200" and me[0]["status"] == 200
+    assert all("time" in e and "level" in e for e in entries)
+
+
+def test_secrets_in_messages_are_masked(log_stream: io.StringIO) -> None:
+    log = logging.getLogger("provider.test")
+    log.warning("calling with Authorization: Bearer abc.def.ghi and key pk.AAAAAAAAAAAAAAAAAAAA")
+    log.warning("jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl and password=hunter2")
+    text = log_stream.getvalue()
+    for secret in ("abc.def.ghi", "pk.AAAAAAAAAAAAAAAAAAAA", "eyJzdWIiOiIxIn0", "hunter2"):
+        assert secret not in text
+    assert text.count("redacted") >= 4
+
+
+def test_redact_leaves_ordinary_text_alone() -> None:
+    assert redact("GET /api/v1/assets/dummy 200") == "GET /api/v1/assets/dummy 200"
