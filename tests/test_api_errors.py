@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from provider.api.routing import ROUTES
 from tests.conftest import ADMIN_KEY, Api
 
 
@@ -98,3 +101,28 @@ async def test_request_id_is_echoed_and_generated(api: Api) -> None:
         "GET", "/api/v1/assets/none", 404, key=ADMIN_KEY, headers={"X-Request-ID": "r-1"}
     )
     assert problem["request_id"] == "r-1"
+
+
+async def test_every_body_taking_route_refuses_bad_bodies_without_a_500(api: Api) -> None:
+    operator = (await api.json("GET", "/api/v1/me", 200, key=ADMIN_KEY))["tenant"]["id"]
+    values = {"tenant_id": operator, "asset_id": "dummy", "version": "1.0.0", "key_id": "key_x"}
+    body_routes = [r for r in api.app[ROUTES] if r.method in ("POST", "PUT", "PATCH")]
+    assert body_routes
+    cases = [
+        ("malformed", b"{", "application/json", 400),
+        ("wrong type", b'{"title": 5, "participant_id": 5, "role": 5}', "application/json", 422),
+        ("not an object", b"[1]", "application/json", 422),
+        ("content type", b"{}", "text/plain", 415),
+        ("oversize", b'{"x": "' + b"y" * (1024 * 1024 + 10) + b'"}', "application/json", 413),
+    ]
+    for route in body_routes:
+        path = re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], route.path)
+        for label, body, content_type, status in cases:
+            response = await api.request(
+                route.method, path, key=ADMIN_KEY, data=body, headers={"Content-Type": content_type}
+            )
+            assert response.status == status, f"{route.method} {route.path} {label}: {response.status}"
+            assert response.content_type == "application/problem+json"
+    # Nothing was written by any of them.
+    assert (await api.json("GET", "/api/v1/assets/dummy", 200, key=ADMIN_KEY))["title"] == "Dummy job"
+    assert await tenant_count(api) == 1
