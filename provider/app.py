@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,13 +18,21 @@ from provider.api import build_api
 from provider.api.context import ApiContext
 from provider.api.metrics import HttpMetrics
 from provider.backends.asset_files import read_asset_directory
+from provider.backends.http_source import HttpSource
+from provider.backends.jwt_tokens import JwtTokenCodec, SigningKey
 from provider.backends.sql import SqlStore, default_sqlite_url
 from provider.backends.sql import migrate as migrations
+from provider.backends.storage.fs import FilesystemStorage
 from provider.config import Settings
+from provider.domain.addresses import parse_networks
 from provider.domain.assets import Asset
+from provider.domain.workspaces import Quota
 from provider.services.assets import AssetService
-from provider.services.auth import ApiKeyVerifier, Authenticator
+from provider.services.auth import ApiKeyVerifier, Authenticator, PrincipalCache, WorkspaceTokenVerifier
+from provider.services.imports import ImportService, RetryPolicy
+from provider.services.ports import Storage
 from provider.services.tenants import TenantService
+from provider.services.workspaces import WorkspacePolicy, WorkspaceService
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +56,12 @@ class Components:
 
     settings: Settings
     store: SqlStore
+    storage: Storage
+    source: HttpSource
     tenants: TenantService
     assets: AssetService
+    workspaces: WorkspaceService
+    imports: ImportService
     auth: Authenticator
 
 
@@ -56,22 +70,118 @@ def build_store(settings: Settings) -> SqlStore:
     return SqlStore(url, pool_size=settings.store.pool_size, echo=settings.store.echo)
 
 
+def build_storage(settings: Settings) -> Storage:
+    if settings.storage.backend == "s3":
+        from provider.backends.storage.s3 import S3Options, S3Storage  # needs the optional aioboto3
+
+        s3 = settings.storage.s3
+        return S3Storage(
+            S3Options(
+                endpoint_url=s3.endpoint_url,
+                public_endpoint_url=s3.public_endpoint_url,
+                region=s3.region,
+                access_key_id=s3.access_key_id,
+                secret_access_key=s3.secret_access_key.get_secret_value() if s3.secret_access_key else None,
+                addressing_style=s3.addressing_style,
+                part_size=s3.part_size_bytes,
+                parts_in_flight=s3.parts_in_flight,
+                role_arn=s3.sts.role_arn,
+                sts_endpoint_url=s3.sts.endpoint_url,
+            )
+        )
+    return FilesystemStorage(settings.storage.fs.root or settings.data_dir / "workspaces")
+
+
+def local_token_secret(data_dir: Path) -> str:
+    """The embedded default: a random HS256 secret kept in the data directory (mode 0600).
+
+    Several replicas must share keys instead: configure tokens.signing_keys.
+    """
+    path = data_dir / "token-signing.key"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_urlsafe(48))
+    return path.read_text().strip()
+
+
+def build_token_codec(settings: Settings) -> JwtTokenCodec:
+    keys: list[SigningKey] = []
+    for key in settings.tokens.signing_keys:
+        if key.algorithm == "HS256":
+            assert key.secret is not None
+            secret = key.secret.get_secret_value()
+            keys.append(SigningKey(key.kid, "HS256", secret, secret))
+        else:
+            assert key.public_key_file is not None
+            private = key.private_key_file.read_bytes() if key.private_key_file else None
+            keys.append(SigningKey(key.kid, "RS256", private, key.public_key_file.read_bytes()))
+    if not keys:
+        secret = local_token_secret(settings.data_dir)
+        keys.append(SigningKey("local", "HS256", secret, secret))
+    return JwtTokenCodec(keys, issuer=settings.public_url, audience=settings.tokens.audience)
+
+
 def build_components(settings: Settings, store: SqlStore | None = None) -> Components:
     store = store or build_store(settings)
-    keys = ApiKeyVerifier(store, utcnow, cache_seconds=settings.auth.key_cache_seconds)
+    storage = build_storage(settings)
+    codec = build_token_codec(settings)
+    key_cache = PrincipalCache(settings.auth.key_cache_seconds)
+    token_cache = PrincipalCache(settings.auth.key_cache_seconds)
     tenants = TenantService(
         store,
         utcnow,
         settings.auth.operator_participant_id,
         settings.auth.operator_display_name,
-        on_key_revoked=keys.forget,
+        on_key_revoked=lambda key_id: key_cache.forget([key_id]),
     )
+    location_prefix = settings.storage.s3.bucket_prefix if settings.storage.backend == "s3" else ""
+    workspaces = WorkspaceService(
+        store,
+        storage,
+        codec,
+        utcnow,
+        WorkspacePolicy(
+            quota=Quota(settings.workspaces.quota_bytes, settings.workspaces.quota_objects),
+            location_prefix=location_prefix,
+            default_token_ttl=settings.tokens.default_ttl_seconds,
+            max_token_ttl=settings.tokens.max_ttl_seconds,
+            credentials_duration=settings.storage.s3.sts.duration_seconds,
+            presign_seconds=settings.storage.presign_seconds,
+        ),
+        on_tokens_revoked=token_cache.forget,
+    )
+    source = HttpSource(
+        parse_networks(settings.imports.allowed_networks),
+        list(settings.imports.allowed_schemes),
+        settings.imports.connect_timeout_seconds,
+        settings.imports.read_timeout_seconds,
+    )
+    imports = ImportService(
+        store,
+        workspaces,
+        source,
+        utcnow,
+        RetryPolicy(settings.imports.max_attempts, settings.imports.backoff_seconds),
+        settings.imports.max_concurrent,
+    )
+    workspaces.before_delete.append(imports.cancel_workspace)
     return Components(
         settings=settings,
         store=store,
+        storage=storage,
+        source=source,
         tenants=tenants,
         assets=AssetService(store, utcnow),
-        auth=Authenticator([keys]),
+        workspaces=workspaces,
+        imports=imports,
+        auth=Authenticator(
+            [
+                WorkspaceTokenVerifier(store, codec, utcnow, token_cache),
+                ApiKeyVerifier(store, utcnow, key_cache),
+            ]
+        ),
     )
 
 
@@ -108,6 +218,9 @@ def create_app(settings: Settings, store: SqlStore | None = None) -> web.Applica
         auth=components.auth,
         tenants=components.tenants,
         assets=components.assets,
+        workspaces=components.workspaces,
+        imports=components.imports,
+        storage_backend=components.storage.name,
         metrics=HttpMetrics(CollectorRegistry()),
         openapi=openapi_document(),
         public_url=settings.public_url,
@@ -117,9 +230,17 @@ def create_app(settings: Settings, store: SqlStore | None = None) -> web.Applica
     async def startup(_: web.Application) -> None:
         await prepare_store(components)
         count = await components.assets.load(asset_files)
-        log.info("service ready", extra={"assets_loaded": count, "public_url": settings.public_url})
+        await components.workspaces.resume()
+        resumed = await components.imports.resume()
+        log.info(
+            "service ready",
+            extra={"assets_loaded": count, "imports_resumed": resumed, "public_url": settings.public_url},
+        )
 
     async def cleanup(_: web.Application) -> None:
+        await components.imports.stop()
+        await components.source.close()
+        await components.storage.close()
         await components.store.close()
 
     app.on_startup.append(startup)

@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -77,6 +86,99 @@ class AssetSettings(_Section):
     )
 
 
+class FsStorageSettings(_Section):
+    root: Path | None = Field(default=None, description="default: <data_dir>/workspaces")
+
+
+class StsSettings(_Section):
+    role_arn: str | None = Field(
+        default=None, description="role assumed for temporary credentials (arn:aws:iam::ACCOUNT:role/NAME)"
+    )
+    endpoint_url: str | None = Field(default=None, description="STS endpoint; default: the S3 endpoint")
+    duration_seconds: int = Field(default=3600, ge=60, le=43200)
+
+
+class S3StorageSettings(_Section):
+    endpoint_url: str | None = Field(default=None, description="e.g. http://minio:9000; None for AWS")
+    public_endpoint_url: str | None = Field(
+        default=None, description="the S3 endpoint as consumers reach it; default: endpoint_url"
+    )
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: SecretStr | None = None
+    bucket_prefix: str = Field(
+        default="provider-", pattern=r"^[a-z0-9][a-z0-9.-]{0,29}$", description="workspace buckets are PREFIX+id"
+    )
+    addressing_style: Literal["path", "virtual", "auto"] = "path"
+    part_size_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024, le=512 * 1024 * 1024)
+    parts_in_flight: int = Field(default=2, ge=1, le=16)
+    sts: StsSettings = Field(default_factory=StsSettings)
+
+
+class StorageSettings(_Section):
+    backend: Literal["fs", "s3"] = "fs"
+    fs: FsStorageSettings = Field(default_factory=FsStorageSettings)
+    s3: S3StorageSettings = Field(default_factory=S3StorageSettings)
+    presign_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600, description="lifetime of download links")
+
+
+class WorkspaceSettings(_Section):
+    quota_bytes: int = Field(default=10 * 1024**3, ge=0, description="default byte quota of a new workspace")
+    quota_objects: int = Field(default=100_000, ge=0, description="default object quota of a new workspace")
+
+
+class SigningKey(_Section):
+    kid: str = Field(min_length=1, max_length=64)
+    algorithm: Literal["HS256", "RS256"] = "HS256"
+    secret: SecretStr | None = Field(default=None, description="HS256: at least 32 characters")
+    private_key_file: Path | None = Field(default=None, description="RS256: PEM private key (signing)")
+    public_key_file: Path | None = Field(default=None, description="RS256: PEM public key (verification)")
+
+    @model_validator(mode="after")
+    def _material(self) -> SigningKey:
+        if self.algorithm == "HS256":
+            if self.secret is None or len(self.secret.get_secret_value()) < 32:
+                raise ValueError("HS256 keys need a secret of at least 32 characters")
+        elif self.public_key_file is None:
+            raise ValueError("RS256 keys need public_key_file (and private_key_file to sign)")
+        return self
+
+
+class TokenSettings(_Section):
+    signing_keys: list[SigningKey] = Field(
+        default_factory=list,
+        description="the first key signs, all verify (rotation); empty: an HS256 secret kept in data_dir",
+    )
+    audience: str = "provider"
+    default_ttl_seconds: int = Field(default=24 * 3600, ge=60)
+    max_ttl_seconds: int = Field(default=30 * 24 * 3600, ge=60)
+
+
+class ImportSettings(_Section):
+    allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs imports may reach although they are loopback, private or link-local",
+    )
+    allowed_schemes: list[Literal["http", "https"]] = Field(default_factory=lambda: ["http", "https"])
+    max_concurrent: int = Field(default=4, ge=1, le=256)
+    max_attempts: int = Field(default=5, ge=1, le=100)
+    backoff_seconds: float = Field(default=1.0, gt=0, description="first retry delay; doubles, with jitter")
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    read_timeout_seconds: float = Field(default=60.0, gt=0, description="longest silence from the source")
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not a network such as 127.0.0.1/32") from exc
+        return value
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["auto", "json", "text"] = Field(
@@ -97,6 +199,10 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
     assets: AssetSettings = Field(default_factory=AssetSettings)
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    workspaces: WorkspaceSettings = Field(default_factory=WorkspaceSettings)
+    tokens: TokenSettings = Field(default_factory=TokenSettings)
+    imports: ImportSettings = Field(default_factory=ImportSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @property

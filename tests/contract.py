@@ -32,7 +32,9 @@ class OpenApiContract:
         )
         self._paths = []
         for template, item in spec["paths"].items():
-            pattern = "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template)) + "$"
+            # `{key}` (object keys) may span several segments; other parameters are one segment.
+            escaped = re.escape(template).replace(r"\{key\}", ".+")
+            pattern = "^" + re.sub(r"\\\{[^}]+\\\}", "[^/]+", escaped) + "$"
             self._paths.append((re.compile(pattern), template, item))
         # Literal paths win over templated ones (e.g. /a/me before /a/{id}).
         self._paths.sort(key=lambda entry: entry[1].count("{"))
@@ -79,7 +81,7 @@ class OpenApiContract:
         content = declared.get("content")
         if not content:
             return [] if not body else [f"{method} {op.template} {status}: body given where none is declared"]
-        media = content.get(content_type)
+        media = content.get(content_type) or content.get("*/*")
         if media is None:
             return [f"{method} {op.template} {status}: content type {content_type} not in {sorted(content)}"]
         if not content_type.endswith("json"):

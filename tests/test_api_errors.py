@@ -8,6 +8,7 @@ import pytest
 
 from provider.api.routing import ROUTES
 from tests.conftest import ADMIN_KEY, Api
+from tests.contract import OpenApiContract
 
 
 async def tenant_count(api: Api) -> int:
@@ -103,20 +104,27 @@ async def test_request_id_is_echoed_and_generated(api: Api) -> None:
     assert problem["request_id"] == "r-1"
 
 
-async def test_every_body_taking_route_refuses_bad_bodies_without_a_500(api: Api) -> None:
+async def test_every_json_route_refuses_bad_bodies_without_a_500(api: Api, contract: OpenApiContract) -> None:
     operator = (await api.json("GET", "/api/v1/me", 200, key=ADMIN_KEY))["tenant"]["id"]
-    values = {"tenant_id": operator, "asset_id": "dummy", "version": "1.0.0", "key_id": "key_x"}
-    body_routes = [r for r in api.app[ROUTES] if r.method in ("POST", "PUT", "PATCH")]
-    assert body_routes
+    ws = await api.json("POST", "/api/v1/workspaces", 201, key=ADMIN_KEY, json={"tenant_id": operator})
+    values = {"tenant_id": operator, "asset_id": "dummy", "version": "1.0.0", "workspace_id": ws["id"]}
+    json_routes = []
+    for route in api.app[ROUTES]:
+        path = re.sub(r"\{(\w+)(?::[^}]*)?\}", lambda m: values.get(m.group(1), "x"), route.path)
+        operation = contract.operation(route.method, path)
+        assert operation is not None
+        content = operation.spec.get("requestBody", {}).get("content", {})
+        if "application/json" in content:
+            json_routes.append((route, path))
+    assert len(json_routes) >= 6
     cases = [
         ("malformed", b"{", "application/json", 400),
-        ("wrong type", b'{"title": 5, "participant_id": 5, "role": 5}', "application/json", 422),
+        ("wrong type", b'{"title": 5, "participant_id": 5, "role": 5, "name": 5, "source_url": 5}', "application/json", 422),
         ("not an object", b"[1]", "application/json", 422),
         ("content type", b"{}", "text/plain", 415),
         ("oversize", b'{"x": "' + b"y" * (1024 * 1024 + 10) + b'"}', "application/json", 413),
     ]
-    for route in body_routes:
-        path = re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], route.path)
+    for route, path in json_routes:
         for label, body, content_type, status in cases:
             response = await api.request(
                 route.method, path, key=ADMIN_KEY, data=body, headers={"Content-Type": content_type}
@@ -126,3 +134,5 @@ async def test_every_body_taking_route_refuses_bad_bodies_without_a_500(api: Api
     # Nothing was written by any of them.
     assert (await api.json("GET", "/api/v1/assets/dummy", 200, key=ADMIN_KEY))["title"] == "Dummy job"
     assert await tenant_count(api) == 1
+    workspaces = await api.json("GET", "/api/v1/workspaces", 200, key=ADMIN_KEY)
+    assert [w["id"] for w in workspaces["items"]] == [ws["id"]]

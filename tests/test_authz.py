@@ -4,94 +4,157 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from provider.api.routing import ROUTES, Access
-from tests.conftest import ADMIN_KEY, Api
+from provider.api.routing import ANY_SCOPE, ROUTES, Access, Route
+from tests.conftest import ADMIN_KEY, Api, Consumer
+
+PATH_PARAMETER = re.compile(r"\{(\w+)(?::[^}]*)?\}")
+
+
+@dataclass
+class World:
+    owner: Consumer
+    other: Consumer
+    revoked_key: str
+    expired_key: str
+    owner_key_id: str
 
 
 @pytest.fixture
-async def callers(api: Api, new_consumer) -> dict[str, str]:  # type: ignore[no-untyped-def]
+async def world(api: Api, new_consumer) -> World:  # type: ignore[no-untyped-def]
     owner, other, revoked = await new_consumer("did:web:owner"), await new_consumer(), await new_consumer()
     revoked_me = await api.json("GET", "/api/v1/me", 200, key=revoked.key)
     await api.json(
-        "DELETE",
-        f"/api/v1/tenants/{revoked.tenant_id}/api-keys/{revoked_me['credential']['id']}",
-        204,
+        "DELETE", f"/api/v1/tenants/{revoked.tenant_id}/api-keys/{revoked_me['credential']['id']}", 204,
         key=ADMIN_KEY,
     )
     short = await api.json(
-        "POST",
-        f"/api/v1/tenants/{other.tenant_id}/api-keys",
-        201,
-        key=ADMIN_KEY,
+        "POST", f"/api/v1/tenants/{other.tenant_id}/api-keys", 201, key=ADMIN_KEY,
         json={"expires_at": (datetime.now(UTC) + timedelta(seconds=1)).isoformat()},
     )
     owner_me = await api.json("GET", "/api/v1/me", 200, key=owner.key)
-    return {
-        "owner": owner.key,
-        "other": other.key,
-        "revoked": revoked.key,
-        "expiring": short["key"],
-        "owner_tenant": owner.tenant_id,
-        "owner_key_id": owner_me["credential"]["id"],
-    }
+    await asyncio.sleep(1.1)  # let the short key expire
+    return World(owner, other, revoked.key, short["key"], owner_me["credential"]["id"])
 
 
-def concrete(path: str, callers: dict[str, str]) -> str:
+async def workspace_with_tokens(api: Api, key: str) -> dict[str, str]:
+    ws = await api.json("POST", "/api/v1/workspaces", 201, key=key, json={"name": "authz"})
+    base = f"/api/v1/workspaces/{ws['id']}"
+    full = await api.json("POST", base + "/tokens", 201, key=key, json={})
+    read = await api.json("POST", base + "/tokens", 201, key=key, json={"scopes": ["objects:read"]})
+    revoked = await api.json("POST", base + "/tokens", 201, key=key, json={})
+    await api.json("DELETE", f"{base}/tokens/{revoked['id']}", 204, key=key)
+    await api.json("PUT", base + "/objects/data/in.txt", 201, key=key, data=b"hello")
+    return {"id": ws["id"], "full": full["token"], "read": read["token"], "revoked": revoked["token"],
+            "full_id": full["id"]}
+
+
+def concrete(route: Route, world: World, ws: dict[str, str]) -> str:
     values = {
-        "tenant_id": callers["owner_tenant"],
-        "key_id": callers["owner_key_id"],
+        "tenant_id": world.owner.tenant_id,
+        "key_id": world.owner_key_id,
         "asset_id": "dummy",
         "version": "1.0.0",
+        "workspace_id": ws["id"],
+        "key": "data/in.txt",
+        "token_id": ws["full_id"],
+        "import_id": "imp_00000000000000000000000000",
     }
-    return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
+    return PATH_PARAMETER.sub(lambda m: values[m.group(1)], route.path)
 
 
-async def test_every_route_with_every_caller(api: Api, callers: dict[str, str]) -> None:
-    await asyncio.sleep(1.1)  # let the expiring key expire
+VALID_BODIES = {
+    "/api/v1/workspaces/{workspace_id}/imports": {"source_url": "https://example.org/x", "target_key": "k"},
+    "/api/v1/tenants": {"participant_id": "did:web:new"},
+}
+
+
+async def status(api: Api, route: Route, path: str, key: str | None, **kwargs: object) -> int:
+    """The status for a request with a body that passes validation, so only authorization decides."""
+    if route.method in ("POST", "PUT") and "data" not in kwargs:
+        if route.path.endswith("{key:.+}"):
+            kwargs["data"] = b"bytes"
+        else:
+            kwargs["json"] = VALID_BODIES.get(route.path, {})
+    response = await api.request(route.method, path, key=key, **kwargs)  # type: ignore[arg-type]
+    return response.status
+
+
+async def test_every_route_with_every_caller(api: Api, world: World) -> None:
     routes = api.app[ROUTES]
-    assert len(routes) >= 15
-    unauthenticated = {
-        "no credential": None,
-        "wrong key": "pk." + "x" * 43,
-        "not bearer": None,
-        "revoked key": callers["revoked"],
-        "expired key": callers["expiring"],
-    }
-    for route in routes:
-        path = concrete(route.path, callers)
+    assert len(routes) >= 30
+    # Destructive routes last, so that earlier checks see the resources intact.
+    for route in sorted(routes, key=lambda r: r.method == "DELETE"):
+        ws = await workspace_with_tokens(api, world.owner.key)
+        second = await workspace_with_tokens(api, world.owner.key)  # same tenant, other workspace
+        path = concrete(route, world, ws)
+        where = f"{route.method} {route.path}"
         if route.access is Access.PUBLIC:
-            response = await api.request(route.method, path)
-            assert response.status == 200, f"{route.method} {route.path} public: {response.status}"
+            assert await status(api, route, path, None) == 200, where
             continue
-        for label, key in unauthenticated.items():
-            headers = {"Authorization": "Basic dXNlcjpwdw=="} if label == "not bearer" else {}
-            response = await api.request(route.method, path, key=key, headers=headers)
-            assert response.status == 401, f"{route.method} {route.path} {label}: {response.status}"
-            assert response.headers["WWW-Authenticate"].startswith("Bearer")
-        for label in ("owner", "other"):
-            response = await api.request(route.method, path, key=callers[label], json={})
-            if route.access is Access.ADMIN:
-                assert response.status == 403, f"{route.method} {route.path} consumer: {response.status}"
-            else:
-                assert response.status not in (401, 403), (
-                    f"{route.method} {route.path} {label}: {response.status}"
-                )
+        for label, key in {
+            "no credential": None,
+            "wrong key": "pk." + "x" * 43,
+            "revoked key": world.revoked_key,
+            "expired key": world.expired_key,
+            "revoked token": ws["revoked"],
+            "forged token": ws["full"][:-4] + "AAAA",
+        }.items():
+            got = await status(api, route, path, key)
+            assert got == 401, f"{where} {label}: {got}"
+        got = await status(api, route, path, None, headers={"Authorization": "Basic dXNlcjpwdw=="})
+        assert got == 401, f"{where} basic auth: {got}"
+
+        on_workspace = "{workspace_id}" in route.path
+        consumer_expectation = {
+            "other tenant's key": (world.other.key, 404 if on_workspace else None),
+            "token of another workspace": (second["full"], 404 if on_workspace else None),
+        }
+        if route.access is Access.ADMIN:
+            for label, key in (("owner key", world.owner.key), ("other key", world.other.key), ("token", ws["full"])):
+                got = await status(api, route, path, key)
+                assert got == 403, f"{where} {label}: {got}"
+            continue
+        if route.token_scope is None:
+            for label, key in (("token", ws["full"]), ("read token", ws["read"])):
+                got = await status(api, route, path, key)
+                assert got == 403, f"{where} {label} on an API-key-only route: {got}"
+        else:
+            if route.token_scope not in (ANY_SCOPE, "objects:read"):
+                got = await status(api, route, path, ws["read"])
+                assert got == 403, f"{where} read-only token: {got}"
+            for label, (key, expected) in consumer_expectation.items():
+                if label.startswith("token"):
+                    got = await status(api, route, path, key)
+                    if expected is not None:
+                        assert got == expected, f"{where} {label}: {got}"
+                    else:
+                        assert got not in (401, 403), f"{where} {label}: {got}"
+        got = await status(api, route, path, world.other.key)
+        expected = consumer_expectation["other tenant's key"][1]
+        if expected is not None:
+            assert got == expected, f"{where} other tenant's key: {got}"
+        else:
+            assert got not in (401, 403), f"{where} other tenant's key: {got}"
+        got = await status(api, route, path, world.owner.key)
+        assert got not in (401, 403), f"{where} owner key: {got}"
 
 
-async def test_me_shows_each_caller_only_itself(api: Api, callers: dict[str, str]) -> None:
-    owner = await api.json("GET", "/api/v1/me", 200, key=callers["owner"])
-    other = await api.json("GET", "/api/v1/me", 200, key=callers["other"])
-    assert owner["tenant"]["id"] == callers["owner_tenant"]
-    assert other["tenant"]["id"] != callers["owner_tenant"]
+async def test_me_shows_each_caller_only_itself(api: Api, world: World) -> None:
+    owner = await api.json("GET", "/api/v1/me", 200, key=world.owner.key)
+    other = await api.json("GET", "/api/v1/me", 200, key=world.other.key)
+    assert owner["tenant"]["id"] == world.owner.tenant_id
+    assert other["tenant"]["id"] == world.other.tenant_id
 
 
-async def test_admin_passes_every_guard(api: Api, callers: dict[str, str]) -> None:
+async def test_admin_passes_every_guard_and_sees_every_tenant(api: Api, world: World) -> None:
+    ws = await workspace_with_tokens(api, world.owner.key)
     for route in api.app[ROUTES]:
-        if route.method != "GET":
+        if route.method != "GET" or "import_id" in route.path:
             continue
-        response = await api.request(route.method, concrete(route.path, callers), key=ADMIN_KEY)
-        assert response.status == 200, f"{route.method} {route.path}: {response.status}"
+        got = await status(api, route, concrete(route, world, ws), ADMIN_KEY)
+        assert got == 200, f"{route.method} {route.path}: {got}"

@@ -31,7 +31,7 @@ def served_operations(app: web.Application) -> set[tuple[str, str]]:
     served = set()
     for route in app.router.routes():
         resource = route.resource
-        if resource is None or isinstance(resource, web.StaticResource) or route.method == "HEAD":
+        if resource is None or isinstance(resource, web.StaticResource):
             continue
         served.add((route.method, resource.canonical))
     return served

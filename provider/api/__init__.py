@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from provider.api.context import CONTEXT, ApiContext
-from provider.api.handlers import assets, system, tenants
+from provider.api.handlers import assets, imports, objects, system, tenants, workspaces
 from provider.api.middleware import problems, request_context
 from provider.api.routing import add_routes
 
@@ -13,6 +13,9 @@ from provider.api.routing import add_routes
 def build_api(context: ApiContext, max_body_bytes: int) -> web.Application:
     app = web.Application(middlewares=[request_context, problems], client_max_size=max_body_bytes)
     app[CONTEXT] = context
-    add_routes(app, system.ROUTES + tenants.ROUTES + assets.ROUTES)
+    add_routes(
+        app,
+        system.ROUTES + tenants.ROUTES + assets.ROUTES + workspaces.ROUTES + objects.ROUTES + imports.ROUTES,
+    )
     app.router.add_static("/docs/static", system.swagger_static_dir(), name="swagger-ui")
     return app

@@ -10,8 +10,10 @@ from aiohttp import web
 from provider.api.metrics import HttpMetrics
 from provider.services.assets import AssetService
 from provider.services.auth import Authenticator
+from provider.services.imports import ImportService
 from provider.services.ports import Store
 from provider.services.tenants import TenantService
+from provider.services.workspaces import WorkspaceService
 
 
 @dataclass
@@ -20,6 +22,9 @@ class ApiContext:
     auth: Authenticator
     tenants: TenantService
     assets: AssetService
+    workspaces: WorkspaceService
+    imports: ImportService
+    storage_backend: str
     metrics: HttpMetrics
     openapi: dict[str, Any]
     public_url: str

@@ -9,13 +9,18 @@ from typing import Any
 from aiohttp import web
 
 from provider.domain.errors import (
+    ChecksumMismatch,
     Conflict,
     DomainError,
     FieldProblem,
     Forbidden,
     InvalidInput,
     NotFound,
+    NotSupported,
+    PayloadTooLarge,
+    RangeNotSatisfiable,
     Unauthenticated,
+    Unavailable,
 )
 from provider.logs import request_id_var
 
@@ -42,6 +47,11 @@ _DOMAIN_STATUS: list[tuple[type[DomainError], int, str]] = [
     (InvalidInput, 422, "validation-error"),
     (Unauthenticated, 401, "unauthenticated"),
     (Forbidden, 403, "forbidden"),
+    (PayloadTooLarge, 413, "quota-exceeded"),
+    (ChecksumMismatch, 400, "checksum-mismatch"),
+    (RangeNotSatisfiable, 416, "range-not-satisfiable"),
+    (NotSupported, 501, "not-supported"),
+    (Unavailable, 503, "backend-unavailable"),
 ]
 
 
@@ -78,6 +88,8 @@ def from_exception(exc: BaseException) -> web.Response | None:
         for kind, status, slug in _DOMAIN_STATUS:
             if isinstance(exc, kind):
                 headers = {"WWW-Authenticate": 'Bearer realm="provider"'} if status == 401 else None
+                if isinstance(exc, RangeNotSatisfiable):
+                    headers = {"Content-Range": f"bytes */{exc.size}"}
                 return problem_response(status, exc.detail, slug, exc.problems, headers=headers)
         return None
     if isinstance(exc, web.HTTPException) and exc.status >= 400:

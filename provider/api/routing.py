@@ -11,7 +11,7 @@ from aiohttp import web
 
 from provider.api.context import ctx
 from provider.domain.tenants import Principal
-from provider.services.auth import require_admin
+from provider.services.auth import require_admin, require_token_scope
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -23,12 +23,19 @@ class Access(enum.Enum):
     ADMIN = "admin"
 
 
+ANY_SCOPE = "any"
+
+
 @dataclass(frozen=True)
 class Route:
+    """One operation. `token_scope` says whether workspace tokens may call it: None (API keys
+    only), ANY_SCOPE, or the scope the token must carry."""
+
     method: str
     path: str
     handler: Handler
     access: Access
+    token_scope: str | None = None
 
 
 ROUTES = web.AppKey("routes", list[Route])
@@ -41,6 +48,7 @@ def _guarded(route: Route) -> Handler:
             principal = await ctx(request).auth.authenticate(request.headers.get("Authorization"))
             if route.access is Access.ADMIN:
                 require_admin(principal)
+            require_token_scope(principal, route.token_scope)
             request[PRINCIPAL] = principal
         return await route.handler(request)
 

@@ -33,7 +33,7 @@ class AssetPut(AssetSpec):
     version: str | None = None
 
 
-def _time(value: datetime | None) -> str | None:
+def timestamp(value: datetime | None) -> str | None:
     return value.isoformat().replace("+00:00", "Z") if value else None
 
 
@@ -42,7 +42,7 @@ def tenant_out(tenant: Tenant) -> dict[str, Any]:
         "id": tenant.id,
         "participant_id": tenant.participant_id,
         "display_name": tenant.display_name,
-        "created_at": _time(tenant.created_at),
+        "created_at": timestamp(tenant.created_at),
     }
 
 
@@ -53,9 +53,9 @@ def api_key_out(key: ApiKey, secret: str | None = None) -> dict[str, Any]:
         "role": key.role.value,
         "name": key.name,
         "prefix": key.prefix,
-        "created_at": _time(key.created_at),
-        "expires_at": _time(key.expires_at),
-        "revoked_at": _time(key.revoked_at),
+        "created_at": timestamp(key.created_at),
+        "expires_at": timestamp(key.expires_at),
+        "revoked_at": timestamp(key.revoked_at),
     }
     if secret is not None:
         out["key"] = secret
@@ -64,8 +64,8 @@ def api_key_out(key: ApiKey, secret: str | None = None) -> dict[str, Any]:
 
 def asset_out(asset: Asset) -> dict[str, Any]:
     out = asset.model_dump(mode="json")
-    out["created_at"] = _time(asset.created_at)
-    out["updated_at"] = _time(asset.updated_at)
+    out["created_at"] = timestamp(asset.created_at)
+    out["updated_at"] = timestamp(asset.updated_at)
     return out
 
 

@@ -47,6 +47,30 @@ class Forbidden(DomainError):
     """A valid credential that lacks the role or scope the operation needs."""
 
 
+class PayloadTooLarge(DomainError):
+    """More bytes than a quota or limit allows; nothing was stored."""
+
+
+class ChecksumMismatch(DomainError):
+    """The bytes received do not match the checksum the client declared; nothing was stored."""
+
+
+class RangeNotSatisfiable(DomainError):
+    """A byte range outside the object."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the range lies outside the object's {size} bytes")
+        self.size = size
+
+
+class NotSupported(DomainError):
+    """The configured backend cannot do this (e.g. temporary S3 credentials on the filesystem)."""
+
+
+class Unavailable(DomainError):
+    """A backend the operation needs did not answer; the client may retry later."""
+
+
 @dataclass
 class ProblemCollector:
     """Collects every field problem before failing, so a caller sees all of them at once."""

@@ -1,19 +1,20 @@
 """Authentication: turn a bearer credential into a Principal.
 
-Each credential kind (API keys now, workspace JWTs next) is one `CredentialVerifier`; the
-Authenticator asks each in turn whether the credential is its kind, so adding a kind touches
-nothing else.
+Each credential kind (API keys, workspace JWTs) is one `CredentialVerifier`; the Authenticator
+asks each in turn whether the credential is its kind, so adding a kind touches nothing else.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Protocol
 
 from provider.domain.errors import Forbidden, Unauthenticated
 from provider.domain.tenants import CredentialKind, Principal, Role, hash_secret
-from provider.services.ports import Clock, Store
+from provider.domain.workspaces import WorkspaceState
+from provider.services.ports import Clock, Store, TokenCodec
 
 
 class CredentialVerifier(Protocol):
@@ -24,22 +25,49 @@ class CredentialVerifier(Protocol):
         """The principal behind the credential; raises Unauthenticated if it is not valid now."""
 
 
-class ApiKeyVerifier:
-    """API keys, looked up by the SHA-256 of the presented secret.
+class PrincipalCache:
+    """Remembers verified principals briefly, so hot polling does not hit the store each time.
 
-    Successful look-ups are cached for `cache_seconds` so that hot polling does not hit the
-    store for every request; a revocation made through this process drops the entry at once,
-    other replicas see it within `cache_seconds`.
+    A revocation made through this process drops entries at once (`forget`); other replicas
+    see it within `seconds`.
     """
 
-    def __init__(
-        self, store: Store, clock: Clock, cache_seconds: float = 5.0, cache_size: int = 4096
-    ) -> None:
+    def __init__(self, seconds: float, size: int = 4096) -> None:
+        self.seconds = seconds
+        self.size = size
+        self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+
+    def get(self, key: str) -> Principal | None:
+        entry = self._entries.get(key)
+        if entry is None or entry[0] <= time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, key: str, principal: Principal, lifetime: float) -> None:
+        ttl = min(self.seconds, lifetime)
+        if ttl <= 0:
+            return
+        self._entries[key] = (time.monotonic() + ttl, principal)
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def drop(self, key: str) -> None:
+        self._entries.pop(key, None)
+
+    def forget(self, credential_ids: Iterable[str]) -> None:
+        ids = set(credential_ids)
+        for key in [k for k, (_, p) in self._entries.items() if p.credential_id in ids]:
+            del self._entries[key]
+
+
+class ApiKeyVerifier:
+    """API keys, looked up by the SHA-256 of the presented secret."""
+
+    def __init__(self, store: Store, clock: Clock, cache: PrincipalCache) -> None:
         self.store = store
         self.clock = clock
-        self.cache_seconds = cache_seconds
-        self.cache_size = cache_size
-        self._cache: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self.cache = cache
 
     def recognises(self, credential: str) -> bool:
         # Operator-supplied bootstrap keys may have any shape, so API keys are the fallback kind.
@@ -47,31 +75,60 @@ class ApiKeyVerifier:
 
     async def verify(self, credential: str) -> Principal:
         digest = hash_secret(credential)
-        cached = self._cache.get(digest)
-        if cached and cached[0] > time.monotonic():
-            return cached[1]
+        cached = self.cache.get(digest)
+        if cached is not None:
+            return cached
         async with self.store.read() as uow:
             key = await uow.api_keys.find_by_hash(digest)
-        if key is None or not key.is_usable(self.clock()):
-            self._cache.pop(digest, None)
+        now = self.clock()
+        if key is None or not key.is_usable(now):
+            self.cache.drop(digest)
             raise Unauthenticated("the API key is unknown, expired or revoked")
-        principal = Principal(
-            tenant_id=key.tenant_id, role=key.role, kind=CredentialKind.API_KEY, credential_id=key.id
-        )
-        ttl = self.cache_seconds
-        if key.expires_at is not None:
-            ttl = min(ttl, (key.expires_at - self.clock()).total_seconds())
-        if ttl > 0:
-            self._cache[digest] = (time.monotonic() + ttl, principal)
-            self._cache.move_to_end(digest)
-            while len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
+        principal = Principal(tenant_id=key.tenant_id, role=key.role, kind=CredentialKind.API_KEY, credential_id=key.id)
+        lifetime = (key.expires_at - now).total_seconds() if key.expires_at else float("inf")
+        self.cache.put(digest, principal, lifetime)
         return principal
 
-    def forget(self, key_id: str) -> None:
-        """Drop cached entries of a key (called on revocation)."""
-        for digest in [d for d, (_, p) in self._cache.items() if p.credential_id == key_id]:
-            del self._cache[digest]
+
+class WorkspaceTokenVerifier:
+    """Workspace JWTs: the signature proves who issued them, the store whether they are revoked."""
+
+    def __init__(self, store: Store, codec: TokenCodec, clock: Clock, cache: PrincipalCache) -> None:
+        self.store = store
+        self.codec = codec
+        self.clock = clock
+        self.cache = cache
+
+    def recognises(self, credential: str) -> bool:
+        return self.codec.looks_like_token(credential)
+
+    async def verify(self, credential: str) -> Principal:
+        claims = self.codec.decode(credential)
+        cached = self.cache.get(claims.token_id)
+        if cached is not None:
+            return cached
+        async with self.store.read() as uow:
+            record = await uow.tokens.get(claims.token_id)
+            workspace = await uow.workspaces.get(claims.workspace_id)
+        now = self.clock()
+        if (
+            record is None
+            or not record.is_usable(now)
+            or record.workspace_id != claims.workspace_id
+            or workspace is None
+            or workspace.state is not WorkspaceState.ACTIVE
+        ):
+            raise Unauthenticated("the workspace token is revoked, expired or unknown")
+        principal = Principal(
+            tenant_id=record.tenant_id,
+            role=Role.CONSUMER,
+            kind=CredentialKind.WORKSPACE_TOKEN,
+            credential_id=record.id,
+            workspace_id=record.workspace_id,
+            scopes=frozenset(s.value for s in record.scopes),
+        )
+        self.cache.put(claims.token_id, principal, (record.expires_at - now).total_seconds())
+        return principal
 
 
 class Authenticator:
@@ -95,3 +152,16 @@ class Authenticator:
 def require_admin(principal: Principal) -> None:
     if principal.role is not Role.ADMIN:
         raise Forbidden("this operation needs an admin key")
+
+
+def require_token_scope(principal: Principal, scope: str | None) -> None:
+    """API keys carry their role's full power; workspace tokens only the scopes they name.
+
+    `scope` None: the operation does not accept workspace tokens at all; "any": any scope.
+    """
+    if principal.kind is not CredentialKind.WORKSPACE_TOKEN:
+        return
+    if scope is None:
+        raise Forbidden("this operation needs an API key, not a workspace token")
+    if scope != "any" and scope not in principal.scopes:
+        raise Forbidden(f"the workspace token lacks the scope {scope!r}")

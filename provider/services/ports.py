@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Protocol
 
 from provider.domain.assets import Asset
 from provider.domain.pagination import Page, PageRequest
+from provider.domain.imports import Import, ImportState
+from provider.domain.ranges import ByteRange
 from provider.domain.tenants import ApiKey, Tenant
+from provider.domain.tokens import TokenClaims, WorkspaceToken
+from provider.domain.workspaces import Usage, Workspace, WorkspaceState
 
 
 class Clock(Protocol):
@@ -67,6 +74,57 @@ class AssetRepository(Protocol):
         """Delete one version, or every version when `version` is None; returns how many."""
 
 
+class WorkspaceRepository(Protocol):
+    async def add(self, workspace: Workspace) -> None:
+        """Insert a new workspace."""
+
+    async def get(self, workspace_id: str, *, for_update: bool = False) -> Workspace | None:
+        """The workspace (deleted ones included); `for_update` locks the row until commit."""
+
+    async def list(self, page: PageRequest, tenant_id: str | None) -> Page[Workspace]:
+        """Workspaces that are not deleted, in creation order; all tenants when `tenant_id` is None."""
+
+    async def update(self, workspace: Workspace) -> None:
+        """Store the workspace's state, usage and timestamps."""
+
+    async def in_state(self, state: WorkspaceState) -> list[Workspace]:
+        """Every workspace in `state` (used to resume interrupted deletions)."""
+
+
+class TokenRepository(Protocol):
+    async def add(self, token: WorkspaceToken) -> None:
+        """Record an issued token."""
+
+    async def get(self, token_id: str) -> WorkspaceToken | None:
+        """The token with this `jti`."""
+
+    async def list_for_workspace(self, workspace_id: str, page: PageRequest) -> Page[WorkspaceToken]:
+        """A workspace's tokens in issue order, revoked and expired ones included."""
+
+    async def revoke(self, token_id: str, at: datetime) -> None:
+        """Mark one token revoked (an earlier revocation time is kept)."""
+
+    async def revoke_workspace(self, workspace_id: str, at: datetime) -> list[str]:
+        """Revoke every token of a workspace; returns the ids revoked now."""
+
+
+class ImportRepository(Protocol):
+    async def add(self, item: Import) -> None:
+        """Insert a new import."""
+
+    async def get(self, import_id: str) -> Import | None:
+        """The import with this id."""
+
+    async def list_for_workspace(self, workspace_id: str, page: PageRequest) -> Page[Import]:
+        """A workspace's imports, oldest first."""
+
+    async def update(self, item: Import) -> None:
+        """Store the import's state and progress."""
+
+    async def in_states(self, states: set[ImportState]) -> list[Import]:
+        """Every import in one of `states` (used to resume work after a restart)."""
+
+
 class UnitOfWork(Protocol):
     """One transaction: every write through these repositories commits together or not at all."""
 
@@ -78,6 +136,15 @@ class UnitOfWork(Protocol):
 
     @property
     def assets(self) -> AssetRepository: ...
+
+    @property
+    def workspaces(self) -> WorkspaceRepository: ...
+
+    @property
+    def tokens(self) -> TokenRepository: ...
+
+    @property
+    def imports(self) -> ImportRepository: ...
 
 
 class Store(Protocol):
@@ -92,3 +159,133 @@ class Store(Protocol):
 
     async def close(self) -> None:
         """Release connections."""
+
+
+# --- storage --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    key: str
+    size: int
+    etag: str  # opaque, quoted as HTTP wants it
+    last_modified: datetime
+
+
+@dataclass(frozen=True)
+class PutLimits:
+    """Checked while the bytes stream in; a breach aborts the upload and stores nothing."""
+
+    max_bytes: int | None = None
+    md5: bytes | None = None
+    sha256: bytes | None = None
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    info: ObjectInfo
+    sha256: str  # hex, computed from the bytes received
+    replaced_size: int | None  # size of the object this one replaced, None if it is new
+
+
+@dataclass
+class ObjectStream:
+    info: ObjectInfo
+    byte_range: ByteRange | None
+    chunks: AsyncIterator[bytes]
+
+    async def aclose(self) -> None:
+        closer = getattr(self.chunks, "aclose", None)
+        if closer is not None:
+            await closer()
+
+
+@dataclass(frozen=True)
+class TemporaryCredentials:
+    access_key_id: str
+    secret_access_key: str
+    session_token: str
+    expiration: datetime
+    endpoint_url: str | None
+    bucket: str
+    region: str
+
+
+class Storage(Protocol):
+    """Object storage with one isolated location (bucket or directory) per workspace."""
+
+    name: str
+
+    async def create_location(self, location: str) -> None:
+        """Create the location; idempotent."""
+
+    async def delete_location(self, location: str) -> None:
+        """Delete every object (and pending upload) and then the location; idempotent."""
+
+    async def put(self, location: str, key: str, chunks: AsyncIterator[bytes], limits: PutLimits) -> StoredObject:
+        """Stream bytes into `key`, atomically: the object appears whole or not at all.
+
+        Raises PayloadTooLarge or ChecksumMismatch (nothing stored) per `limits`.
+        """
+
+    async def open(self, location: str, key: str, byte_range: ByteRange | None) -> ObjectStream:
+        """Stream an object, or a range of it; raises NotFound."""
+
+    async def head(self, location: str, key: str) -> ObjectInfo | None:
+        """The object's size, ETag and time, or None."""
+
+    async def list(self, location: str, prefix: str, page: PageRequest) -> Page[ObjectInfo]:
+        """Objects whose key starts with `prefix`, in key order, after `page.after[0]`."""
+
+    async def delete(self, location: str, key: str) -> ObjectInfo | None:
+        """Delete one object; returns what was deleted, or None if there was nothing."""
+
+    async def usage(self, location: str) -> Usage:
+        """Bytes and objects stored now, counted from the storage itself."""
+
+    async def presign(self, location: str, key: str, method: str, expires_seconds: int) -> str | None:
+        """A URL that allows `method` (GET or PUT) on one object until it expires; None if unsupported."""
+
+    async def temporary_credentials(self, location: str, duration_seconds: int) -> TemporaryCredentials:
+        """Credentials that open this location and nothing else; raises NotSupported."""
+
+    def local_path(self, location: str, key: str) -> Path | None:
+        """The object as a plain local file (so the API can use sendfile), or None for remote storage."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+class TokenCodec(Protocol):
+    """Signs and verifies workspace tokens (JWTs)."""
+
+    def encode(self, token: WorkspaceToken) -> str:
+        """The signed JWT for a token record."""
+
+    def decode(self, jwt: str) -> TokenClaims:
+        """Verify signature, issuer, audience and expiry; raises Unauthenticated."""
+
+    def looks_like_token(self, credential: str) -> bool:
+        """Cheap shape test so API keys are not run through JWT parsing."""
+
+
+# --- remote sources -------------------------------------------------------------------------
+
+
+@dataclass
+class SourceResponse:
+    """An answer from a remote HTTP source: status, the headers imports care about, the body."""
+
+    status: int
+    headers: dict[str, str]
+    chunks: AsyncIterator[bytes]
+
+
+class RemoteSource(Protocol):
+    """Fetches from remote HTTP endpoints, refusing addresses the operator has not allowed."""
+
+    async def check(self, url: str) -> None:
+        """Raise InvalidInput naming the rule if `url` may not be fetched (scheme, address)."""
+
+    def fetch(self, url: str, headers: dict[str, str]) -> AbstractAsyncContextManager[SourceResponse]:
+        """GET `url`; the address actually connected to is checked again (DNS rebinding)."""

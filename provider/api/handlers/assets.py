@@ -7,7 +7,7 @@ from pydantic import Field
 
 from provider.api.context import ctx
 from provider.api.parsing import PageQuery, QueryModel, parse_json, parse_query
-from provider.api.routing import Access, Route
+from provider.api.routing import ANY_SCOPE, Access, Route
 from provider.api.schemas import AssetPut, asset_out, page_out
 from provider.domain.assets import AssetSpec
 from provider.domain.errors import FieldProblem, InvalidInput
@@ -65,10 +65,10 @@ async def delete_asset(request: web.Request) -> web.Response:
 
 
 ROUTES = [
-    Route("GET", "/api/v1/assets", list_assets, Access.AUTHENTICATED),
-    Route("GET", "/api/v1/assets/{asset_id}", get_asset, Access.AUTHENTICATED),
+    Route("GET", "/api/v1/assets", list_assets, Access.AUTHENTICATED, ANY_SCOPE),
+    Route("GET", "/api/v1/assets/{asset_id}", get_asset, Access.AUTHENTICATED, ANY_SCOPE),
     Route("DELETE", "/api/v1/assets/{asset_id}", delete_asset, Access.ADMIN),
-    Route("GET", "/api/v1/assets/{asset_id}/versions/{version}", get_asset_version, Access.AUTHENTICATED),
+    Route("GET", "/api/v1/assets/{asset_id}/versions/{version}", get_asset_version, Access.AUTHENTICATED, ANY_SCOPE),
     Route("PUT", "/api/v1/assets/{asset_id}/versions/{version}", put_asset_version, Access.ADMIN),
     Route("DELETE", "/api/v1/assets/{asset_id}/versions/{version}", delete_asset_version, Access.ADMIN),
 ]

@@ -6,7 +6,7 @@ from aiohttp import web
 
 from provider.api.context import ctx
 from provider.api.parsing import PageQuery, parse_json, parse_query
-from provider.api.routing import Access, Route, principal
+from provider.api.routing import ANY_SCOPE, Access, Route, principal
 from provider.api.schemas import ApiKeyCreate, TenantCreate, api_key_out, page_out, principal_out, tenant_out
 
 
@@ -55,7 +55,7 @@ async def me(request: web.Request) -> web.Response:
 
 
 ROUTES = [
-    Route("GET", "/api/v1/me", me, Access.AUTHENTICATED),
+    Route("GET", "/api/v1/me", me, Access.AUTHENTICATED, ANY_SCOPE),
     Route("POST", "/api/v1/tenants", create_tenant, Access.ADMIN),
     Route("GET", "/api/v1/tenants", list_tenants, Access.ADMIN),
     Route("GET", "/api/v1/tenants/{tenant_id}", get_tenant, Access.ADMIN),

@@ -73,3 +73,58 @@ assets = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
+
+workspaces = sa.Table(
+    "workspaces",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False, index=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("labels", JSONType, nullable=False),
+    sa.Column("location", sa.String(100), nullable=False, unique=True),
+    sa.Column("quota_bytes", sa.BigInteger(), nullable=False),
+    sa.Column("quota_objects", sa.BigInteger(), nullable=False),
+    sa.Column("used_bytes", sa.BigInteger(), nullable=False),
+    sa.Column("used_objects", sa.BigInteger(), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("usage_checked_at", UTCDateTime(), nullable=True),
+    sa.Column("deleted_at", UTCDateTime(), nullable=True),
+)
+
+workspace_tokens = sa.Table(
+    "workspace_tokens",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("workspace_id", sa.String(40), sa.ForeignKey("workspaces.id"), nullable=False, index=True),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("scopes", JSONType, nullable=False),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Column("revoked_at", UTCDateTime(), nullable=True),
+)
+
+imports = sa.Table(
+    "imports",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("workspace_id", sa.String(40), sa.ForeignKey("workspaces.id"), nullable=False, index=True),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("source_url", sa.Text(), nullable=False),
+    sa.Column("headers", JSONType, nullable=False),
+    sa.Column("target_key", sa.String(1024), nullable=False),
+    sa.Column("expected_size", sa.BigInteger(), nullable=True),
+    sa.Column("expected_sha256", sa.String(64), nullable=True),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("bytes_done", sa.BigInteger(), nullable=False),
+    sa.Column("bytes_total", sa.BigInteger(), nullable=True),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("upstream_status", sa.Integer(), nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("sha256", sa.String(64), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("finished_at", UTCDateTime(), nullable=True),
+)

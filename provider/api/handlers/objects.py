@@ -1,0 +1,152 @@
+"""The objects API: streamed uploads and downloads of a workspace's objects."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import mimetypes
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+from pydantic import Field
+
+from provider.api.context import ctx
+from provider.api.parsing import PageQuery, parse_query
+from provider.api.problems import ProblemError
+from provider.api.routing import Access, Route, principal
+from provider.api.schemas import page_out, timestamp
+from provider.domain.errors import FieldProblem
+from provider.domain.ranges import resolve_range
+from provider.domain.workspaces import Scope
+from provider.services.ports import ObjectInfo
+
+RECEIVE_CHUNK = 256 * 1024
+
+
+class ListQuery(PageQuery):
+    prefix: str = Field(default="", max_length=1024)
+
+
+def object_out(info: ObjectInfo, sha256: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "key": info.key,
+        "size": info.size,
+        "etag": info.etag,
+        "last_modified": timestamp(info.last_modified),
+    }
+    if sha256 is not None:
+        out["sha256"] = sha256
+    return out
+
+
+def _digest(request: web.Request, header: str, size: int) -> bytes | None:
+    """A checksum header as bytes: base64 (as S3 sends it) or, for SHA-256, hex too."""
+    value = request.headers.get(header)
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        if len(value) == size * 2:
+            return bytes.fromhex(value)
+        raw = base64.b64decode(value, validate=True)
+    except (ValueError, binascii.Error):
+        raw = b""
+    if len(raw) != size:
+        raise ProblemError(
+            400,
+            "invalid-header",
+            f"{header} must be the base64 (or hex) digest of the body",
+            [FieldProblem(f"header.{header}", f"expected {size} bytes, base64 or hex encoded")],
+        )
+    return raw
+
+
+async def _body(request: web.Request) -> AsyncIterator[bytes]:
+    async for chunk in request.content.iter_chunked(RECEIVE_CHUNK):
+        yield chunk
+
+
+async def put_object(request: web.Request) -> web.Response:
+    md5 = _digest(request, "Content-MD5", 16)
+    sha256 = _digest(request, "x-checksum-sha256", 32)
+    stored = await ctx(request).workspaces.put_object(
+        principal(request),
+        request.match_info["workspace_id"],
+        request.match_info["key"],
+        _body(request),
+        declared_size=request.content_length,
+        md5=md5,
+        sha256=sha256,
+    )
+    return web.json_response(
+        object_out(stored.info, stored.sha256),
+        status=201 if stored.replaced_size is None else 200,
+        headers={"ETag": stored.info.etag},
+    )
+
+
+async def get_object(request: web.Request) -> web.StreamResponse:
+    context, caller = ctx(request), principal(request)
+    workspace_id, key = request.match_info["workspace_id"], request.match_info["key"]
+    info = await context.workspaces.head_object(caller, workspace_id, key)
+    local = await context.workspaces.local_object_path(caller, workspace_id, key)
+    if local is not None:
+        # Plain files go out with sendfile; FileResponse handles Range, ETag and HEAD itself.
+        return web.FileResponse(local, chunk_size=RECEIVE_CHUNK, headers={"Content-Type": _content_type(key)})
+    headers = {
+        "ETag": info.etag,
+        "Last-Modified": info.last_modified.strftime("%a, %d %b %Y %H:%M:%S GMT"),
+        "Accept-Ranges": "bytes",
+        "Content-Type": _content_type(key),
+    }
+    if_none_match = request.headers.get("If-None-Match")
+    if if_none_match and info.etag in [tag.strip() for tag in if_none_match.split(",")]:
+        return web.Response(status=304, headers={"ETag": info.etag})
+    byte_range = resolve_range(request.headers.get("Range"), info.size)
+    if request.method == "HEAD":
+        length = byte_range.length if byte_range else info.size
+        return web.Response(status=200, headers={**headers, "Content-Length": str(length)})
+    stream = await context.workspaces.open_object(caller, workspace_id, key, byte_range)
+    response = web.StreamResponse(status=206 if byte_range else 200, headers=headers)
+    if byte_range:
+        response.headers["Content-Range"] = byte_range.content_range(stream.info.size)
+    response.content_length = byte_range.length if byte_range else stream.info.size
+    try:
+        await response.prepare(request)
+        async for chunk in stream.chunks:
+            await response.write(chunk)
+        await response.write_eof()
+    finally:
+        await stream.aclose()
+    return response
+
+
+def _content_type(key: str) -> str:
+    return mimetypes.guess_type(key)[0] or "application/octet-stream"
+
+
+async def delete_object(request: web.Request) -> web.Response:
+    await ctx(request).workspaces.delete_object(
+        principal(request), request.match_info["workspace_id"], request.match_info["key"]
+    )
+    return web.Response(status=204)
+
+
+async def list_objects(request: web.Request) -> web.Response:
+    query = parse_query(request, ListQuery)
+    page = await ctx(request).workspaces.list_objects(
+        principal(request), request.match_info["workspace_id"], query.prefix, query.page()
+    )
+    return web.json_response(page_out([object_out(o) for o in page.items], page.next_token))
+
+
+OBJECTS = "/api/v1/workspaces/{workspace_id}/objects"
+OBJECT = OBJECTS + "/{key:.+}"
+ROUTES = [
+    Route("GET", OBJECTS, list_objects, Access.AUTHENTICATED, Scope.OBJECTS_READ),
+    Route("PUT", OBJECT, put_object, Access.AUTHENTICATED, Scope.OBJECTS_WRITE),
+    Route("GET", OBJECT, get_object, Access.AUTHENTICATED, Scope.OBJECTS_READ),
+    Route("HEAD", OBJECT, get_object, Access.AUTHENTICATED, Scope.OBJECTS_READ),
+    Route("DELETE", OBJECT, delete_object, Access.AUTHENTICATED, Scope.OBJECTS_WRITE),
+]

@@ -1,0 +1,170 @@
+"""Workspaces, their tokens and temporary storage credentials."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aiohttp import web
+from pydantic import Field, field_validator
+
+from provider.api.context import ctx
+from provider.api.parsing import PageQuery, QueryModel, parse_json, parse_query
+from provider.api.routing import ANY_SCOPE, Access, Route, principal
+from provider.api.schemas import Body, page_out, timestamp
+from provider.domain.errors import FieldProblem, InvalidInput
+from provider.domain.tokens import WorkspaceToken
+from provider.domain.workspaces import Scope, Workspace
+from provider.services.ports import TemporaryCredentials
+
+LABEL_KEY = r"^[A-Za-z0-9]([A-Za-z0-9_.\-/]{0,62}[A-Za-z0-9])?$"
+
+
+class WorkspaceCreate(Body):
+    name: Annotated[str, Field(max_length=200)] = ""
+    labels: dict[str, Annotated[str, Field(max_length=256)]] = Field(default_factory=dict, max_length=32)
+    tenant_id: str | None = Field(default=None, description="admins: the tenant that owns the workspace")
+
+    @field_validator("labels")
+    @classmethod
+    def _label_keys(cls, value: dict[str, str]) -> dict[str, str]:
+        import re
+
+        bad = [k for k in value if not re.fullmatch(LABEL_KEY, k)]
+        if bad:
+            raise ValueError(f"invalid label keys: {', '.join(sorted(bad))}")
+        return value
+
+
+class WorkspaceQuery(QueryModel):
+    refresh_usage: bool = False
+
+
+class TokenCreate(Body):
+    scopes: list[Scope] = Field(default_factory=lambda: list(Scope), min_length=1)
+    ttl_seconds: Annotated[int, Field(ge=60)] | None = None
+    name: Annotated[str, Field(max_length=200)] = ""
+
+
+def workspace_out(ws: Workspace, storage_backend: str) -> dict[str, Any]:
+    return {
+        "id": ws.id,
+        "tenant_id": ws.tenant_id,
+        "name": ws.name,
+        "labels": ws.labels,
+        "state": ws.state.value,
+        "storage": {"backend": storage_backend, "location": ws.location},
+        "quota": {"bytes": ws.quota.max_bytes, "objects": ws.quota.max_objects},
+        "usage": {"bytes": ws.usage.bytes, "objects": ws.usage.objects, "counted_at": timestamp(ws.usage_checked_at)},
+        "created_at": timestamp(ws.created_at),
+        "updated_at": timestamp(ws.updated_at),
+    }
+
+
+def token_out(token: WorkspaceToken, jwt: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": token.id,
+        "workspace_id": token.workspace_id,
+        "name": token.name,
+        "scopes": sorted(s.value for s in token.scopes),
+        "created_at": timestamp(token.created_at),
+        "expires_at": timestamp(token.expires_at),
+        "revoked_at": timestamp(token.revoked_at),
+    }
+    if jwt is not None:
+        out["token"] = jwt
+    return out
+
+
+def credentials_out(creds: TemporaryCredentials) -> dict[str, Any]:
+    return {
+        "access_key_id": creds.access_key_id,
+        "secret_access_key": creds.secret_access_key,
+        "session_token": creds.session_token,
+        "expiration": timestamp(creds.expiration),
+        "endpoint_url": creds.endpoint_url,
+        "bucket": creds.bucket,
+        "region": creds.region,
+    }
+
+
+async def create_workspace(request: web.Request) -> web.Response:
+    body = await parse_json(request, WorkspaceCreate)
+    caller = principal(request)
+    tenant_id = body.tenant_id or caller.tenant_id
+    if body.tenant_id is not None and not caller.is_admin and body.tenant_id != caller.tenant_id:
+        raise InvalidInput(
+            "consumers create workspaces for their own tenant",
+            [FieldProblem("body.tenant_id", "must be omitted or your own tenant id")],
+        )
+    context = ctx(request)
+    workspace = await context.workspaces.create(tenant_id, body.name, body.labels)
+    return web.json_response(
+        workspace_out(workspace, context.storage_backend),
+        status=201,
+        headers={"Location": f"/api/v1/workspaces/{workspace.id}"},
+    )
+
+
+async def list_workspaces(request: web.Request) -> web.Response:
+    query = parse_query(request, PageQuery)
+    context = ctx(request)
+    page = await context.workspaces.list(principal(request), query.page())
+    return web.json_response(
+        page_out([workspace_out(w, context.storage_backend) for w in page.items], page.next_token)
+    )
+
+
+async def get_workspace(request: web.Request) -> web.Response:
+    query = parse_query(request, WorkspaceQuery)
+    context, workspace_id = ctx(request), request.match_info["workspace_id"]
+    if query.refresh_usage:
+        workspace = await context.workspaces.refresh_usage(principal(request), workspace_id)
+    else:
+        workspace = await context.workspaces.get(principal(request), workspace_id)
+    return web.json_response(workspace_out(workspace, context.storage_backend))
+
+
+async def delete_workspace(request: web.Request) -> web.Response:
+    await ctx(request).workspaces.delete(principal(request), request.match_info["workspace_id"])
+    return web.Response(status=204)
+
+
+async def create_token(request: web.Request) -> web.Response:
+    body = await parse_json(request, TokenCreate)
+    issued = await ctx(request).workspaces.issue_token(
+        principal(request), request.match_info["workspace_id"], set(body.scopes), body.ttl_seconds, body.name
+    )
+    return web.json_response(token_out(issued.record, issued.token), status=201)
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    query = parse_query(request, PageQuery)
+    page = await ctx(request).workspaces.list_tokens(
+        principal(request), request.match_info["workspace_id"], query.page()
+    )
+    return web.json_response(page_out([token_out(t) for t in page.items], page.next_token))
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    await ctx(request).workspaces.revoke_token(
+        principal(request), request.match_info["workspace_id"], request.match_info["token_id"]
+    )
+    return web.Response(status=204)
+
+
+async def create_credentials(request: web.Request) -> web.Response:
+    creds = await ctx(request).workspaces.credentials(principal(request), request.match_info["workspace_id"])
+    return web.json_response(credentials_out(creds), status=201, headers={"Cache-Control": "no-store"})
+
+
+BASE = "/api/v1/workspaces"
+ROUTES = [
+    Route("POST", BASE, create_workspace, Access.AUTHENTICATED),
+    Route("GET", BASE, list_workspaces, Access.AUTHENTICATED, ANY_SCOPE),
+    Route("GET", BASE + "/{workspace_id}", get_workspace, Access.AUTHENTICATED, ANY_SCOPE),
+    Route("DELETE", BASE + "/{workspace_id}", delete_workspace, Access.AUTHENTICATED),
+    Route("POST", BASE + "/{workspace_id}/tokens", create_token, Access.AUTHENTICATED),
+    Route("GET", BASE + "/{workspace_id}/tokens", list_tokens, Access.AUTHENTICATED),
+    Route("DELETE", BASE + "/{workspace_id}/tokens/{token_id}", revoke_token, Access.AUTHENTICATED),
+    Route("POST", BASE + "/{workspace_id}/credentials", create_credentials, Access.AUTHENTICATED, Scope.OBJECTS_WRITE),
+]

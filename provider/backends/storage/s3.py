@@ -1,0 +1,356 @@
+"""S3 storage (AWS, MinIO, Ceph RGW) through aioboto3: one bucket per workspace.
+
+Uploads stream as multipart uploads with a bounded number of parts in memory; a failed or
+interrupted upload is aborted, so nothing partial becomes visible. Temporary credentials come
+from STS AssumeRole with an inline session policy naming only the workspace's bucket, which
+works the same on AWS, MinIO and Ceph.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aioboto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from provider.backends.storage.streams import DigestingCounter, rechunk
+from provider.domain.errors import NotFound, NotSupported, Unavailable
+from provider.domain.pagination import Page, PageRequest
+from provider.domain.ranges import ByteRange
+from provider.domain.workspaces import Usage
+from provider.services.ports import ObjectInfo, ObjectStream, PutLimits, StoredObject, TemporaryCredentials
+
+log = logging.getLogger(__name__)
+READ_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class S3Options:
+    endpoint_url: str | None
+    region: str
+    access_key_id: str | None
+    secret_access_key: str | None
+    public_endpoint_url: str | None = None
+    addressing_style: str = "path"
+    part_size: int = 8 * 1024 * 1024
+    parts_in_flight: int = 2
+    role_arn: str | None = None
+    sts_endpoint_url: str | None = None
+    max_connections: int = 50
+
+
+def session_policy(bucket: str) -> str:
+    """The inline session policy for one bucket: compact JSON, well under STS's 2048 characters."""
+    document = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:GetBucketLocation"],
+                "Resource": [f"arn:aws:s3:::{bucket}"],
+            },
+            {
+                "Effect": "Allow",
+                "Action": [
+                    "s3:GetObject",
+                    "s3:PutObject",
+                    "s3:DeleteObject",
+                    "s3:AbortMultipartUpload",
+                    "s3:ListMultipartUploadParts",
+                ],
+                "Resource": [f"arn:aws:s3:::{bucket}/*"],
+            },
+        ],
+    }
+    return json.dumps(document, separators=(",", ":"))
+
+
+def _code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _status(exc: ClientError) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def _missing(exc: ClientError) -> bool:
+    return _status(exc) == 404 or _code(exc) in ("NoSuchKey", "NoSuchBucket", "404", "NotFound")
+
+
+def _etag(value: str) -> str:
+    return value if value.startswith('"') else f'"{value}"'
+
+
+class S3Storage:
+    name = "s3"
+
+    def __init__(self, options: S3Options) -> None:
+        self.options = options
+        self._session = aioboto3.Session(
+            aws_access_key_id=options.access_key_id,
+            aws_secret_access_key=options.secret_access_key,
+            region_name=options.region,
+        )
+        self._config = Config(
+            signature_version="s3v4",
+            s3={"addressing_style": options.addressing_style},
+            max_pool_connections=options.max_connections,
+            retries={"max_attempts": 4, "mode": "standard"},
+        )
+        self._stack = AsyncExitStack()
+        self._clients: dict[str, Any] = {}
+        self._lock = asyncio.Lock()
+
+    async def _client(self, kind: str) -> Any:
+        """Clients are opened once and shared; `public` presigns URLs for the consumers' endpoint."""
+        if kind not in self._clients:
+            async with self._lock:
+                if kind not in self._clients:
+                    service, endpoint = {
+                        "s3": ("s3", self.options.endpoint_url),
+                        "public": ("s3", self.options.public_endpoint_url or self.options.endpoint_url),
+                        "sts": ("sts", self.options.sts_endpoint_url or self.options.endpoint_url),
+                    }[kind]
+                    client = self._session.client(service, endpoint_url=endpoint, config=self._config)
+                    self._clients[kind] = await self._stack.enter_async_context(client)
+        return self._clients[kind]
+
+    async def create_location(self, location: str) -> None:
+        s3 = await self._client("s3")
+        try:
+            if self.options.region == "us-east-1":
+                await s3.create_bucket(Bucket=location)
+            else:
+                await s3.create_bucket(
+                    Bucket=location, CreateBucketConfiguration={"LocationConstraint": self.options.region}
+                )
+        except ClientError as exc:
+            if _code(exc) != "BucketAlreadyOwnedByYou":
+                raise Unavailable(f"cannot create bucket {location}: {_code(exc) or exc}") from exc
+
+    async def delete_location(self, location: str) -> None:
+        s3 = await self._client("s3")
+        try:
+            paginator = s3.get_paginator("list_multipart_uploads")
+            async for result in paginator.paginate(Bucket=location):
+                for upload in result.get("Uploads", []):
+                    await s3.abort_multipart_upload(Bucket=location, Key=upload["Key"], UploadId=upload["UploadId"])
+            paginator = s3.get_paginator("list_objects_v2")
+            async for result in paginator.paginate(Bucket=location):
+                keys = [{"Key": item["Key"]} for item in result.get("Contents", [])]
+                if keys:
+                    await s3.delete_objects(Bucket=location, Delete={"Objects": keys, "Quiet": True})
+            await s3.delete_bucket(Bucket=location)
+        except ClientError as exc:
+            if not _missing(exc):
+                raise Unavailable(f"cannot delete bucket {location}: {_code(exc) or exc}") from exc
+
+    async def put(self, location: str, key: str, chunks: AsyncIterator[bytes], limits: PutLimits) -> StoredObject:
+        s3 = await self._client("s3")
+        previous = await self.head(location, key)
+        counter = DigestingCounter(limits)
+        parts = rechunk(chunks, self.options.part_size)
+        try:
+            first = await anext(parts, b"")
+            counter.update(first)
+            second = await anext(parts, None)
+            if second is None:
+                sha256 = counter.verify()
+                await s3.put_object(Bucket=location, Key=key, Body=first)
+            else:
+                sha256 = await self._multipart(s3, location, key, counter, [first, second], parts)
+        except ClientError as exc:
+            if _code(exc) == "NoSuchBucket":
+                raise NotFound("storage location", location) from exc
+            raise Unavailable(f"S3 refused the upload: {_code(exc) or exc}") from exc
+        finally:
+            await parts.aclose()
+        info = await self.head(location, key)
+        if info is None:  # deleted in the instant after the upload
+            raise NotFound("object", key)
+        return StoredObject(info, sha256, previous.size if previous else None)
+
+    async def _multipart(
+        self,
+        s3: Any,
+        location: str,
+        key: str,
+        counter: DigestingCounter,
+        ready: list[bytes],
+        rest: AsyncIterator[bytes],
+    ) -> str:
+        upload = await s3.create_multipart_upload(Bucket=location, Key=key)
+        upload_id = upload["UploadId"]
+        done: list[dict[str, Any]] = []
+        in_flight: set[asyncio.Task[None]] = set()
+
+        async def send(number: int, body: bytes) -> None:
+            answer = await s3.upload_part(
+                Bucket=location, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+            )
+            done.append({"PartNumber": number, "ETag": answer["ETag"]})
+
+        try:
+            number = 1
+            in_flight.add(asyncio.ensure_future(send(number, ready[0])))
+            block: bytes | None = ready[1]
+            while block is not None:
+                await asyncio.to_thread(counter.update, block)
+                # Bounded memory: at most `parts_in_flight` parts are held while they upload.
+                while len(in_flight) >= self.options.parts_in_flight:
+                    finished, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                    for task in finished:
+                        task.result()
+                number += 1
+                in_flight.add(asyncio.ensure_future(send(number, block)))
+                block = await anext(rest, None)
+            if in_flight:
+                for task in await asyncio.gather(*in_flight, return_exceptions=True):
+                    if isinstance(task, BaseException):
+                        raise task
+                in_flight.clear()
+            sha256 = counter.verify()
+            done.sort(key=lambda part: int(part["PartNumber"]))
+            await s3.complete_multipart_upload(
+                Bucket=location, Key=key, UploadId=upload_id, MultipartUpload={"Parts": done}
+            )
+            return sha256
+        except BaseException:
+            for task in in_flight:
+                task.cancel()
+            await asyncio.shield(self._abort(s3, location, key, upload_id))
+            raise
+
+    async def _abort(self, s3: Any, location: str, key: str, upload_id: str) -> None:
+        try:
+            await s3.abort_multipart_upload(Bucket=location, Key=key, UploadId=upload_id)
+        except (ClientError, BotoCoreError) as exc:
+            log.warning("could not abort multipart upload of %s in %s: %s", key, location, exc)
+
+    async def open(self, location: str, key: str, byte_range: ByteRange | None) -> ObjectStream:
+        s3 = await self._client("s3")
+        params: dict[str, Any] = {"Bucket": location, "Key": key}
+        if byte_range is not None:
+            params["Range"] = f"bytes={byte_range.start}-{byte_range.end}"
+        try:
+            answer = await s3.get_object(**params)
+        except ClientError as exc:
+            if _missing(exc):
+                raise NotFound("object", key) from exc
+            raise Unavailable(f"S3 refused the download: {_code(exc) or exc}") from exc
+        size = answer["ContentLength"]
+        if "ContentRange" in answer:
+            size = int(answer["ContentRange"].rsplit("/", 1)[1])
+        info = ObjectInfo(key, size, _etag(answer["ETag"]), answer["LastModified"].astimezone(UTC))
+        body = answer["Body"]
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async with body as stream:
+                while True:
+                    block = await stream.content.read(READ_CHUNK)
+                    if not block:
+                        return
+                    yield block
+
+        return ObjectStream(info, byte_range, chunks())
+
+    async def head(self, location: str, key: str) -> ObjectInfo | None:
+        s3 = await self._client("s3")
+        try:
+            answer = await s3.head_object(Bucket=location, Key=key)
+        except ClientError as exc:
+            if _missing(exc):
+                return None
+            raise Unavailable(f"S3 refused a HEAD: {_code(exc) or exc}") from exc
+        return ObjectInfo(key, answer["ContentLength"], _etag(answer["ETag"]), answer["LastModified"].astimezone(UTC))
+
+    async def list(self, location: str, prefix: str, page: PageRequest) -> Page[ObjectInfo]:
+        s3 = await self._client("s3")
+        params: dict[str, Any] = {"Bucket": location, "Prefix": prefix, "MaxKeys": page.size}
+        if page.after:
+            params["StartAfter"] = page.after[0]
+        try:
+            answer = await s3.list_objects_v2(**params)
+        except ClientError as exc:
+            if _missing(exc):
+                raise NotFound("storage location", location) from exc
+            raise Unavailable(f"S3 refused a listing: {_code(exc) or exc}") from exc
+        items = [
+            ObjectInfo(item["Key"], item["Size"], _etag(item["ETag"]), item["LastModified"].astimezone(UTC))
+            for item in answer.get("Contents", [])
+        ]
+        more = bool(answer.get("IsTruncated")) and bool(items)
+        return Page(items, (items[-1].key,) if more else None)
+
+    async def delete(self, location: str, key: str) -> ObjectInfo | None:
+        info = await self.head(location, key)
+        if info is None:
+            return None
+        s3 = await self._client("s3")
+        await s3.delete_object(Bucket=location, Key=key)
+        return info
+
+    async def usage(self, location: str) -> Usage:
+        s3 = await self._client("s3")
+        total = count = 0
+        paginator = s3.get_paginator("list_objects_v2")
+        try:
+            async for result in paginator.paginate(Bucket=location):
+                for item in result.get("Contents", []):
+                    total += item["Size"]
+                    count += 1
+        except ClientError as exc:
+            raise Unavailable(f"S3 refused a listing: {_code(exc) or exc}") from exc
+        return Usage(total, count)
+
+    async def presign(self, location: str, key: str, method: str, expires_seconds: int) -> str | None:
+        s3 = await self._client("public")
+        operation = {"GET": "get_object", "PUT": "put_object"}[method]
+        url: str = await s3.generate_presigned_url(
+            operation, Params={"Bucket": location, "Key": key}, ExpiresIn=expires_seconds
+        )
+        return url
+
+    async def temporary_credentials(self, location: str, duration_seconds: int) -> TemporaryCredentials:
+        if not self.options.role_arn:
+            raise NotSupported("temporary credentials need storage.s3.role_arn in the configuration")
+        sts = await self._client("sts")
+        try:
+            answer = await sts.assume_role(
+                RoleArn=self.options.role_arn,
+                RoleSessionName=location[:64],
+                Policy=session_policy(location),
+                DurationSeconds=duration_seconds,
+            )
+        except ClientError as exc:
+            raise Unavailable(f"STS refused AssumeRole (HTTP {_status(exc)}): {_code(exc) or exc}") from exc
+        credentials = answer["Credentials"]
+        log.info("temporary credentials issued", extra={"bucket": location, "access_key_id": credentials["AccessKeyId"]})
+        expiration = credentials["Expiration"]
+        if isinstance(expiration, str):
+            expiration = datetime.fromisoformat(expiration)
+        return TemporaryCredentials(
+            access_key_id=credentials["AccessKeyId"],
+            secret_access_key=credentials["SecretAccessKey"],
+            session_token=credentials["SessionToken"],
+            expiration=expiration.astimezone(UTC),
+            endpoint_url=self.options.public_endpoint_url or self.options.endpoint_url,
+            bucket=location,
+            region=self.options.region,
+        )
+
+    def local_path(self, location: str, key: str) -> Path | None:
+        return None
+
+    async def close(self) -> None:
+        await self._stack.aclose()
+        self._clients.clear()
