@@ -3,9 +3,11 @@ and an HTTP client whose every response is checked against contracts/openapi.yam
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,15 @@ POSTGRES_URL = os.environ.get(
     "PROVIDER_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
 ADMIN_KEY = "test-admin-key-" + "a" * 32
+
+
+S3_ENDPOINT = os.environ.get("PROVIDER_TEST_S3_ENDPOINT", "")
+S3_PORT = os.environ.get("PROVIDER_TEST_S3_PORT", "7480")
+S3_ACCESS_KEY = "RGWADMINKEY0000000001"
+S3_SECRET_KEY = "rgwadminsecret000000000000000000000000001"
+S3_ROLE = "provider-test-workspaces"
+S3_ROLE_ARN = f"arn:aws:iam:::role/{S3_ROLE}"
+S3_BUCKET_PATTERN = "pt-*"
 
 
 def postgres_enabled() -> bool:
@@ -62,6 +73,71 @@ async def _postgres_store() -> AsyncIterator[SqlStore]:
     finally:
         await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
         await admin.close()
+
+
+def _ensure_role(endpoint: str) -> None:
+    """The operator's one-time set-up (docs/storage.md): a role the service user may assume,
+    allowed everything on workspace buckets; session policies narrow it to one bucket."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import ClientError
+
+    iam = boto3.client(
+        "iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=S3_ACCESS_KEY,
+        aws_secret_access_key=S3_SECRET_KEY, config=Config(signature_version="s3v4"),
+    )
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": ["arn:aws:iam:::user/admin"]}, "Action": ["sts:AssumeRole"]}
+    ]}
+    try:
+        iam.create_role(RoleName=S3_ROLE, Path="/", AssumeRolePolicyDocument=json.dumps(trust, separators=(",", ":")))
+    except ClientError as exc:
+        if exc.response["ResponseMetadata"]["HTTPStatusCode"] != 409:
+            raise
+    permissions = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Action": ["s3:*"],
+        "Resource": [f"arn:aws:s3:::{S3_BUCKET_PATTERN}", f"arn:aws:s3:::{S3_BUCKET_PATTERN}/*"],
+    }]}
+    iam.put_role_policy(
+        RoleName=S3_ROLE, PolicyName="workspaces", PolicyDocument=json.dumps(permissions, separators=(",", ":"))
+    )
+
+
+@pytest.fixture(scope="session")
+def radosgw() -> Iterator[str]:
+    """A real S3 server: PROVIDER_TEST_S3_ENDPOINT, else our own Ceph radosgw on loopback."""
+    if S3_ENDPOINT.lower() == "off":
+        pytest.skip("PROVIDER_TEST_S3_ENDPOINT=off")
+    if S3_ENDPOINT:
+        _ensure_role(S3_ENDPOINT)
+        yield S3_ENDPOINT
+        return
+    script = REPO / "tests" / "services" / "radosgw.sh"
+    subprocess.run(["bash", str(script), "start", S3_PORT], check=True, timeout=600)
+    endpoint = f"http://127.0.0.1:{S3_PORT}"
+    try:
+        _ensure_role(endpoint)
+        yield endpoint
+    finally:
+        subprocess.run(["bash", str(script), "stop", S3_PORT], check=False, timeout=120)
+
+
+def s3_settings(endpoint: str, **changes: Any) -> dict[str, Any]:
+    """Storage settings for the radosgw, with a bucket prefix of its own for each test."""
+    settings: dict[str, Any] = {
+        "backend": "s3",
+        "s3": {
+            "endpoint_url": endpoint,
+            "access_key_id": S3_ACCESS_KEY,
+            "secret_access_key": S3_SECRET_KEY,
+            "bucket_prefix": f"pt-{uuid.uuid4().hex[:8]}-",
+            "part_size_bytes": 5 * 1024 * 1024,
+            "sts": {"role_arn": S3_ROLE_ARN, "duration_seconds": 900},
+        },
+    }
+    settings["s3"].update(changes.pop("s3", {}))
+    settings.update(changes)
+    return settings
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -70,6 +70,7 @@ def concrete(route: Route, world: World, ws: dict[str, str]) -> str:
 VALID_BODIES = {
     "/api/v1/workspaces/{workspace_id}/imports": {"source_url": "https://example.org/x", "target_key": "k"},
     "/api/v1/tenants": {"participant_id": "did:web:new"},
+    "/api/v1/workspaces/{workspace_id}/links": {"key": "data/in.txt"},
 }
 
 

@@ -15,6 +15,7 @@ from provider.domain.errors import (
     FieldProblem,
     Forbidden,
     InvalidInput,
+    InvalidKey,
     NotFound,
     NotSupported,
     PayloadTooLarge,
@@ -43,6 +44,7 @@ class ProblemError(Exception):
 
 _DOMAIN_STATUS: list[tuple[type[DomainError], int, str]] = [
     (NotFound, 404, "not-found"),
+    (InvalidKey, 400, "invalid-key"),
     (Conflict, 409, "conflict"),
     (InvalidInput, 422, "validation-error"),
     (Unauthenticated, 401, "unauthenticated"),

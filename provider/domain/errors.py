@@ -39,6 +39,10 @@ class InvalidInput(DomainError):
     """Well-formed input that breaks a rule; `problems` names every offending field."""
 
 
+class InvalidKey(InvalidInput):
+    """An object key or prefix that breaks the key rules (answered 400: the request is malformed)."""
+
+
 class Unauthenticated(DomainError):
     """No credential, or one that is unknown, expired or revoked."""
 

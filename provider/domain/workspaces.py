@@ -7,7 +7,7 @@ import unicodedata
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from provider.domain.errors import FieldProblem, InvalidInput
+from provider.domain.errors import FieldProblem, InvalidKey
 
 MAX_KEY_BYTES = 1024
 
@@ -105,7 +105,7 @@ def key_problems(key: str) -> list[str]:
 def check_key(key: str, field_name: str = "path.key") -> str:
     problems = key_problems(key)
     if problems:
-        raise InvalidInput(f"invalid object key: {problems[0]}", [FieldProblem(field_name, p) for p in problems])
+        raise InvalidKey(f"invalid object key: {problems[0]}", [FieldProblem(field_name, p) for p in problems])
     return key
 
 

@@ -5,10 +5,18 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
-from provider.domain.errors import Conflict, FieldProblem, Forbidden, InvalidInput, NotFound, PayloadTooLarge
+from provider.domain.errors import (
+    Conflict,
+    FieldProblem,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    NotSupported,
+    PayloadTooLarge,
+)
 from provider.domain.ids import new_id
 from provider.domain.pagination import Page, PageRequest
 from provider.domain.ranges import ByteRange
@@ -275,8 +283,22 @@ class WorkspaceService:
             assert current is not None
             await uow.workspaces.update(current.with_usage(current.usage.after_delete(deleted.size), self.clock()))
 
-    async def presign(self, workspace: Workspace, key: str, method: str = "GET") -> str | None:
-        return await self.storage.presign(workspace.location, key, method, self.policy.presign_seconds)
+    async def link(
+        self, principal: Principal, workspace_id: str, key: str, method: str, expires_seconds: int | None
+    ) -> tuple[str, datetime]:
+        """A presigned URL for one object, usable without any credential until it expires."""
+        check_key(key, "body.key")
+        if method == "PUT" and principal.kind is CredentialKind.WORKSPACE_TOKEN:
+            if Scope.OBJECTS_WRITE not in principal.scopes:
+                raise Forbidden("upload links need the objects:write scope")
+        workspace = await self._active(principal, workspace_id)
+        seconds = min(expires_seconds or self.policy.presign_seconds, self.policy.presign_seconds)
+        if method == "GET" and await self.storage.head(workspace.location, key) is None:
+            raise NotFound("object", key)
+        url = await self.storage.presign(workspace.location, key, method, seconds)
+        if url is None:
+            raise NotSupported("presigned links need the s3 storage backend; use a workspace token")
+        return url, self.clock() + timedelta(seconds=seconds)
 
     # --- tokens and credentials ---------------------------------------------------------------
 

@@ -6,16 +6,16 @@ import base64
 import binascii
 import mimetypes
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import Field
 
 from provider.api.context import ctx
-from provider.api.parsing import PageQuery, parse_query
+from provider.api.parsing import PageQuery, parse_json, parse_query
 from provider.api.problems import ProblemError
 from provider.api.routing import Access, Route, principal
-from provider.api.schemas import page_out, timestamp
+from provider.api.schemas import Body, page_out, timestamp
 from provider.domain.errors import FieldProblem
 from provider.domain.ranges import resolve_range
 from provider.domain.workspaces import Scope
@@ -90,6 +90,7 @@ async def get_object(request: web.Request) -> web.StreamResponse:
     context, caller = ctx(request), principal(request)
     workspace_id, key = request.match_info["workspace_id"], request.match_info["key"]
     info = await context.workspaces.head_object(caller, workspace_id, key)
+    byte_range = resolve_range(request.headers.get("Range"), info.size)  # 416 in our problem shape
     local = await context.workspaces.local_object_path(caller, workspace_id, key)
     if local is not None:
         # Plain files go out with sendfile; FileResponse handles Range, ETag and HEAD itself.
@@ -103,7 +104,6 @@ async def get_object(request: web.Request) -> web.StreamResponse:
     if_none_match = request.headers.get("If-None-Match")
     if if_none_match and info.etag in [tag.strip() for tag in if_none_match.split(",")]:
         return web.Response(status=304, headers={"ETag": info.etag})
-    byte_range = resolve_range(request.headers.get("Range"), info.size)
     if request.method == "HEAD":
         length = byte_range.length if byte_range else info.size
         return web.Response(status=200, headers={**headers, "Content-Length": str(length)})
@@ -141,6 +141,24 @@ async def list_objects(request: web.Request) -> web.Response:
     return web.json_response(page_out([object_out(o) for o in page.items], page.next_token))
 
 
+class LinkCreate(Body):
+    key: str
+    method: Literal["GET", "PUT"] = "GET"
+    expires_seconds: Annotated[int, Field(ge=1)] | None = None
+
+
+async def create_link(request: web.Request) -> web.Response:
+    body = await parse_json(request, LinkCreate)
+    url, expires_at = await ctx(request).workspaces.link(
+        principal(request), request.match_info["workspace_id"], body.key, body.method, body.expires_seconds
+    )
+    return web.json_response(
+        {"url": url, "method": body.method, "key": body.key, "expires_at": timestamp(expires_at)},
+        status=201,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
 OBJECTS = "/api/v1/workspaces/{workspace_id}/objects"
 OBJECT = OBJECTS + "/{key:.+}"
 ROUTES = [
@@ -149,4 +167,5 @@ ROUTES = [
     Route("GET", OBJECT, get_object, Access.AUTHENTICATED, Scope.OBJECTS_READ),
     Route("HEAD", OBJECT, get_object, Access.AUTHENTICATED, Scope.OBJECTS_READ),
     Route("DELETE", OBJECT, delete_object, Access.AUTHENTICATED, Scope.OBJECTS_WRITE),
+    Route("POST", "/api/v1/workspaces/{workspace_id}/links", create_link, Access.AUTHENTICATED, Scope.OBJECTS_READ),
 ]

@@ -120,7 +120,10 @@ class S3Storage:
                         "public": ("s3", self.options.public_endpoint_url or self.options.endpoint_url),
                         "sts": ("sts", self.options.sts_endpoint_url or self.options.endpoint_url),
                     }[kind]
-                    client = self._session.client(service, endpoint_url=endpoint, config=self._config)
+                    # Servers set their own minimum session length (Ceph: rgw_sts_min_session_duration),
+                    # so botocore's client-side 900 s floor is not applied to STS.
+                    config = self._config.merge(Config(parameter_validation=False)) if kind == "sts" else self._config
+                    client = self._session.client(service, endpoint_url=endpoint, config=config)
                     self._clients[kind] = await self._stack.enter_async_context(client)
         return self._clients[kind]
 

@@ -1,0 +1,177 @@
+"""One contract for every storage backend: the filesystem and S3 (a real Ceph radosgw)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from provider.backends.storage.fs import FilesystemStorage
+from provider.backends.storage.s3 import S3Options, S3Storage
+from provider.domain.errors import ChecksumMismatch, NotFound, PayloadTooLarge
+from provider.domain.pagination import PageRequest
+from provider.domain.ranges import ByteRange
+from provider.services.ports import PutLimits, Storage
+from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY
+
+MiB = 1024 * 1024
+
+
+@pytest.fixture(params=["fs", pytest.param("s3", marks=pytest.mark.s3)])
+async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
+    if request.param == "fs":
+        backend: Storage = FilesystemStorage(tmp_path / "storage")
+    else:
+        endpoint = request.getfixturevalue("radosgw")
+        backend = S3Storage(
+            S3Options(endpoint, "us-east-1", S3_ACCESS_KEY, S3_SECRET_KEY, part_size=5 * MiB, parts_in_flight=2)
+        )
+    yield backend
+    await backend.close()
+
+
+@pytest.fixture
+async def location(storage: Storage) -> AsyncIterator[str]:
+    name = f"pt-{uuid.uuid4().hex[:12]}"
+    await storage.create_location(name)
+    yield name
+    await storage.delete_location(name)
+
+
+async def stream(data: bytes, piece: int = 64 * 1024) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), piece):
+        yield data[start : start + piece]
+
+
+async def read_all(storage: Storage, location: str, key: str, byte_range: ByteRange | None = None) -> bytes:
+    opened = await storage.open(location, key, byte_range)
+    try:
+        return b"".join([chunk async for chunk in opened.chunks])
+    finally:
+        await opened.aclose()
+
+
+async def test_put_get_head_delete_round_trip(storage: Storage, location: str) -> None:
+    data = os.urandom(100_000)
+    stored = await storage.put(location, "dir/näme with space.bin", stream(data), PutLimits())
+    assert stored.info.size == len(data) and stored.replaced_size is None
+    assert stored.sha256 == hashlib.sha256(data).hexdigest()
+    head = await storage.head(location, "dir/näme with space.bin")
+    assert head is not None and head.size == len(data) and head.etag == stored.info.etag
+    assert await read_all(storage, location, "dir/näme with space.bin") == data
+    assert await read_all(storage, location, "dir/näme with space.bin", ByteRange(10, 19)) == data[10:20]
+    replaced = await storage.put(location, "dir/näme with space.bin", stream(b"short"), PutLimits())
+    assert replaced.replaced_size == len(data) and replaced.info.etag != stored.info.etag
+    deleted = await storage.delete(location, "dir/näme with space.bin")
+    assert deleted is not None and deleted.size == 5
+    assert await storage.head(location, "dir/näme with space.bin") is None
+    assert await storage.delete(location, "dir/näme with space.bin") is None
+    with pytest.raises(NotFound):
+        await storage.open(location, "dir/näme with space.bin", None)
+
+
+async def test_large_object_streams_in_parts_binary_safe(storage: Storage, location: str) -> None:
+    data = os.urandom(12 * MiB + 123)  # three parts on S3
+    stored = await storage.put(location, "big.bin", stream(data, 1 * MiB), PutLimits(sha256=hashlib.sha256(data).digest()))
+    assert stored.info.size == len(data)
+    assert hashlib.sha256(await read_all(storage, location, "big.bin")).digest() == hashlib.sha256(data).digest()
+    tail = await read_all(storage, location, "big.bin", ByteRange(len(data) - 1000, len(data) - 1))
+    assert tail == data[-1000:]
+
+
+async def test_empty_object(storage: Storage, location: str) -> None:
+    stored = await storage.put(location, "empty", stream(b""), PutLimits())
+    assert stored.info.size == 0 and await read_all(storage, location, "empty") == b""
+
+
+@pytest.mark.parametrize("size", [1000, 11 * MiB])
+async def test_wrong_checksum_stores_nothing_and_keeps_the_old_object(
+    storage: Storage, location: str, size: int
+) -> None:
+    await storage.put(location, "k", stream(b"original"), PutLimits())
+    data = os.urandom(size)
+    with pytest.raises(ChecksumMismatch):
+        await storage.put(location, "k", stream(data, MiB), PutLimits(sha256=hashlib.sha256(b"other").digest()))
+    with pytest.raises(ChecksumMismatch):
+        await storage.put(location, "k", stream(data, MiB), PutLimits(md5=hashlib.md5(b"other").digest()))  # noqa: S324
+    assert await read_all(storage, location, "k") == b"original"
+    with pytest.raises(ChecksumMismatch):
+        await storage.put(location, "new", stream(data, MiB), PutLimits(sha256=b"\0" * 32))
+    assert await storage.head(location, "new") is None
+
+
+@pytest.mark.parametrize("size", [1000, 11 * MiB])
+async def test_size_limit_stores_nothing(storage: Storage, location: str, size: int) -> None:
+    with pytest.raises(PayloadTooLarge):
+        await storage.put(location, "k", stream(os.urandom(size), MiB), PutLimits(max_bytes=size - 1))
+    assert await storage.head(location, "k") is None
+    stored = await storage.put(location, "k", stream(os.urandom(size), MiB), PutLimits(max_bytes=size))
+    assert stored.info.size == size
+
+
+@pytest.mark.parametrize("size", [1000, 11 * MiB])
+async def test_interrupted_upload_leaves_nothing(storage: Storage, location: str, size: int) -> None:
+    async def broken() -> AsyncIterator[bytes]:
+        data = os.urandom(size)
+        yield data[: size // 2]
+        raise ConnectionResetError("client went away")
+
+    with pytest.raises(ConnectionResetError):
+        await storage.put(location, "k", broken(), PutLimits())
+    assert await storage.head(location, "k") is None
+    assert (await storage.list(location, "", PageRequest(10))).items == []
+    if isinstance(storage, S3Storage):  # no multipart upload left behind to pay for
+        s3 = await storage._client("s3")
+        assert (await s3.list_multipart_uploads(Bucket=location)).get("Uploads", []) == []
+
+
+async def test_list_by_prefix_in_key_order_with_pages(storage: Storage, location: str) -> None:
+    keys = ["a-c", "a/b", "a/c/d", "b", "a/c/e", "ab"]
+    for key in keys:
+        await storage.put(location, key, stream(key.encode()), PutLimits())
+    everything = await storage.list(location, "", PageRequest(100))
+    assert [o.key for o in everything.items] == sorted(keys) and everything.next_after is None
+    under_a = await storage.list(location, "a/", PageRequest(100))
+    assert [o.key for o in under_a.items] == ["a/b", "a/c/d", "a/c/e"]
+    starting_a = await storage.list(location, "a", PageRequest(100))
+    assert [o.key for o in starting_a.items] == ["a-c", "a/b", "a/c/d", "a/c/e", "ab"]
+    seen, after = [], None
+    while True:
+        page = await storage.list(location, "", PageRequest(2, after))
+        seen += [o.key for o in page.items]
+        if page.next_after is None:
+            break
+        after = page.next_after
+    assert seen == sorted(keys)
+    assert (await storage.list(location, "zzz", PageRequest(10))).items == []
+    usage = await storage.usage(location)
+    assert (usage.objects, usage.bytes) == (len(keys), sum(len(k) for k in keys))
+
+
+async def test_delete_location_removes_everything_and_is_idempotent(storage: Storage) -> None:
+    name = f"pt-{uuid.uuid4().hex[:12]}"
+    await storage.create_location(name)
+    await storage.create_location(name)  # idempotent
+    for i in range(5):
+        await storage.put(name, f"x/{i}", stream(b"data"), PutLimits())
+    await storage.delete_location(name)
+    await storage.delete_location(name)
+    with pytest.raises(NotFound):
+        await storage.list(name, "", PageRequest(10))
+
+
+async def test_presign_where_supported(storage: Storage, location: str) -> None:
+    import aiohttp
+
+    await storage.put(location, "p.txt", stream(b"presigned"), PutLimits())
+    url = await storage.presign(location, "p.txt", "GET", 60)
+    if isinstance(storage, FilesystemStorage):
+        assert url is None
+        return
+    assert url is not None
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        assert response.status == 200 and await response.read() == b"presigned"
