@@ -135,7 +135,9 @@ def s3_settings(endpoint: str, **changes: Any) -> dict[str, Any]:
             "sts": {"role_arn": S3_ROLE_ARN, "duration_seconds": 900},
         },
     }
-    settings["s3"].update(changes.pop("s3", {}))
+    s3_changes = dict(changes.pop("s3", {}))
+    settings["s3"]["sts"].update(s3_changes.pop("sts", {}))
+    settings["s3"].update(s3_changes)
     settings.update(changes)
     return settings
 

@@ -15,7 +15,7 @@ from provider.domain.errors import (
     FieldProblem,
     Forbidden,
     InvalidInput,
-    InvalidKey,
+    BadRequest,
     NotFound,
     NotSupported,
     PayloadTooLarge,
@@ -44,7 +44,7 @@ class ProblemError(Exception):
 
 _DOMAIN_STATUS: list[tuple[type[DomainError], int, str]] = [
     (NotFound, 404, "not-found"),
-    (InvalidKey, 400, "invalid-key"),
+    (BadRequest, 400, "bad-request"),
     (Conflict, 409, "conflict"),
     (InvalidInput, 422, "validation-error"),
     (Unauthenticated, 401, "unauthenticated"),
@@ -92,6 +92,7 @@ def from_exception(exc: BaseException) -> web.Response | None:
                 headers = {"WWW-Authenticate": 'Bearer realm="provider"'} if status == 401 else None
                 if isinstance(exc, RangeNotSatisfiable):
                     headers = {"Content-Range": f"bytes */{exc.size}"}
+                slug = exc.slug if isinstance(exc, BadRequest) else slug
                 return problem_response(status, exc.detail, slug, exc.problems, headers=headers)
         return None
     if isinstance(exc, web.HTTPException) and exc.status >= 400:

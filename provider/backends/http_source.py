@@ -21,7 +21,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
 from provider.domain.addresses import IPNetwork, address_problem
-from provider.domain.errors import FieldProblem, InvalidInput
+from provider.domain.errors import FieldProblem, ForbiddenAddress
 from provider.services.ports import SourceResponse
 
 KEPT_HEADERS = ("Content-Length", "Content-Range", "Accept-Ranges", "ETag", "Last-Modified", "Content-Type")
@@ -29,8 +29,8 @@ MAX_REDIRECTS = 5
 CHUNK = 256 * 1024
 
 
-class ForbiddenAddress(aiohttp.ClientConnectionError):
-    """Every address of the host is one the guard forbids."""
+class AllAddressesForbidden(aiohttp.ClientConnectionError):
+    """Every address the host resolves to at connect time is one the guard forbids."""
 
 
 class GuardedResolver(AbstractResolver):
@@ -43,7 +43,7 @@ class GuardedResolver(AbstractResolver):
         kept = [r for r in results if address_problem(r["host"], self.allowed) is None]
         if not kept:
             reason = address_problem(results[0]["host"], self.allowed) if results else "no address"
-            raise ForbiddenAddress(f"{host} resolves to {reason}")
+            raise AllAddressesForbidden(f"{host} resolves to {reason}")
         return kept
 
     async def close(self) -> None:
@@ -72,27 +72,27 @@ class HttpSource:
     async def check(self, url: str, field: str = "body.source_url") -> None:
         parts = urlsplit(url)
         if parts.scheme not in self.schemes:
-            raise InvalidInput(
+            raise ForbiddenAddress(
                 f"the URL scheme must be one of {', '.join(self.schemes)}",
                 [FieldProblem(field, f"scheme {parts.scheme or '(none)'!r} is not allowed")],
             )
         host = parts.hostname
         if not host:
-            raise InvalidInput("the URL has no host", [FieldProblem(field, "no host")])
+            raise ForbiddenAddress("the URL has no host", [FieldProblem(field, "no host")])
         try:
             addresses = [str(ipaddress.ip_address(host))]
         except ValueError:
             try:
                 infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
             except OSError as exc:
-                raise InvalidInput(
+                raise ForbiddenAddress(
                     f"the host {host} does not resolve", [FieldProblem(field, f"{host} does not resolve: {exc}")]
                 ) from exc
             addresses = sorted({str(info[4][0]) for info in infos})
         for address in addresses:
             problem = address_problem(address, self.allowed)
             if problem is not None:
-                raise InvalidInput(
+                raise ForbiddenAddress(
                     f"refused: {host} is {problem} ({address}), which imports may not reach "
                     "unless the operator allows its network (imports.allowed_networks)",
                     [FieldProblem(field, f"{host} resolves to {problem}")],
@@ -103,7 +103,10 @@ class HttpSource:
         session = self._session_for_loop()
         origin = urlsplit(url)[:2]
         for _ in range(MAX_REDIRECTS + 1):
-            response = await session.get(url, headers=headers, allow_redirects=False)
+            try:
+                response = await session.get(url, headers=headers, allow_redirects=False)
+            except AllAddressesForbidden as exc:  # the DNS answer changed since the check: final
+                raise ForbiddenAddress(f"refused at connect time: {exc}", [FieldProblem("source_url", str(exc))]) from exc
             if response.status in (301, 302, 303, 307, 308) and "Location" in response.headers:
                 target = urljoin(url, response.headers["Location"])
                 response.release()

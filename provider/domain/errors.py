@@ -39,8 +39,22 @@ class InvalidInput(DomainError):
     """Well-formed input that breaks a rule; `problems` names every offending field."""
 
 
-class InvalidKey(InvalidInput):
-    """An object key or prefix that breaks the key rules (answered 400: the request is malformed)."""
+class BadRequest(InvalidInput):
+    """Input that is refused outright (answered 400 rather than 422); `slug` names the rule."""
+
+    slug = "bad-request"
+
+
+class InvalidKey(BadRequest):
+    """An object key or prefix that breaks the key rules."""
+
+    slug = "invalid-key"
+
+
+class ForbiddenAddress(BadRequest):
+    """An outbound URL (import source, callback) that the SSRF guard refuses."""
+
+    slug = "forbidden-address"
 
 
 class Unauthenticated(DomainError):

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 
 import aiohttp
 
-from provider.domain.errors import ChecksumMismatch, Conflict, DomainError, NotFound, PayloadTooLarge
+from provider.domain.errors import Conflict, DomainError, NotFound
 from provider.domain.ids import new_id
 from provider.domain.imports import Import, ImportState
 from provider.domain.pagination import Page, PageRequest
@@ -238,10 +238,11 @@ class ImportService:
             except Permanent as exc:
                 await self._transition(import_id, ImportState.FAILED, upstream_status=exc.status, error=str(exc))
                 return
-            except (PayloadTooLarge, ChecksumMismatch, Conflict, NotFound) as exc:
-                await self._transition(import_id, ImportState.FAILED, error=exc.detail)
-                return
             except _Canceled:
+                return
+            except DomainError as exc:  # quota, checksum, a redirect to a forbidden address, ...
+                with contextlib.suppress(Conflict):
+                    await self._transition(import_id, ImportState.FAILED, error=exc.detail)
                 return
             await self._transition(
                 import_id, ImportState.SUCCEEDED, bytes_done=stored[0], bytes_total=stored[0], sha256=stored[1]

@@ -1,0 +1,182 @@
+"""Isolation on a real S3 server (Ceph radosgw): what a workspace's credentials, links and
+tokens can reach, and that they stop working when they should."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aioboto3
+import aiohttp
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from provider.app import create_app
+from provider.config import Settings
+from tests.conftest import ADMIN_KEY, REPO, Api, s3_settings
+
+pytestmark = pytest.mark.s3
+
+
+@pytest.fixture
+async def s3_api(aiohttp_client, radosgw: str, tmp_path: Path, contract) -> Api:  # type: ignore[no-untyped-def]
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        auth={"bootstrap_admin_key": ADMIN_KEY, "key_cache_seconds": 0},
+        assets={"directory": REPO / "config" / "assets"},
+        storage=s3_settings(radosgw, presign_seconds=2, s3={"sts": {"duration_seconds": 900}}),
+    )
+    client = await aiohttp_client(create_app(settings))
+    return Api(client, contract, client.app)
+
+
+async def consumer(api: Api, name: str) -> str:
+    tenant = await api.json("POST", "/api/v1/tenants", 201, key=ADMIN_KEY, json={"participant_id": name})
+    issued = await api.json("POST", f"/api/v1/tenants/{tenant['id']}/api-keys", 201, key=ADMIN_KEY, json={})
+    return str(issued["key"])
+
+
+def s3_client(creds: dict[str, Any]) -> Any:
+    session = aioboto3.Session(
+        aws_access_key_id=creds["access_key_id"],
+        aws_secret_access_key=creds["secret_access_key"],
+        aws_session_token=creds["session_token"],
+        region_name=creds["region"],
+    )
+    config = Config(signature_version="s3v4", s3={"addressing_style": "path"}, retries={"max_attempts": 1})
+    return session.client("s3", endpoint_url=creds["endpoint_url"], config=config)
+
+
+async def denied(call: Any) -> int:
+    with pytest.raises(ClientError) as caught:
+        await call
+    return int(caught.value.response["ResponseMetadata"]["HTTPStatusCode"])
+
+
+@pytest.fixture
+async def two_workspaces(s3_api: Api) -> AsyncIterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    key = await consumer(s3_api, "did:web:iso")
+    a = await s3_api.json("POST", "/api/v1/workspaces", 201, key=key, json={"name": "a"})
+    b = await s3_api.json("POST", "/api/v1/workspaces", 201, key=key, json={"name": "b"})
+    await s3_api.json("PUT", f"/api/v1/workspaces/{b['id']}/objects/secret.txt", 201, key=key, data=b"B's data")
+    yield key, a, b
+    for ws in (a, b):
+        await s3_api.request("DELETE", f"/api/v1/workspaces/{ws['id']}", key=key, check=False)
+
+
+async def test_credentials_open_only_their_own_bucket(s3_api: Api, two_workspaces) -> None:  # type: ignore[no-untyped-def]
+    key, a, b = two_workspaces
+    creds = await s3_api.json("POST", f"/api/v1/workspaces/{a['id']}/credentials", 201, key=key)
+    bucket_a, bucket_b = a["storage"]["location"], b["storage"]["location"]
+    assert creds["bucket"] == bucket_a and creds["session_token"]
+    async with s3_client(creds) as s3:
+        # Everything works on A ...
+        await s3.put_object(Bucket=bucket_a, Key="direct.bin", Body=b"written with STS credentials")
+        listed = await s3.list_objects_v2(Bucket=bucket_a)
+        assert [o["Key"] for o in listed["Contents"]] == ["direct.bin"]
+        got = await s3.get_object(Bucket=bucket_a, Key="direct.bin")
+        assert await got["Body"].read() == b"written with STS credentials"
+        upload = await s3.create_multipart_upload(Bucket=bucket_a, Key="mp.bin")
+        await s3.abort_multipart_upload(Bucket=bucket_a, Key="mp.bin", UploadId=upload["UploadId"])
+        # ... and nothing on B.
+        assert await denied(s3.list_objects_v2(Bucket=bucket_b)) == 403
+        assert await denied(s3.get_object(Bucket=bucket_b, Key="secret.txt")) == 403
+        assert await denied(s3.put_object(Bucket=bucket_b, Key="x", Body=b"x")) == 403
+        assert await denied(s3.create_multipart_upload(Bucket=bucket_b, Key="x")) == 403
+        assert await denied(s3.delete_object(Bucket=bucket_b, Key="secret.txt")) == 403
+        assert await denied(s3.create_bucket(Bucket=bucket_a + "-new")) == 403
+    # A direct write shows up in the service once usage is recounted, and through the API.
+    refreshed = await s3_api.json("GET", f"/api/v1/workspaces/{a['id']}?refresh_usage=true", 200, key=key)
+    assert refreshed["usage"]["objects"] == 1
+    response = await s3_api.request("GET", f"/api/v1/workspaces/{a['id']}/objects/direct.bin", key=key)
+    assert await response.read() == b"written with STS credentials"
+
+
+async def test_expired_credentials_are_refused(radosgw: str, aiohttp_client, tmp_path: Path, contract) -> None:  # type: ignore[no-untyped-def]
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        auth={"bootstrap_admin_key": ADMIN_KEY, "key_cache_seconds": 0},
+        assets={"directory": tmp_path},
+        storage=s3_settings(radosgw, s3={"sts": {"duration_seconds": 60}}),
+    )
+    client = await aiohttp_client(create_app(settings))
+    api = Api(client, contract, client.app)
+    key = await consumer(api, "did:web:expiry")
+    ws = await api.json("POST", "/api/v1/workspaces", 201, key=key, json={})
+    # Ceph's floor for this test cluster is 5 s; ask the backend directly for the shortest.
+    from provider.api.context import CONTEXT
+
+    storage = client.app[CONTEXT].workspaces.storage
+    short = await storage.temporary_credentials(ws["storage"]["location"], 5)
+    creds = {
+        "access_key_id": short.access_key_id, "secret_access_key": short.secret_access_key,
+        "session_token": short.session_token, "endpoint_url": short.endpoint_url, "region": short.region,
+    }
+    async with s3_client(creds) as s3:
+        await s3.put_object(Bucket=short.bucket, Key="k", Body=b"v")
+        await asyncio.sleep(7)
+        assert await denied(s3.get_object(Bucket=short.bucket, Key="k")) in (400, 403)
+    await api.json("DELETE", f"/api/v1/workspaces/{ws['id']}", 204, key=key)
+
+
+async def test_presigned_links_reach_one_object_and_expire(s3_api: Api, two_workspaces) -> None:  # type: ignore[no-untyped-def]
+    key, a, b = two_workspaces
+    data = os.urandom(1000)
+    await s3_api.json("PUT", f"/api/v1/workspaces/{a['id']}/objects/shared.bin", 201, key=key, data=data)
+    link = await s3_api.json("POST", f"/api/v1/workspaces/{a['id']}/links", 201, key=key, json={"key": "shared.bin"})
+    bucket_a, bucket_b = a["storage"]["location"], b["storage"]["location"]
+    async with aiohttp.ClientSession() as session:
+        async with session.get(link["url"]) as response:
+            assert response.status == 200 and await response.read() == data
+        for tampered in (
+            link["url"].replace(f"/{bucket_a}/shared.bin", f"/{bucket_b}/secret.txt"),
+            link["url"].replace(f"/{bucket_a}/", f"/{bucket_b}/"),
+            link["url"].replace("shared.bin", "other.bin"),
+        ):
+            async with session.get(tampered) as response:
+                assert response.status == 403, tampered
+        await asyncio.sleep(3)  # presign_seconds is 2 in this service
+        async with session.get(link["url"]) as response:
+            assert response.status == 403
+    upload = await s3_api.json(
+        "POST", f"/api/v1/workspaces/{a['id']}/links", 201, key=key, json={"key": "up.bin", "method": "PUT"}
+    )
+    async with aiohttp.ClientSession() as session, session.put(upload["url"], data=b"uploaded") as response:
+        assert response.status == 200
+    got = await s3_api.request("GET", f"/api/v1/workspaces/{a['id']}/objects/up.bin", key=key)
+    assert await got.read() == b"uploaded"
+
+
+async def test_tokens_reach_only_their_workspace_on_s3(s3_api: Api, two_workspaces) -> None:  # type: ignore[no-untyped-def]
+    key, a, b = two_workspaces
+    token = (await s3_api.json("POST", f"/api/v1/workspaces/{a['id']}/tokens", 201, key=key, json={}))["token"]
+    await s3_api.json("GET", f"/api/v1/workspaces/{b['id']}/objects/secret.txt", 404, key=token)
+    await s3_api.json("GET", f"/api/v1/workspaces/{b['id']}/objects", 404, key=token)
+    await s3_api.json("PUT", f"/api/v1/workspaces/{b['id']}/objects/x", 404, key=token, data=b"x")
+    await s3_api.json("POST", f"/api/v1/workspaces/{b['id']}/credentials", 404, key=token)
+    creds = await s3_api.json("POST", f"/api/v1/workspaces/{a['id']}/credentials", 201, key=token)
+    assert creds["bucket"] == a["storage"]["location"]
+
+
+async def test_objects_api_on_s3_streams_large_objects_and_deletes_the_bucket(s3_api: Api) -> None:
+    key = await consumer(s3_api, "did:web:big")
+    ws = await s3_api.json("POST", "/api/v1/workspaces", 201, key=key, json={})
+    url = f"/api/v1/workspaces/{ws['id']}/objects/big.bin"
+    data = os.urandom(12 * 1024 * 1024 + 5)
+    await s3_api.json("PUT", url, 201, key=key, data=data)
+    response = await s3_api.request("GET", url, key=key)
+    assert response.status == 200 and await response.read() == data
+    partial = await s3_api.request("GET", url, key=key, headers={"Range": "bytes=5000000-5000099"})
+    assert partial.status == 206 and await partial.read() == data[5000000:5000100]
+    cached = await s3_api.request("GET", url, key=key, headers={"If-None-Match": response.headers["ETag"]})
+    assert cached.status == 304
+    await s3_api.json("DELETE", f"/api/v1/workspaces/{ws['id']}", 204, key=key)
+    from provider.api.context import CONTEXT
+
+    s3 = await s3_api.app[CONTEXT].workspaces.storage._client("s3")
+    buckets = [b["Name"] for b in (await s3.list_buckets())["Buckets"]]
+    assert ws["storage"]["location"] not in buckets
