@@ -9,11 +9,16 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from provider import __version__
 from provider.backends.asset_files import AssetFileError
+from provider.client import ApiClient, ApiError
 from provider.config import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -127,38 +132,52 @@ def cmd_assets_validate(args: argparse.Namespace) -> int:
 # --- client commands ------------------------------------------------------------------------
 
 
-async def _request(args: argparse.Namespace, method: str, path: str, **kwargs: Any) -> Any:
-    import aiohttp
+def _client(args: argparse.Namespace) -> ApiClient:
+    return ApiClient(args.url, args.key)
 
-    if not args.key:
-        raise CliError("no API key: pass --key or set PROVIDER_API_KEY")
-    headers = {"Authorization": f"Bearer {args.key}"}
-    url = args.url.rstrip("/") + path
-    try:
-        async with (
-            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session,
-            session.request(method, url, headers=headers, **kwargs) as response,
-        ):
-            body = await response.json(content_type=None) if response.content_length != 0 else None
-            if response.status >= 400:
-                detail = body.get("detail") if isinstance(body, dict) else None
-                raise CliError(f"{method} {path} failed with {response.status}: {detail or response.reason}")
-            return body
-    except aiohttp.ClientConnectionError as exc:
-        raise CliError(f"cannot reach the service at {args.url}: {exc}") from exc
+
+def _progress() -> Progress:
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+        TransferSpeedColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=_console(),
+        transient=False,
+    )
+
+
+def _console() -> Console:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _size(value: int | None) -> str:
+    if value is None:
+        return "?"
+    size = float(value)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(value)
 
 
 def cmd_assets_list(args: argparse.Namespace) -> int:
     async def run() -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        token: str | None = None
-        while True:
-            params = {"page_size": "200", **({"page_token": token} if token else {})}
-            page = await _request(args, "GET", "/api/v1/assets", params=params)
-            items.extend(page["items"])
-            token = page["next_page_token"]
-            if not token:
-                return items
+        async with _client(args) as api:
+            return [item async for item in api.pages("/api/v1/assets")]
 
     items = asyncio.run(run())
     if args.json:
@@ -170,6 +189,134 @@ def cmd_assets_list(args: argparse.Namespace) -> int:
     width = max(len(a["id"]) for a in items)
     for asset in items:
         print(f"{asset['id']:<{width}}  {asset['version']:<10}  {asset['image']:<40}  {asset['title']}")
+    return 0
+
+
+def cmd_workspace_create(args: argparse.Namespace) -> int:
+    labels = dict(item.split("=", 1) for item in args.label)
+
+    async def run() -> Any:
+        async with _client(args) as api:
+            return await api.json("POST", "/api/v1/workspaces", json={"name": args.name, "labels": labels})
+
+    workspace = asyncio.run(run())
+    print(json.dumps(workspace, indent=2) if args.json else workspace["id"])
+    return 0
+
+
+def cmd_workspace_list(args: argparse.Namespace) -> int:
+    async def run() -> list[dict[str, Any]]:
+        async with _client(args) as api:
+            return [item async for item in api.pages("/api/v1/workspaces")]
+
+    items = asyncio.run(run())
+    if args.json:
+        print(json.dumps(items, indent=2))
+    elif not items:
+        print("no workspaces")
+    for ws in [] if args.json else items:
+        usage, quota = ws["usage"], ws["quota"]
+        print(
+            f"{ws['id']}  {ws['name'] or '-':<20}  {_size(usage['bytes'])} of {_size(quota['bytes'])}"
+            f"  {usage['objects']} objects"
+        )
+    return 0
+
+
+def cmd_workspace_rm(args: argparse.Namespace) -> int:
+    async def run() -> None:
+        async with _client(args) as api:
+            for workspace in args.workspaces:
+                await api.json("DELETE", f"/api/v1/workspaces/{workspace}")
+                print(f"deleted {workspace}")
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_put(args: argparse.Namespace) -> int:
+    source = Path(args.local)
+    if not source.is_file():
+        raise CliError(f"{source} is not a file")
+    key = args.key_name or source.name
+    size = source.stat().st_size
+
+    async def run() -> Any:
+        async with _client(args) as api:
+            with _progress() as bar:
+                task = bar.add_task(f"upload {key}", total=size)
+                return await api.upload(args.workspace, key, source, lambda n: bar.advance(task, n))
+
+    stored = asyncio.run(run())
+    print(f"{key}: {stored['size']} bytes, sha256 {stored['sha256']}")
+    return 0
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    target = Path(args.local or Path(args.key_name).name)
+    if target.is_dir():
+        target = target / Path(args.key_name).name
+
+    async def run() -> int:
+        async with _client(args) as api:
+            with _progress() as bar:
+                task = bar.add_task(f"download {args.key_name}", total=None)
+                return await api.download(
+                    args.workspace,
+                    args.key_name,
+                    target,
+                    lambda total: bar.update(task, total=total),
+                    lambda n: bar.advance(task, n),
+                )
+
+    size = asyncio.run(run())
+    print(f"{target}: {size} bytes")
+    return 0
+
+
+def cmd_ls(args: argparse.Namespace) -> int:
+    async def run() -> list[dict[str, Any]]:
+        async with _client(args) as api:
+            path = f"/api/v1/workspaces/{args.workspace}/objects"
+            return [item async for item in api.pages(path, prefix=args.prefix)]
+
+    items = asyncio.run(run())
+    if args.json:
+        print(json.dumps(items, indent=2))
+    for item in [] if args.json else items:
+        print(f"{item['size']:>14}  {item['last_modified']}  {item['key']}")
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    headers = dict(item.split(":", 1) for item in args.header)
+    headers = {k.strip(): v.strip() for k, v in headers.items()}
+    body: dict[str, Any] = {"source_url": args.source_url, "target_key": args.key_name, "headers": headers}
+    if args.sha256:
+        body["sha256"] = args.sha256
+
+    async def run() -> dict[str, Any]:
+        async with _client(args) as api:
+            item = await api.json("POST", f"/api/v1/workspaces/{args.workspace}/imports", json=body)
+            if args.no_wait:
+                return dict(item)
+            path = f"/api/v1/workspaces/{args.workspace}/imports/{item['id']}"
+            with _progress() as bar:
+                task = bar.add_task(f"import {args.key_name}", total=None)
+                while item["state"] not in ("succeeded", "failed", "canceled"):
+                    await asyncio.sleep(0.5)
+                    item = await api.json("GET", path)
+                    bar.update(task, total=item["bytes_total"], completed=item["bytes_done"])
+            return dict(item)
+
+    item = asyncio.run(run())
+    if item["state"] in ("queued", "running"):
+        print(f"import {item['id']} {item['state']}")
+        return 0
+    if item["state"] != "succeeded":
+        detail = f" (upstream HTTP {item['upstream_status']})" if item["upstream_status"] else ""
+        raise CliError(f"import {item['id']} {item['state']}: {item['error']}{detail}")
+    print(f"{args.key_name}: {item['bytes_done']} bytes imported, sha256 {item['sha256']}")
     return 0
 
 
@@ -218,6 +365,66 @@ def build_parser() -> argparse.ArgumentParser:
     validate = assets_sub.add_parser("validate", help="check asset files without a service")
     validate.add_argument("files", nargs="+", metavar="FILE")
     validate.set_defaults(func=cmd_assets_validate)
+
+    workspace = sub.add_parser(
+        "workspace", help="workspaces", description="create, list and delete workspaces"
+    )
+    workspace_sub = workspace.add_subparsers(dest="workspace_command", required=True, metavar="COMMAND")
+    create = workspace_sub.add_parser("create", help="create a workspace and print its id")
+    client_options(create)
+    create.add_argument("--name", default="", help="a name for people")
+    create.add_argument(
+        "--label", action="append", default=[], metavar="KEY=VALUE", help="a label (repeatable)"
+    )
+    create.add_argument("--json", action="store_true", help="print the whole workspace as JSON")
+    create.set_defaults(func=cmd_workspace_create)
+    listing = workspace_sub.add_parser("list", help="list workspaces with their usage")
+    client_options(listing)
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    listing.set_defaults(func=cmd_workspace_list)
+    remove = workspace_sub.add_parser(
+        "rm", help="delete workspaces: revokes their tokens, removes their data"
+    )
+    client_options(remove)
+    remove.add_argument("workspaces", nargs="+", metavar="WS")
+    remove.set_defaults(func=cmd_workspace_rm)
+
+    put = sub.add_parser("put", help="upload a file", description="upload a local file into a workspace")
+    client_options(put)
+    put.add_argument("workspace", metavar="WS")
+    put.add_argument("local", metavar="LOCAL")
+    put.add_argument("key_name", nargs="?", metavar="KEY", help="object key (default: the file name)")
+    put.set_defaults(func=cmd_put)
+
+    get = sub.add_parser("get", help="download an object", description="download an object from a workspace")
+    client_options(get)
+    get.add_argument("workspace", metavar="WS")
+    get.add_argument("key_name", metavar="KEY")
+    get.add_argument("local", nargs="?", metavar="LOCAL", help="file or directory (default: the key's name)")
+    get.set_defaults(func=cmd_get)
+
+    ls = sub.add_parser("ls", help="list objects", description="list a workspace's objects")
+    client_options(ls)
+    ls.add_argument("workspace", metavar="WS")
+    ls.add_argument("prefix", nargs="?", default="", metavar="PREFIX")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.set_defaults(func=cmd_ls)
+
+    imp = sub.add_parser("import", help="import from a URL", description="pull a remote URL into a workspace")
+    client_options(imp)
+    imp.add_argument("workspace", metavar="WS")
+    imp.add_argument("source_url", metavar="URL")
+    imp.add_argument("key_name", metavar="KEY")
+    imp.add_argument(
+        "--header",
+        action="append",
+        default=[],
+        metavar="NAME:VALUE",
+        help="a header for the source, e.g. an EDR's Authorization (repeatable)",
+    )
+    imp.add_argument("--sha256", help="expected SHA-256 (hex) of the data")
+    imp.add_argument("--no-wait", action="store_true", help="start the import and return")
+    imp.set_defaults(func=cmd_import)
     return parser
 
 
@@ -228,7 +435,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, AssetFileError) as exc:
         print(f"provider: {exc}", file=sys.stderr)
         return 2
-    except CliError as exc:
+    except (CliError, ApiError) as exc:
         print(f"provider: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -107,7 +107,9 @@ class S3StorageSettings(_Section):
     access_key_id: str | None = None
     secret_access_key: SecretStr | None = None
     bucket_prefix: str = Field(
-        default="provider-", pattern=r"^[a-z0-9][a-z0-9.-]{0,29}$", description="workspace buckets are PREFIX+id"
+        default="provider-",
+        pattern=r"^[a-z0-9][a-z0-9.-]{0,29}$",
+        description="workspace buckets are PREFIX+id",
     )
     addressing_style: Literal["path", "virtual", "auto"] = "path"
     part_size_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024, le=512 * 1024 * 1024)
@@ -119,7 +121,9 @@ class StorageSettings(_Section):
     backend: Literal["fs", "s3"] = "fs"
     fs: FsStorageSettings = Field(default_factory=FsStorageSettings)
     s3: S3StorageSettings = Field(default_factory=S3StorageSettings)
-    presign_seconds: int = Field(default=900, ge=1, le=7 * 24 * 3600, description="lifetime of download links")
+    presign_seconds: int = Field(
+        default=900, ge=1, le=7 * 24 * 3600, description="lifetime of download links"
+    )
 
 
 class WorkspaceSettings(_Section):
@@ -159,7 +163,7 @@ class ImportSettings(_Section):
         default_factory=list,
         description="CIDRs imports may reach although they are loopback, private or link-local",
     )
-    allowed_schemes: list[Literal["http", "https"]] = Field(default_factory=lambda: ["http", "https"])
+    allowed_schemes: list[Literal["http", "https"]] = Field(default_factory=lambda: ["http", "https"])  # type: ignore[arg-type]
     max_concurrent: int = Field(default=4, ge=1, le=256)
     max_attempts: int = Field(default=5, ge=1, le=100)
     backoff_seconds: float = Field(default=1.0, gt=0, description="first retry delay; doubles, with jitter")

@@ -83,23 +83,44 @@ def _ensure_role(endpoint: str) -> None:
     from botocore.exceptions import ClientError
 
     iam = boto3.client(
-        "iam", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=S3_ACCESS_KEY,
-        aws_secret_access_key=S3_SECRET_KEY, config=Config(signature_version="s3v4"),
+        "iam",
+        endpoint_url=endpoint,
+        region_name="us-east-1",
+        aws_access_key_id=S3_ACCESS_KEY,
+        aws_secret_access_key=S3_SECRET_KEY,
+        config=Config(signature_version="s3v4"),
     )
-    trust = {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": {"AWS": ["arn:aws:iam:::user/admin"]}, "Action": ["sts:AssumeRole"]}
-    ]}
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": ["arn:aws:iam:::user/admin"]},
+                "Action": ["sts:AssumeRole"],
+            }
+        ],
+    }
     try:
-        iam.create_role(RoleName=S3_ROLE, Path="/", AssumeRolePolicyDocument=json.dumps(trust, separators=(",", ":")))
+        iam.create_role(
+            RoleName=S3_ROLE, Path="/", AssumeRolePolicyDocument=json.dumps(trust, separators=(",", ":"))
+        )
     except ClientError as exc:
         if exc.response["ResponseMetadata"]["HTTPStatusCode"] != 409:
             raise
-    permissions = {"Version": "2012-10-17", "Statement": [{
-        "Effect": "Allow", "Action": ["s3:*"],
-        "Resource": [f"arn:aws:s3:::{S3_BUCKET_PATTERN}", f"arn:aws:s3:::{S3_BUCKET_PATTERN}/*"],
-    }]}
+    permissions = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": ["s3:*"],
+                "Resource": [f"arn:aws:s3:::{S3_BUCKET_PATTERN}", f"arn:aws:s3:::{S3_BUCKET_PATTERN}/*"],
+            }
+        ],
+    }
     iam.put_role_policy(
-        RoleName=S3_ROLE, PolicyName="workspaces", PolicyDocument=json.dumps(permissions, separators=(",", ":"))
+        RoleName=S3_ROLE,
+        PolicyName="workspaces",
+        PolicyDocument=json.dumps(permissions, separators=(",", ":")),
     )
 
 

@@ -119,7 +119,12 @@ async def test_every_json_route_refuses_bad_bodies_without_a_500(api: Api, contr
     assert len(json_routes) >= 6
     cases = [
         ("malformed", b"{", "application/json", 400),
-        ("wrong type", b'{"title": 5, "participant_id": 5, "role": 5, "name": 5, "source_url": 5}', "application/json", 422),
+        (
+            "wrong type",
+            b'{"title": 5, "participant_id": 5, "role": 5, "name": 5, "source_url": 5}',
+            "application/json",
+            422,
+        ),
         ("not an object", b"[1]", "application/json", 422),
         ("content type", b"{}", "text/plain", 415),
         ("oversize", b'{"x": "' + b"y" * (1024 * 1024 + 10) + b'"}', "application/json", 413),

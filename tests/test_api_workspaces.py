@@ -9,10 +9,9 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-import pytest
 from urllib.parse import quote
 
+import pytest
 from yarl import URL
 
 from provider.api.context import CONTEXT
@@ -35,7 +34,10 @@ async def workspace(api: Api, key: str, **body: Any) -> dict[str, Any]:
 async def test_workspace_life_cycle(api: Api, alice: Consumer, settings: Settings) -> None:
     ws = await workspace(api, alice.key, name="study", labels={"project": "x"})
     assert ws["tenant_id"] == alice.tenant_id and ws["state"] == "active"
-    assert ws["quota"] == {"bytes": settings.workspaces.quota_bytes, "objects": settings.workspaces.quota_objects}
+    assert ws["quota"] == {
+        "bytes": settings.workspaces.quota_bytes,
+        "objects": settings.workspaces.quota_objects,
+    }
     assert ws["usage"]["bytes"] == 0 and ws["storage"]["backend"] == "fs"
     directory = settings.data_dir / "workspaces" / ws["storage"]["location"]
     assert directory.is_dir()
@@ -51,13 +53,17 @@ async def test_workspace_life_cycle(api: Api, alice: Consumer, settings: Setting
 
 
 async def test_admin_creates_workspaces_for_a_tenant_and_consumers_only_for_themselves(
-    api: Api, alice: Consumer, new_consumer  # type: ignore[no-untyped-def]
+    api: Api,
+    alice: Consumer,
+    new_consumer,  # type: ignore[no-untyped-def]
 ) -> None:
     ws = await workspace(api, ADMIN_KEY, tenant_id=alice.tenant_id)
     assert ws["tenant_id"] == alice.tenant_id
     await api.json("GET", f"/api/v1/workspaces/{ws['id']}", 200, key=alice.key)
     bob = await new_consumer()
-    problem = await api.json("POST", "/api/v1/workspaces", 422, key=bob.key, json={"tenant_id": alice.tenant_id})
+    problem = await api.json(
+        "POST", "/api/v1/workspaces", 422, key=bob.key, json={"tenant_id": alice.tenant_id}
+    )
     assert problem["errors"][0]["field"] == "body.tenant_id"
     await api.json("POST", "/api/v1/workspaces", 404, key=ADMIN_KEY, json={"tenant_id": "ten_nobody"})
 
@@ -72,7 +78,9 @@ async def test_objects_round_trip_binary_with_range_etag_and_listing(api: Api, a
     assert response.status == 200 and await response.read() == data
     etag = response.headers["ETag"]
     assert etag == created["etag"]
-    partial = await api.request("GET", base + "/in/data.bin", key=alice.key, headers={"Range": "bytes=100-199"})
+    partial = await api.request(
+        "GET", base + "/in/data.bin", key=alice.key, headers={"Range": "bytes=100-199"}
+    )
     assert partial.status == 206 and await partial.read() == data[100:200]
     assert partial.headers["Content-Range"] == f"bytes 100-199/{len(data)}"
     suffix = await api.request("GET", base + "/in/data.bin", key=alice.key, headers={"Range": "bytes=-10"})
@@ -87,7 +95,9 @@ async def test_objects_round_trip_binary_with_range_etag_and_listing(api: Api, a
     assert replaced["size"] == 2
     page = await api.json("GET", base + "?prefix=in/&page_size=1", 200, key=alice.key)
     assert [o["key"] for o in page["items"]] == ["in/data.bin"]
-    rest = await api.json("GET", f"{base}?prefix=in/&page_token={page['next_page_token']}", 200, key=alice.key)
+    rest = await api.json(
+        "GET", f"{base}?prefix=in/&page_token={page['next_page_token']}", 200, key=alice.key
+    )
     assert [o["key"] for o in rest["items"]] == ["in/other.txt"] and rest["next_page_token"] is None
     await api.json("DELETE", base + "/in/other.txt", 204, key=alice.key)
     await api.json("DELETE", base + "/in/other.txt", 404, key=alice.key)
@@ -142,22 +152,35 @@ async def test_wrong_checksum_is_400_and_stores_nothing(api: Api, alice: Consume
     "key",
     ["../escape", "a/../../b", "a/./b", "a//b", "trail/", "nul\x01x", "x" * 1025],
 )
-async def test_invalid_keys_are_400_and_write_nothing(api: Api, alice: Consumer, key: str, settings: Settings) -> None:
+async def test_invalid_keys_are_400_and_write_nothing(
+    api: Api, alice: Consumer, key: str, settings: Settings
+) -> None:
     ws = await workspace(api, alice.key)
     # Sent exactly as written: a client library would normalise the dot segments away.
     path = f"/api/v1/workspaces/{ws['id']}/objects/{quote(key, safe='/.')}"
     url = URL(str(api.client.make_url("/")).rstrip("/") + path, encoded=True)
-    async with api.client.session.put(url, data=b"data", headers={"Authorization": f"Bearer {alice.key}"}) as response:
+    async with api.client.session.put(
+        url, data=b"data", headers={"Authorization": f"Bearer {alice.key}"}
+    ) as response:
         assert response.status == 400, await response.text()
         problem = await response.json()
-        assert problem["type"] == "urn:provider:problem:invalid-key" and problem["errors"][0]["field"] == "path.key"
+        assert (
+            problem["type"] == "urn:provider:problem:invalid-key"
+            and problem["errors"][0]["field"] == "path.key"
+        )
     root = settings.data_dir / "workspaces"
     files = [p for p in root.rglob("*") if p.is_file()]
     assert files == []
 
 
-async def test_byte_quota_is_413_naming_the_limit(api: Api, alice: Consumer, aiohttp_client, settings: Settings) -> None:  # type: ignore[no-untyped-def]
-    small = settings.model_copy(update={"workspaces": settings.workspaces.model_copy(update={"quota_bytes": 1000, "quota_objects": 3})})
+async def test_byte_quota_is_413_naming_the_limit(
+    api: Api, alice: Consumer, aiohttp_client, settings: Settings
+) -> None:  # type: ignore[no-untyped-def]
+    small = settings.model_copy(
+        update={
+            "workspaces": settings.workspaces.model_copy(update={"quota_bytes": 1000, "quota_objects": 3})
+        }
+    )
     client = await aiohttp_client(create_app(small))
     quota_api = Api(client, api.contract, client.app)
     consumer_key = await _consumer_key(quota_api)
@@ -189,10 +212,12 @@ async def _consumer_key(api: Api) -> str:
 async def test_interrupted_upload_leaves_no_object(api: Api, alice: Consumer, settings: Settings) -> None:
     ws = await workspace(api, alice.key)
     path = f"/api/v1/workspaces/{ws['id']}/objects/partial.bin"
-    reader, writer = await asyncio.open_connection(api.client.host, api.client.port)
+    _reader, writer = await asyncio.open_connection(api.client.host, api.client.port)
     writer.write(
-        (f"PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice.key}\r\n"
-         "Content-Length: 100000\r\nContent-Type: application/octet-stream\r\n\r\n").encode()
+        (
+            f"PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {alice.key}\r\n"
+            "Content-Length: 100000\r\nContent-Type: application/octet-stream\r\n\r\n"
+        ).encode()
         + b"x" * 40000
     )
     await writer.drain()
@@ -209,7 +234,10 @@ async def test_interrupted_upload_leaves_no_object(api: Api, alice: Consumer, se
 async def test_tokens_open_one_workspace_within_their_scopes(api: Api, alice: Consumer) -> None:
     a, b = await workspace(api, alice.key), await workspace(api, alice.key)
     read = await api.json(
-        "POST", f"/api/v1/workspaces/{a['id']}/tokens", 201, key=alice.key,
+        "POST",
+        f"/api/v1/workspaces/{a['id']}/tokens",
+        201,
+        key=alice.key,
         json={"scopes": ["objects:read"], "ttl_seconds": 600, "name": "reader"},
     )
     assert read["scopes"] == ["objects:read"] and read["token"].count(".") == 2
@@ -217,7 +245,10 @@ async def test_tokens_open_one_workspace_within_their_scopes(api: Api, alice: Co
     assert set(full["scopes"]) == {s.value for s in Scope}
     await api.json("PUT", f"/api/v1/workspaces/{a['id']}/objects/x", 201, key=full["token"], data=b"by token")
     await api.json("PUT", f"/api/v1/workspaces/{b['id']}/objects/x", 201, key=alice.key, data=b"other")
-    assert await (await api.request("GET", f"/api/v1/workspaces/{a['id']}/objects/x", key=read["token"])).read() == b"by token"
+    assert (
+        await (await api.request("GET", f"/api/v1/workspaces/{a['id']}/objects/x", key=read["token"])).read()
+        == b"by token"
+    )
     await api.json("PUT", f"/api/v1/workspaces/{a['id']}/objects/y", 403, key=read["token"], data=b"no")
     await api.json("GET", f"/api/v1/workspaces/{b['id']}/objects/x", 404, key=full["token"])
     await api.json("GET", f"/api/v1/workspaces/{b['id']}", 404, key=full["token"])
@@ -243,7 +274,9 @@ async def test_revoked_and_expired_tokens_are_401(api: Api, alice: Consumer) -> 
     codec = api.app[CONTEXT].workspaces.codec
     past = datetime.now(UTC) - timedelta(minutes=5)
     expired = codec.encode(
-        WorkspaceToken("tok_old", ws["id"], alice.tenant_id, frozenset(Scope), "", past - timedelta(hours=1), past)
+        WorkspaceToken(
+            "tok_old", ws["id"], alice.tenant_id, frozenset(Scope), "", past - timedelta(hours=1), past
+        )
     )
     problem = await api.json("GET", url, 401, key=expired)
     assert "expired" in problem["detail"]
@@ -257,10 +290,15 @@ async def test_deleting_a_workspace_revokes_its_tokens(api: Api, alice: Consumer
     await api.json("GET", f"/api/v1/workspaces/{ws['id']}", 401, key=issued["token"])
 
 
-async def test_token_ttl_limit_and_credentials_unsupported_on_fs(api: Api, alice: Consumer, settings: Settings) -> None:
+async def test_token_ttl_limit_and_credentials_unsupported_on_fs(
+    api: Api, alice: Consumer, settings: Settings
+) -> None:
     ws = await workspace(api, alice.key)
     problem = await api.json(
-        "POST", f"/api/v1/workspaces/{ws['id']}/tokens", 422, key=alice.key,
+        "POST",
+        f"/api/v1/workspaces/{ws['id']}/tokens",
+        422,
+        key=alice.key,
         json={"ttl_seconds": settings.tokens.max_ttl_seconds + 1},
     )
     assert problem["errors"][0]["field"] == "body.ttl_seconds"
@@ -268,7 +306,9 @@ async def test_token_ttl_limit_and_credentials_unsupported_on_fs(api: Api, alice
     assert "s3" in problem["detail"]
 
 
-async def test_interrupted_deletion_finishes_at_next_start(settings: Settings, aiohttp_client, contract) -> None:  # type: ignore[no-untyped-def]
+async def test_interrupted_deletion_finishes_at_next_start(
+    settings: Settings, aiohttp_client, contract
+) -> None:  # type: ignore[no-untyped-def]
     client = await aiohttp_client(create_app(settings))
     api = Api(client, contract, client.app)
     key = await _consumer_key(api)

@@ -29,11 +29,16 @@ async def world(api: Api, new_consumer) -> World:  # type: ignore[no-untyped-def
     owner, other, revoked = await new_consumer("did:web:owner"), await new_consumer(), await new_consumer()
     revoked_me = await api.json("GET", "/api/v1/me", 200, key=revoked.key)
     await api.json(
-        "DELETE", f"/api/v1/tenants/{revoked.tenant_id}/api-keys/{revoked_me['credential']['id']}", 204,
+        "DELETE",
+        f"/api/v1/tenants/{revoked.tenant_id}/api-keys/{revoked_me['credential']['id']}",
+        204,
         key=ADMIN_KEY,
     )
     short = await api.json(
-        "POST", f"/api/v1/tenants/{other.tenant_id}/api-keys", 201, key=ADMIN_KEY,
+        "POST",
+        f"/api/v1/tenants/{other.tenant_id}/api-keys",
+        201,
+        key=ADMIN_KEY,
         json={"expires_at": (datetime.now(UTC) + timedelta(seconds=1)).isoformat()},
     )
     owner_me = await api.json("GET", "/api/v1/me", 200, key=owner.key)
@@ -49,8 +54,13 @@ async def workspace_with_tokens(api: Api, key: str) -> dict[str, str]:
     revoked = await api.json("POST", base + "/tokens", 201, key=key, json={})
     await api.json("DELETE", f"{base}/tokens/{revoked['id']}", 204, key=key)
     await api.json("PUT", base + "/objects/data/in.txt", 201, key=key, data=b"hello")
-    return {"id": ws["id"], "full": full["token"], "read": read["token"], "revoked": revoked["token"],
-            "full_id": full["id"]}
+    return {
+        "id": ws["id"],
+        "full": full["token"],
+        "read": read["token"],
+        "revoked": revoked["token"],
+        "full_id": full["id"],
+    }
 
 
 def concrete(route: Route, world: World, ws: dict[str, str]) -> str:
@@ -116,7 +126,11 @@ async def test_every_route_with_every_caller(api: Api, world: World) -> None:
             "token of another workspace": (second["full"], 404 if on_workspace else None),
         }
         if route.access is Access.ADMIN:
-            for label, key in (("owner key", world.owner.key), ("other key", world.other.key), ("token", ws["full"])):
+            for label, key in (
+                ("owner key", world.owner.key),
+                ("other key", world.other.key),
+                ("token", ws["full"]),
+            ):
                 got = await status(api, route, path, key)
                 assert got == 403, f"{where} {label}: {got}"
             continue

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from provider.app import create_app
@@ -163,3 +164,57 @@ def test_serve_starts_on_embedded_defaults(tmp_path: Path) -> None:
         output, _ = process.communicate(timeout=20)
     assert f"API docs: {base}/docs" in output
     assert process.returncode == 0, output
+
+
+async def test_workspace_put_get_ls_import_and_rm(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    allowed = settings.model_copy(
+        update={"imports": settings.imports.model_copy(update={"allowed_networks": ["127.0.0.1/32"]})}
+    )
+    server = TestServer(create_app(allowed))
+    await server.start_server()
+    source_app = web.Application()
+    payload = os.urandom(2_500_000)
+
+    async def data(request: web.Request) -> web.Response:
+        return web.Response(body=payload)
+
+    source_app.router.add_get("/data", data)
+    source = TestServer(source_app)
+    await source.start_server()
+
+    async def cli(*argv: str) -> int:
+        return int(
+            await asyncio.to_thread(main, [*argv, "--url", str(server.make_url("")), "--key", ADMIN_KEY])
+        )
+
+    try:
+        assert await cli("workspace", "create", "--name", "cli", "--label", "team=a") == 0
+        workspace = capsys.readouterr().out.strip()
+        assert workspace.startswith("ws_")
+        local = tmp_path / "input.bin"
+        local.write_bytes(payload)
+        assert await cli("put", workspace, str(local), "in/input.bin") == 0
+        out = capsys.readouterr()
+        assert f"in/input.bin: {len(payload)} bytes" in out.out and "upload" in out.err
+        assert await cli("ls", workspace, "in/") == 0
+        assert re.search(rf"^\s+{len(payload)}\s+\S+\s+in/input\.bin$", capsys.readouterr().out, re.M)
+        target = tmp_path / "copy.bin"
+        assert await cli("get", workspace, "in/input.bin", str(target)) == 0
+        assert target.read_bytes() == payload
+        capsys.readouterr()
+        assert await cli("import", workspace, str(source.make_url("/data")), "imported.bin") == 0
+        assert f"{len(payload)} bytes imported" in capsys.readouterr().out
+        assert await cli("import", workspace, "http://10.9.9.9/x", "nope") == 1
+        assert "private address" in capsys.readouterr().err
+        assert await cli("get", workspace, "missing", str(tmp_path / "m")) == 1
+        assert "404" in capsys.readouterr().err and not (tmp_path / "m").exists()
+        assert await cli("workspace", "list") == 0
+        assert workspace in capsys.readouterr().out
+        assert await cli("workspace", "rm", workspace) == 0
+        assert await cli("ls", workspace) == 1
+        assert "404" in capsys.readouterr().err
+    finally:
+        await source.close()
+        await server.close()

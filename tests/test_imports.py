@@ -98,8 +98,15 @@ async def source() -> AsyncIterator[Source]:
     async def redirect_in(request: web.Request) -> web.Response:
         raise web.HTTPFound("/file")
 
-    for path, handler in [("/file", file), ("/flaky", flaky), ("/drop", drop), ("/slow", slow),
-                          ("/missing", missing), ("/redirect-out", redirect_out), ("/redirect-in", redirect_in)]:
+    for path, handler in [
+        ("/file", file),
+        ("/flaky", flaky),
+        ("/drop", drop),
+        ("/slow", slow),
+        ("/missing", missing),
+        ("/redirect-out", redirect_out),
+        ("/redirect-in", redirect_in),
+    ]:
         app.router.add_get(path, handler)
     await state.server.start_server()
     yield state
@@ -110,9 +117,11 @@ async def source() -> AsyncIterator[Source]:
 @pytest.fixture
 def import_settings(settings: Settings) -> Settings:
     return settings.model_copy(
-        update={"imports": settings.imports.model_copy(
-            update={"allowed_networks": ["127.0.0.1/32"], "backoff_seconds": 0.05, "max_attempts": 4}
-        )}
+        update={
+            "imports": settings.imports.model_copy(
+                update={"allowed_networks": ["127.0.0.1/32"], "backoff_seconds": 0.05, "max_attempts": 4}
+            )
+        }
     )
 
 
@@ -123,14 +132,18 @@ async def iapi(aiohttp_client, import_settings: Settings, contract) -> Api:  # t
 
 
 async def setup_workspace(api: Api) -> tuple[str, str]:
-    tenant = await api.json("POST", "/api/v1/tenants", 201, key=ADMIN_KEY, json={"participant_id": "importer"})
-    key = (await api.json("POST", f"/api/v1/tenants/{tenant['id']}/api-keys", 201, key=ADMIN_KEY, json={}))["key"]
+    tenant = await api.json(
+        "POST", "/api/v1/tenants", 201, key=ADMIN_KEY, json={"participant_id": "importer"}
+    )
+    key = (await api.json("POST", f"/api/v1/tenants/{tenant['id']}/api-keys", 201, key=ADMIN_KEY, json={}))[
+        "key"
+    ]
     ws = await api.json("POST", "/api/v1/workspaces", 201, key=key, json={})
     return key, ws["id"]
 
 
-async def finished(api: Api, key: str, ws: str, import_id: str, timeout: float = 20) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
+async def finished(api: Api, key: str, ws: str, import_id: str, limit: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + limit
     while True:
         item = await api.json("GET", f"/api/v1/workspaces/{ws}/imports/{import_id}", 200, key=key)
         if item["state"] in ("succeeded", "failed", "canceled"):
@@ -149,10 +162,17 @@ async def content(api: Api, key: str, ws: str, object_key: str) -> bytes:
     return await response.read()
 
 
-async def test_import_streams_verifies_and_sends_the_edr_authorization_as_given(iapi: Api, source: Source) -> None:
+async def test_import_streams_verifies_and_sends_the_edr_authorization_as_given(
+    iapi: Api, source: Source
+) -> None:
     key, ws = await setup_workspace(iapi)
     item = await start(
-        iapi, key, ws, source_url=source.url("/file"), target_key="in/data.bin", sha256=SHA,
+        iapi,
+        key,
+        ws,
+        source_url=source.url("/file"),
+        target_key="in/data.bin",
+        sha256=SHA,
         headers={"Authorization": "eyJhbGciOiJSUzI1NiJ9.edr-token.sig"},
     )
     assert item["state"] == "queued" and item["header_names"] == ["Authorization"]
@@ -251,7 +271,10 @@ async def test_redirect_to_a_forbidden_address_fails_and_same_origin_redirect_wo
 async def test_forbidden_sources_are_400_naming_the_rule(api: Api, url: str, words: str) -> None:
     key, ws = await setup_workspace(api)
     problem = await api.json(
-        "POST", f"/api/v1/workspaces/{ws}/imports", 400 if words != "no host" else 400, key=key,
+        "POST",
+        f"/api/v1/workspaces/{ws}/imports",
+        400,
+        key=key,
         json={"source_url": url, "target_key": "x"},
     )
     assert words in (problem["detail"] + str(problem.get("errors"))), problem
@@ -262,21 +285,29 @@ async def test_forbidden_sources_are_400_naming_the_rule(api: Api, url: str, wor
 async def test_bad_target_key_is_400(iapi: Api, source: Source) -> None:
     key, ws = await setup_workspace(iapi)
     problem = await iapi.json(
-        "POST", f"/api/v1/workspaces/{ws}/imports", 400, key=key,
+        "POST",
+        f"/api/v1/workspaces/{ws}/imports",
+        400,
+        key=key,
         json={"source_url": source.url("/file"), "target_key": "../x"},
     )
     assert problem["errors"][0]["field"] == "body.target_key"
 
 
 async def test_an_interrupted_import_resumes_after_a_restart(
-    aiohttp_client, import_settings: Settings, contract, source: Source  # type: ignore[no-untyped-def]
+    aiohttp_client,
+    import_settings: Settings,
+    contract,
+    source: Source,  # type: ignore[no-untyped-def]
 ) -> None:
     first = await aiohttp_client(create_app(import_settings))
     api = Api(first, contract, first.app)
     key, ws = await setup_workspace(api)
     item = await start(api, key, ws, source_url=source.url("/slow"), target_key="later")
     await asyncio.sleep(0.3)
-    assert (await api.json("GET", f"/api/v1/workspaces/{ws}/imports/{item['id']}", 200, key=key))["state"] == "running"
+    assert (await api.json("GET", f"/api/v1/workspaces/{ws}/imports/{item['id']}", 200, key=key))[
+        "state"
+    ] == "running"
     await first.close()  # the service stops in the middle of the import
     source.release.set()
     second = await aiohttp_client(create_app(import_settings))
@@ -306,8 +337,17 @@ async def test_connect_time_guard_drops_rebound_addresses() -> None:
 
     class Rebinding:
         async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[dict[str, Any]]:
-            return [{"hostname": host, "host": "10.0.0.7", "port": port, "family": 2, "proto": 0, "flags": 0},
-                    {"hostname": host, "host": "93.184.216.34", "port": port, "family": 2, "proto": 0, "flags": 0}]
+            return [
+                {"hostname": host, "host": "10.0.0.7", "port": port, "family": 2, "proto": 0, "flags": 0},
+                {
+                    "hostname": host,
+                    "host": "93.184.216.34",
+                    "port": port,
+                    "family": 2,
+                    "proto": 0,
+                    "flags": 0,
+                },
+            ]
 
         async def close(self) -> None:
             return None

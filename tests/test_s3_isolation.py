@@ -62,7 +62,9 @@ async def two_workspaces(s3_api: Api) -> AsyncIterator[tuple[str, dict[str, Any]
     key = await consumer(s3_api, "did:web:iso")
     a = await s3_api.json("POST", "/api/v1/workspaces", 201, key=key, json={"name": "a"})
     b = await s3_api.json("POST", "/api/v1/workspaces", 201, key=key, json={"name": "b"})
-    await s3_api.json("PUT", f"/api/v1/workspaces/{b['id']}/objects/secret.txt", 201, key=key, data=b"B's data")
+    await s3_api.json(
+        "PUT", f"/api/v1/workspaces/{b['id']}/objects/secret.txt", 201, key=key, data=b"B's data"
+    )
     yield key, a, b
     for ws in (a, b):
         await s3_api.request("DELETE", f"/api/v1/workspaces/{ws['id']}", key=key, check=False)
@@ -96,7 +98,9 @@ async def test_credentials_open_only_their_own_bucket(s3_api: Api, two_workspace
     assert await response.read() == b"written with STS credentials"
 
 
-async def test_expired_credentials_are_refused(radosgw: str, aiohttp_client, tmp_path: Path, contract) -> None:  # type: ignore[no-untyped-def]
+async def test_expired_credentials_are_refused(
+    radosgw: str, aiohttp_client, tmp_path: Path, contract
+) -> None:  # type: ignore[no-untyped-def]
     settings = Settings(
         data_dir=tmp_path / "data",
         auth={"bootstrap_admin_key": ADMIN_KEY, "key_cache_seconds": 0},
@@ -113,8 +117,11 @@ async def test_expired_credentials_are_refused(radosgw: str, aiohttp_client, tmp
     storage = client.app[CONTEXT].workspaces.storage
     short = await storage.temporary_credentials(ws["storage"]["location"], 5)
     creds = {
-        "access_key_id": short.access_key_id, "secret_access_key": short.secret_access_key,
-        "session_token": short.session_token, "endpoint_url": short.endpoint_url, "region": short.region,
+        "access_key_id": short.access_key_id,
+        "secret_access_key": short.secret_access_key,
+        "session_token": short.session_token,
+        "endpoint_url": short.endpoint_url,
+        "region": short.region,
     }
     async with s3_client(creds) as s3:
         await s3.put_object(Bucket=short.bucket, Key="k", Body=b"v")
@@ -127,7 +134,9 @@ async def test_presigned_links_reach_one_object_and_expire(s3_api: Api, two_work
     key, a, b = two_workspaces
     data = os.urandom(1000)
     await s3_api.json("PUT", f"/api/v1/workspaces/{a['id']}/objects/shared.bin", 201, key=key, data=data)
-    link = await s3_api.json("POST", f"/api/v1/workspaces/{a['id']}/links", 201, key=key, json={"key": "shared.bin"})
+    link = await s3_api.json(
+        "POST", f"/api/v1/workspaces/{a['id']}/links", 201, key=key, json={"key": "shared.bin"}
+    )
     bucket_a, bucket_b = a["storage"]["location"], b["storage"]["location"]
     async with aiohttp.ClientSession() as session:
         async with session.get(link["url"]) as response:
@@ -153,7 +162,9 @@ async def test_presigned_links_reach_one_object_and_expire(s3_api: Api, two_work
 
 async def test_tokens_reach_only_their_workspace_on_s3(s3_api: Api, two_workspaces) -> None:  # type: ignore[no-untyped-def]
     key, a, b = two_workspaces
-    token = (await s3_api.json("POST", f"/api/v1/workspaces/{a['id']}/tokens", 201, key=key, json={}))["token"]
+    token = (await s3_api.json("POST", f"/api/v1/workspaces/{a['id']}/tokens", 201, key=key, json={}))[
+        "token"
+    ]
     await s3_api.json("GET", f"/api/v1/workspaces/{b['id']}/objects/secret.txt", 404, key=token)
     await s3_api.json("GET", f"/api/v1/workspaces/{b['id']}/objects", 404, key=token)
     await s3_api.json("PUT", f"/api/v1/workspaces/{b['id']}/objects/x", 404, key=token, data=b"x")

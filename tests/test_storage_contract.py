@@ -28,7 +28,9 @@ async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
     else:
         endpoint = request.getfixturevalue("radosgw")
         backend = S3Storage(
-            S3Options(endpoint, "us-east-1", S3_ACCESS_KEY, S3_SECRET_KEY, part_size=5 * MiB, parts_in_flight=2)
+            S3Options(
+                endpoint, "us-east-1", S3_ACCESS_KEY, S3_SECRET_KEY, part_size=5 * MiB, parts_in_flight=2
+            )
         )
     yield backend
     await backend.close()
@@ -76,9 +78,13 @@ async def test_put_get_head_delete_round_trip(storage: Storage, location: str) -
 
 async def test_large_object_streams_in_parts_binary_safe(storage: Storage, location: str) -> None:
     data = os.urandom(12 * MiB + 123)  # three parts on S3
-    stored = await storage.put(location, "big.bin", stream(data, 1 * MiB), PutLimits(sha256=hashlib.sha256(data).digest()))
+    stored = await storage.put(
+        location, "big.bin", stream(data, 1 * MiB), PutLimits(sha256=hashlib.sha256(data).digest())
+    )
     assert stored.info.size == len(data)
-    assert hashlib.sha256(await read_all(storage, location, "big.bin")).digest() == hashlib.sha256(data).digest()
+    assert (
+        hashlib.sha256(await read_all(storage, location, "big.bin")).digest() == hashlib.sha256(data).digest()
+    )
     tail = await read_all(storage, location, "big.bin", ByteRange(len(data) - 1000, len(data) - 1))
     assert tail == data[-1000:]
 
@@ -95,7 +101,9 @@ async def test_wrong_checksum_stores_nothing_and_keeps_the_old_object(
     await storage.put(location, "k", stream(b"original"), PutLimits())
     data = os.urandom(size)
     with pytest.raises(ChecksumMismatch):
-        await storage.put(location, "k", stream(data, MiB), PutLimits(sha256=hashlib.sha256(b"other").digest()))
+        await storage.put(
+            location, "k", stream(data, MiB), PutLimits(sha256=hashlib.sha256(b"other").digest())
+        )
     with pytest.raises(ChecksumMismatch):
         await storage.put(location, "k", stream(data, MiB), PutLimits(md5=hashlib.md5(b"other").digest()))  # noqa: S324
     assert await read_all(storage, location, "k") == b"original"

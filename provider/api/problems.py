@@ -9,13 +9,13 @@ from typing import Any
 from aiohttp import web
 
 from provider.domain.errors import (
+    BadRequest,
     ChecksumMismatch,
     Conflict,
     DomainError,
     FieldProblem,
     Forbidden,
     InvalidInput,
-    BadRequest,
     NotFound,
     NotSupported,
     PayloadTooLarge,

@@ -38,7 +38,9 @@ class GuardedResolver(AbstractResolver):
         self.allowed = allowed
         self.inner = DefaultResolver()
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         results = await self.inner.resolve(host, port, family)
         kept = [r for r in results if address_problem(r["host"], self.allowed) is None]
         if not kept:
@@ -66,7 +68,9 @@ class HttpSource:
     def _session_for_loop(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(resolver=GuardedResolver(self.allowed), limit=100)
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self.timeout, auto_decompress=False)
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self.timeout, auto_decompress=False
+            )
         return self._session
 
     async def check(self, url: str, field: str = "body.source_url") -> None:
@@ -83,10 +87,13 @@ class HttpSource:
             addresses = [str(ipaddress.ip_address(host))]
         except ValueError:
             try:
-                infos = await asyncio.get_running_loop().getaddrinfo(host, parts.port or 443, type=socket.SOCK_STREAM)
+                infos = await asyncio.get_running_loop().getaddrinfo(
+                    host, parts.port or 443, type=socket.SOCK_STREAM
+                )
             except OSError as exc:
                 raise ForbiddenAddress(
-                    f"the host {host} does not resolve", [FieldProblem(field, f"{host} does not resolve: {exc}")]
+                    f"the host {host} does not resolve",
+                    [FieldProblem(field, f"{host} does not resolve: {exc}")],
                 ) from exc
             addresses = sorted({str(info[4][0]) for info in infos})
         for address in addresses:
@@ -106,13 +113,17 @@ class HttpSource:
             try:
                 response = await session.get(url, headers=headers, allow_redirects=False)
             except AllAddressesForbidden as exc:  # the DNS answer changed since the check: final
-                raise ForbiddenAddress(f"refused at connect time: {exc}", [FieldProblem("source_url", str(exc))]) from exc
+                raise ForbiddenAddress(
+                    f"refused at connect time: {exc}", [FieldProblem("source_url", str(exc))]
+                ) from exc
             if response.status in (301, 302, 303, 307, 308) and "Location" in response.headers:
                 target = urljoin(url, response.headers["Location"])
                 response.release()
                 await self.check(target, "redirect")
                 if urlsplit(target)[:2] != origin:
-                    headers = {k: v for k, v in headers.items() if k.lower() not in ("authorization", "cookie")}
+                    headers = {
+                        k: v for k, v in headers.items() if k.lower() not in ("authorization", "cookie")
+                    }
                 url = target
                 continue
             try:
@@ -121,7 +132,7 @@ class HttpSource:
             finally:
                 response.release()
             return
-        raise aiohttp.TooManyRedirects(response.request_info, response.history)  # type: ignore[possibly-undefined]
+        raise aiohttp.TooManyRedirects(response.request_info, response.history)
 
     async def close(self) -> None:
         if self._session is not None:

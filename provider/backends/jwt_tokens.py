@@ -43,7 +43,9 @@ class JwtTokenCodec:
             "exp": int(token.expires_at.timestamp()),
         }
         assert self.active.signing is not None
-        return jwt.encode(claims, self.active.signing, algorithm=self.active.algorithm, headers={"kid": self.active.kid})
+        return jwt.encode(
+            claims, self.active.signing, algorithm=self.active.algorithm, headers={"kid": self.active.kid}
+        )
 
     def decode(self, credential: str) -> TokenClaims:
         try:

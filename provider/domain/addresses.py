@@ -41,6 +41,8 @@ def address_problem(address: str | IPAddress, allowed: Iterable[IPNetwork] = ())
         return "a multicast address"
     if ip.is_unspecified or ip.is_reserved:
         return "a reserved address"
-    if ip.is_private or (isinstance(ip, ipaddress.IPv4Address) and ip in ipaddress.ip_network("100.64.0.0/10")):
+    if ip.is_private or (
+        isinstance(ip, ipaddress.IPv4Address) and ip in ipaddress.ip_network("100.64.0.0/10")
+    ):
         return "a private address"
     return None

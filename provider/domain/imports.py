@@ -23,8 +23,13 @@ class ImportState(enum.StrEnum):
 
 _ALLOWED = {
     ImportState.QUEUED: {ImportState.RUNNING, ImportState.CANCELED, ImportState.FAILED},
-    ImportState.RUNNING: {ImportState.RUNNING, ImportState.QUEUED, ImportState.SUCCEEDED,
-                          ImportState.FAILED, ImportState.CANCELED},
+    ImportState.RUNNING: {
+        ImportState.RUNNING,
+        ImportState.QUEUED,
+        ImportState.SUCCEEDED,
+        ImportState.FAILED,
+        ImportState.CANCELED,
+    },
 }
 
 

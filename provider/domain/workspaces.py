@@ -105,7 +105,9 @@ def key_problems(key: str) -> list[str]:
 def check_key(key: str, field_name: str = "path.key") -> str:
     problems = key_problems(key)
     if problems:
-        raise InvalidKey(f"invalid object key: {problems[0]}", [FieldProblem(field_name, p) for p in problems])
+        raise InvalidKey(
+            f"invalid object key: {problems[0]}", [FieldProblem(field_name, p) for p in problems]
+        )
     return key
 
 

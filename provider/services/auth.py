@@ -84,7 +84,9 @@ class ApiKeyVerifier:
         if key is None or not key.is_usable(now):
             self.cache.drop(digest)
             raise Unauthenticated("the API key is unknown, expired or revoked")
-        principal = Principal(tenant_id=key.tenant_id, role=key.role, kind=CredentialKind.API_KEY, credential_id=key.id)
+        principal = Principal(
+            tenant_id=key.tenant_id, role=key.role, kind=CredentialKind.API_KEY, credential_id=key.id
+        )
         lifetime = (key.expires_at - now).total_seconds() if key.expires_at else float("inf")
         self.cache.put(digest, principal, lifetime)
         return principal

@@ -207,7 +207,9 @@ class ImportService:
             except Exception as exc:  # a fault of ours: record it rather than leave the import hanging
                 log.exception("import failed unexpectedly", extra={"import_id": import_id})
                 with contextlib.suppress(Conflict, NotFound):
-                    await self._transition(import_id, ImportState.FAILED, error=f"internal error: {type(exc).__name__}")
+                    await self._transition(
+                        import_id, ImportState.FAILED, error=f"internal error: {type(exc).__name__}"
+                    )
 
     async def _attempts(self, import_id: str) -> None:
         async with self.store.read() as uow:
@@ -224,19 +226,29 @@ class ImportService:
                 status = getattr(exc, "status", None)
                 if item.attempts >= self.retry.max_attempts:
                     await self._transition(
-                        import_id, ImportState.FAILED, upstream_status=status,
+                        import_id,
+                        ImportState.FAILED,
+                        upstream_status=status,
                         error=f"gave up after {item.attempts} attempts: {_describe(exc)}",
                     )
                     return
                 delay = self.retry.delay(item.attempts)
-                log.info("import attempt failed; retrying", extra={"import_id": import_id, "delay_s": round(delay, 2)})
+                log.info(
+                    "import attempt failed; retrying",
+                    extra={"import_id": import_id, "delay_s": round(delay, 2)},
+                )
                 item = await self._transition(
-                    import_id, ImportState.RUNNING, upstream_status=status, error=f"retrying: {_describe(exc)}"
+                    import_id,
+                    ImportState.RUNNING,
+                    upstream_status=status,
+                    error=f"retrying: {_describe(exc)}",
                 )
                 await asyncio.sleep(delay)
                 continue
             except Permanent as exc:
-                await self._transition(import_id, ImportState.FAILED, upstream_status=exc.status, error=str(exc))
+                await self._transition(
+                    import_id, ImportState.FAILED, upstream_status=exc.status, error=str(exc)
+                )
                 return
             except _Canceled:
                 return
@@ -245,7 +257,11 @@ class ImportService:
                     await self._transition(import_id, ImportState.FAILED, error=exc.detail)
                 return
             await self._transition(
-                import_id, ImportState.SUCCEEDED, bytes_done=stored[0], bytes_total=stored[0], sha256=stored[1]
+                import_id,
+                ImportState.SUCCEEDED,
+                bytes_done=stored[0],
+                bytes_total=stored[0],
+                sha256=stored[1],
             )
             log.info("import succeeded", extra={"import_id": import_id, "bytes": stored[0]})
             return
@@ -281,17 +297,25 @@ class ImportService:
                     if progress.total is not None and progress.done < progress.total:
                         raise aiohttp.ClientPayloadError("the source closed the body early")
                     return
-                except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, TimeoutError,
-                        ConnectionError) as exc:
+                except (
+                    aiohttp.ClientPayloadError,
+                    aiohttp.ServerDisconnectedError,
+                    TimeoutError,
+                    ConnectionError,
+                ) as exc:
                     # Mid-body failure: resume with a Range request if the source allows it.
                     if not (progress.resumable and progress.done) or resumes >= self.retry.max_attempts:
                         raise Transient(_describe(exc)) from exc
                     resumes += 1
-                    log.info("import interrupted; resuming", extra={"import_id": item.id, "offset": progress.done})
+                    log.info(
+                        "import interrupted; resuming", extra={"import_id": item.id, "offset": progress.done}
+                    )
                     await asyncio.sleep(self.retry.delay(resumes))
 
         sha256 = bytes.fromhex(item.expected_sha256) if item.expected_sha256 else None
-        stored = await self.workspaces.put_import(item.workspace_id, item.target_key, body(), item.expected_size, sha256)
+        stored = await self.workspaces.put_import(
+            item.workspace_id, item.target_key, body(), item.expected_size, sha256
+        )
         return stored.info.size, stored.sha256
 
     @staticmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -10,8 +11,8 @@ from pathlib import Path
 from typing import Protocol
 
 from provider.domain.assets import Asset
-from provider.domain.pagination import Page, PageRequest
 from provider.domain.imports import Import, ImportState
+from provider.domain.pagination import Page, PageRequest
 from provider.domain.ranges import ByteRange
 from provider.domain.tenants import ApiKey, Tenant
 from provider.domain.tokens import TokenClaims, WorkspaceToken
@@ -87,7 +88,7 @@ class WorkspaceRepository(Protocol):
     async def update(self, workspace: Workspace) -> None:
         """Store the workspace's state, usage and timestamps."""
 
-    async def in_state(self, state: WorkspaceState) -> list[Workspace]:
+    async def in_state(self, state: WorkspaceState) -> builtins.list[Workspace]:
         """Every workspace in `state` (used to resume interrupted deletions)."""
 
 
@@ -222,7 +223,9 @@ class Storage(Protocol):
     async def delete_location(self, location: str) -> None:
         """Delete every object (and pending upload) and then the location; idempotent."""
 
-    async def put(self, location: str, key: str, chunks: AsyncIterator[bytes], limits: PutLimits) -> StoredObject:
+    async def put(
+        self, location: str, key: str, chunks: AsyncIterator[bytes], limits: PutLimits
+    ) -> StoredObject:
         """Stream bytes into `key`, atomically: the object appears whole or not at all.
 
         Raises PayloadTooLarge or ChecksumMismatch (nothing stored) per `limits`.

@@ -139,7 +139,9 @@ class WorkspaceService:
             current = await uow.workspaces.get(workspace.id, for_update=True)
             assert current is not None
             if current.state is WorkspaceState.ACTIVE:
-                await uow.workspaces.update(replace(current, state=WorkspaceState.DELETING, updated_at=self.clock()))
+                await uow.workspaces.update(
+                    replace(current, state=WorkspaceState.DELETING, updated_at=self.clock())
+                )
             revoked = await uow.tokens.revoke_workspace(workspace.id, self.clock())
         self.on_tokens_revoked(revoked)
         await self.finish_deletion(workspace.id)
@@ -158,7 +160,9 @@ class WorkspaceService:
         async with self.store.transaction() as uow:
             now = self.clock()
             await uow.workspaces.update(
-                replace(workspace, state=WorkspaceState.DELETED, usage=Usage(), updated_at=now, deleted_at=now)
+                replace(
+                    workspace, state=WorkspaceState.DELETED, usage=Usage(), updated_at=now, deleted_at=now
+                )
             )
         log.info("workspace deleted", extra={"workspace_id": workspace_id})
 
@@ -281,16 +285,18 @@ class WorkspaceService:
         async with self.store.transaction() as uow:
             current = await uow.workspaces.get(workspace.id, for_update=True)
             assert current is not None
-            await uow.workspaces.update(current.with_usage(current.usage.after_delete(deleted.size), self.clock()))
+            await uow.workspaces.update(
+                current.with_usage(current.usage.after_delete(deleted.size), self.clock())
+            )
 
     async def link(
         self, principal: Principal, workspace_id: str, key: str, method: str, expires_seconds: int | None
     ) -> tuple[str, datetime]:
         """A presigned URL for one object, usable without any credential until it expires."""
         check_key(key, "body.key")
-        if method == "PUT" and principal.kind is CredentialKind.WORKSPACE_TOKEN:
-            if Scope.OBJECTS_WRITE not in principal.scopes:
-                raise Forbidden("upload links need the objects:write scope")
+        is_token = principal.kind is CredentialKind.WORKSPACE_TOKEN
+        if method == "PUT" and is_token and Scope.OBJECTS_WRITE not in principal.scopes:
+            raise Forbidden("upload links need the objects:write scope")
         workspace = await self._active(principal, workspace_id)
         seconds = min(expires_seconds or self.policy.presign_seconds, self.policy.presign_seconds)
         if method == "GET" and await self.storage.head(workspace.location, key) is None:
@@ -333,7 +339,9 @@ class WorkspaceService:
             await uow.tokens.add(record)
         return IssuedToken(record, self.codec.encode(record))
 
-    async def list_tokens(self, principal: Principal, workspace_id: str, page: PageRequest) -> Page[WorkspaceToken]:
+    async def list_tokens(
+        self, principal: Principal, workspace_id: str, page: PageRequest
+    ) -> Page[WorkspaceToken]:
         workspace = await self.get(principal, workspace_id)
         async with self.store.read() as uow:
             return await uow.tokens.list_for_workspace(workspace.id, page)

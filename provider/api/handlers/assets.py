@@ -68,7 +68,13 @@ ROUTES = [
     Route("GET", "/api/v1/assets", list_assets, Access.AUTHENTICATED, ANY_SCOPE),
     Route("GET", "/api/v1/assets/{asset_id}", get_asset, Access.AUTHENTICATED, ANY_SCOPE),
     Route("DELETE", "/api/v1/assets/{asset_id}", delete_asset, Access.ADMIN),
-    Route("GET", "/api/v1/assets/{asset_id}/versions/{version}", get_asset_version, Access.AUTHENTICATED, ANY_SCOPE),
+    Route(
+        "GET",
+        "/api/v1/assets/{asset_id}/versions/{version}",
+        get_asset_version,
+        Access.AUTHENTICATED,
+        ANY_SCOPE,
+    ),
     Route("PUT", "/api/v1/assets/{asset_id}/versions/{version}", put_asset_version, Access.ADMIN),
     Route("DELETE", "/api/v1/assets/{asset_id}/versions/{version}", delete_asset_version, Access.ADMIN),
 ]

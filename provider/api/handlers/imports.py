@@ -18,7 +18,9 @@ from provider.domain.workspaces import Scope
 class ImportCreate(Body):
     source_url: Annotated[str, Field(min_length=1, max_length=4096)]
     headers: dict[str, Annotated[str, Field(max_length=8192)]] = Field(
-        default_factory=dict, max_length=32, description="sent to the source as given (e.g. an EDR's Authorization)"
+        default_factory=dict,
+        max_length=32,
+        description="sent to the source as given (e.g. an EDR's Authorization)",
     )
     target_key: str
     expected_size: Annotated[int, Field(ge=0)] | None = None
@@ -64,7 +66,9 @@ async def create_import(request: web.Request) -> web.Response:
 
 async def list_imports(request: web.Request) -> web.Response:
     query = parse_query(request, PageQuery)
-    page = await ctx(request).imports.list(principal(request), request.match_info["workspace_id"], query.page())
+    page = await ctx(request).imports.list(
+        principal(request), request.match_info["workspace_id"], query.page()
+    )
     return web.json_response(page_out([import_out(i) for i in page.items], page.next_token))
 
 

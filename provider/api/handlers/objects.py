@@ -167,5 +167,11 @@ ROUTES = [
     Route("GET", OBJECT, get_object, Access.AUTHENTICATED, Scope.OBJECTS_READ),
     Route("HEAD", OBJECT, get_object, Access.AUTHENTICATED, Scope.OBJECTS_READ),
     Route("DELETE", OBJECT, delete_object, Access.AUTHENTICATED, Scope.OBJECTS_WRITE),
-    Route("POST", "/api/v1/workspaces/{workspace_id}/links", create_link, Access.AUTHENTICATED, Scope.OBJECTS_READ),
+    Route(
+        "POST",
+        "/api/v1/workspaces/{workspace_id}/links",
+        create_link,
+        Access.AUTHENTICATED,
+        Scope.OBJECTS_READ,
+    ),
 ]

@@ -54,7 +54,11 @@ def workspace_out(ws: Workspace, storage_backend: str) -> dict[str, Any]:
         "state": ws.state.value,
         "storage": {"backend": storage_backend, "location": ws.location},
         "quota": {"bytes": ws.quota.max_bytes, "objects": ws.quota.max_objects},
-        "usage": {"bytes": ws.usage.bytes, "objects": ws.usage.objects, "counted_at": timestamp(ws.usage_checked_at)},
+        "usage": {
+            "bytes": ws.usage.bytes,
+            "objects": ws.usage.objects,
+            "counted_at": timestamp(ws.usage_checked_at),
+        },
         "created_at": timestamp(ws.created_at),
         "updated_at": timestamp(ws.updated_at),
     }
@@ -166,5 +170,11 @@ ROUTES = [
     Route("POST", BASE + "/{workspace_id}/tokens", create_token, Access.AUTHENTICATED),
     Route("GET", BASE + "/{workspace_id}/tokens", list_tokens, Access.AUTHENTICATED),
     Route("DELETE", BASE + "/{workspace_id}/tokens/{token_id}", revoke_token, Access.AUTHENTICATED),
-    Route("POST", BASE + "/{workspace_id}/credentials", create_credentials, Access.AUTHENTICATED, Scope.OBJECTS_WRITE),
+    Route(
+        "POST",
+        BASE + "/{workspace_id}/credentials",
+        create_credentials,
+        Access.AUTHENTICATED,
+        Scope.OBJECTS_WRITE,
+    ),
 ]

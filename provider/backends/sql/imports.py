@@ -36,7 +36,9 @@ class SqlImportRepository:
         return Import(id=row.id, state=ImportState(row.state), **fields)
 
     async def add(self, item: Import) -> None:
-        await insert_row(self.conn, t.imports.insert().values(id=item.id, **_values(item)), f"import {item.id}")
+        await insert_row(
+            self.conn, t.imports.insert().values(id=item.id, **_values(item)), f"import {item.id}"
+        )
 
     async def get(self, import_id: str) -> Import | None:
         row = (await self.conn.execute(t.imports.select().where(t.imports.c.id == import_id))).first()
@@ -54,5 +56,9 @@ class SqlImportRepository:
         await self.conn.execute(t.imports.update().where(t.imports.c.id == item.id).values(**_values(item)))
 
     async def in_states(self, states: set[ImportState]) -> list[Import]:
-        query = t.imports.select().where(t.imports.c.state.in_([s.value for s in states])).order_by(t.imports.c.id)
+        query = (
+            t.imports.select()
+            .where(t.imports.c.state.in_([s.value for s in states]))
+            .order_by(t.imports.c.id)
+        )
         return [self._row(r) for r in await self.conn.execute(query)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from datetime import datetime
 from typing import Any
 
@@ -77,10 +78,12 @@ class SqlWorkspaceRepository:
 
     async def update(self, workspace: Workspace) -> None:
         await self.conn.execute(
-            t.workspaces.update().where(t.workspaces.c.id == workspace.id).values(**_workspace_values(workspace))
+            t.workspaces.update()
+            .where(t.workspaces.c.id == workspace.id)
+            .values(**_workspace_values(workspace))
         )
 
-    async def in_state(self, state: WorkspaceState) -> list[Workspace]:
+    async def in_state(self, state: WorkspaceState) -> builtins.list[Workspace]:
         query = t.workspaces.select().where(t.workspaces.c.state == state.value).order_by(t.workspaces.c.id)
         return [self._row(r) for r in await self.conn.execute(query)]
 

@@ -64,7 +64,9 @@ class FilesystemStorage:
     async def delete_location(self, location: str) -> None:
         await asyncio.to_thread(shutil.rmtree, self.root / location, True)
 
-    async def put(self, location: str, key: str, chunks: AsyncIterator[bytes], limits: PutLimits) -> StoredObject:
+    async def put(
+        self, location: str, key: str, chunks: AsyncIterator[bytes], limits: PutLimits
+    ) -> StoredObject:
         self._require(location)
         target = self._path(location, key)
         temp = self.root / location / "uploads" / uuid.uuid4().hex

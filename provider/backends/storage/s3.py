@@ -122,7 +122,11 @@ class S3Storage:
                     }[kind]
                     # Servers set their own minimum session length (Ceph: rgw_sts_min_session_duration),
                     # so botocore's client-side 900 s floor is not applied to STS.
-                    config = self._config.merge(Config(parameter_validation=False)) if kind == "sts" else self._config
+                    config = (
+                        self._config.merge(Config(parameter_validation=False))
+                        if kind == "sts"
+                        else self._config
+                    )
                     client = self._session.client(service, endpoint_url=endpoint, config=config)
                     self._clients[kind] = await self._stack.enter_async_context(client)
         return self._clients[kind]
@@ -146,7 +150,9 @@ class S3Storage:
             paginator = s3.get_paginator("list_multipart_uploads")
             async for result in paginator.paginate(Bucket=location):
                 for upload in result.get("Uploads", []):
-                    await s3.abort_multipart_upload(Bucket=location, Key=upload["Key"], UploadId=upload["UploadId"])
+                    await s3.abort_multipart_upload(
+                        Bucket=location, Key=upload["Key"], UploadId=upload["UploadId"]
+                    )
             paginator = s3.get_paginator("list_objects_v2")
             async for result in paginator.paginate(Bucket=location):
                 keys = [{"Key": item["Key"]} for item in result.get("Contents", [])]
@@ -157,7 +163,9 @@ class S3Storage:
             if not _missing(exc):
                 raise Unavailable(f"cannot delete bucket {location}: {_code(exc) or exc}") from exc
 
-    async def put(self, location: str, key: str, chunks: AsyncIterator[bytes], limits: PutLimits) -> StoredObject:
+    async def put(
+        self, location: str, key: str, chunks: AsyncIterator[bytes], limits: PutLimits
+    ) -> StoredObject:
         s3 = await self._client("s3")
         previous = await self.head(location, key)
         counter = DigestingCounter(limits)
@@ -217,9 +225,9 @@ class S3Storage:
                 in_flight.add(asyncio.ensure_future(send(number, block)))
                 block = await anext(rest, None)
             if in_flight:
-                for task in await asyncio.gather(*in_flight, return_exceptions=True):
-                    if isinstance(task, BaseException):
-                        raise task
+                for outcome in await asyncio.gather(*in_flight, return_exceptions=True):
+                    if isinstance(outcome, BaseException):
+                        raise outcome
                 in_flight.clear()
             sha256 = counter.verify()
             done.sort(key=lambda part: int(part["PartNumber"]))
@@ -274,7 +282,9 @@ class S3Storage:
             if _missing(exc):
                 return None
             raise Unavailable(f"S3 refused a HEAD: {_code(exc) or exc}") from exc
-        return ObjectInfo(key, answer["ContentLength"], _etag(answer["ETag"]), answer["LastModified"].astimezone(UTC))
+        return ObjectInfo(
+            key, answer["ContentLength"], _etag(answer["ETag"]), answer["LastModified"].astimezone(UTC)
+        )
 
     async def list(self, location: str, prefix: str, page: PageRequest) -> Page[ObjectInfo]:
         s3 = await self._client("s3")
@@ -337,7 +347,10 @@ class S3Storage:
         except ClientError as exc:
             raise Unavailable(f"STS refused AssumeRole (HTTP {_status(exc)}): {_code(exc) or exc}") from exc
         credentials = answer["Credentials"]
-        log.info("temporary credentials issued", extra={"bucket": location, "access_key_id": credentials["AccessKeyId"]})
+        log.info(
+            "temporary credentials issued",
+            extra={"bucket": location, "access_key_id": credentials["AccessKeyId"]},
+        )
         expiration = credentials["Expiration"]
         if isinstance(expiration, str):
             expiration = datetime.fromisoformat(expiration)

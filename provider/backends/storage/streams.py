@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from provider.domain.errors import ChecksumMismatch, PayloadTooLarge
 from provider.services.ports import PutLimits
@@ -37,7 +37,7 @@ class DigestingCounter:
         return digest.hex()
 
 
-async def rechunk(chunks: AsyncIterator[bytes], size: int) -> AsyncIterator[bytes]:
+async def rechunk(chunks: AsyncIterator[bytes], size: int) -> AsyncGenerator[bytes, None]:
     """Regroup a stream into blocks of exactly `size` bytes (the last may be shorter)."""
     buffer = bytearray()
     async for chunk in chunks:

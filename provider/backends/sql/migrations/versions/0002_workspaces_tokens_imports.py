@@ -77,7 +77,9 @@ def upgrade() -> None:
         sa.Column("created_at", UTCDateTime(), nullable=False),
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.Column("finished_at", UTCDateTime(), nullable=True),
-        sa.ForeignKeyConstraint(["workspace_id"], ["workspaces.id"], name="fk_imports_workspace_id_workspaces"),
+        sa.ForeignKeyConstraint(
+            ["workspace_id"], ["workspaces.id"], name="fk_imports_workspace_id_workspaces"
+        ),
         sa.ForeignKeyConstraint(["tenant_id"], ["tenants.id"], name="fk_imports_tenant_id_tenants"),
         sa.PrimaryKeyConstraint("id", name="pk_imports"),
     )
