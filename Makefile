@@ -27,12 +27,13 @@ demo: venv
 serve: venv
 	$(BIN)/provider serve
 
+# PostgreSQL must be running; the S3 tests start their own radosgw (tests/services/radosgw.sh).
 test: venv
 	bash tests/services/postgres.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: venv
-	PROVIDER_TEST_POSTGRES_URL=off $(BIN)/python -m pytest -x $(PYTEST_ARGS)
+	PROVIDER_TEST_POSTGRES_URL=off PROVIDER_TEST_S3_ENDPOINT=off $(BIN)/python -m pytest -x $(PYTEST_ARGS)
 
 lint: venv
 	$(BIN)/ruff check provider tests $(wildcard bench)

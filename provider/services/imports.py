@@ -217,9 +217,12 @@ class ImportService:
         if item is None or item.state.final:
             return
         while True:
-            item = await self._transition(
-                import_id, ImportState.RUNNING, attempts=item.attempts + 1, bytes_done=0, error=None
-            )
+            try:
+                item = await self._transition(
+                    import_id, ImportState.RUNNING, attempts=item.attempts + 1, bytes_done=0, error=None
+                )
+            except Conflict:  # canceled meanwhile, possibly by another replica
+                return
             try:
                 stored = await self._copy(item)
             except (Transient, aiohttp.ClientError, TimeoutError, ConnectionError) as exc:

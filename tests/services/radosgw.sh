@@ -7,7 +7,7 @@
 #   radosgw.sh stop [PORT]    stop it and remove its data
 #
 # Admin (service) credentials: RGWADMINKEY0000000001 / rgwadminsecret000000000000000000000000001
-# Objects live in RAM (memstore, 3 GiB). STS sessions may be as short as 5 s here so that the
+# Objects live in RAM (memstore, up to 6 GiB; deleted data is reclaimed within seconds). STS sessions may be as short as 5 s here so that the
 # tests can watch credentials expire (rgw_sts_min_session_duration; Ceph's default is 900 s).
 set -euo pipefail
 ACTION=${1:-start}
@@ -29,10 +29,11 @@ stop() {
 
 if [ "$ACTION" = stop ]; then stop; exit 0; fi
 
-if ! command -v radosgw >/dev/null || ! command -v ceph-mon >/dev/null || ! command -v ceph-osd >/dev/null; then
-  echo "radosgw.sh: installing Ceph (radosgw ceph-mon ceph-osd) from Debian packages" >&2
+if ! command -v radosgw >/dev/null || ! command -v ceph-mon >/dev/null || ! command -v ceph-osd >/dev/null \
+   || ! command -v curl >/dev/null; then
+  echo "radosgw.sh: installing Ceph (radosgw ceph-mon ceph-osd) and curl from Debian packages" >&2
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends radosgw ceph-mon ceph-osd >/dev/null
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends radosgw ceph-mon ceph-osd curl >/dev/null
 fi
 
 stop
@@ -63,13 +64,17 @@ pid file = $D/run/\$name.pid
 mon data = $D/mon/\$cluster-\$id
 osd data = $D/osd/\$cluster-\$id
 osd objectstore = memstore
-memstore device bytes = 3221225472
+memstore device bytes = 6442450944
 keyring = $D/keyring
 [client.rgw.a]
 rgw frontends = beast endpoint=127.0.0.1:$PORT
 rgw sts key = abcdefghijklmnop
 rgw s3 auth use sts = true
 rgw sts min session duration = 5
+# Reclaim deleted objects within seconds, not hours: memstore keeps everything in RAM.
+rgw gc obj min wait = 1
+rgw gc processor period = 2
+rgw gc processor max time = 2
 CONF
 ceph-authtool --create-keyring keyring --gen-key -n mon. --cap mon 'allow *' >/dev/null
 monmaptool --create --addv a "[v1:127.0.0.1:$MON_PORT]" --fsid "$FSID" monmap >/dev/null

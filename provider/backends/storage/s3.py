@@ -105,6 +105,8 @@ class S3Storage:
             s3={"addressing_style": options.addressing_style},
             max_pool_connections=options.max_connections,
             retries={"max_attempts": 4, "mode": "standard"},
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
         )
         self._stack = AsyncExitStack()
         self._clients: dict[str, Any] = {}
@@ -171,14 +173,16 @@ class S3Storage:
         counter = DigestingCounter(limits)
         parts = rechunk(chunks, self.options.part_size)
         try:
-            first = await anext(parts, b"")
-            counter.update(first)
-            second = await anext(parts, None)
-            if second is None:
+            head = [await anext(parts, b"")]
+            following = await anext(parts, None)
+            if following is None:  # small: one PUT, after the checks
+                counter.update(head[0])
                 sha256 = counter.verify()
-                await s3.put_object(Bucket=location, Key=key, Body=first)
+                await s3.put_object(Bucket=location, Key=key, Body=head.pop())
             else:
-                sha256 = await self._multipart(s3, location, key, counter, [first, second], parts)
+                head.append(following)
+                del following  # only `head` may hold parts, so that each is freed once sent
+                sha256 = await self._multipart(s3, location, key, counter, head, parts)
         except ClientError as exc:
             if _code(exc) == "NoSuchBucket":
                 raise NotFound("storage location", location) from exc
@@ -196,11 +200,11 @@ class S3Storage:
         location: str,
         key: str,
         counter: DigestingCounter,
-        ready: list[bytes],
+        head: list[bytes],
         rest: AsyncIterator[bytes],
     ) -> str:
-        upload = await s3.create_multipart_upload(Bucket=location, Key=key)
-        upload_id = upload["UploadId"]
+        """Upload parts with at most `parts_in_flight` in memory; abort on any failure."""
+        upload_id = (await s3.create_multipart_upload(Bucket=location, Key=key))["UploadId"]
         done: list[dict[str, Any]] = []
         in_flight: set[asyncio.Task[None]] = set()
 
@@ -211,24 +215,23 @@ class S3Storage:
             done.append({"PartNumber": number, "ETag": answer["ETag"]})
 
         try:
-            number = 1
-            in_flight.add(asyncio.ensure_future(send(number, ready[0])))
-            block: bytes | None = ready[1]
-            while block is not None:
+            number = 0
+            while True:
+                block = head.pop(0) if head else await anext(rest, None)
+                if block is None:
+                    break
                 await asyncio.to_thread(counter.update, block)
-                # Bounded memory: at most `parts_in_flight` parts are held while they upload.
                 while len(in_flight) >= self.options.parts_in_flight:
                     finished, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                     for task in finished:
                         task.result()
                 number += 1
                 in_flight.add(asyncio.ensure_future(send(number, block)))
-                block = await anext(rest, None)
-            if in_flight:
-                for outcome in await asyncio.gather(*in_flight, return_exceptions=True):
-                    if isinstance(outcome, BaseException):
-                        raise outcome
-                in_flight.clear()
+                del block
+            for outcome in await asyncio.gather(*in_flight, return_exceptions=True):
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            in_flight.clear()
             sha256 = counter.verify()
             done.sort(key=lambda part: int(part["PartNumber"]))
             await s3.complete_multipart_upload(

@@ -27,6 +27,10 @@ class DigestingCounter:
         if self.md5 is not None:
             self.md5.update(data)
 
+    def update_many(self, blocks: list[bytes]) -> None:
+        for block in blocks:
+            self.update(block)
+
     def verify(self) -> str:
         """Check declared checksums once all bytes are in; returns the SHA-256 in hex."""
         digest = self.sha256.digest()
@@ -43,7 +47,24 @@ async def rechunk(chunks: AsyncIterator[bytes], size: int) -> AsyncGenerator[byt
     async for chunk in chunks:
         buffer += chunk
         while len(buffer) >= size:
-            yield bytes(buffer[:size])
+            with memoryview(buffer) as view:
+                block = bytes(view[:size])  # one copy, not two
             del buffer[:size]
+            yield block
+            del block
     if buffer:
         yield bytes(buffer)
+
+
+async def batches(chunks: AsyncIterator[bytes], size: int) -> AsyncGenerator[list[bytes], None]:
+    """Group a stream into lists of chunks totalling at least `size` bytes, without copying."""
+    batch: list[bytes] = []
+    held = 0
+    async for chunk in chunks:
+        batch.append(chunk)
+        held += len(chunk)
+        if held >= size:
+            yield batch
+            batch, held = [], 0
+    if batch:
+        yield batch

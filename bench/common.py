@@ -1,0 +1,83 @@
+"""Helpers for the benchmarks: a service in a subprocess, and its memory as the kernel sees it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+ADMIN_KEY = "bench-admin-key-" + "b" * 32
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def memory_kib(pid: int, field: str) -> int:
+    """VmRSS (now) or VmHWM (peak) of a process, in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+class Service:
+    """`provider serve` in its own process, so that its memory is measured alone."""
+
+    def __init__(self, settings: dict[str, Any]) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="provider-bench-"))
+        self.port = free_port()
+        config = {
+            "data_dir": str(self.dir / "data"),
+            "server": {"port": self.port},
+            "auth": {"bootstrap_admin_key": ADMIN_KEY},
+            "assets": {"directory": str(REPO / "config" / "assets")},
+            "logging": {"level": "WARNING"},
+            **settings,
+        }
+        (self.dir / "config.yaml").write_text(json.dumps(config))
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PROVIDER_")}
+        self.process = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "provider", "serve", "--config", str(self.dir / "config.yaml")],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.dir / "service.log", "w"),  # noqa: SIM115
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(self.url + "/readyz", timeout=1):  # noqa: S310
+                    break
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError((self.dir / "service.log").read_text()) from None
+                time.sleep(0.2)
+
+    def rss_kib(self) -> int:
+        return memory_kib(self.process.pid, "VmRSS")
+
+    def reset_peak(self) -> None:
+        """Start a new peak measurement (Linux: writing 5 to clear_refs resets VmHWM)."""
+        Path(f"/proc/{self.process.pid}/clear_refs").write_text("5")
+
+    def peak_kib(self) -> int:
+        return memory_kib(self.process.pid, "VmHWM")
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGINT)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
