@@ -20,7 +20,9 @@ NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 def token(**changes: object) -> WorkspaceToken:
-    base = WorkspaceToken("tok_1", "ws_1", "ten_1", frozenset({Scope.OBJECTS_READ}), "", NOW, NOW + timedelta(hours=1))
+    base = WorkspaceToken(
+        "tok_1", "ws_1", "ten_1", frozenset({Scope.OBJECTS_READ}), "", NOW, NOW + timedelta(hours=1)
+    )
     return WorkspaceToken(**{**base.__dict__, **changes})  # type: ignore[arg-type]
 
 
@@ -29,10 +31,14 @@ def rsa_files(directory: Path) -> tuple[Path, Path]:
     private = directory / "key.pem"
     public = directory / "pub.pem"
     private.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
     )
     public.write_bytes(
-        key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
     )
     return private, public
 
@@ -46,7 +52,9 @@ def test_claims_round_trip_and_tampering_is_refused() -> None:
     header, payload, signature = jwt.split(".")
     with pytest.raises(Unauthenticated):
         codec.decode(f"{header}.{payload}.{signature[:-2]}AA")
-    other_audience = JwtTokenCodec([SigningKey("k1", "HS256", "s" * 32, "s" * 32)], "https://p.example", "other")
+    other_audience = JwtTokenCodec(
+        [SigningKey("k1", "HS256", "s" * 32, "s" * 32)], "https://p.example", "other"
+    )
     with pytest.raises(Unauthenticated):
         other_audience.decode(jwt)
     expired = codec.encode(token(created_at=NOW - timedelta(hours=2), expires_at=NOW - timedelta(hours=1)))
