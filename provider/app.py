@@ -18,6 +18,7 @@ from provider.api import build_api
 from provider.api.context import ApiContext
 from provider.api.metrics import HttpMetrics
 from provider.backends.asset_files import read_asset_directory
+from provider.backends.compute.local import LocalCompute
 from provider.backends.http_source import HttpSource
 from provider.backends.jwt_tokens import JwtTokenCodec, SigningKey
 from provider.backends.sql import SqlStore, default_sqlite_url
@@ -29,8 +30,9 @@ from provider.domain.assets import Asset
 from provider.domain.workspaces import Quota
 from provider.services.assets import AssetService
 from provider.services.auth import ApiKeyVerifier, Authenticator, PrincipalCache, WorkspaceTokenVerifier
+from provider.services.executions import ExecutionPolicy, ExecutionService
 from provider.services.imports import ImportService, RetryPolicy
-from provider.services.ports import Storage
+from provider.services.ports import Compute, Storage
 from provider.services.tenants import TenantService
 from provider.services.workspaces import WorkspacePolicy, WorkspaceService
 
@@ -62,6 +64,8 @@ class Components:
     assets: AssetService
     workspaces: WorkspaceService
     imports: ImportService
+    compute: Compute
+    executions: ExecutionService
     auth: Authenticator
 
 
@@ -90,6 +94,16 @@ def build_storage(settings: Settings) -> Storage:
             )
         )
     return FilesystemStorage(settings.storage.fs.root or settings.data_dir / "workspaces")
+
+
+def build_compute(settings: Settings) -> Compute:
+    local = settings.compute.local
+    return LocalCompute(
+        local.root or settings.data_dir / "executions",
+        local.max_concurrent,
+        settings.compute.per_tenant_max_concurrent,
+        local.cancel_grace_seconds,
+    )
 
 
 def local_token_secret(data_dir: Path) -> str:
@@ -167,15 +181,32 @@ def build_components(settings: Settings, store: SqlStore | None = None) -> Compo
         settings.imports.max_concurrent,
     )
     workspaces.before_delete.append(imports.cancel_workspace)
+    assets = AssetService(store, utcnow)
+    compute = build_compute(settings)
+    executions = ExecutionService(
+        store,
+        compute,
+        storage,
+        workspaces,
+        assets,
+        utcnow,
+        ExecutionPolicy(
+            api_url=settings.compute.api_url or settings.public_url,
+            token_margin_seconds=settings.executions.credential_margin_seconds,
+            max_wait_seconds=settings.executions.max_wait_seconds,
+        ),
+    )
     return Components(
         settings=settings,
         store=store,
         storage=storage,
         source=source,
         tenants=tenants,
-        assets=AssetService(store, utcnow),
+        assets=assets,
         workspaces=workspaces,
         imports=imports,
+        compute=compute,
+        executions=executions,
         auth=Authenticator(
             [
                 WorkspaceTokenVerifier(store, codec, utcnow, token_cache),
@@ -220,6 +251,7 @@ def create_app(settings: Settings, store: SqlStore | None = None) -> web.Applica
         assets=components.assets,
         workspaces=components.workspaces,
         imports=components.imports,
+        executions=components.executions,
         storage_backend=components.storage.name,
         metrics=HttpMetrics(CollectorRegistry()),
         openapi=openapi_document(),
@@ -232,12 +264,15 @@ def create_app(settings: Settings, store: SqlStore | None = None) -> web.Applica
         count = await components.assets.load(asset_files)
         await components.workspaces.resume()
         resumed = await components.imports.resume()
+        await components.compute.start(components.executions.on_event)
+        await components.executions.reconcile()
         log.info(
             "service ready",
             extra={"assets_loaded": count, "imports_resumed": resumed, "public_url": settings.public_url},
         )
 
     async def cleanup(_: web.Application) -> None:
+        await components.compute.stop()
         await components.imports.stop()
         await components.source.close()
         await components.storage.close()

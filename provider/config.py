@@ -183,6 +183,31 @@ class ImportSettings(_Section):
         return value
 
 
+class LocalComputeSettings(_Section):
+    root: Path | None = Field(default=None, description="working directories; default <data_dir>/executions")
+    max_concurrent: int = Field(
+        default=4, ge=1, le=1024, description="executions running at once; more wait QUEUED"
+    )
+    cancel_grace_seconds: float = Field(default=10.0, ge=0, description="SIGTERM, then SIGKILL after this")
+
+
+class ComputeSettings(_Section):
+    backend: Literal["local"] = "local"
+    api_url: str | None = Field(
+        default=None,
+        description="how job sidecars reach this service (filesystem storage); default: public URL",
+    )
+    per_tenant_max_concurrent: int = Field(default=0, ge=0, description="0: no per-tenant limit")
+    local: LocalComputeSettings = Field(default_factory=LocalComputeSettings)
+
+
+class ExecutionSettings(_Section):
+    credential_margin_seconds: int = Field(
+        default=900, ge=60, description="job credentials outlive the asset's maximum run time by this much"
+    )
+    max_wait_seconds: float = Field(default=60.0, gt=0, le=300, description="longest long-poll")
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["auto", "json", "text"] = Field(
@@ -207,6 +232,8 @@ class Settings(BaseSettings):
     workspaces: WorkspaceSettings = Field(default_factory=WorkspaceSettings)
     tokens: TokenSettings = Field(default_factory=TokenSettings)
     imports: ImportSettings = Field(default_factory=ImportSettings)
+    compute: ComputeSettings = Field(default_factory=ComputeSettings)
+    executions: ExecutionSettings = Field(default_factory=ExecutionSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @property

@@ -219,6 +219,30 @@ async def api(
     return Api(client, contract, app)
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def live_api(
+    settings: Settings, contract: OpenApiContract
+) -> tuple[Api, Callable[[], Awaitable[None]]]:
+    """The service on a real port that its own job sidecars can reach (public_url matches)."""
+    from aiohttp.test_utils import TestServer
+
+    port = free_port()
+    server_settings = settings.server.model_copy(
+        update={"port": port, "public_url": f"http://127.0.0.1:{port}"}
+    )
+    app = create_app(settings.model_copy(update={"server": server_settings}))
+    client = TestClient(TestServer(app, port=port))
+    await client.start_server()
+    return Api(client, contract, app), client.close
+
+
 @dataclass
 class Consumer:
     tenant_id: str

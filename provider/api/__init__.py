@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from provider.api.context import CONTEXT, ApiContext
-from provider.api.handlers import assets, imports, objects, system, tenants, workspaces
+from provider.api.handlers import assets, executions, imports, objects, system, tenants, workspaces
 from provider.api.middleware import problems, request_context
 from provider.api.routing import add_routes
 
@@ -15,7 +15,13 @@ def build_api(context: ApiContext, max_body_bytes: int) -> web.Application:
     app[CONTEXT] = context
     add_routes(
         app,
-        system.ROUTES + tenants.ROUTES + assets.ROUTES + workspaces.ROUTES + objects.ROUTES + imports.ROUTES,
+        system.ROUTES
+        + tenants.ROUTES
+        + assets.ROUTES
+        + workspaces.ROUTES
+        + objects.ROUTES
+        + imports.ROUTES
+        + executions.ROUTES,
     )
     app.router.add_static("/docs/static", system.swagger_static_dir(), name="swagger-ui")
     return app

@@ -10,6 +10,7 @@ from aiohttp import web
 from provider.api.metrics import HttpMetrics
 from provider.services.assets import AssetService
 from provider.services.auth import Authenticator
+from provider.services.executions import ExecutionService
 from provider.services.imports import ImportService
 from provider.services.ports import Store
 from provider.services.tenants import TenantService
@@ -24,6 +25,7 @@ class ApiContext:
     assets: AssetService
     workspaces: WorkspaceService
     imports: ImportService
+    executions: ExecutionService
     storage_backend: str
     metrics: HttpMetrics
     openapi: dict[str, Any]

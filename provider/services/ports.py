@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import builtins
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from provider.domain.assets import Asset
+from provider.domain.executions import Execution, OutputFile, State
 from provider.domain.imports import Import, ImportState
 from provider.domain.pagination import Page, PageRequest
 from provider.domain.ranges import ByteRange
@@ -126,6 +127,40 @@ class ImportRepository(Protocol):
         """Every import in one of `states` (used to resume work after a restart)."""
 
 
+@dataclass(frozen=True)
+class ExecutionFilter:
+    tenant_id: str | None = None
+    workspace_id: str | None = None
+    asset_id: str | None = None
+    states: frozenset[State] = frozenset()
+    labels: tuple[tuple[str, str], ...] = ()
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+class ExecutionRepository(Protocol):
+    async def add(self, execution: Execution) -> None:
+        """Insert; raises Conflict when the tenant already used the idempotency key."""
+
+    async def get(self, execution_id: str, *, for_update: bool = False) -> Execution | None:
+        """The execution; `for_update` locks the row until commit."""
+
+    async def by_idempotency_key(self, tenant_id: str, key: str) -> Execution | None:
+        """The execution a tenant created with this Idempotency-Key."""
+
+    async def update(self, execution: Execution) -> None:
+        """Store a new version of the execution."""
+
+    async def list(self, where: ExecutionFilter, page: PageRequest) -> Page[Execution]:
+        """Executions matching `where`, newest first."""
+
+    async def active(self) -> builtins.list[Execution]:
+        """Every execution not in a final state (for reconciliation)."""
+
+    async def count_active(self, tenant_id: str) -> int:
+        """How many of a tenant's executions are past QUEUED and not final."""
+
+
 class UnitOfWork(Protocol):
     """One transaction: every write through these repositories commits together or not at all."""
 
@@ -146,6 +181,9 @@ class UnitOfWork(Protocol):
 
     @property
     def imports(self) -> ImportRepository: ...
+
+    @property
+    def executions(self) -> ExecutionRepository: ...
 
 
 class Store(Protocol):
@@ -292,3 +330,74 @@ class RemoteSource(Protocol):
 
     def fetch(self, url: str, headers: dict[str, str]) -> AbstractAsyncContextManager[SourceResponse]:
         """GET `url`; the address actually connected to is checked again (DNS rebinding)."""
+
+
+# --- compute --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StorageAccess:
+    """How a job's data sidecar reaches the workspace: scoped credentials, never root ones.
+
+    `kind` "api": the objects API at `url` with a workspace token; "s3": the bucket with
+    temporary credentials.
+    """
+
+    kind: str
+    secrets: dict[str, str]  # environment variables carrying the credentials
+    settings: dict[str, str]  # non-secret: url and workspace id, or endpoint, bucket and region
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything a compute backend needs to run one execution."""
+
+    execution_id: str
+    tenant_id: str
+    asset: Asset
+    inputs: dict[str, str]
+    env: dict[str, str]
+    access: StorageAccess
+    version: int
+
+
+@dataclass(frozen=True)
+class ComputeEvent:
+    """What a backend observed about a job; the execution service turns it into a transition."""
+
+    execution_id: str
+    state: State
+    exit_code: int | None = None
+    reason: str | None = None
+    message: str | None = None
+    outputs: tuple[OutputFile, ...] = ()
+
+
+EventSink = Callable[[ComputeEvent], Awaitable[None]]
+
+
+class Compute(Protocol):
+    """Runs jobs: stage-in, the asset's worker unchanged, stage-out; and reports what happens."""
+
+    name: str
+
+    async def start(self, sink: EventSink) -> None:
+        """Begin observing; every event goes to `sink`, in order per execution."""
+
+    async def submit(self, job: JobSpec) -> None:
+        """Start a job (it may wait for capacity, still QUEUED)."""
+
+    async def cancel(self, execution_id: str) -> None:
+        """Stop a job; the backend reports CANCELED (or a final state it reached first)."""
+
+    def logs(self, execution_id: str, tail: int | None, follow: bool) -> AsyncIterator[bytes]:
+        """The worker's output, the last `tail` lines; with `follow`, until the job ends."""
+
+    async def known(self) -> set[str]:
+        """Execution ids this backend is running or holding (for reconciliation)."""
+
+    async def release(self, execution_id: str) -> None:
+        """Remove what is left of a finished job (working directory, pod); its logs were saved."""
+
+    async def stop(self) -> None:
+        """Stop observing (jobs of remote backends keep running)."""

@@ -339,6 +339,31 @@ class WorkspaceService:
             await uow.tokens.add(record)
         return IssuedToken(record, self.codec.encode(record))
 
+    async def issue_job_token(self, workspace_id: str, ttl_seconds: int) -> IssuedToken:
+        """A token for one job's data sidecar: this workspace's objects only, revoked when it ends."""
+        async with self.store.read() as uow:
+            workspace = await uow.workspaces.get(workspace_id)
+        if workspace is None or not workspace.active:
+            raise NotFound("workspace", workspace_id)
+        now = self.clock()
+        record = WorkspaceToken(
+            id=new_id("tok"),
+            workspace_id=workspace.id,
+            tenant_id=workspace.tenant_id,
+            scopes=frozenset({Scope.OBJECTS_READ, Scope.OBJECTS_WRITE}),
+            name="job",
+            created_at=now,
+            expires_at=now + timedelta(seconds=ttl_seconds),
+        )
+        async with self.store.transaction() as uow:
+            await uow.tokens.add(record)
+        return IssuedToken(record, self.codec.encode(record))
+
+    async def revoke_token_id(self, token_id: str) -> None:
+        async with self.store.transaction() as uow:
+            await uow.tokens.revoke(token_id, self.clock())
+        self.on_tokens_revoked([token_id])
+
     async def list_tokens(
         self, principal: Principal, workspace_id: str, page: PageRequest
     ) -> Page[WorkspaceToken]:

@@ -12,6 +12,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from provider.backends.sql.assets import SqlAssetRepository
+from provider.backends.sql.executions import SqlExecutionRepository
 from provider.backends.sql.imports import SqlImportRepository
 from provider.backends.sql.tenants import SqlApiKeyRepository, SqlTenantRepository
 from provider.backends.sql.workspaces import SqlTokenRepository, SqlWorkspaceRepository
@@ -95,3 +96,4 @@ class SqlUnitOfWork:
         self.workspaces = SqlWorkspaceRepository(conn)
         self.tokens = SqlTokenRepository(conn)
         self.imports = SqlImportRepository(conn)
+        self.executions = SqlExecutionRepository(conn)

@@ -128,3 +128,40 @@ imports = sa.Table(
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("finished_at", UTCDateTime(), nullable=True),
 )
+
+executions = sa.Table(
+    "executions",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False, index=True),
+    sa.Column("workspace_id", sa.String(40), sa.ForeignKey("workspaces.id"), nullable=False, index=True),
+    sa.Column("asset_id", sa.String(63), nullable=False, index=True),
+    sa.Column("asset_version", sa.String(64), nullable=False),
+    sa.Column("inputs", JSONType, nullable=False),
+    sa.Column("env", JSONType, nullable=False),
+    sa.Column("labels", JSONType, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, index=True),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Column("exit_code", sa.Integer(), nullable=True),
+    sa.Column("reason", sa.String(200), nullable=True),
+    sa.Column("message", sa.Text(), nullable=True),
+    sa.Column("history", JSONType, nullable=False),
+    sa.Column("outputs", JSONType, nullable=False),
+    sa.Column("logs_key", sa.String(1024), nullable=True),
+    sa.Column("idempotency_key", sa.String(200), nullable=True),
+    sa.Column("request_hash", sa.String(64), nullable=True),
+    sa.Column("callback", JSONType, nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint("tenant_id", "idempotency_key"),
+)
+
+execution_labels = sa.Table(
+    "execution_labels",
+    metadata,
+    sa.Column("execution_id", sa.String(40), sa.ForeignKey("executions.id"), primary_key=True),
+    sa.Column("key", sa.String(63), primary_key=True),
+    sa.Column("value", sa.String(256), nullable=False),
+    sa.Index("ix_execution_labels_key_value", "key", "value"),
+)

@@ -1,0 +1,1 @@
+"""Compute backends: `local` (processes on this machine) and `kubernetes` (Jobs)."""

@@ -1,0 +1,314 @@
+"""The embedded compute backend: each execution runs as local processes.
+
+stage-in (the sidecar), the asset's `local` command, stage-out (the sidecar), in a working
+directory of its own. The worker gets only the asset's environment, never the service's or the
+storage credentials; the sidecar gets the scoped credentials and nothing else. Processes die with
+the service, which reconciliation reports as SYSTEM_ERROR (Lost) at the next start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from provider.domain.executions import OutputFile, State
+from provider.services.ports import ComputeEvent, EventSink, JobSpec
+
+log = logging.getLogger(__name__)
+MISSING_OUTPUT = 3
+SAFE_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SYSTEMROOT")
+
+
+@dataclass
+class _Job:
+    spec: JobSpec
+    directory: Path
+    task: asyncio.Task[None] | None = None
+    process: asyncio.subprocess.Process | None = None
+    canceled: bool = False
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class LocalCompute:
+    name = "local"
+
+    def __init__(self, root: Path, max_concurrent: int, per_tenant: int, cancel_grace_seconds: float) -> None:
+        self.root = root
+        self.cancel_grace = cancel_grace_seconds
+        self.per_tenant = per_tenant
+        self._slots = asyncio.Semaphore(max_concurrent)
+        self._tenant_slots: dict[str, asyncio.Semaphore] = defaultdict(
+            lambda: asyncio.Semaphore(per_tenant or 1_000_000)
+        )
+        self._jobs: dict[str, _Job] = {}
+        self._sink: EventSink | None = None
+
+    async def start(self, sink: EventSink) -> None:
+        self._sink = sink
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    async def submit(self, job: JobSpec) -> None:
+        if job.execution_id in self._jobs:
+            return
+        entry = _Job(job, self.root / job.execution_id)
+        self._jobs[job.execution_id] = entry
+        entry.task = asyncio.create_task(self._run(entry), name=f"execution {job.execution_id}")
+
+    async def cancel(self, execution_id: str) -> None:
+        entry = self._jobs.get(execution_id)
+        if entry is None or entry.done.is_set():
+            return
+        entry.canceled = True
+        if entry.process is not None and entry.process.returncode is None:
+            await self._terminate(entry.process)
+        elif entry.task is not None:
+            entry.task.cancel()  # still waiting for a slot
+
+    async def _terminate(self, process: asyncio.subprocess.Process) -> None:
+        """SIGTERM to the whole process group, SIGKILL after the grace period."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            await asyncio.wait_for(process.wait(), self.cancel_grace)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+
+    async def known(self) -> set[str]:
+        return {i for i, job in self._jobs.items() if not job.done.is_set()}
+
+    async def release(self, execution_id: str) -> None:
+        entry = self._jobs.pop(execution_id, None)
+        directory = entry.directory if entry else self.root / execution_id
+        await asyncio.to_thread(shutil.rmtree, directory, True)
+
+    async def stop(self) -> None:
+        for entry in list(self._jobs.values()):
+            if entry.process is not None and entry.process.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(entry.process.pid, signal.SIGKILL)
+            if entry.task is not None:
+                entry.task.cancel()
+        tasks = [e.task for e in self._jobs.values() if e.task is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # --- logs ---------------------------------------------------------------------------------
+
+    async def logs(self, execution_id: str, tail: int | None, follow: bool) -> AsyncIterator[bytes]:
+        entry = self._jobs.get(execution_id)
+        path = (entry.directory if entry else self.root / execution_id) / "worker.log"
+        position = 0
+        if path.exists():
+            data = await asyncio.to_thread(path.read_bytes)
+            position = len(data)
+            if tail is not None:
+                lines = data.splitlines(keepends=True)
+                data = b"".join(lines[-tail:]) if tail else b""
+            if data:
+                yield data
+        while follow and entry is not None and not entry.done.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(entry.done.wait(), 0.2)
+            if path.exists():
+                with path.open("rb") as handle:
+                    handle.seek(position)
+                    more = handle.read()
+                if more:
+                    position += len(more)
+                    yield more
+
+    # --- running ------------------------------------------------------------------------------
+
+    async def _emit(self, entry: _Job, state: State, **details: object) -> None:
+        assert self._sink is not None
+        await self._sink(ComputeEvent(entry.spec.execution_id, state, **details))  # type: ignore[arg-type]
+
+    async def _run(self, entry: _Job) -> None:
+        spec = entry.spec
+        try:
+            async with self._slots, self._tenant_slots[spec.tenant_id]:
+                if entry.canceled:
+                    raise asyncio.CancelledError
+                await self._stages(entry)
+        except asyncio.CancelledError:
+            if entry.canceled:
+                await self._emit(entry, State.CANCELED, reason="Canceled")
+            raise
+        except Exception as exc:
+            log.exception("local execution failed", extra={"execution_id": spec.execution_id})
+            await self._emit(
+                entry, State.SYSTEM_ERROR, reason="Backend", message=f"{type(exc).__name__}: {exc}"
+            )
+        finally:
+            entry.done.set()
+
+    async def _stages(self, entry: _Job) -> None:
+        spec, directory = entry.spec, entry.directory
+        results = directory / "results"
+        await asyncio.to_thread(self._prepare, entry, results)
+        sidecar_env = {
+            **_base_env(),
+            **spec.access.secrets,
+            **spec.access.settings,
+            "PROVIDER_STORAGE_KIND": spec.access.kind,
+        }
+        sidecar = [sys.executable, "-m", "provider.sidecar"]
+
+        await self._emit(entry, State.INITIALIZING)
+        code, errors = await self._process(
+            entry,
+            [*sidecar, "stage-in", "--spec", str(directory / "job.json"), "--root", str(directory)],
+            sidecar_env,
+            directory / "sidecar.log",
+        )
+        if await self._stopped(entry, code, "stage-in"):
+            return
+        if code != 0:
+            await self._emit(entry, State.SYSTEM_ERROR, reason="StageIn", message=errors)
+            return
+
+        await self._emit(entry, State.RUNNING)
+        runner = spec.asset.local
+        assert runner is not None
+        values = {"{python}": sys.executable, "{result_dir}": str(results)}
+        values.update({f"{{input:{i.name}}}": str(directory / "inputs" / i.name) for i in spec.asset.inputs})
+        command = [_fill(arg, values) for arg in runner.command]
+        env = {
+            **_base_env(),
+            **spec.asset.env,
+            **spec.env,
+            **{k: _fill(v, values) for k, v in runner.env.items()},
+        }
+        try:
+            code, _ = await asyncio.wait_for(
+                self._process(entry, command, env, directory / "worker.log", cwd=directory),
+                spec.asset.max_run_seconds,
+            )
+        except TimeoutError:
+            if entry.process is not None:
+                await self._terminate(entry.process)
+            await self._emit(
+                entry,
+                State.EXECUTOR_ERROR,
+                reason="DeadlineExceeded",
+                message=f"the worker ran longer than {spec.asset.max_run_seconds} s",
+            )
+            return
+        if await self._stopped(entry, code, "worker"):
+            return
+        if code != 0:
+            reason = f"Signal{-code}" if code < 0 else "ExitCode"
+            await self._emit(
+                entry,
+                State.EXECUTOR_ERROR,
+                exit_code=code,
+                reason=reason,
+                message=f"the worker exited with {code}",
+            )
+            return
+
+        await self._emit(entry, State.FINALIZING, exit_code=0)
+        code, errors = await self._process(
+            entry,
+            [*sidecar, "stage-out", "--spec", str(directory / "job.json"), "--root", str(results)],
+            sidecar_env,
+            directory / "sidecar.log",
+            capture=directory / "manifest.json",
+        )
+        if await self._stopped(entry, code, "stage-out"):
+            return
+        if code == MISSING_OUTPUT:
+            await self._emit(entry, State.EXECUTOR_ERROR, exit_code=0, reason="MissingOutput", message=errors)
+            return
+        if code != 0:
+            await self._emit(entry, State.SYSTEM_ERROR, reason="StageOut", message=errors)
+            return
+        manifest = json.loads((directory / "manifest.json").read_text())
+        outputs = tuple(
+            OutputFile(o["name"], f["key"], f["size"], f["sha256"])
+            for o in manifest["outputs"]
+            for f in o["files"]
+        )
+        await self._emit(entry, State.COMPLETE, exit_code=0, outputs=outputs)
+
+    def _prepare(self, entry: _Job, results: Path) -> None:
+        spec, directory = entry.spec, entry.directory
+        shutil.rmtree(directory, ignore_errors=True)
+        (directory / "inputs").mkdir(parents=True)
+        results.mkdir()
+        kinds = {i.name: i.kind.value for i in spec.asset.inputs}
+        job = {
+            "execution_id": spec.execution_id,
+            "inputs": [
+                {"name": name, "kind": kinds[name], "key": key, "path": f"inputs/{name}"}
+                for name, key in spec.inputs.items()
+            ],
+            "outputs": [
+                {"name": o.name, "kind": o.kind.value, "path": o.path, "required": o.required}
+                for o in spec.asset.outputs
+            ],
+        }
+        (directory / "job.json").write_text(json.dumps(job))
+
+    async def _stopped(self, entry: _Job, code: int, stage: str) -> bool:
+        if entry.canceled:
+            await self._emit(entry, State.CANCELED, reason="Canceled", message=f"canceled during {stage}")
+            return True
+        return False
+
+    async def _process(
+        self,
+        entry: _Job,
+        command: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        cwd: Path | None = None,
+        capture: Path | None = None,
+    ) -> tuple[int, str]:
+        """Run one process in its own group; output appended to `log_path` (stdout to `capture`
+        when given). Returns the exit code and the last lines of the log."""
+        with contextlib.ExitStack() as files:
+            log_file = files.enter_context(log_path.open("ab"))
+            out = files.enter_context(capture.open("wb")) if capture else log_file
+            process = await asyncio.create_subprocess_exec(
+                *command,
+                cwd=cwd,
+                env=env,
+                stdout=out,
+                stderr=log_file,
+                stdin=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            entry.process = process
+            try:
+                code = await process.wait()
+            except asyncio.CancelledError:
+                await self._terminate(process)
+                raise
+        data = await asyncio.to_thread(log_path.read_bytes)
+        tail = data[-2000:].decode("utf-8", "replace").strip().splitlines()[-5:]
+        return code, "\n".join(tail)
+
+
+def _fill(value: str, values: dict[str, str]) -> str:
+    for placeholder, replacement in values.items():
+        value = value.replace(placeholder, replacement)
+    return value
+
+
+def _base_env() -> dict[str, str]:
+    env = {k: os.environ[k] for k in SAFE_ENV if k in os.environ}
+    env.setdefault("PATH", os.defpath)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

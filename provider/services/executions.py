@@ -1,0 +1,469 @@
+"""Executions: run an asset on a workspace's data and report faithfully what happened.
+
+Every state change goes through `ExecutionService._apply`: it is validated by the state
+machine, persisted, and only then announced (long-poll waiters, listeners).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import hashlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from provider.domain.assets import Asset, InputKind
+from provider.domain.errors import (
+    Conflict,
+    FieldProblem,
+    InvalidInput,
+    InvalidKey,
+    NotFound,
+    ProblemCollector,
+)
+from provider.domain.executions import Execution, OutputFile, State, Transition, logs_key
+from provider.domain.ids import new_id
+from provider.domain.pagination import Page, PageRequest
+from provider.domain.tenants import CredentialKind, Principal
+from provider.domain.workspaces import Workspace, check_key
+from provider.services.assets import AssetService
+from provider.services.ports import (
+    Clock,
+    Compute,
+    ComputeEvent,
+    ExecutionFilter,
+    JobSpec,
+    Storage,
+    StorageAccess,
+    Store,
+)
+from provider.services.workspaces import WorkspaceService
+
+log = logging.getLogger(__name__)
+
+# The forward path; a backend may report a later state directly (a fast job skips RUNNING).
+FORWARD = [State.QUEUED, State.INITIALIZING, State.RUNNING, State.FINALIZING, State.COMPLETE]
+
+
+@dataclass(frozen=True)
+class ExecutionRequest:
+    asset_id: str
+    asset_version: str | None
+    workspace_id: str
+    inputs: dict[str, str]
+    env: dict[str, str]
+    labels: dict[str, str]
+
+    def digest(self) -> str:
+        canonical = json.dumps(self.__dict__, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ExecutionPolicy:
+    api_url: str  # where job sidecars reach the objects API (filesystem storage)
+    token_margin_seconds: int  # job credentials outlive the run time by this much
+    max_wait_seconds: float
+
+
+class ChangeNotifier:
+    """Wakes long-poll waiters of one execution when it changes in this process."""
+
+    def __init__(self) -> None:
+        self._events: dict[str, asyncio.Event] = {}
+
+    def changed(self, execution_id: str) -> None:
+        event = self._events.pop(execution_id, None)
+        if event is not None:
+            event.set()
+
+    async def wait(self, execution_id: str, seconds: float) -> None:
+        event = self._events.setdefault(execution_id, asyncio.Event())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(event.wait(), seconds)
+
+
+class ExecutionService:
+    def __init__(
+        self,
+        store: Store,
+        compute: Compute,
+        storage: Storage,
+        workspaces: WorkspaceService,
+        assets: AssetService,
+        clock: Clock,
+        policy: ExecutionPolicy,
+    ) -> None:
+        self.store = store
+        self.compute = compute
+        self.storage = storage
+        self.workspaces = workspaces
+        self.assets = assets
+        self.clock = clock
+        self.policy = policy
+        self.notifier = ChangeNotifier()
+        self.listeners: list[Callable[[Execution], Awaitable[None] | None]] = []
+        self._job_tokens: dict[str, str] = {}
+
+    # --- create -------------------------------------------------------------------------------
+
+    async def create(
+        self, principal: Principal, request: ExecutionRequest, idempotency_key: str | None
+    ) -> tuple[Execution, bool]:
+        """Validate, persist as QUEUED, hand to compute. Returns (execution, created)."""
+        digest = request.digest()
+        if idempotency_key is not None:
+            replayed = await self._replay(principal.tenant_id, idempotency_key, digest)
+            if replayed is not None:
+                return replayed, False
+        asset = await self.assets.get(request.asset_id, request.asset_version)
+        workspace = await self.workspaces.get(principal, request.workspace_id)
+        if not workspace.active:
+            raise Conflict(f"workspace {workspace.id} is being deleted")
+        env = await self._validate(asset, workspace, request)
+        now = self.clock()
+        execution = Execution(
+            id=new_id("exe"),
+            tenant_id=workspace.tenant_id,
+            workspace_id=workspace.id,
+            asset_id=asset.id,
+            asset_version=asset.version,
+            inputs=dict(request.inputs),
+            env=env,
+            labels=dict(request.labels),
+            state=State.QUEUED,
+            version=1,
+            created_at=now,
+            updated_at=now,
+            history=(Transition(State.QUEUED, now),),
+            idempotency_key=idempotency_key,
+            request_hash=digest,
+        )
+        try:
+            async with self.store.transaction() as uow:
+                await uow.executions.add(execution)
+        except Conflict:  # the same key raced in from another request
+            assert idempotency_key is not None
+            replayed = await self._replay(principal.tenant_id, idempotency_key, digest)
+            if replayed is None:
+                raise
+            return replayed, False
+        await self._announce(execution)
+        await self._submit(execution, asset, workspace)
+        return await self._load(execution.id), True
+
+    async def _replay(self, tenant_id: str, key: str, digest: str) -> Execution | None:
+        async with self.store.read() as uow:
+            existing = await uow.executions.by_idempotency_key(tenant_id, key)
+        if existing is None:
+            return None
+        if existing.request_hash != digest:
+            raise InvalidInput(
+                "this Idempotency-Key was used for a different request",
+                [FieldProblem("header.Idempotency-Key", "reused with a different body")],
+            )
+        return existing
+
+    async def _validate(
+        self, asset: Asset, workspace: Workspace, request: ExecutionRequest
+    ) -> dict[str, str]:
+        """Every problem at once (422), or the environment with the asset's defaults applied."""
+        problems = ProblemCollector()
+        declared = {i.name: i for i in asset.inputs}
+        for name in request.inputs:
+            if name not in declared:
+                problems.add(f"body.inputs.{name}", f"asset {asset.id} has no input {name!r}")
+        for item in asset.inputs:
+            key = request.inputs.get(item.name)
+            if key is None:
+                if item.required:
+                    problems.add(f"body.inputs.{item.name}", "required input is missing")
+                continue
+            field_name = f"body.inputs.{item.name}"
+            try:
+                check_key(key.rstrip("/") if item.kind is InputKind.DIRECTORY else key, field_name)
+            except InvalidKey as exc:
+                problems.problems.extend(exc.problems)
+                continue
+            if item.kind is InputKind.DIRECTORY:
+                prefix = key if key.endswith("/") else key + "/"
+                found = await self.storage.list(workspace.location, prefix, PageRequest(1))
+                if not found.items:
+                    problems.add(field_name, f"no objects under {prefix!r} in workspace {workspace.id}")
+            elif await self.storage.head(workspace.location, key) is None:
+                problems.add(field_name, f"object {key!r} does not exist in workspace {workspace.id}")
+        env: dict[str, str] = {}
+        for name, value in request.env.items():
+            rule = asset.consumer_env.get(name)
+            if rule is None:
+                allowed = ", ".join(sorted(asset.consumer_env)) or "none"
+                problems.add(
+                    f"body.env.{name}", f"not a variable this asset lets consumers set (allowed: {allowed})"
+                )
+            elif not rule.accepts(value):
+                expected = f"one of {rule.enum}" if rule.enum else f"a value matching {rule.pattern!r}"
+                problems.add(f"body.env.{name}", f"must be {expected}")
+            else:
+                env[name] = value
+        for name, rule in asset.consumer_env.items():
+            if name not in request.env and rule.default is not None:
+                env[name] = rule.default
+        problems.raise_if_any("the execution request does not fit the asset")
+        return env
+
+    async def _access(self, workspace: Workspace, execution: Execution, asset: Asset) -> StorageAccess:
+        """Scoped credentials for the job's sidecar: this workspace only, for the job's lifetime."""
+        lifetime = asset.max_run_seconds + self.policy.token_margin_seconds
+        if self.storage.name == "s3":
+            creds = await self.storage.temporary_credentials(workspace.location, lifetime)
+            return StorageAccess(
+                "s3",
+                secrets={
+                    "AWS_ACCESS_KEY_ID": creds.access_key_id,
+                    "AWS_SECRET_ACCESS_KEY": creds.secret_access_key,
+                    "AWS_SESSION_TOKEN": creds.session_token,
+                },
+                settings={
+                    "PROVIDER_S3_ENDPOINT": creds.endpoint_url or "",
+                    "PROVIDER_S3_BUCKET": creds.bucket,
+                    "PROVIDER_S3_REGION": creds.region,
+                },
+            )
+        issued = await self.workspaces.issue_job_token(workspace.id, lifetime)
+        self._job_tokens[execution.id] = issued.record.id
+        return StorageAccess(
+            "api",
+            secrets={"PROVIDER_WORKSPACE_TOKEN": issued.token},
+            settings={"PROVIDER_API_URL": self.policy.api_url, "PROVIDER_WORKSPACE_ID": workspace.id},
+        )
+
+    async def _submit(self, execution: Execution, asset: Asset, workspace: Workspace) -> None:
+        try:
+            access = await self._access(workspace, execution, asset)
+            await self.compute.submit(
+                JobSpec(
+                    execution.id,
+                    execution.tenant_id,
+                    asset,
+                    execution.inputs,
+                    execution.env,
+                    access,
+                    execution.version,
+                )
+            )
+        except Exception as exc:
+            log.exception("could not submit execution", extra={"execution_id": execution.id})
+            await self.on_event(
+                ComputeEvent(
+                    execution.id, State.SYSTEM_ERROR, reason="Submit", message=f"{type(exc).__name__}: {exc}"
+                )
+            )
+
+    # --- read ---------------------------------------------------------------------------------
+
+    async def _load(self, execution_id: str) -> Execution:
+        async with self.store.read() as uow:
+            execution = await uow.executions.get(execution_id)
+        if execution is None:
+            raise NotFound("execution", execution_id)
+        return execution
+
+    def _visible(self, principal: Principal, execution: Execution | None, execution_id: str) -> Execution:
+        if (
+            execution is None
+            or not principal.may_see_tenant(execution.tenant_id)
+            or (
+                principal.kind is CredentialKind.WORKSPACE_TOKEN
+                and principal.workspace_id != execution.workspace_id
+            )
+        ):
+            raise NotFound("execution", execution_id)
+        return execution
+
+    async def get(self, principal: Principal, execution_id: str) -> Execution:
+        async with self.store.read() as uow:
+            execution = await uow.executions.get(execution_id)
+        return self._visible(principal, execution, execution_id)
+
+    async def wait(
+        self, principal: Principal, execution_id: str, version: int, seconds: float
+    ) -> Execution | None:
+        """The execution once its version passes `version`, or None after `seconds`.
+
+        Changes made in this process wake the waiter at once; the store is also re-read every
+        second, so changes made by another replica are seen too.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + min(seconds, self.policy.max_wait_seconds)
+        while True:
+            execution = await self.get(principal, execution_id)
+            remaining = deadline - loop.time()
+            if execution.version > version:
+                return execution
+            if remaining <= 0:
+                return None
+            await self.notifier.wait(execution_id, min(remaining, 1.0))
+
+    async def list(self, principal: Principal, where: ExecutionFilter, page: PageRequest) -> Page[Execution]:
+        if not principal.is_admin:
+            where = replace(where, tenant_id=principal.tenant_id)
+        if principal.kind is CredentialKind.WORKSPACE_TOKEN:
+            if where.workspace_id not in (None, principal.workspace_id):
+                return Page([], None)
+            where = replace(where, workspace_id=principal.workspace_id)
+        async with self.store.read() as uow:
+            return await uow.executions.list(where, page)
+
+    # --- cancel, logs, outputs ----------------------------------------------------------------
+
+    async def cancel(self, principal: Principal, execution_id: str) -> Execution:
+        execution = await self.get(principal, execution_id)
+        if execution.state.final or execution.state is State.CANCELING:
+            raise Conflict(f"execution {execution_id} is {execution.state.value}; there is nothing to cancel")
+        target = State.CANCELED if execution.state is State.QUEUED else State.CANCELING
+        updated = await self._apply(
+            ComputeEvent(execution_id, target, reason="Canceled", message="canceled on request")
+        )
+        await self.compute.cancel(execution_id)
+        return updated or await self._load(execution_id)
+
+    async def logs(
+        self, principal: Principal, execution_id: str, tail: int | None, follow: bool
+    ) -> AsyncIterator[bytes]:
+        execution = await self.get(principal, execution_id)
+        if execution.state.final and execution.logs_key:
+            workspace = await self.workspaces.get(principal, execution.workspace_id)
+            if await self.storage.head(workspace.location, execution.logs_key) is not None:
+                stream = await self.storage.open(workspace.location, execution.logs_key, None)
+                data = b"".join([chunk async for chunk in stream.chunks])
+                if tail is not None:
+                    data = b"".join(data.splitlines(keepends=True)[-tail:]) if tail else b""
+                yield data
+                return
+        async for chunk in self.compute.logs(execution_id, tail, follow and not execution.state.final):
+            yield chunk
+
+    async def outputs(
+        self, principal: Principal, execution_id: str
+    ) -> builtins.list[tuple[OutputFile, str | None]]:
+        execution = await self.get(principal, execution_id)
+        workspace = await self.workspaces.get(principal, execution.workspace_id)
+        links = []
+        for item in execution.outputs:
+            url = await self.storage.presign(
+                workspace.location, item.key, "GET", self.workspaces.policy.presign_seconds
+            )
+            links.append((item, url))
+        return links
+
+    # --- events -------------------------------------------------------------------------------
+
+    async def on_event(self, event: ComputeEvent) -> None:
+        """A backend observed something: persist the transition, announce it, tidy up at the end."""
+        updated = await self._apply(event)
+        if updated is not None and updated.state.final:
+            await self._finish(updated)
+
+    async def _apply(self, event: ComputeEvent) -> Execution | None:
+        now = self.clock()
+        async with self.store.transaction() as uow:
+            current = await uow.executions.get(event.execution_id, for_update=True)
+            if current is None or current.state.final:
+                return None  # unknown, or a late event after the end: the first final state stands
+            target = event.state
+            if current.state is State.CANCELING and target not in (State.CANCELED, State.SYSTEM_ERROR):
+                if not target.final:
+                    return None  # progress reports while a cancel is under way
+                target = State.CANCELED  # the job ended while being canceled
+            details: dict[str, Any] = {"reason": event.reason, "message": event.message}
+            if event.exit_code is not None:
+                details["exit_code"] = event.exit_code
+            if event.outputs:
+                details["outputs"] = event.outputs
+            updated = current
+            if target is current.state:
+                updated = current.annotate(now, **details)
+            else:
+                for step in _path(current.state, target):
+                    updated = updated.advance(step, now, **(details if step is target else {"reason": None}))
+            await uow.executions.update(updated)
+        await self._announce(updated)
+        return updated
+
+    async def _announce(self, execution: Execution) -> None:
+        self.notifier.changed(execution.id)
+        for listener in self.listeners:
+            result = listener(execution)
+            if result is not None:
+                await result
+
+    async def _finish(self, execution: Execution) -> None:
+        """Keep the worker's logs in the workspace, revoke the job's token, release the job."""
+        try:
+            chunks = [chunk async for chunk in self.compute.logs(execution.id, None, False)]
+            if chunks:
+                key = logs_key(execution.id)
+
+                async def body() -> AsyncIterator[bytes]:
+                    for chunk in chunks:
+                        yield chunk
+
+                await self.workspaces.put_import(execution.workspace_id, key, body(), None, None)
+                async with self.store.transaction() as uow:
+                    current = await uow.executions.get(execution.id, for_update=True)
+                    if current is not None:
+                        await uow.executions.update(current.annotate(self.clock(), logs_key=key))
+                self.notifier.changed(execution.id)
+        except Exception:
+            log.exception("could not keep the logs of an execution", extra={"execution_id": execution.id})
+        token_id = self._job_tokens.pop(execution.id, None)
+        if token_id is not None:
+            await self.workspaces.revoke_token_id(token_id)
+        await self.compute.release(execution.id)
+
+    # --- start-up -----------------------------------------------------------------------------
+
+    async def reconcile(self) -> None:
+        """Nothing stays stuck: queued executions are submitted again, and active ones whose
+        worker the backend does not know (the local backend's processes die with the service)
+        become SYSTEM_ERROR, reason Lost."""
+        async with self.store.read() as uow:
+            active = await uow.executions.active()
+        known = await self.compute.known()
+        for execution in active:
+            if execution.id in known:
+                continue
+            if execution.state is State.QUEUED:
+                try:
+                    asset = await self.assets.get(execution.asset_id, execution.asset_version)
+                    async with self.store.read() as uow:
+                        workspace = await uow.workspaces.get(execution.workspace_id)
+                    if workspace is None or not workspace.active:
+                        raise NotFound("workspace", execution.workspace_id)
+                except NotFound as exc:
+                    await self.on_event(
+                        ComputeEvent(execution.id, State.SYSTEM_ERROR, reason="Lost", message=exc.detail)
+                    )
+                    continue
+                await self._submit(execution, asset, workspace)
+                continue
+            target = State.CANCELED if execution.state is State.CANCELING else State.SYSTEM_ERROR
+            await self.on_event(
+                ComputeEvent(
+                    execution.id,
+                    target,
+                    reason="Lost",
+                    message=f"the worker was lost while {execution.state.value} (the service restarted)",
+                )
+            )
+
+
+def _path(current: State, target: State) -> list[State]:
+    """The states to pass through from `current` to `target` (just `[target]` off the forward path)."""
+    if current in FORWARD and target in FORWARD and FORWARD.index(target) > FORWARD.index(current):
+        return FORWARD[FORWARD.index(current) + 1 : FORWARD.index(target) + 1]
+    return [target]

@@ -1,0 +1,164 @@
+"""The workspace as the sidecar sees it: list, download to a file, upload from a file."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+from urllib.parse import quote
+
+CHUNK = 1024 * 1024
+
+
+class RemoteError(Exception):
+    """The workspace refused or failed a request."""
+
+
+class Workspace(Protocol):
+    async def __aenter__(self) -> Workspace: ...
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    def keys(self, prefix: str) -> AsyncIterator[str]:
+        """Every key under `prefix`, in order."""
+
+    async def download(self, key: str, target: Path) -> int:
+        """Write the object to `target`; returns its size. Raises RemoteError (404 included)."""
+
+    async def upload(self, key: str, source: Path) -> tuple[int, str]:
+        """Upload a file; returns (size, sha256 hex)."""
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ApiWorkspace:
+    """The objects API with a workspace token (filesystem storage)."""
+
+    def __init__(self, url: str, workspace_id: str, token: str) -> None:
+        self.base = f"{url.rstrip('/')}/api/v1/workspaces/{quote(workspace_id, safe='')}/objects"
+        self.headers = {"Authorization": f"Bearer {token}"}
+
+    async def __aenter__(self) -> ApiWorkspace:
+        import aiohttp
+
+        self.session = aiohttp.ClientSession(
+            headers=self.headers, timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=300)
+        )
+        return self
+
+    async def __aexit__(self, *args: object) -> None:
+        await self.session.close()
+
+    async def keys(self, prefix: str) -> AsyncIterator[str]:
+        token: str | None = None
+        while True:
+            params = {"prefix": prefix, "page_size": "500", **({"page_token": token} if token else {})}
+            async with self.session.get(self.base, params=params) as response:
+                if response.status != 200:
+                    raise RemoteError(f"listing {prefix!r} failed with HTTP {response.status}")
+                page = await response.json()
+            for item in page["items"]:
+                yield item["key"]
+            token = page["next_page_token"]
+            if not token:
+                return
+
+    async def download(self, key: str, target: Path) -> int:
+        size = 0
+        async with self.session.get(f"{self.base}/{quote(key, safe='/')}") as response:
+            if response.status != 200:
+                raise RemoteError(f"object {key!r}: HTTP {response.status}")
+            with target.open("wb") as handle:
+                async for block in response.content.iter_chunked(CHUNK):
+                    handle.write(block)
+                    size += len(block)
+        return size
+
+    async def upload(self, key: str, source: Path) -> tuple[int, str]:
+        sha256 = file_digest(source)
+        size = source.stat().st_size
+
+        async def body() -> AsyncIterator[bytes]:
+            with source.open("rb") as handle:
+                while block := handle.read(CHUNK):
+                    yield block
+
+        headers = {"x-checksum-sha256": sha256, "Content-Length": str(size)}
+        async with self.session.put(
+            f"{self.base}/{quote(key, safe='/')}", data=body(), headers=headers
+        ) as response:
+            if response.status not in (200, 201):
+                detail = await response.text()
+                raise RemoteError(f"upload of {key!r} failed with HTTP {response.status}: {detail[:300]}")
+        return size, sha256
+
+
+class S3Workspace:
+    """One bucket with temporary credentials (S3 storage)."""
+
+    def __init__(self, endpoint_url: str | None, bucket: str, region: str) -> None:
+        self.endpoint_url = endpoint_url or None
+        self.bucket = bucket
+        self.region = region
+
+    async def __aenter__(self) -> S3Workspace:
+        import aioboto3
+        from botocore.config import Config
+
+        session = aioboto3.Session(
+            aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
+            aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
+            aws_session_token=os.environ.get("AWS_SESSION_TOKEN"),
+            region_name=self.region,
+        )
+        config = Config(
+            signature_version="s3v4", s3={"addressing_style": "path"}, retries={"mode": "standard"}
+        )
+        self._context = session.client("s3", endpoint_url=self.endpoint_url, config=config)
+        self.s3: Any = await self._context.__aenter__()
+        return self
+
+    async def __aexit__(self, *args: Any) -> None:
+        await self._context.__aexit__(*args)
+
+    async def keys(self, prefix: str) -> AsyncIterator[str]:
+        paginator = self.s3.get_paginator("list_objects_v2")
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                yield item["Key"]
+
+    async def download(self, key: str, target: Path) -> int:
+        from botocore.exceptions import ClientError
+
+        try:
+            answer = await self.s3.get_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            raise RemoteError(f"object {key!r}: {exc.response.get('Error', {}).get('Code')}") from exc
+        size = 0
+        async with answer["Body"] as stream:
+            with target.open("wb") as handle:
+                async for block in stream.content.iter_chunked(CHUNK):
+                    handle.write(block)
+                    size += len(block)
+        return size
+
+    async def upload(self, key: str, source: Path) -> tuple[int, str]:
+        from boto3.s3.transfer import TransferConfig
+
+        sha256 = file_digest(source)
+        config = TransferConfig(
+            multipart_threshold=16 * CHUNK, multipart_chunksize=16 * CHUNK, max_concurrency=2
+        )
+        await self.s3.upload_file(str(source), self.bucket, key, Config=config)
+        return source.stat().st_size, sha256
