@@ -54,12 +54,20 @@ async def workspace_with_tokens(api: Api, key: str) -> dict[str, str]:
     revoked = await api.json("POST", base + "/tokens", 201, key=key, json={})
     await api.json("DELETE", f"{base}/tokens/{revoked['id']}", 204, key=key)
     await api.json("PUT", base + "/objects/data/in.txt", 201, key=key, data=b"hello")
+    execution = await api.json(
+        "POST",
+        "/api/v1/executions",
+        201,
+        key=key,
+        json={"asset_id": "dummy", "workspace_id": ws["id"], "inputs": {"source": "data/in.txt"}},
+    )
     return {
         "id": ws["id"],
         "full": full["token"],
         "read": read["token"],
         "revoked": revoked["token"],
         "full_id": full["id"],
+        "execution_id": execution["id"],
     }
 
 
@@ -73,6 +81,7 @@ def concrete(route: Route, world: World, ws: dict[str, str]) -> str:
         "key": "data/in.txt",
         "token_id": ws["full_id"],
         "import_id": "imp_00000000000000000000000000",
+        "execution_id": ws["execution_id"],
     }
     return PATH_PARAMETER.sub(lambda m: values[m.group(1)], route.path)
 
@@ -81,16 +90,27 @@ VALID_BODIES = {
     "/api/v1/workspaces/{workspace_id}/imports": {"source_url": "https://example.org/x", "target_key": "k"},
     "/api/v1/tenants": {"participant_id": "did:web:new"},
     "/api/v1/workspaces/{workspace_id}/links": {"key": "data/in.txt"},
+    "/api/v1/executions": {
+        "asset_id": "dummy",
+        "workspace_id": "{workspace_id}",
+        "inputs": {"source": "data/in.txt"},
+    },
 }
 
 
-async def status(api: Api, route: Route, path: str, key: str | None, **kwargs: object) -> int:
+async def status(
+    api: Api, route: Route, path: str, key: str | None, workspace: str = "", **kwargs: object
+) -> int:
     """The status for a request with a body that passes validation, so only authorization decides."""
     if route.method in ("POST", "PUT") and "data" not in kwargs:
         if route.path.endswith("{key:.+}"):
             kwargs["data"] = b"bytes"
         else:
-            kwargs["json"] = VALID_BODIES.get(route.path, {})
+            body = VALID_BODIES.get(route.path, {})
+            kwargs["json"] = {
+                k: (v.replace("{workspace_id}", workspace) if isinstance(v, str) else v)
+                for k, v in body.items()
+            }
     response = await api.request(route.method, path, key=key, **kwargs)  # type: ignore[arg-type]
     return response.status
 
@@ -105,7 +125,7 @@ async def test_every_route_with_every_caller(api: Api, world: World) -> None:
         path = concrete(route, world, ws)
         where = f"{route.method} {route.path}"
         if route.access is Access.PUBLIC:
-            assert await status(api, route, path, None) == 200, where
+            assert await status(api, route, path, workspace=ws["id"], key=None) == 200, where
             continue
         for label, key in {
             "no credential": None,
@@ -115,12 +135,14 @@ async def test_every_route_with_every_caller(api: Api, world: World) -> None:
             "revoked token": ws["revoked"],
             "forged token": ws["full"][:-4] + "AAAA",
         }.items():
-            got = await status(api, route, path, key)
+            got = await status(api, route, path, workspace=ws["id"], key=key)
             assert got == 401, f"{where} {label}: {got}"
-        got = await status(api, route, path, None, headers={"Authorization": "Basic dXNlcjpwdw=="})
+        got = await status(
+            api, route, path, workspace=ws["id"], key=None, headers={"Authorization": "Basic dXNlcjpwdw=="}
+        )
         assert got == 401, f"{where} basic auth: {got}"
 
-        on_workspace = "{workspace_id}" in route.path
+        on_workspace = "{workspace_id}" in route.path or "{execution_id}" in route.path
         consumer_expectation = {
             "other tenant's key": (world.other.key, 404 if on_workspace else None),
             "token of another workspace": (second["full"], 404 if on_workspace else None),
@@ -131,31 +153,31 @@ async def test_every_route_with_every_caller(api: Api, world: World) -> None:
                 ("other key", world.other.key),
                 ("token", ws["full"]),
             ):
-                got = await status(api, route, path, key)
+                got = await status(api, route, path, workspace=ws["id"], key=key)
                 assert got == 403, f"{where} {label}: {got}"
             continue
         if route.token_scope is None:
             for label, key in (("token", ws["full"]), ("read token", ws["read"])):
-                got = await status(api, route, path, key)
+                got = await status(api, route, path, workspace=ws["id"], key=key)
                 assert got == 403, f"{where} {label} on an API-key-only route: {got}"
         else:
             if route.token_scope not in (ANY_SCOPE, "objects:read"):
-                got = await status(api, route, path, ws["read"])
+                got = await status(api, route, path, workspace=ws["id"], key=ws["read"])
                 assert got == 403, f"{where} read-only token: {got}"
             for label, (key, expected) in consumer_expectation.items():
                 if label.startswith("token"):
-                    got = await status(api, route, path, key)
+                    got = await status(api, route, path, workspace=ws["id"], key=key)
                     if expected is not None:
                         assert got == expected, f"{where} {label}: {got}"
                     else:
                         assert got not in (401, 403), f"{where} {label}: {got}"
-        got = await status(api, route, path, world.other.key)
+        got = await status(api, route, path, workspace=ws["id"], key=world.other.key)
         expected = consumer_expectation["other tenant's key"][1]
         if expected is not None:
             assert got == expected, f"{where} other tenant's key: {got}"
         else:
             assert got not in (401, 403), f"{where} other tenant's key: {got}"
-        got = await status(api, route, path, world.owner.key)
+        got = await status(api, route, path, workspace=ws["id"], key=world.owner.key)
         assert got not in (401, 403), f"{where} owner key: {got}"
 
 

@@ -329,6 +329,8 @@ class ExecutionService:
             ComputeEvent(execution_id, target, reason="Canceled", message="canceled on request")
         )
         await self.compute.cancel(execution_id)
+        if updated is not None and updated.state.final:  # a queued execution ends here
+            await self._finish(updated)
         return updated or await self._load(execution_id)
 
     async def logs(

@@ -117,6 +117,9 @@ def unpack(archive: Path, target: Path, max_bytes: int, max_files: int) -> int:
             members = 0
             total = 0
             for member in tar:
+                name = PurePosixPath(member.name)
+                if name.is_absolute() or ".." in name.parts:
+                    raise StagingError(f"unsafe archive member: {member.name!r}")
                 members += 1
                 total += member.size
                 if members > max_files or total > max_bytes:

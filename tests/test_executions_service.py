@@ -1,0 +1,171 @@
+"""The execution service against a compute backend the test drives: every cancel path,
+late events, skipped states and reconciliation after a restart."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from provider.app import Components, build_components, prepare_store, read_assets
+from provider.config import Settings
+from provider.domain.executions import State
+from provider.domain.tenants import Principal
+from provider.services.executions import ExecutionRequest
+from provider.services.ports import ComputeEvent, EventSink, JobSpec
+from tests.conftest import ADMIN_KEY
+
+
+class DrivenCompute:
+    """A backend whose events the test sends by hand."""
+
+    name = "driven"
+
+    def __init__(self) -> None:
+        self.submitted: list[JobSpec] = []
+        self.canceled: list[str] = []
+        self.running: set[str] = set()
+        self.released: list[str] = []
+        self.sink: EventSink | None = None
+
+    async def start(self, sink: EventSink) -> None:
+        self.sink = sink
+
+    async def submit(self, job: JobSpec) -> None:
+        self.submitted.append(job)
+        self.running.add(job.execution_id)
+
+    async def cancel(self, execution_id: str) -> None:
+        self.canceled.append(execution_id)
+
+    async def logs(self, execution_id: str, tail: int | None, follow: bool) -> AsyncIterator[bytes]:
+        yield b"line one\nline two\n"
+
+    async def known(self) -> set[str]:
+        return set(self.running)
+
+    async def release(self, execution_id: str) -> None:
+        self.released.append(execution_id)
+        self.running.discard(execution_id)
+
+    async def stop(self) -> None:
+        return None
+
+    async def emit(self, execution_id: str, state: State, **details: object) -> None:
+        assert self.sink is not None
+        await self.sink(ComputeEvent(execution_id, state, **details))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def world(settings: Settings) -> AsyncIterator[tuple[Components, DrivenCompute, Principal, str]]:
+    components = build_components(settings)
+    compute = DrivenCompute()
+    components.executions.compute = compute
+    await prepare_store(components)
+    await components.assets.load(read_assets(settings))
+    await compute.start(components.executions.on_event)
+    admin = await components.auth.authenticate(f"Bearer {ADMIN_KEY}")
+    workspace = await components.workspaces.create(admin.tenant_id, "w", {})
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"input"
+
+    await components.workspaces.put_object(admin, workspace.id, "in.bin", body())
+    yield components, compute, admin, workspace.id
+    await components.storage.close()
+    await components.store.close()
+
+
+async def start(world: tuple[Components, DrivenCompute, Principal, str]) -> str:
+    components, _, admin, workspace = world
+    request = ExecutionRequest("dummy", None, workspace, {"source": "in.bin"}, {}, {})
+    execution, created = await components.executions.create(admin, request, None)
+    assert created and execution.state is State.QUEUED
+    return execution.id
+
+
+PATHS = {
+    State.QUEUED: [],
+    State.INITIALIZING: [State.INITIALIZING],
+    State.RUNNING: [State.INITIALIZING, State.RUNNING],
+    State.FINALIZING: [State.INITIALIZING, State.RUNNING, State.FINALIZING],
+}
+
+
+@pytest.mark.parametrize("state", list(PATHS))
+async def test_cancel_in_every_active_state(world, state: State) -> None:  # type: ignore[no-untyped-def]
+    components, compute, admin, _ = world
+    execution_id = await start(world)
+    for step in PATHS[state]:
+        await compute.emit(execution_id, step)
+    assert (await components.executions.get(admin, execution_id)).state is state
+    after = await components.executions.cancel(admin, execution_id)
+    assert compute.canceled == [execution_id]
+    if state is State.QUEUED:
+        assert after.state is State.CANCELED  # nothing ran: canceled at once
+    else:
+        assert after.state is State.CANCELING
+        await compute.emit(execution_id, State.RUNNING)  # progress while canceling is ignored
+        assert (await components.executions.get(admin, execution_id)).state is State.CANCELING
+        await compute.emit(execution_id, State.CANCELED, reason="Canceled")
+    final = await components.executions.get(admin, execution_id)
+    assert final.state is State.CANCELED
+    assert [h.state for h in final.history][-1] is State.CANCELED
+    assert compute.released == [execution_id]
+
+
+async def test_late_events_after_a_final_state_change_nothing(world) -> None:  # type: ignore[no-untyped-def]
+    components, compute, admin, _ = world
+    execution_id = await start(world)
+    await compute.emit(execution_id, State.EXECUTOR_ERROR, exit_code=3, reason="ExitCode")
+    done = await components.executions.get(admin, execution_id)
+    await compute.emit(execution_id, State.COMPLETE)
+    await compute.emit(execution_id, State.RUNNING)
+    assert await components.executions.get(admin, execution_id) == done
+    assert done.exit_code == 3 and done.logs_key == f"executions/{execution_id}/logs/worker.log"
+
+
+async def test_skipped_states_are_recorded_in_order(world) -> None:  # type: ignore[no-untyped-def]
+    components, compute, admin, _ = world
+    execution_id = await start(world)
+    await compute.emit(execution_id, State.COMPLETE, exit_code=0)
+    done = await components.executions.get(admin, execution_id)
+    assert [h.state for h in done.history] == [
+        State.QUEUED,
+        State.INITIALIZING,
+        State.RUNNING,
+        State.FINALIZING,
+        State.COMPLETE,
+    ]
+    assert done.version == 5 + 1  # four transitions, then the logs key
+
+
+async def test_queued_reason_is_visible_without_a_transition(world) -> None:  # type: ignore[no-untyped-def]
+    components, compute, admin, _ = world
+    execution_id = await start(world)
+    await compute.emit(execution_id, State.QUEUED, reason="Unschedulable", message="0/3 nodes have a GPU")
+    queued = await components.executions.get(admin, execution_id)
+    assert queued.state is State.QUEUED and queued.reason == "Unschedulable" and queued.version == 2
+
+
+async def test_restart_reconciliation(world) -> None:  # type: ignore[no-untyped-def]
+    components, compute, admin, _ = world
+    running = await start(world)
+    await compute.emit(running, State.RUNNING)
+    canceling = await start(world)
+    await compute.emit(canceling, State.RUNNING)
+    await components.executions.cancel(admin, canceling)
+    queued = await start(world)
+    survivor = await start(world)
+    await compute.emit(survivor, State.RUNNING)
+    # The service restarts: the backend remembers only `survivor` (a Kubernetes Job, say).
+    compute.running = {survivor}
+    compute.submitted.clear()
+    await components.executions.reconcile()
+    lost = await components.executions.get(admin, running)
+    assert lost.state is State.SYSTEM_ERROR and lost.reason == "Lost" and "RUNNING" in (lost.message or "")
+    assert (await components.executions.get(admin, canceling)).state is State.CANCELED
+    assert (await components.executions.get(admin, survivor)).state is State.RUNNING
+    assert [job.execution_id for job in compute.submitted] == [queued]  # submitted again
+    assert (await components.executions.get(admin, queued)).state is State.QUEUED
