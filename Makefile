@@ -8,7 +8,8 @@ PYTEST_ARGS ?=
 .PHONY: help venv demo serve test test-fast lint format clean
 
 help:
-	@echo "make demo   run the service on embedded defaults (SQLite, local files)"
+	@echo "make demo   run the main job end to end on embedded defaults (SQLite, local files and processes)"
+	@echo "make serve  run the service on embedded defaults"
 	@echo "make test   start the test services and run the whole test suite"
 	@echo "make lint   ruff and mypy"
 
@@ -21,8 +22,7 @@ $(STAMP): pyproject.toml requirements.lock
 venv: $(STAMP)
 
 demo: venv
-	$(BIN)/provider init
-	$(BIN)/provider serve
+	$(BIN)/provider demo
 
 serve: venv
 	$(BIN)/provider serve

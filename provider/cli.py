@@ -109,6 +109,17 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from provider.demo import run_demo
+    from provider.logs import configure_logging
+
+    settings = _settings(args)
+    configure_logging("WARNING", "text")
+    if args.url and not args.key:
+        raise CliError("--url needs --key (or PROVIDER_API_KEY)")
+    return run_demo(settings, args.url, args.key if args.url else None, Path(args.folder), args.sleep)
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     print(f"provider {__version__}")
     return 0
@@ -353,6 +364,14 @@ def build_parser() -> argparse.ArgumentParser:
     server_command("init", "migrate and create the first admin API key (printed once)").set_defaults(
         func=cmd_init
     )
+    demo = server_command("demo", "run the main job end to end: workspace, upload, execution, download")
+    demo.add_argument("--url", help="use a running service instead of starting one in this process")
+    demo.add_argument("--key", default=os.environ.get("PROVIDER_API_KEY"), help="API key for --url")
+    demo.add_argument(
+        "--folder", default="demo", help="where the input and output files go (default: ./demo)"
+    )
+    demo.add_argument("--sleep", type=float, default=1.0, help="seconds the dummy asset waits (default 1)")
+    demo.set_defaults(func=cmd_demo)
     version = sub.add_parser("version", help="print the version", description="print the version")
     version.set_defaults(func=cmd_version)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -218,3 +219,21 @@ async def test_workspace_put_get_ls_import_and_rm(
     finally:
         await source.close()
         await server.close()
+
+
+def test_demo_runs_the_main_job_on_embedded_defaults(tmp_path: Path) -> None:
+    shutil.copytree(REPO / "config" / "assets", tmp_path / "config" / "assets")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVIDER_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "provider", "demo", "--sleep", "0"],
+        cwd=tmp_path,
+        env={**env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "identical to the input" in result.stdout
+    for state in ("QUEUED", "INITIALIZING", "RUNNING", "FINALIZING", "COMPLETE"):
+        assert f"state {state}" in result.stdout
+    assert (tmp_path / "demo" / "output.bin").read_bytes() == (tmp_path / "demo" / "input.bin").read_bytes()

@@ -4,7 +4,6 @@ late events, skipped states and reconciliation after a restart."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 

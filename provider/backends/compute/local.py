@@ -43,7 +43,7 @@ class LocalCompute:
     name = "local"
 
     def __init__(self, root: Path, max_concurrent: int, per_tenant: int, cancel_grace_seconds: float) -> None:
-        self.root = root
+        self.root = root.resolve()  # workers run in their own directory: paths must be absolute
         self.cancel_grace = cancel_grace_seconds
         self.per_tenant = per_tenant
         self._slots = asyncio.Semaphore(max_concurrent)
