@@ -10,9 +10,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from provider.backends.sql import tables as t
-from provider.backends.sql.common import insert_row
+from provider.backends.sql.common import id_page, insert_row
 from provider.domain.executions import Execution, OutputFile, State, Transition
-from provider.domain.pagination import Page, PageRequest, page_from_rows
+from provider.domain.pagination import Page, PageRequest
 from provider.services.ports import ExecutionFilter
 
 _ACTIVE = [s.value for s in State if s.active]
@@ -113,7 +113,7 @@ class SqlExecutionRepository:
 
     async def list(self, where: ExecutionFilter, page: PageRequest) -> Page[Execution]:
         c = t.executions.c
-        query = t.executions.select().order_by(c.id.desc()).limit(page.size + 1)
+        query = t.executions.select()
         if where.tenant_id is not None:
             query = query.where(c.tenant_id == where.tenant_id)
         if where.workspace_id is not None:
@@ -131,10 +131,7 @@ class SqlExecutionRepository:
             query = query.where(
                 sa.exists().where(labels.execution_id == c.id, labels.key == key, labels.value == value)
             )
-        if page.after:
-            query = query.where(c.id < page.after[0])
-        rows = [_row(r) for r in await self.conn.execute(query)]
-        return page_from_rows(rows, page.size, lambda e: (e.id,))
+        return await id_page(self.conn, query, c.id, page, _row, newest_first=True)
 
     async def active(self) -> builtins.list[Execution]:
         query = t.executions.select().where(t.executions.c.state.in_(_ACTIVE)).order_by(t.executions.c.id)

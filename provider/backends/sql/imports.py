@@ -8,9 +8,9 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from provider.backends.sql import tables as t
-from provider.backends.sql.common import insert_row
+from provider.backends.sql.common import id_page, insert_row
 from provider.domain.imports import Import, ImportState
-from provider.domain.pagination import Page, PageRequest, page_from_rows
+from provider.domain.pagination import Page, PageRequest
 
 _FIELDS = (
     "workspace_id", "tenant_id", "source_url", "headers", "target_key", "expected_size", "expected_sha256",
@@ -46,11 +46,8 @@ class SqlImportRepository:
 
     async def list_for_workspace(self, workspace_id: str, page: PageRequest) -> Page[Import]:
         c = t.imports.c
-        query = t.imports.select().where(c.workspace_id == workspace_id).order_by(c.id)
-        if page.after:
-            query = query.where(c.id > page.after[0])
-        rows = [self._row(r) for r in await self.conn.execute(query.limit(page.size + 1))]
-        return page_from_rows(rows, page.size, lambda x: (x.id,))
+        query = t.imports.select().where(c.workspace_id == workspace_id)
+        return await id_page(self.conn, query, c.id, page, self._row)
 
     async def update(self, item: Import) -> None:
         await self.conn.execute(t.imports.update().where(t.imports.c.id == item.id).values(**_values(item)))

@@ -9,8 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from provider.backends.sql import tables as t
-from provider.backends.sql.common import insert_row
-from provider.domain.pagination import Page, PageRequest, page_from_rows
+from provider.backends.sql.common import id_page, insert_row
+from provider.domain.pagination import Page, PageRequest
 from provider.domain.tenants import ApiKey, Role, Tenant
 
 
@@ -41,11 +41,7 @@ class SqlTenantRepository:
         return self._row(row) if row else None
 
     async def list(self, page: PageRequest) -> Page[Tenant]:
-        query = t.tenants.select().order_by(t.tenants.c.id).limit(page.size + 1)
-        if page.after:
-            query = query.where(t.tenants.c.id > page.after[0])
-        rows = [self._row(r) for r in await self.conn.execute(query)]
-        return page_from_rows(rows, page.size, lambda x: (x.id,))
+        return await id_page(self.conn, t.tenants.select(), t.tenants.c.id, page, self._row)
 
 
 class SqlApiKeyRepository:
@@ -90,16 +86,8 @@ class SqlApiKeyRepository:
         return self._row(row) if row else None
 
     async def list_for_tenant(self, tenant_id: str, page: PageRequest) -> Page[ApiKey]:
-        query = (
-            t.api_keys.select()
-            .where(t.api_keys.c.tenant_id == tenant_id)
-            .order_by(t.api_keys.c.id)
-            .limit(page.size + 1)
-        )
-        if page.after:
-            query = query.where(t.api_keys.c.id > page.after[0])
-        rows = [self._row(r) for r in await self.conn.execute(query)]
-        return page_from_rows(rows, page.size, lambda x: (x.id,))
+        query = t.api_keys.select().where(t.api_keys.c.tenant_id == tenant_id)
+        return await id_page(self.conn, query, t.api_keys.c.id, page, self._row)
 
     async def revoke(self, key_id: str, at: datetime) -> None:
         await self.conn.execute(

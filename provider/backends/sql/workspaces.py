@@ -10,8 +10,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from provider.backends.sql import tables as t
-from provider.backends.sql.common import insert_row
-from provider.domain.pagination import Page, PageRequest, page_from_rows
+from provider.backends.sql.common import id_page, insert_row
+from provider.domain.pagination import Page, PageRequest
 from provider.domain.tokens import WorkspaceToken
 from provider.domain.workspaces import Quota, Scope, Usage, Workspace, WorkspaceState
 
@@ -68,13 +68,10 @@ class SqlWorkspaceRepository:
 
     async def list(self, page: PageRequest, tenant_id: str | None) -> Page[Workspace]:
         c = t.workspaces.c
-        query = t.workspaces.select().where(c.state != WorkspaceState.DELETED.value).order_by(c.id)
+        query = t.workspaces.select().where(c.state != WorkspaceState.DELETED.value)
         if tenant_id is not None:
             query = query.where(c.tenant_id == tenant_id)
-        if page.after:
-            query = query.where(c.id > page.after[0])
-        rows = [self._row(r) for r in await self.conn.execute(query.limit(page.size + 1))]
-        return page_from_rows(rows, page.size, lambda w: (w.id,))
+        return await id_page(self.conn, query, c.id, page, self._row)
 
     async def update(self, workspace: Workspace) -> None:
         await self.conn.execute(
@@ -125,11 +122,8 @@ class SqlTokenRepository:
 
     async def list_for_workspace(self, workspace_id: str, page: PageRequest) -> Page[WorkspaceToken]:
         c = t.workspace_tokens.c
-        query = t.workspace_tokens.select().where(c.workspace_id == workspace_id).order_by(c.id)
-        if page.after:
-            query = query.where(c.id > page.after[0])
-        rows = [self._row(r) for r in await self.conn.execute(query.limit(page.size + 1))]
-        return page_from_rows(rows, page.size, lambda x: (x.id,))
+        query = t.workspace_tokens.select().where(c.workspace_id == workspace_id)
+        return await id_page(self.conn, query, c.id, page, self._row)
 
     async def revoke(self, token_id: str, at: datetime) -> None:
         c = t.workspace_tokens.c
