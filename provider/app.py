@@ -194,6 +194,7 @@ def build_components(settings: Settings, store: SqlStore | None = None) -> Compo
             api_url=settings.compute.api_url or settings.public_url,
             token_margin_seconds=settings.executions.credential_margin_seconds,
             max_wait_seconds=settings.executions.max_wait_seconds,
+            cache_seconds=settings.executions.cache_seconds,
         ),
     )
     return Components(

@@ -206,6 +206,12 @@ class ExecutionSettings(_Section):
         default=900, ge=60, description="job credentials outlive the asset's maximum run time by this much"
     )
     max_wait_seconds: float = Field(default=60.0, gt=0, le=300, description="longest long-poll")
+    cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="reads served from memory; other replicas' changes show after this",
+    )
 
 
 class LoggingSettings(_Section):

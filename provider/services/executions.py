@@ -12,6 +12,8 @@ import contextlib
 import hashlib
 import json
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -68,6 +70,36 @@ class ExecutionPolicy:
     api_url: str  # where job sidecars reach the objects API (filesystem storage)
     token_margin_seconds: int  # job credentials outlive the run time by this much
     max_wait_seconds: float
+    cache_seconds: float = 1.0  # how long a read may be served from memory
+
+
+class ExecutionCache:
+    """Recent executions in memory, so that hot polling does not cost a database round trip.
+
+    Every change this process makes is written here after it is committed, so this replica
+    never serves an older version than it wrote; changes made by other replicas are seen once
+    an entry is older than `seconds`.
+    """
+
+    def __init__(self, seconds: float, size: int = 20_000) -> None:
+        self.seconds = seconds
+        self.size = size
+        self._entries: OrderedDict[str, tuple[float, Execution]] = OrderedDict()
+
+    def get(self, execution_id: str) -> Execution | None:
+        entry = self._entries.get(execution_id)
+        if entry is None or time.monotonic() - entry[0] > self.seconds:
+            return None
+        return entry[1]
+
+    def put(self, execution: Execution) -> None:
+        current = self._entries.get(execution.id)
+        if current is not None and current[1].version > execution.version:
+            return  # never replace a newer version with an older read
+        self._entries[execution.id] = (time.monotonic(), execution)
+        self._entries.move_to_end(execution.id)
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
 
 
 class ChangeNotifier:
@@ -106,6 +138,7 @@ class ExecutionService:
         self.clock = clock
         self.policy = policy
         self.notifier = ChangeNotifier()
+        self.cache = ExecutionCache(policy.cache_seconds)
         self.listeners: list[Callable[[Execution], Awaitable[None] | None]] = []
         self._job_tokens: dict[str, str] = {}
 
@@ -266,10 +299,18 @@ class ExecutionService:
     # --- read ---------------------------------------------------------------------------------
 
     async def _load(self, execution_id: str) -> Execution:
-        async with self.store.read() as uow:
-            execution = await uow.executions.get(execution_id)
+        execution = await self._fetch(execution_id)
         if execution is None:
             raise NotFound("execution", execution_id)
+        return execution
+
+    async def _fetch(self, execution_id: str) -> Execution | None:
+        execution = self.cache.get(execution_id)
+        if execution is None:
+            async with self.store.read() as uow:
+                execution = await uow.executions.get(execution_id)
+            if execution is not None:
+                self.cache.put(execution)
         return execution
 
     def _visible(self, principal: Principal, execution: Execution | None, execution_id: str) -> Execution:
@@ -285,9 +326,7 @@ class ExecutionService:
         return execution
 
     async def get(self, principal: Principal, execution_id: str) -> Execution:
-        async with self.store.read() as uow:
-            execution = await uow.executions.get(execution_id)
-        return self._visible(principal, execution, execution_id)
+        return self._visible(principal, await self._fetch(execution_id), execution_id)
 
     async def wait(
         self, principal: Principal, execution_id: str, version: int, seconds: float
@@ -397,6 +436,7 @@ class ExecutionService:
         return updated
 
     async def _announce(self, execution: Execution) -> None:
+        self.cache.put(execution)
         self.notifier.changed(execution.id)
         for listener in self.listeners:
             result = listener(execution)
@@ -417,9 +457,11 @@ class ExecutionService:
                 await self.workspaces.put_import(execution.workspace_id, key, body(), None, None)
                 async with self.store.transaction() as uow:
                     current = await uow.executions.get(execution.id, for_update=True)
-                    if current is not None:
-                        await uow.executions.update(current.annotate(self.clock(), logs_key=key))
-                self.notifier.changed(execution.id)
+                    annotated = current.annotate(self.clock(), logs_key=key) if current is not None else None
+                    if annotated is not None:
+                        await uow.executions.update(annotated)
+                if annotated is not None:
+                    await self._announce(annotated)
         except Exception:
             log.exception("could not keep the logs of an execution", extra={"execution_id": execution.id})
         token_id = self._job_tokens.pop(execution.id, None)
