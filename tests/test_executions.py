@@ -389,3 +389,44 @@ async def test_unknown_execution_is_404_everywhere(live: Api) -> None:
     key, _ = await setup(live)
     for path in ("", "/logs", "/outputs"):
         await live.json("GET", f"/api/v1/executions/exe_missing{path}", 404, key=key)
+
+
+async def test_restart_loses_running_local_executions_but_not_their_record(
+    exec_settings: Settings, contract
+) -> None:  # type: ignore[no-untyped-def]
+    api, close = await live_api(exec_settings, contract)
+    key, ws = await setup(api)
+    running = await until(api, key, await run(api, key, ws, "sleepy"), {"RUNNING"})
+    await close()  # the service stops; its worker processes die with it
+    again, close_again = await live_api(exec_settings, contract)
+    try:
+        lost = await again.json("GET", f"/api/v1/executions/{running['id']}", 200, key=key)
+        assert lost["state"] == "SYSTEM_ERROR" and lost["reason"] == "Lost"
+        assert "RUNNING" in lost["message"]
+    finally:
+        await close_again()
+
+
+async def test_per_tenant_limit_keeps_a_busy_tenant_waiting_but_not_others(
+    exec_settings: Settings,
+    contract,  # type: ignore[no-untyped-def]
+) -> None:
+    limited = exec_settings.model_copy(
+        update={"compute": exec_settings.compute.model_copy(update={"per_tenant_max_concurrent": 1})}
+    )
+    api, close = await live_api(limited, contract)
+    try:
+        key, ws = await setup(api)
+        other_key, other_ws = await setup(api, "did:web:neighbour")
+        first = await until(api, key, await run(api, key, ws, "sleepy"), {"RUNNING"})
+        second = await run(api, key, ws, "sleepy")
+        neighbour = await until(api, other_key, await run(api, other_key, other_ws, "sleepy"), {"RUNNING"})
+        assert (await api.json("GET", f"/api/v1/executions/{second['id']}", 200, key=key))[
+            "state"
+        ] == "QUEUED"
+        await api.json("POST", f"/api/v1/executions/{first['id']}/cancel", 202, key=key)
+        await until(api, key, second, {"RUNNING"})
+        for execution, owner in ((second, key), (neighbour, other_key)):
+            await api.json("POST", f"/api/v1/executions/{execution['id']}/cancel", 202, key=owner)
+    finally:
+        await close()

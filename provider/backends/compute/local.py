@@ -137,7 +137,8 @@ class LocalCompute:
     async def _run(self, entry: _Job) -> None:
         spec = entry.spec
         try:
-            async with self._slots, self._tenant_slots[spec.tenant_id]:
+            # The tenant's own limit first: a tenant waiting on it must not hold machine capacity.
+            async with self._tenant_slots[spec.tenant_id], self._slots:
                 if entry.canceled:
                     raise asyncio.CancelledError
                 await self._stages(entry)
