@@ -103,6 +103,7 @@ def build_compute(settings: Settings) -> Compute:
         local.max_concurrent,
         settings.compute.per_tenant_max_concurrent,
         local.cancel_grace_seconds,
+        local.niceness,
     )
 
 

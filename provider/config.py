@@ -189,6 +189,9 @@ class LocalComputeSettings(_Section):
         default=4, ge=1, le=1024, description="executions running at once; more wait QUEUED"
     )
     cancel_grace_seconds: float = Field(default=10.0, ge=0, description="SIGTERM, then SIGKILL after this")
+    niceness: int = Field(
+        default=10, ge=0, le=19, description="CPU priority of job processes (nice); 0: unchanged"
+    )
 
 
 class ComputeSettings(_Section):

@@ -92,3 +92,35 @@ def test_sidecar_usage_errors_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("PROVIDER_STORAGE_KIND", "api")
     monkeypatch.delenv("PROVIDER_API_URL", raising=False)
     assert sidecar_main(["stage-in", "--spec", str(spec), "--root", str(tmp_path)]) == 2
+
+
+def test_transient_failures_are_retried_and_client_errors_are_not(monkeypatch: pytest.MonkeyPatch) -> None:
+    from provider.sidecar import remote
+
+    monkeypatch.setattr(remote.time, "sleep", lambda seconds: None)
+    answers = [remote.RemoteError("busy", 503), ConnectionResetError("reset"), "done"]
+
+    def flaky() -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert remote._retried(flaky) == "done"
+    calls = []
+
+    def missing() -> None:
+        calls.append(1)
+        raise remote.RemoteError("no such object", 404)
+
+    with pytest.raises(remote.RemoteError):
+        remote._retried(missing)
+    assert len(calls) == 1
+
+    def always_down() -> None:
+        calls.append(1)
+        raise remote.RemoteError("down", 502)
+
+    with pytest.raises(remote.RemoteError, match="down"):
+        remote._retried(always_down)
+    assert len(calls) == 1 + remote.ATTEMPTS

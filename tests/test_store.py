@@ -150,3 +150,25 @@ async def test_assets_upsert_list_filter_and_delete(store: SqlStore) -> None:
         assert await uow.assets.delete("dummy", "1.0.0") == 1
         assert await uow.assets.delete("dummy", None) == 1
         assert await uow.assets.delete("dummy", None) == 0
+
+
+async def test_a_write_lock_held_too_long_is_reported_as_unavailable(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import sqlite3
+
+    from provider.backends.sql import default_sqlite_url
+    from provider.domain.errors import Unavailable
+
+    store = SqlStore(default_sqlite_url(tmp_path), busy_timeout_ms=100)
+    await migrations.upgrade(store)
+    blocker = sqlite3.connect(tmp_path / "provider.db", isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    try:
+        with pytest.raises(Unavailable, match="busy"):
+            async with store.transaction() as uow:
+                await uow.tenants.add(tenant("blocked"))
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    async with store.transaction() as uow:  # free again: the same write goes through
+        await uow.tenants.add(tenant("blocked"))
+    await store.close()

@@ -26,6 +26,7 @@ from provider.domain.errors import (
     InvalidKey,
     NotFound,
     ProblemCollector,
+    Unavailable,
 )
 from provider.domain.executions import Execution, OutputFile, State, Transition, logs_key
 from provider.domain.ids import new_id
@@ -404,15 +405,28 @@ class ExecutionService:
     # --- events -------------------------------------------------------------------------------
 
     async def on_event(self, event: ComputeEvent) -> None:
-        """A backend observed something: persist the transition, announce it, tidy up at the end."""
-        updated = await self._apply(event)
+        """A backend observed something: persist the transition, announce it, tidy up at the end.
+
+        A busy database is retried with backoff: an observed transition must not be lost.
+        """
+        delay = 0.05
+        for attempt in range(10):
+            try:
+                updated = await self._apply(event)
+                break
+            except Unavailable:
+                if attempt == 9:
+                    raise
+                log.warning("store busy; retrying a transition", extra={"execution_id": event.execution_id})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
         if updated is not None and updated.state.final:
             await self._finish(updated)
 
     async def _apply(self, event: ComputeEvent) -> Execution | None:
-        now = self.clock()
         async with self.store.transaction() as uow:
             current = await uow.executions.get(event.execution_id, for_update=True)
+            now = self.clock()  # the change happens once this transaction holds the row
             if current is None or current.state.final:
                 return None  # unknown, or a late event after the end: the first final state stands
             target = event.state

@@ -188,7 +188,11 @@ class UnitOfWork(Protocol):
 
 class Store(Protocol):
     def transaction(self) -> AbstractAsyncContextManager[UnitOfWork, bool | None]:
-        """Open a read-write transaction; it commits when the block exits normally, else rolls back."""
+        """Open a read-write transaction; it commits when the block exits normally, else rolls back.
+
+        Raises Unavailable when the database stays too busy to take the write (SQLite under
+        heavy contention); nothing was written and the whole transaction may be retried.
+        """
 
     def read(self) -> AbstractAsyncContextManager[UnitOfWork, bool | None]:
         """Open a read-only transaction (cheaper: it takes no write lock)."""

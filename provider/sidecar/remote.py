@@ -3,21 +3,52 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import http.client
 import json
 import os
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
 CHUNK = 1024 * 1024
+T = TypeVar("T")
 
 
 class RemoteError(Exception):
-    """The workspace refused or failed a request."""
+    """The workspace refused or failed a request; `status` is the HTTP status when there was one."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+ATTEMPTS = 5
+
+
+def _retried(call: Callable[[], T]) -> T:
+    """Run a blocking request, again after 0.5, 1, 2, 4 s when the service is briefly unavailable
+    (5xx, 429) or the connection fails. 4xx answers are final."""
+    delay = 0.5
+    for attempt in range(1, ATTEMPTS + 1):
+        try:
+            return call()
+        except (OSError, http.client.HTTPException, RemoteError) as exc:
+            transient = (
+                not isinstance(exc, RemoteError)
+                or exc.status is None
+                or exc.status >= 500
+                or exc.status == 429
+            )
+            if not transient or attempt == ATTEMPTS:
+                raise
+            time.sleep(delay)
+            delay *= 2
+    raise AssertionError("unreachable")
 
 
 class Workspace(Protocol):
@@ -78,7 +109,7 @@ class ApiWorkspace:
             response = connection.getresponse()
             body = response.read()
             if response.status != 200:
-                raise RemoteError(f"listing {prefix!r} failed with HTTP {response.status}")
+                raise RemoteError(f"listing {prefix!r} failed with HTTP {response.status}", response.status)
             page: dict[str, Any] = json.loads(body)
             return page
         finally:
@@ -87,7 +118,7 @@ class ApiWorkspace:
     async def keys(self, prefix: str) -> AsyncIterator[str]:
         token: str | None = None
         while True:
-            page = await asyncio.to_thread(self._list_page, prefix, token)
+            page = await asyncio.to_thread(_retried, functools.partial(self._list_page, prefix, token))
             for item in page["items"]:
                 yield item["key"]
             token = page["next_page_token"]
@@ -101,7 +132,7 @@ class ApiWorkspace:
             response = connection.getresponse()
             if response.status != 200:
                 response.read()
-                raise RemoteError(f"object {key!r}: HTTP {response.status}")
+                raise RemoteError(f"object {key!r}: HTTP {response.status}", response.status)
             size = 0
             with target.open("wb") as handle:
                 while block := response.read(CHUNK):
@@ -112,7 +143,7 @@ class ApiWorkspace:
             connection.close()
 
     async def download(self, key: str, target: Path) -> int:
-        return await asyncio.to_thread(self._download, key, target)
+        return await asyncio.to_thread(_retried, lambda: self._download(key, target))
 
     def _upload(self, key: str, source: Path) -> tuple[int, str]:
         sha256 = file_digest(source)
@@ -130,13 +161,15 @@ class ApiWorkspace:
                 response = connection.getresponse()
                 detail = response.read()
             if response.status not in (200, 201):
-                raise RemoteError(f"upload of {key!r} failed with HTTP {response.status}: {detail[:300]!r}")
+                raise RemoteError(
+                    f"upload of {key!r} failed with HTTP {response.status}: {detail[:300]!r}", response.status
+                )
             return size, sha256
         finally:
             connection.close()
 
     async def upload(self, key: str, source: Path) -> tuple[int, str]:
-        return await asyncio.to_thread(self._upload, key, source)
+        return await asyncio.to_thread(_retried, lambda: self._upload(key, source))
 
 
 class S3Workspace:

@@ -42,10 +42,20 @@ class _Job:
 class LocalCompute:
     name = "local"
 
-    def __init__(self, root: Path, max_concurrent: int, per_tenant: int, cancel_grace_seconds: float) -> None:
+    def __init__(
+        self,
+        root: Path,
+        max_concurrent: int,
+        per_tenant: int,
+        cancel_grace_seconds: float,
+        niceness: int = 10,
+    ) -> None:
         self.root = root.resolve()  # workers run in their own directory: paths must be absolute
         self.cancel_grace = cancel_grace_seconds
         self.per_tenant = per_tenant
+        # Jobs run with a lower CPU priority, so that the service stays responsive while they work.
+        nice = shutil.which("nice")
+        self._prefix = [nice, "-n", str(niceness)] if nice and niceness > 0 else []
         self._slots = asyncio.Semaphore(max_concurrent)
         self._tenant_slots: dict[str, asyncio.Semaphore] = defaultdict(
             lambda: asyncio.Semaphore(per_tenant or 1_000_000)
@@ -283,6 +293,7 @@ class LocalCompute:
             log_file = files.enter_context(log_path.open("ab"))
             out = files.enter_context(capture.open("wb")) if capture else log_file
             process = await asyncio.create_subprocess_exec(
+                *self._prefix,
                 *command,
                 cwd=cwd,
                 env=env,

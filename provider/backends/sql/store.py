@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -9,6 +11,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from provider.backends.sql.assets import SqlAssetRepository
@@ -16,13 +19,19 @@ from provider.backends.sql.executions import SqlExecutionRepository
 from provider.backends.sql.imports import SqlImportRepository
 from provider.backends.sql.tenants import SqlApiKeyRepository, SqlTenantRepository
 from provider.backends.sql.workspaces import SqlTokenRepository, SqlWorkspaceRepository
+from provider.domain.errors import Unavailable
+
+
+def _contended(exc: OperationalError) -> bool:
+    text = str(exc.orig).lower()
+    return "database is locked" in text or "database is busy" in text
 
 
 def default_sqlite_url(data_dir: Path) -> str:
     return f"sqlite+aiosqlite:///{(data_dir / 'provider.db').resolve()}"
 
 
-def _configure_sqlite(engine: AsyncEngine) -> None:
+def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     """WAL for concurrent readers, and write transactions that take the lock up front.
 
     A deferred SQLite transaction that reads and then writes can fail with SQLITE_BUSY when
@@ -35,7 +44,7 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
@@ -47,7 +56,13 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
 class SqlStore:
     def __init__(
-        self, url: str, *, pool_size: int = 10, echo: bool = False, schema: str | None = None
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        echo: bool = False,
+        schema: str | None = None,
+        busy_timeout_ms: int = 15_000,
     ) -> None:
         self.url = sa.make_url(url)
         self.dialect = self.url.get_backend_name()
@@ -65,13 +80,27 @@ class SqlStore:
                 f"unsupported database {self.dialect!r}: use sqlite+aiosqlite or postgresql+asyncpg"
             )
         self.engine = create_async_engine(self.url, **kwargs)
+        self._writers: asyncio.Lock | None = None
         if self.dialect == "sqlite":
-            _configure_sqlite(self.engine)
+            _configure_sqlite(self.engine, busy_timeout_ms)
+            self._writers = asyncio.Lock()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqlUnitOfWork]:
-        async with self.engine.begin() as conn:
-            yield SqlUnitOfWork(conn)
+        # SQLite has one writer at a time and its busy handler is not fair: under load some
+        # waiters starve. Writers of this process queue here instead, first come first served.
+        async with self._writers or contextlib.nullcontext(), self._transaction() as uow:
+            yield uow
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[SqlUnitOfWork]:
+        try:
+            async with self.engine.begin() as conn:
+                yield SqlUnitOfWork(conn)
+        except OperationalError as exc:
+            if _contended(exc):  # SQLite's single writer stayed busy past busy_timeout
+                raise Unavailable("the database is busy; try again") from exc
+            raise
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[SqlUnitOfWork]:
