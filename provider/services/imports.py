@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import random
 import time
@@ -171,7 +172,10 @@ class ImportService:
 
     def _start(self, item: Import) -> None:
         if item.id not in self._tasks:
-            task = asyncio.create_task(self._run(item.id), name=f"import {item.id}")
+            # A fresh context: the work outlives the request, whose request id must not follow it.
+            task = asyncio.create_task(
+                self._run(item.id), name=f"import {item.id}", context=contextvars.Context()
+            )
             self._tasks[item.id] = task
             task.add_done_callback(lambda _: self._tasks.pop(item.id, None))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -72,7 +73,10 @@ class LocalCompute:
             return
         entry = _Job(job, self.root / job.execution_id)
         self._jobs[job.execution_id] = entry
-        entry.task = asyncio.create_task(self._run(entry), name=f"execution {job.execution_id}")
+        # A fresh context: the job outlives the request, whose request id must not follow it.
+        entry.task = asyncio.create_task(
+            self._run(entry), name=f"execution {job.execution_id}", context=contextvars.Context()
+        )
 
     async def cancel(self, execution_id: str) -> None:
         entry = self._jobs.get(execution_id)
