@@ -191,3 +191,52 @@ async def test_objects_api_on_s3_streams_large_objects_and_deletes_the_bucket(s3
     s3 = await s3_api.app[CONTEXT].workspaces.storage._client("s3")
     buckets = [b["Name"] for b in (await s3.list_buckets())["Buckets"]]
     assert ws["storage"]["location"] not in buckets
+
+
+async def test_an_execution_on_s3_storage_stages_with_temporary_credentials(
+    radosgw: str,
+    tmp_path: Path,
+    contract,  # type: ignore[no-untyped-def]
+) -> None:
+    """The sidecar's S3 path: it gets the workspace's temporary credentials (never the
+    service's), stages the input from the bucket and ships the output back, byte for byte."""
+    from tests.conftest import live_api
+
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        auth={"bootstrap_admin_key": ADMIN_KEY, "key_cache_seconds": 0},
+        assets={"directory": REPO / "config" / "assets"},
+        storage=s3_settings(radosgw),
+    )
+    api, close = await live_api(settings, contract)
+    try:
+        key = await consumer(api, "did:web:s3-runner")
+        ws = await api.json("POST", "/api/v1/workspaces", 201, key=key, json={})
+        data = os.urandom(300_000)
+        await api.json("PUT", f"/api/v1/workspaces/{ws['id']}/objects/in.bin", 201, key=key, data=data)
+        execution = await api.json(
+            "POST",
+            "/api/v1/executions",
+            201,
+            key=key,
+            json={
+                "asset_id": "dummy",
+                "workspace_id": ws["id"],
+                "inputs": {"source": "in.bin"},
+                "env": {"SLEEP_SECONDS": "0"},
+            },
+        )
+        for _ in range(300):
+            execution = await api.json("GET", f"/api/v1/executions/{execution['id']}", 200, key=key)
+            if execution["state"] in ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR"):
+                break
+            await asyncio.sleep(0.1)
+        assert execution["state"] == "COMPLETE", execution
+        outputs = await api.json("GET", f"/api/v1/executions/{execution['id']}/outputs", 200, key=key)
+        [output] = outputs["outputs"]
+        assert output["presigned"] is True
+        async with aiohttp.ClientSession() as session, session.get(output["download_url"]) as response:
+            assert response.status == 200 and await response.read() == data
+        await api.json("DELETE", f"/api/v1/workspaces/{ws['id']}", 204, key=key)
+    finally:
+        await close()
