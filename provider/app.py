@@ -19,6 +19,7 @@ from provider.api.context import ApiContext
 from provider.api.metrics import HttpMetrics
 from provider.backends.asset_files import read_asset_directory
 from provider.backends.compute.local import LocalCompute
+from provider.backends.http_callbacks import HttpPoster
 from provider.backends.http_source import HttpSource
 from provider.backends.jwt_tokens import JwtTokenCodec, SigningKey
 from provider.backends.sql import SqlStore, default_sqlite_url
@@ -33,6 +34,7 @@ from provider.services.auth import ApiKeyVerifier, Authenticator, PrincipalCache
 from provider.services.executions import ExecutionPolicy, ExecutionService
 from provider.services.imports import ImportService, RetryPolicy
 from provider.services.ports import Compute, Storage
+from provider.services.provisioning import ProvisioningPolicy, ProvisioningService
 from provider.services.tenants import TenantService
 from provider.services.workspaces import WorkspacePolicy, WorkspaceService
 
@@ -66,6 +68,8 @@ class Components:
     imports: ImportService
     compute: Compute
     executions: ExecutionService
+    provisioning: ProvisioningService
+    poster: HttpPoster
     auth: Authenticator
 
 
@@ -198,6 +202,30 @@ def build_components(settings: Settings, store: SqlStore | None = None) -> Compo
             cache_seconds=settings.executions.cache_seconds,
         ),
     )
+    edc = settings.edc
+    poster = HttpPoster(edc.callback_timeout_seconds)
+    provisioning = ProvisioningService(
+        store,
+        tenants,
+        workspaces,
+        executions,
+        storage,
+        poster,
+        utcnow,
+        ProvisioningPolicy(
+            public_url=settings.public_url,
+            deadline_seconds=edc.callback_deadline_seconds,
+            backoff_seconds=edc.callback_backoff_seconds,
+            max_backoff_seconds=edc.callback_max_backoff_seconds,
+            retention_seconds=edc.retention_seconds,
+            access_token_ttl_seconds=edc.access_token_ttl_seconds,
+            api_keys={
+                name: c.management_api_key.get_secret_value()
+                for name, c in edc.connectors.items()
+                if c.management_api_key is not None
+            },
+        ),
+    )
     return Components(
         settings=settings,
         store=store,
@@ -209,6 +237,8 @@ def build_components(settings: Settings, store: SqlStore | None = None) -> Compo
         imports=imports,
         compute=compute,
         executions=executions,
+        provisioning=provisioning,
+        poster=poster,
         auth=Authenticator(
             [
                 WorkspaceTokenVerifier(store, codec, utcnow, token_cache),
@@ -254,6 +284,8 @@ def create_app(settings: Settings, store: SqlStore | None = None) -> web.Applica
         workspaces=components.workspaces,
         imports=components.imports,
         executions=components.executions,
+        provisioning=components.provisioning,
+        edc_connectors=settings.edc.connectors,
         storage_backend=components.storage.name,
         metrics=HttpMetrics(CollectorRegistry()),
         openapi=openapi_document(),
@@ -268,12 +300,15 @@ def create_app(settings: Settings, store: SqlStore | None = None) -> web.Applica
         resumed = await components.imports.resume()
         await components.compute.start(components.executions.on_event)
         await components.executions.reconcile()
+        components.provisioning.start()
         log.info(
             "service ready",
             extra={"assets_loaded": count, "imports_resumed": resumed, "public_url": settings.public_url},
         )
 
     async def cleanup(_: web.Application) -> None:
+        await components.provisioning.stop()
+        await components.poster.close()
         await components.compute.stop()
         await components.imports.stop()
         await components.source.close()

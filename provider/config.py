@@ -217,6 +217,55 @@ class ExecutionSettings(_Section):
     )
 
 
+class EdcConnectorSettings(_Section):
+    secret: SecretStr = Field(
+        description="the secret path segment of this connector's webhook URLs (32+ characters)"
+    )
+    management_api_key: SecretStr | None = Field(
+        default=None, description="sent as x-api-key on provisioning callbacks to this connector"
+    )
+    allowed_networks: list[str] = Field(
+        default_factory=list, description="source networks allowed to call the webhooks; empty: any"
+    )
+
+    @field_validator("secret")
+    @classmethod
+    def _long(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters long")
+        return value
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not a network such as 10.0.0.0/8") from exc
+        return value
+
+
+class EdcSettings(_Section):
+    connectors: dict[str, EdcConnectorSettings] = Field(
+        default_factory=dict, description="connector name -> settings; webhooks at /edc/{name}/{secret}/..."
+    )
+    callback_deadline_seconds: int = Field(
+        default=3600, ge=10, description="give up on a callback after this"
+    )
+    callback_backoff_seconds: float = Field(
+        default=1.0, gt=0, description="first retry delay; doubles, with jitter"
+    )
+    callback_max_backoff_seconds: float = Field(default=60.0, gt=0)
+    callback_timeout_seconds: float = Field(default=10.0, gt=0)
+    retention_seconds: int = Field(
+        default=0, ge=0, description="keep a deprovisioned workspace's data this long"
+    )
+    access_token_ttl_seconds: int = Field(default=24 * 3600, ge=60, description="tokens in access documents")
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["auto", "json", "text"] = Field(
@@ -243,6 +292,7 @@ class Settings(BaseSettings):
     imports: ImportSettings = Field(default_factory=ImportSettings)
     compute: ComputeSettings = Field(default_factory=ComputeSettings)
     executions: ExecutionSettings = Field(default_factory=ExecutionSettings)
+    edc: EdcSettings = Field(default_factory=EdcSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @property

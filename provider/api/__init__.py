@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from provider.api.context import CONTEXT, ApiContext
-from provider.api.handlers import assets, executions, imports, objects, system, tenants, workspaces
+from provider.api.handlers import assets, edc, executions, imports, objects, system, tenants, workspaces
 from provider.api.middleware import problems, request_context
 from provider.api.routing import add_routes
 
@@ -21,7 +21,8 @@ def build_api(context: ApiContext, max_body_bytes: int) -> web.Application:
         + workspaces.ROUTES
         + objects.ROUTES
         + imports.ROUTES
-        + executions.ROUTES,
+        + executions.ROUTES
+        + edc.ROUTES,
     )
     app.router.add_static("/docs/static", system.swagger_static_dir(), name="swagger-ui")
     return app

@@ -8,11 +8,13 @@ from typing import Any
 from aiohttp import web
 
 from provider.api.metrics import HttpMetrics
+from provider.config import EdcConnectorSettings
 from provider.services.assets import AssetService
 from provider.services.auth import Authenticator
 from provider.services.executions import ExecutionService
 from provider.services.imports import ImportService
 from provider.services.ports import Store
+from provider.services.provisioning import ProvisioningService
 from provider.services.tenants import TenantService
 from provider.services.workspaces import WorkspaceService
 
@@ -26,6 +28,8 @@ class ApiContext:
     workspaces: WorkspaceService
     imports: ImportService
     executions: ExecutionService
+    provisioning: ProvisioningService
+    edc_connectors: dict[str, EdcConnectorSettings]
     storage_backend: str
     metrics: HttpMetrics
     openapi: dict[str, Any]

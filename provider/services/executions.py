@@ -373,6 +373,27 @@ class ExecutionService:
             await self._finish(updated)
         return updated or await self._load(execution_id)
 
+    async def cancel_workspace(self, workspace_id: str) -> int:
+        """Cancel every active execution of a workspace (it is being deprovisioned)."""
+        active = frozenset(s for s in State if s.active and s is not State.CANCELING)
+        where = ExecutionFilter(workspace_id=workspace_id, states=active)
+        count = 0
+        while True:
+            async with self.store.read() as uow:
+                page = await uow.executions.list(where, PageRequest(500))
+            if not page.items:
+                return count
+            for execution in page.items:
+                target = State.CANCELED if execution.state is State.QUEUED else State.CANCELING
+                event = ComputeEvent(
+                    execution.id, target, reason="Canceled", message="the workspace was deprovisioned"
+                )
+                updated = await self._apply(event)
+                await self.compute.cancel(execution.id)
+                if updated is not None and updated.state.final:
+                    await self._finish(updated)
+                count += 1
+
     async def logs(
         self, principal: Principal, execution_id: str, tail: int | None, follow: bool
     ) -> AsyncIterator[bytes]:

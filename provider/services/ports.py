@@ -8,12 +8,13 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from provider.domain.assets import Asset
 from provider.domain.executions import Execution, OutputFile, State
 from provider.domain.imports import Import, ImportState
 from provider.domain.pagination import Page, PageRequest
+from provider.domain.provisioning import Provisioning
 from provider.domain.ranges import ByteRange
 from provider.domain.tenants import ApiKey, Tenant
 from provider.domain.tokens import TokenClaims, WorkspaceToken
@@ -161,6 +162,31 @@ class ExecutionRepository(Protocol):
         """How many of a tenant's executions are past QUEUED and not final."""
 
 
+class ProvisioningRepository(Protocol):
+    async def add(self, item: Provisioning) -> None:
+        """Insert; raises Conflict for a second record of the same transfer and resource."""
+
+    async def find(
+        self, connector: str, transfer_process_id: str, resource_definition_id: str
+    ) -> Provisioning | None:
+        """The record of one provisioned resource."""
+
+    async def for_transfer(self, connector: str, transfer_process_id: str) -> builtins.list[Provisioning]:
+        """Every resource provisioned for a transfer."""
+
+    async def for_workspace(self, workspace_id: str) -> Provisioning | None:
+        """The provisioning that created a workspace, if any."""
+
+    async def update(self, item: Provisioning) -> None:
+        """Store the record's state and schedule."""
+
+    async def due(self, now: datetime) -> builtins.list[Provisioning]:
+        """Callbacks to send now, and deletions whose retention has ended."""
+
+    async def next_due(self) -> datetime | None:
+        """When the next callback or deletion is due."""
+
+
 class UnitOfWork(Protocol):
     """One transaction: every write through these repositories commits together or not at all."""
 
@@ -184,6 +210,9 @@ class UnitOfWork(Protocol):
 
     @property
     def executions(self) -> ExecutionRepository: ...
+
+    @property
+    def provisionings(self) -> ProvisioningRepository: ...
 
 
 class Store(Protocol):
@@ -405,3 +434,8 @@ class Compute(Protocol):
 
     async def stop(self) -> None:
         """Stop observing (jobs of remote backends keep running)."""
+
+
+class JsonPoster(Protocol):
+    async def post_json(self, url: str, headers: dict[str, str], body: dict[str, Any]) -> int:
+        """POST a JSON body; the HTTP status, or an exception when the receiver is unreachable."""

@@ -341,23 +341,55 @@ class WorkspaceService:
 
     async def issue_job_token(self, workspace_id: str, ttl_seconds: int) -> IssuedToken:
         """A token for one job's data sidecar: this workspace's objects only, revoked when it ends."""
-        async with self.store.read() as uow:
-            workspace = await uow.workspaces.get(workspace_id)
-        if workspace is None or not workspace.active:
-            raise NotFound("workspace", workspace_id)
+        return await self.issue_system_token(
+            workspace_id, {Scope.OBJECTS_READ, Scope.OBJECTS_WRITE}, ttl_seconds, "job"
+        )
+
+    async def issue_system_token(
+        self, workspace_id: str, scopes: set[Scope], ttl_seconds: int, name: str
+    ) -> IssuedToken:
+        """A token the service issues on its own behalf (jobs, EDC access documents)."""
+        workspace = await self.get_system(workspace_id)
         now = self.clock()
         record = WorkspaceToken(
             id=new_id("tok"),
             workspace_id=workspace.id,
             tenant_id=workspace.tenant_id,
-            scopes=frozenset({Scope.OBJECTS_READ, Scope.OBJECTS_WRITE}),
-            name="job",
+            scopes=frozenset(scopes),
+            name=name,
             created_at=now,
             expires_at=now + timedelta(seconds=ttl_seconds),
         )
         async with self.store.transaction() as uow:
             await uow.tokens.add(record)
         return IssuedToken(record, self.codec.encode(record))
+
+    async def get_system(self, workspace_id: str) -> Workspace:
+        """An active workspace, without a caller (for the service's own work)."""
+        async with self.store.read() as uow:
+            workspace = await uow.workspaces.get(workspace_id)
+        if workspace is None or not workspace.active:
+            raise NotFound("workspace", workspace_id)
+        return workspace
+
+    async def revoke_all_tokens(self, workspace_id: str) -> None:
+        async with self.store.transaction() as uow:
+            revoked = await uow.tokens.revoke_workspace(workspace_id, self.clock())
+        self.on_tokens_revoked(revoked)
+
+    async def delete_system(self, workspace_id: str) -> None:
+        """Delete a workspace on the service's own behalf (EDC deprovisioning); idempotent."""
+        async with self.store.transaction() as uow:
+            current = await uow.workspaces.get(workspace_id, for_update=True)
+            if current is None or current.state is WorkspaceState.DELETED:
+                return
+            if current.state is WorkspaceState.ACTIVE:
+                await uow.workspaces.update(
+                    replace(current, state=WorkspaceState.DELETING, updated_at=self.clock())
+                )
+            revoked = await uow.tokens.revoke_workspace(workspace_id, self.clock())
+        self.on_tokens_revoked(revoked)
+        await self.finish_deletion(workspace_id)
 
     async def revoke_token_id(self, token_id: str) -> None:
         async with self.store.transaction() as uow:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from provider.backends.sql.assets import SqlAssetRepository
 from provider.backends.sql.executions import SqlExecutionRepository
 from provider.backends.sql.imports import SqlImportRepository
+from provider.backends.sql.provisioning import SqlProvisioningRepository
 from provider.backends.sql.tenants import SqlApiKeyRepository, SqlTenantRepository
 from provider.backends.sql.workspaces import SqlTokenRepository, SqlWorkspaceRepository
 from provider.domain.errors import Unavailable
@@ -127,3 +128,4 @@ class SqlUnitOfWork:
         self.tokens = SqlTokenRepository(conn)
         self.imports = SqlImportRepository(conn)
         self.executions = SqlExecutionRepository(conn)
+        self.provisionings = SqlProvisioningRepository(conn)

@@ -165,3 +165,30 @@ execution_labels = sa.Table(
     sa.Column("value", sa.String(256), nullable=False),
     sa.Index("ix_execution_labels_key_value", "key", "value"),
 )
+
+provisionings = sa.Table(
+    "provisionings",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("connector", sa.String(63), nullable=False),
+    sa.Column("transfer_process_id", sa.String(255), nullable=False),
+    sa.Column("resource_definition_id", sa.String(255), nullable=False),
+    sa.Column("asset_id", sa.String(255), nullable=False),
+    sa.Column("callback_address", sa.Text(), nullable=False),
+    sa.Column("participant_id", sa.String(512), nullable=False),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("workspace_id", sa.String(40), sa.ForeignKey("workspaces.id"), nullable=False, index=True),
+    sa.Column("access_code_hash", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(20), nullable=False, index=True),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
+    sa.Column("deadline_at", UTCDateTime(), nullable=False),
+    sa.Column("last_status", sa.Integer(), nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("delete_after", UTCDateTime(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.UniqueConstraint(
+        "connector", "transfer_process_id", "resource_definition_id", name="uq_provisionings_transfer"
+    ),
+)

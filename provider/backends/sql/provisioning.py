@@ -1,0 +1,90 @@
+"""EDC provisionings."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from provider.backends.sql import tables as t
+from provider.backends.sql.common import insert_row
+from provider.domain.provisioning import Provisioning, ProvisioningState
+
+_FIELDS = (
+    "connector", "transfer_process_id", "resource_definition_id", "asset_id", "callback_address",
+    "participant_id", "tenant_id", "workspace_id", "access_code_hash", "attempts", "next_attempt_at",
+    "deadline_at", "last_status", "error", "delete_after", "created_at", "updated_at",
+)  # fmt: skip
+
+
+def _values(item: Provisioning) -> dict[str, Any]:
+    return {**{name: getattr(item, name) for name in _FIELDS}, "state": item.state.value}
+
+
+def _row(row: sa.Row[Any]) -> Provisioning:
+    return Provisioning(
+        id=row.id, state=ProvisioningState(row.state), **{n: getattr(row, n) for n in _FIELDS}
+    )
+
+
+class SqlProvisioningRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(self, item: Provisioning) -> None:
+        stmt = t.provisionings.insert().values(id=item.id, **_values(item))
+        await insert_row(self.conn, stmt, "a provisioning for this transfer")
+
+    async def find(
+        self, connector: str, transfer_process_id: str, resource_definition_id: str
+    ) -> Provisioning | None:
+        c = t.provisionings.c
+        query = t.provisionings.select().where(
+            c.connector == connector,
+            c.transfer_process_id == transfer_process_id,
+            c.resource_definition_id == resource_definition_id,
+        )
+        row = (await self.conn.execute(query)).first()
+        return _row(row) if row else None
+
+    async def for_transfer(self, connector: str, transfer_process_id: str) -> list[Provisioning]:
+        c = t.provisionings.c
+        query = t.provisionings.select().where(
+            c.connector == connector, c.transfer_process_id == transfer_process_id
+        )
+        return [_row(r) for r in await self.conn.execute(query)]
+
+    async def for_workspace(self, workspace_id: str) -> Provisioning | None:
+        query = t.provisionings.select().where(t.provisionings.c.workspace_id == workspace_id)
+        row = (await self.conn.execute(query)).first()
+        return _row(row) if row else None
+
+    async def update(self, item: Provisioning) -> None:
+        await self.conn.execute(
+            t.provisionings.update().where(t.provisionings.c.id == item.id).values(**_values(item))
+        )
+
+    async def due(self, now: datetime) -> list[Provisioning]:
+        """Callbacks to send and deletions whose retention ended."""
+        c = t.provisionings.c
+        query = t.provisionings.select().where(
+            sa.or_(
+                sa.and_(c.state == ProvisioningState.CALLBACK_PENDING.value, c.next_attempt_at <= now),
+                sa.and_(c.state == ProvisioningState.DEPROVISIONING.value, c.delete_after <= now),
+            )
+        )
+        return [_row(r) for r in await self.conn.execute(query.order_by(c.id))]
+
+    async def next_due(self) -> datetime | None:
+        c = t.provisionings.c
+        pending = sa.select(sa.func.min(c.next_attempt_at)).where(
+            c.state == ProvisioningState.CALLBACK_PENDING.value
+        )
+        deleting = sa.select(sa.func.min(c.delete_after)).where(
+            c.state == ProvisioningState.DEPROVISIONING.value
+        )
+        times = [(await self.conn.execute(q)).scalar_one() for q in (pending, deleting)]
+        known = [time for time in times if time is not None]
+        return min(known) if known else None

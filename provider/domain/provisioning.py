@@ -1,0 +1,70 @@
+"""Provisionings: one EDC transfer's workspace, and the connector callback that announces it."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+
+class ProvisioningState(enum.StrEnum):
+    CALLBACK_PENDING = "callback_pending"  # workspace made; the connector has not accepted the callback yet
+    PROVISIONED = "provisioned"  # the connector accepted the callback
+    FAILED = "failed"  # the callback could not be delivered before the deadline, or was refused
+    DEPROVISIONING = "deprovisioning"  # stopping executions, revoking, deleting (after retention)
+    DEPROVISIONED = "deprovisioned"
+
+
+@dataclass(frozen=True)
+class Provisioning:
+    id: str
+    connector: str
+    transfer_process_id: str
+    resource_definition_id: str
+    asset_id: str
+    callback_address: str
+    participant_id: str
+    tenant_id: str
+    workspace_id: str
+    access_code_hash: str
+    state: ProvisioningState
+    attempts: int
+    next_attempt_at: datetime | None
+    deadline_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    last_status: int | None = None
+    error: str | None = None
+    delete_after: datetime | None = None
+
+    def callback_again(self, at: datetime) -> Provisioning:
+        """A repeated provision request: send the callback again, from a fresh deadline."""
+        return replace(
+            self,
+            state=ProvisioningState.CALLBACK_PENDING,
+            next_attempt_at=at,
+            deadline_at=at + (self.deadline_at - self.created_at),
+            updated_at=at,
+        )
+
+    def attempt_failed(
+        self, at: datetime, status: int | None, error: str, retry_in: timedelta
+    ) -> Provisioning:
+        if at + retry_in > self.deadline_at:
+            return replace(
+                self,
+                state=ProvisioningState.FAILED,
+                attempts=self.attempts + 1,
+                next_attempt_at=None,
+                last_status=status,
+                error=f"gave up at the deadline: {error}",
+                updated_at=at,
+            )
+        return replace(
+            self,
+            attempts=self.attempts + 1,
+            next_attempt_at=at + retry_in,
+            last_status=status,
+            error=error,
+            updated_at=at,
+        )

@@ -1,0 +1,345 @@
+"""EDC provisioning: the connector's HTTP provisioner creates a workspace per transfer, we answer
+with a data address pointing at the workspace's access document, and deprovisioning ends it.
+
+Everything after the webhook's answer is persisted first and done by a background worker, so
+that pending callbacks and deletions survive a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import hmac
+import logging
+import random
+import secrets
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from typing import Any
+
+from provider.domain.errors import Conflict, NotFound, Unauthenticated
+from provider.domain.ids import new_id
+from provider.domain.provisioning import Provisioning, ProvisioningState
+from provider.domain.tenants import hash_secret
+from provider.domain.workspaces import Scope
+from provider.services.executions import ExecutionService
+from provider.services.ports import Clock, JsonPoster, Storage, Store
+from provider.services.tenants import TenantService
+from provider.services.workspaces import WorkspaceService
+
+log = logging.getLogger(__name__)
+
+CALLBACK_TYPE = "dataspaceconnector:provisioner-callback-request"
+ACCESS_HEADER = "X-Access-Code"
+RETRY_STATUS = {409, 429, 500, 501, 502, 503, 504}
+
+
+@dataclass(frozen=True)
+class ProvisionRequest:
+    asset_id: str
+    transfer_process_id: str
+    resource_definition_id: str
+    callback_address: str
+    participant_id: str
+
+
+@dataclass(frozen=True)
+class ProvisioningPolicy:
+    public_url: str
+    deadline_seconds: int
+    backoff_seconds: float
+    max_backoff_seconds: float
+    retention_seconds: int
+    access_token_ttl_seconds: int
+    api_keys: dict[str, str]  # connector -> management API key for callbacks
+
+
+class ProvisioningService:
+    def __init__(
+        self,
+        store: Store,
+        tenants: TenantService,
+        workspaces: WorkspaceService,
+        executions: ExecutionService,
+        storage: Storage,
+        poster: JsonPoster,
+        clock: Clock,
+        policy: ProvisioningPolicy,
+    ) -> None:
+        self.store = store
+        self.tenants = tenants
+        self.workspaces = workspaces
+        self.executions = executions
+        self.storage = storage
+        self.poster = poster
+        self.clock = clock
+        self.policy = policy
+        self._wake = asyncio.Event()
+        self._worker: asyncio.Task[None] | None = None
+        self._codes: dict[str, str] = {}  # access codes not yet delivered, by provisioning id
+
+    # --- webhooks -----------------------------------------------------------------------------
+
+    async def provision(self, connector: str, request: ProvisionRequest) -> Provisioning:
+        """Create the workspace (or find it again) and schedule the callback; the webhook answers 200."""
+        async with self.store.read() as uow:
+            existing = await uow.provisionings.find(
+                connector, request.transfer_process_id, request.resource_definition_id
+            )
+        if existing is not None:
+            if existing.state in (ProvisioningState.DEPROVISIONING, ProvisioningState.DEPROVISIONED):
+                raise Conflict(f"transfer {request.transfer_process_id} was deprovisioned")
+            again = existing.callback_again(self.clock())
+            async with self.store.transaction() as uow:
+                await uow.provisionings.update(again)
+            self._wake.set()
+            return again
+        tenant = await self.tenants.find_or_create(request.participant_id, request.participant_id)
+        workspace = await self.workspaces.create(
+            tenant.id,
+            f"EDC transfer {request.transfer_process_id}"[:200],
+            {"edc.connector": connector[:256], "edc.asset": request.asset_id[:256]},
+        )
+        now = self.clock()
+        code = secrets.token_urlsafe(32)
+        item = Provisioning(
+            id=new_id("prv"),
+            connector=connector,
+            transfer_process_id=request.transfer_process_id,
+            resource_definition_id=request.resource_definition_id,
+            asset_id=request.asset_id,
+            callback_address=request.callback_address,
+            participant_id=request.participant_id,
+            tenant_id=tenant.id,
+            workspace_id=workspace.id,
+            access_code_hash=hash_secret(code),
+            state=ProvisioningState.CALLBACK_PENDING,
+            attempts=0,
+            next_attempt_at=now,
+            deadline_at=now + timedelta(seconds=self.policy.deadline_seconds),
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            async with self.store.transaction() as uow:
+                await uow.provisionings.add(item)
+        except Conflict:  # the same request raced in: keep the first, drop this workspace
+            await self.workspaces.delete_system(workspace.id)
+            return await self.provision(connector, request)
+        self._codes[item.id] = code
+        log.info(
+            "provisioned",
+            extra={"transfer_process_id": request.transfer_process_id, "workspace_id": workspace.id},
+        )
+        self._wake.set()
+        return item
+
+    async def deprovision(
+        self, connector: str, transfer_process_id: str, resource_definition_id: str
+    ) -> None:
+        """Stop executions and revoke tokens now; delete the data after the retention period."""
+        async with self.store.read() as uow:
+            item = await uow.provisionings.find(connector, transfer_process_id, resource_definition_id)
+        if item is None:
+            log.warning(
+                "deprovision of an unknown transfer", extra={"transfer_process_id": transfer_process_id}
+            )
+            return
+        if item.state in (ProvisioningState.DEPROVISIONING, ProvisioningState.DEPROVISIONED):
+            return
+        now = self.clock()
+        updated = replace(
+            item,
+            state=ProvisioningState.DEPROVISIONING,
+            next_attempt_at=None,
+            delete_after=now + timedelta(seconds=self.policy.retention_seconds),
+            updated_at=now,
+        )
+        async with self.store.transaction() as uow:
+            await uow.provisionings.update(updated)
+        await self.executions.cancel_workspace(item.workspace_id)
+        await self.workspaces.revoke_all_tokens(item.workspace_id)
+        self._wake.set()
+
+    async def access_document(self, workspace_id: str, code: str | None) -> dict[str, Any]:
+        """What the consumer needs to use its workspace, for the holder of the access code."""
+        async with self.store.read() as uow:
+            item = await uow.provisionings.for_workspace(workspace_id)
+        if item is None or item.state not in (
+            ProvisioningState.CALLBACK_PENDING,
+            ProvisioningState.PROVISIONED,
+        ):
+            raise NotFound("workspace", workspace_id)
+        if not code or not hmac.compare_digest(hash_secret(code), item.access_code_hash):
+            raise Unauthenticated(f"the {ACCESS_HEADER} header does not open this workspace")
+        issued = await self.workspaces.issue_system_token(
+            workspace_id,
+            {
+                Scope.OBJECTS_READ,
+                Scope.OBJECTS_WRITE,
+                Scope.EXECUTIONS_RUN,
+                Scope.EXECUTIONS_READ,
+                Scope.SUBSCRIPTIONS_WRITE,
+            },
+            self.policy.access_token_ttl_seconds,
+            "edc access document",
+        )
+        base = self.policy.public_url
+        document: dict[str, Any] = {
+            "api_base_url": f"{base}/api/v1",
+            "workspace_id": workspace_id,
+            "transfer_process_id": item.transfer_process_id,
+            "asset_id": item.asset_id,
+            "token": issued.token,
+            "token_expires_at": issued.record.expires_at.isoformat().replace("+00:00", "Z"),
+            "token_scopes": sorted(s.value for s in issued.record.scopes),
+            "objects_url": f"{base}/api/v1/workspaces/{workspace_id}/objects",
+            "executions_url": f"{base}/api/v1/executions",
+            "docs_url": f"{base}/docs",
+            "storage": {"backend": self.storage.name},
+        }
+        if self.storage.name == "s3":
+            workspace = await self.workspaces.get_system(workspace_id)
+            creds = await self.storage.temporary_credentials(
+                workspace.location, self.workspaces.policy.credentials_duration
+            )
+            document["storage"].update(
+                endpoint_url=creds.endpoint_url,
+                bucket=creds.bucket,
+                region=creds.region,
+                access_key_id=creds.access_key_id,
+                secret_access_key=creds.secret_access_key,
+                session_token=creds.session_token,
+                expiration=creds.expiration.isoformat().replace("+00:00", "Z"),
+            )
+        return document
+
+    # --- the worker ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._worker = asyncio.create_task(
+            self._loop(), name="edc provisioning", context=contextvars.Context()
+        )
+
+    async def stop(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.run_due()
+                async with self.store.read() as uow:
+                    next_due = await uow.provisionings.next_due()
+                wait = 5.0 if next_due is None else max(0.0, (next_due - self.clock()).total_seconds())
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("provisioning worker failed; retrying")
+                wait = 5.0
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), min(wait, 5.0))
+
+    async def run_due(self) -> None:
+        async with self.store.read() as uow:
+            due = await uow.provisionings.due(self.clock())
+        await asyncio.gather(*(self._handle(item) for item in due))
+
+    async def _handle(self, item: Provisioning) -> None:
+        if item.state is ProvisioningState.DEPROVISIONING:
+            await self.workspaces.delete_system(item.workspace_id)
+            async with self.store.transaction() as uow:
+                await uow.provisionings.update(
+                    replace(
+                        item,
+                        state=ProvisioningState.DEPROVISIONED,
+                        delete_after=None,
+                        updated_at=self.clock(),
+                    )
+                )
+            log.info("deprovisioned", extra={"transfer_process_id": item.transfer_process_id})
+            return
+        await self._callback(item)
+
+    def _callback_body(self, item: Provisioning, code: str) -> dict[str, Any]:
+        return {
+            "edctype": CALLBACK_TYPE,
+            "resourceDefinitionId": item.resource_definition_id,
+            "assetId": item.asset_id,
+            "resourceName": f"workspace {item.workspace_id}",
+            "contentDataAddress": {
+                "properties": {
+                    "type": "HttpData",
+                    "baseUrl": f"{self.policy.public_url}/api/v1/workspaces/{item.workspace_id}/access",
+                    "authKey": ACCESS_HEADER,
+                    "authCode": code,
+                }
+            },
+            "apiKeyJwt": "unused",
+            "hasToken": False,
+        }
+
+    async def _callback(self, item: Provisioning) -> None:
+        code = self._codes.get(item.id)
+        if code is None:
+            # After a restart (or a repeated request) the code is not in memory: issue a new one.
+            code = secrets.token_urlsafe(32)
+            item = replace(item, access_code_hash=hash_secret(code))
+            async with self.store.transaction() as uow:
+                await uow.provisionings.update(item)
+            self._codes[item.id] = code
+        url = f"{item.callback_address.rstrip('/')}/{item.transfer_process_id}/provision"
+        headers = {}
+        api_key = self.policy.api_keys.get(item.connector)
+        if api_key:
+            headers["x-api-key"] = api_key
+        now = self.clock()
+        try:
+            status: int | None = await self.poster.post_json(url, headers, self._callback_body(item, code))
+            error = f"the connector answered HTTP {status}"
+        except Exception as exc:  # unreachable connector: retried like a 5xx
+            status, error = None, f"{type(exc).__name__}: {exc}"[:300]
+        if status is not None and 200 <= status < 300:
+            updated = replace(
+                item,
+                state=ProvisioningState.PROVISIONED,
+                attempts=item.attempts + 1,
+                next_attempt_at=None,
+                last_status=status,
+                error=None,
+                updated_at=now,
+            )
+            self._codes.pop(item.id, None)
+        elif status is None or status in RETRY_STATUS:
+            delay = min(self.policy.max_backoff_seconds, self.policy.backoff_seconds * 2**item.attempts)
+            delay = random.uniform(delay / 2, delay)  # noqa: S311 - jitter
+            updated = item.attempt_failed(now, status, error, timedelta(seconds=delay))
+        else:  # 404 (unknown process) and other refusals are final
+            updated = replace(
+                item,
+                state=ProvisioningState.FAILED,
+                attempts=item.attempts + 1,
+                next_attempt_at=None,
+                last_status=status,
+                error=error,
+                updated_at=now,
+            )
+        async with self.store.transaction() as uow:
+            current = await uow.provisionings.find(
+                item.connector, item.transfer_process_id, item.resource_definition_id
+            )
+            if current is not None and current.state is ProvisioningState.CALLBACK_PENDING:
+                await uow.provisionings.update(updated)
+        if updated.state is ProvisioningState.FAILED:
+            log.error(
+                "provisioning callback failed for good",
+                extra={
+                    "transfer_process_id": item.transfer_process_id,
+                    "status": status,
+                    "error": updated.error,
+                },
+            )

@@ -1,0 +1,327 @@
+"""Playing an EDC connector to the letter: provision and deprovision requests as EDC sends them,
+and a callback receiver that enforces EDC's rules."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import shutil
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from jsonschema import Draft202012Validator
+
+from provider.config import Settings
+from tests.conftest import ADMIN_KEY, REPO, Api, live_api
+
+EDC = REPO / "contracts" / "edc"
+SECRET = "connector-secret-" + "s" * 32
+API_KEY = "management-api-key"
+
+
+def example(name: str) -> dict[str, Any]:
+    return dict(json.loads((EDC / f"{name}.example.json").read_text()))
+
+
+def schema(name: str) -> Draft202012Validator:
+    return Draft202012Validator(json.loads((EDC / f"{name}.schema.json").read_text()))
+
+
+@dataclass
+class Connector:
+    """The connector's provisioner callback, with EDC's rules."""
+
+    server: TestServer | None = None
+    known: set[str] = field(default_factory=set)
+    busy_first: int = 2  # 409 for the first calls: the process is leased right after our 200
+    calls: dict[str, int] = field(default_factory=dict)
+    accepted: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    refused: list[str] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        process = request.match_info["process"]
+        if request.headers.get("x-api-key") != API_KEY:
+            self.refused.append("x-api-key")
+            return web.Response(status=401)
+        body = await request.json()
+        errors = [e.message for e in schema("provision-callback").iter_errors(body)]
+        if errors:  # Jackson: missing edctype or null fields -> 400
+            self.refused.extend(errors)
+            return web.Response(status=400, text="; ".join(errors))
+        if process not in self.known:
+            return web.Response(status=404)
+        self.calls[process] = self.calls.get(process, 0) + 1
+        if self.calls[process] <= self.busy_first:
+            return web.Response(status=409)
+        self.accepted.setdefault(process, []).append(body)
+        return web.Response(status=204)
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return str(self.server.make_url("/control/callback"))
+
+
+@pytest.fixture
+async def connector() -> AsyncIterator[Connector]:
+    state = Connector()
+    app = web.Application()
+    app.router.add_post("/control/callback/{process}/provision", state.handle)
+    state.server = TestServer(app)
+    await state.server.start_server()
+    yield state
+    await state.server.close()
+
+
+@pytest.fixture
+def edc_settings(settings: Settings, tmp_path: Path) -> Settings:
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    shutil.copy(REPO / "config" / "assets" / "dummy.yaml", assets)
+    sleepy = {
+        "id": "sleepy",
+        "version": "1",
+        "title": "sleepy",
+        "image": "python:3.12-slim",
+        "max_run_seconds": 600,
+        "outputs": [],
+        "local": {"command": ["{python}", "-c", "import time; time.sleep(60)"]},
+    }
+    (assets / "sleepy.yaml").write_text(yaml.safe_dump(sleepy))
+    return settings.model_copy(
+        update={
+            "assets": settings.assets.model_copy(update={"directory": assets}),
+            "edc": settings.edc.model_validate(
+                {
+                    "connectors": {"main": {"secret": SECRET, "management_api_key": API_KEY}},
+                    "callback_backoff_seconds": 0.05,
+                    "callback_max_backoff_seconds": 0.2,
+                    "callback_deadline_seconds": 30,
+                }
+            ),
+        }
+    )
+
+
+@pytest.fixture
+async def live(edc_settings: Settings, contract) -> AsyncIterator[Api]:  # type: ignore[no-untyped-def]
+    api, close = await live_api(edc_settings, contract)
+    yield api
+    await close()
+
+
+def request_for(connector: Connector, kind: str = "provision", **changes: Any) -> dict[str, Any]:
+    body = copy.deepcopy(example("provision-request"))
+    body.update(callbackAddress=connector.url, type=kind, **changes)
+    connector.known.add(body["transferProcessId"])
+    return body
+
+
+async def accepted(connector: Connector, process: str, count: int = 1, limit: float = 15) -> dict[str, Any]:
+    deadline = time.monotonic() + limit
+    while len(connector.accepted.get(process, [])) < count:
+        assert time.monotonic() < deadline, (connector.calls, connector.refused)
+        await asyncio.sleep(0.05)
+    return connector.accepted[process][-1]
+
+
+WEBHOOK = f"/edc/main/{SECRET}/provision"
+
+
+def test_examples_match_their_schemas() -> None:
+    for name in ("provision-request", "deprovision-request", "provision-callback"):
+        kind = "provision-callback" if name == "provision-callback" else "provision-request"
+        assert list(schema(kind).iter_errors(example(name))) == []
+
+
+async def test_provision_calls_back_with_an_access_document_that_opens_the_workspace(
+    live: Api, connector: Connector
+) -> None:
+    body = request_for(connector)
+    answer = await live.json("POST", WEBHOOK, 200, json=body)  # no authentication header, as EDC sends it
+    workspace = answer["workspace_id"]
+    callback = await accepted(connector, body["transferProcessId"])
+    assert connector.calls[body["transferProcessId"]] == 3  # two 409s, then accepted
+    assert (
+        callback["resourceDefinitionId"] == body["resourceDefinitionId"]
+        and callback["assetId"] == body["assetId"]
+    )
+    address = callback["contentDataAddress"]["properties"]
+    assert address["type"] == "HttpData" and address["baseUrl"].endswith(
+        f"/api/v1/workspaces/{workspace}/access"
+    )
+    # The connector's data plane fetches the access document with authKey: authCode.
+    document = await live.json(
+        "GET",
+        f"/api/v1/workspaces/{workspace}/access",
+        200,
+        headers={address["authKey"]: address["authCode"]},
+    )
+    assert document["workspace_id"] == workspace and document["storage"] == {"backend": "fs"}
+    await live.json(
+        "PUT", f"/api/v1/workspaces/{workspace}/objects/in.csv", 201, key=document["token"], data=b"a,b"
+    )
+    me = await live.json("GET", "/api/v1/me", 200, key=document["token"])
+    assert me["tenant"]["participant_id"] == body["policy"]["assignee"]  # the tenant comes from the policy
+    await live.json("GET", f"/api/v1/workspaces/{workspace}/access", 401, headers={"X-Access-Code": "wrong"})
+    await live.json("GET", f"/api/v1/workspaces/{workspace}/access", 401)
+
+
+async def test_a_repeated_provision_request_gets_the_same_workspace_and_another_callback(
+    live: Api, connector: Connector
+) -> None:
+    body = request_for(connector)
+    first = await live.json("POST", WEBHOOK, 200, json=body)
+    await accepted(connector, body["transferProcessId"])
+    again = await live.json("POST", WEBHOOK, 200, json=body)
+    assert again["workspace_id"] == first["workspace_id"]
+    callback = await accepted(connector, body["transferProcessId"], count=2)
+    address = callback["contentDataAddress"]["properties"]
+    # The newest callback carries a working access code.
+    path = urlsplit(address["baseUrl"]).path
+    await live.json("GET", path, 200, headers={address["authKey"]: address["authCode"]})
+    tenants = await live.json("GET", "/api/v1/tenants", 200, key=ADMIN_KEY)
+    assert [t["participant_id"] for t in tenants["items"]].count(body["policy"]["assignee"]) == 1
+
+
+async def test_deprovision_answers_exactly_200_cancels_executions_and_removes_everything(
+    live: Api, connector: Connector, edc_settings: Settings
+) -> None:
+    body = request_for(connector)
+    workspace = (await live.json("POST", WEBHOOK, 200, json=body))["workspace_id"]
+    address = (await accepted(connector, body["transferProcessId"]))["contentDataAddress"]["properties"]
+    document = await live.json(
+        "GET",
+        f"/api/v1/workspaces/{workspace}/access",
+        200,
+        headers={address["authKey"]: address["authCode"]},
+    )
+    token = document["token"]
+    running = await live.json(
+        "POST", "/api/v1/executions", 201, key=token, json={"asset_id": "sleepy", "workspace_id": workspace}
+    )
+    for _ in range(100):
+        running = await live.json("GET", f"/api/v1/executions/{running['id']}", 200, key=ADMIN_KEY)
+        if running["state"] == "RUNNING":
+            break
+        await asyncio.sleep(0.1)
+    response = await live.request("POST", WEBHOOK, json={**body, "type": "deprovision"})
+    assert response.status == 200  # exactly 200: 202 or 204 would be fatal for EDC
+    await live.json("GET", f"/api/v1/workspaces/{workspace}", 401, key=token)  # tokens revoked at once
+    for _ in range(100):
+        ended = await live.json("GET", f"/api/v1/executions/{running['id']}", 200, key=ADMIN_KEY)
+        if ended["state"] == "CANCELED":
+            break
+        await asyncio.sleep(0.1)
+    assert ended["state"] == "CANCELED"
+    for _ in range(100):  # no retention configured: the data goes right away
+        if (await live.request("GET", f"/api/v1/workspaces/{workspace}", key=ADMIN_KEY)).status == 404:
+            break
+        await asyncio.sleep(0.1)
+    await live.json("GET", f"/api/v1/workspaces/{workspace}", 404, key=ADMIN_KEY)
+    assert not (edc_settings.data_dir / "workspaces" / document["workspace_id"]).exists()
+    await live.json(
+        "GET",
+        f"/api/v1/workspaces/{workspace}/access",
+        404,
+        headers={address["authKey"]: address["authCode"]},
+    )
+    assert (await live.request("POST", WEBHOOK, json={**body, "type": "deprovision"})).status == 200
+    unknown = {**body, "type": "deprovision", "transferProcessId": "never-seen"}
+    assert (await live.request("POST", WEBHOOK, json=unknown)).status == 200
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"transferProcessId": None}, "body.transferProcessId"),
+        ({"type": "reprovision"}, "body.type"),
+        ({"policy": {"permissions": []}}, "body.policy.assignee"),
+        ({"callbackAddress": "ftp://x"}, "body.callbackAddress"),
+    ],
+)
+async def test_malformed_requests_are_400_naming_the_field(
+    live: Api, connector: Connector, change: dict[str, Any], field: str
+) -> None:
+    body = {**request_for(connector), **change}
+    body = {k: v for k, v in body.items() if v is not None}
+    problem = await live.json("POST", WEBHOOK, 400, json=body)
+    assert field in [e["field"] for e in problem["errors"]]
+    assert (await live.json("GET", "/api/v1/workspaces", 200, key=ADMIN_KEY))["items"] == []
+
+
+async def test_wrong_secret_unknown_connector_or_source_is_404(
+    live: Api,
+    connector: Connector,
+    edc_settings: Settings,
+    contract,  # type: ignore[no-untyped-def]
+) -> None:
+    body = request_for(connector)
+    await live.json("POST", f"/edc/main/{'x' * 48}/provision", 404, json=body)
+    await live.json("POST", f"/edc/other/{SECRET}/provision", 404, json=body)
+    guarded = edc_settings.model_copy(
+        update={
+            "edc": edc_settings.edc.model_validate(
+                {"connectors": {"main": {"secret": SECRET, "allowed_networks": ["10.0.0.0/8"]}}}
+            )
+        }
+    )
+    api, close = await live_api(guarded, contract)
+    try:
+        await api.json("POST", WEBHOOK, 404, json=body)  # the test client calls from 127.0.0.1
+    finally:
+        await close()
+    assert connector.calls == {}
+
+
+async def test_an_unknown_process_fails_the_provisioning_without_endless_retries(
+    live: Api, connector: Connector
+) -> None:
+    body = request_for(connector)
+    connector.known.discard(body["transferProcessId"])  # the connector answers 404
+    await live.json("POST", WEBHOOK, 200, json=body)
+    await asyncio.sleep(1.0)
+    assert connector.calls == {} and connector.accepted == {}
+    from provider.api.context import CONTEXT
+
+    async with live.app[CONTEXT].store.read() as uow:
+        item = await uow.provisionings.find("main", body["transferProcessId"], body["resourceDefinitionId"])
+    assert (
+        item is not None and item.state.value == "failed" and item.last_status == 404 and item.attempts == 1
+    )
+
+
+async def test_pending_callbacks_survive_a_restart(
+    edc_settings: Settings, contract, connector: Connector
+) -> None:  # type: ignore[no-untyped-def]
+    body = request_for(connector)
+    connector.busy_first = 10_000  # the connector stays busy while the service runs
+    first, close = await live_api(edc_settings, contract)
+    workspace = (await first.json("POST", WEBHOOK, 200, json=body))["workspace_id"]
+    await asyncio.sleep(0.5)
+    assert connector.calls[body["transferProcessId"]] >= 2 and not connector.accepted
+    await close()  # the service stops with the callback still pending
+    connector.busy_first = 0
+    connector.calls.clear()
+    second, close_again = await live_api(edc_settings, contract)
+    try:
+        callback = await accepted(connector, body["transferProcessId"])
+        address = callback["contentDataAddress"]["properties"]
+        document = await second.json(
+            "GET",
+            f"/api/v1/workspaces/{workspace}/access",
+            200,
+            headers={address["authKey"]: address["authCode"]},
+        )
+        assert document["workspace_id"] == workspace
+    finally:
+        await close_again()
