@@ -36,6 +36,7 @@ from provider.services.imports import ImportService, RetryPolicy
 from provider.services.ports import Compute, Storage
 from provider.services.provisioning import ProvisioningPolicy, ProvisioningService
 from provider.services.tenants import TenantService
+from provider.services.transfers import TransferService
 from provider.services.workspaces import WorkspacePolicy, WorkspaceService
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ class Components:
     compute: Compute
     executions: ExecutionService
     provisioning: ProvisioningService
+    transfers: TransferService
     poster: HttpPoster
     auth: Authenticator
 
@@ -238,6 +240,7 @@ def build_components(settings: Settings, store: SqlStore | None = None) -> Compo
         compute=compute,
         executions=executions,
         provisioning=provisioning,
+        transfers=TransferService(store, workspaces, imports, utcnow),
         poster=poster,
         auth=Authenticator(
             [
@@ -286,6 +289,8 @@ def create_app(settings: Settings, store: SqlStore | None = None) -> web.Applica
         executions=components.executions,
         provisioning=components.provisioning,
         edc_connectors=settings.edc.connectors,
+        edc_events=settings.edc.events,
+        transfers=components.transfers,
         storage_backend=components.storage.name,
         metrics=HttpMetrics(CollectorRegistry()),
         openapi=openapi_document(),

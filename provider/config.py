@@ -248,6 +248,16 @@ class EdcConnectorSettings(_Section):
         return value
 
 
+class EdcEventSettings(_Section):
+    auth_key: str = Field(
+        default="X-Api-Key", description="header the connector's event callback sends (its authKey)"
+    )
+    auth_code: SecretStr | None = Field(
+        default=None,
+        description="the header's value (the secret behind its authCodeId); unset: events are off",
+    )
+
+
 class EdcSettings(_Section):
     connectors: dict[str, EdcConnectorSettings] = Field(
         default_factory=dict, description="connector name -> settings; webhooks at /edc/{name}/{secret}/..."
@@ -264,6 +274,7 @@ class EdcSettings(_Section):
         default=0, ge=0, description="keep a deprovisioned workspace's data this long"
     )
     access_token_ttl_seconds: int = Field(default=24 * 3600, ge=60, description="tokens in access documents")
+    events: EdcEventSettings = Field(default_factory=EdcEventSettings)
 
 
 class LoggingSettings(_Section):

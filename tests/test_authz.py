@@ -14,7 +14,11 @@ from tests.conftest import ADMIN_KEY, Api, Consumer
 
 # Routes EDC calls without bearer credentials: a secret path segment or an access code guards them
 # (tests/test_edc.py covers them with and without their secret).
-SELF_GUARDED = {"/edc/{connector}/{secret}/provision", "/api/v1/workspaces/{workspace_id}/access"}
+SELF_GUARDED = {
+    "/edc/{connector}/{secret}/provision",
+    "/api/v1/workspaces/{workspace_id}/access",
+    "/edc/events",
+}
 PATH_PARAMETER = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 
 
@@ -95,6 +99,7 @@ VALID_BODIES = {
     "/api/v1/workspaces/{workspace_id}/imports": {"source_url": "https://example.org/x", "target_key": "k"},
     "/api/v1/tenants": {"participant_id": "did:web:new"},
     "/api/v1/workspaces/{workspace_id}/links": {"key": "data/in.txt"},
+    "/api/v1/workspaces/{workspace_id}/edc-transfers": {"transfer_process_id": "tp", "target_key": "k"},
     "/api/v1/executions": {
         "asset_id": "dummy",
         "workspace_id": "{workspace_id}",

@@ -325,3 +325,147 @@ async def test_pending_callbacks_survive_a_restart(
         assert document["workspace_id"] == workspace
     finally:
         await close_again()
+
+
+EVENTS_SECRET = "events-secret-" + "e" * 20
+
+
+@pytest.fixture
+async def events_api(edc_settings: Settings, contract) -> AsyncIterator[Api]:  # type: ignore[no-untyped-def]
+    settings = edc_settings.model_copy(
+        update={
+            "edc": edc_settings.edc.model_copy(
+                update={"events": edc_settings.edc.events.model_validate({"auth_code": EVENTS_SECRET})}
+            ),
+            "imports": edc_settings.imports.model_copy(update={"allowed_networks": ["127.0.0.1/32"]}),
+        }
+    )
+    api, close = await live_api(settings, contract)
+    yield api
+    await close()
+
+
+@pytest.fixture
+async def data_plane() -> AsyncIterator[tuple[TestServer, list[str | None]]]:
+    seen: list[str | None] = []
+
+    async def public(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        return web.Response(body=b"rows,from,the,other,provider\n")
+
+    app = web.Application()
+    app.router.add_get("/public/", public)
+    server = TestServer(app)
+    await server.start_server()
+    yield server, seen
+    await server.close()
+
+
+async def consumer_workspace(api: Api) -> tuple[str, str]:
+    tenant = await api.json(
+        "POST", "/api/v1/tenants", 201, key=ADMIN_KEY, json={"participant_id": "did:web:c"}
+    )
+    key = (await api.json("POST", f"/api/v1/tenants/{tenant['id']}/api-keys", 201, key=ADMIN_KEY, json={}))[
+        "key"
+    ]
+    return key, (await api.json("POST", "/api/v1/workspaces", 201, key=key, json={}))["id"]
+
+
+async def test_a_started_transfer_imports_into_the_registered_workspace(events_api: Api, data_plane) -> None:  # type: ignore[no-untyped-def]
+    server, seen = data_plane
+    key, ws = await consumer_workspace(events_api)
+    event = example("transfer-started-event")
+    assert list(schema("transfer-started-event").iter_errors(event)) == []
+    process = event["payload"]["transferProcessId"]
+    registration = await events_api.json(
+        "POST",
+        f"/api/v1/workspaces/{ws}/edc-transfers",
+        201,
+        key=key,
+        json={"transfer_process_id": process, "target_key": "inputs/remote.csv"},
+    )
+    properties = event["payload"]["dataAddress"]["properties"]
+    properties["https://w3id.org/edc/v0.0.1/ns/endpoint"] = str(server.make_url("/public/"))
+    answer = await events_api.json(
+        "POST", "/edc/events", 200, json=event, headers={"X-Api-Key": EVENTS_SECRET}
+    )
+    assert answer == {"imports_started": 1}
+    token = properties["https://w3id.org/edc/v0.0.1/ns/authorization"]
+    for _ in range(100):
+        response = await events_api.request(
+            "GET", f"/api/v1/workspaces/{ws}/objects/inputs/remote.csv", key=key
+        )
+        if response.status == 200:
+            break
+        await asyncio.sleep(0.05)
+    assert await response.read() == b"rows,from,the,other,provider\n"
+    assert seen == [f"Bearer {token}"]  # authType bearer: the prefix the EDR asks for
+    listed = await events_api.json("GET", f"/api/v1/workspaces/{ws}/edc-transfers", 200, key=key)
+    assert listed["items"][0]["id"] == registration["id"] and listed["items"][0]["import_id"]
+    # A second event for the same transfer starts nothing new.
+    again = await events_api.json(
+        "POST", "/edc/events", 200, json=event, headers={"X-Api-Key": EVENTS_SECRET}
+    )
+    assert again == {"imports_started": 0}
+
+
+async def test_plain_keys_and_authorization_sent_exactly_as_given(events_api: Api, data_plane) -> None:  # type: ignore[no-untyped-def]
+    server, seen = data_plane
+    key, ws = await consumer_workspace(events_api)
+    await events_api.json(
+        "POST",
+        f"/api/v1/workspaces/{ws}/edc-transfers",
+        201,
+        key=key,
+        json={"contract_id": "contract-9", "target_key": "in.csv"},
+    )
+    event = {
+        "id": "e1",
+        "at": 1,
+        "type": "TransferProcessStarted",
+        "payload": {
+            "transferProcessId": "tp-9",
+            "type": "CONSUMER",
+            "contractId": "contract-9",
+            "dataAddress": {
+                "properties": {"endpoint": str(server.make_url("/public/")), "authorization": "raw-code"}
+            },
+        },
+    }
+    assert (
+        await events_api.json("POST", "/edc/events", 200, json=event, headers={"X-Api-Key": EVENTS_SECRET})
+    )["imports_started"] == 1
+    for _ in range(100):
+        if seen:
+            break
+        await asyncio.sleep(0.05)
+    assert seen == ["raw-code"]
+
+
+async def test_events_need_their_header_and_unknown_transfers_are_acknowledged(events_api: Api) -> None:
+    event = example("transfer-started-event")
+    await events_api.json("POST", "/edc/events", 404, json=event)
+    await events_api.json("POST", "/edc/events", 404, json=event, headers={"X-Api-Key": "wrong"})
+    answer = await events_api.json(
+        "POST", "/edc/events", 200, json=event, headers={"X-Api-Key": EVENTS_SECRET}
+    )
+    assert answer == {"imports_started": 0}
+    other = {**event, "type": "TransferProcessCompleted"}
+    assert (
+        await events_api.json("POST", "/edc/events", 200, json=other, headers={"X-Api-Key": EVENTS_SECRET})
+    )["imports_started"] == 0
+
+
+async def test_registration_needs_a_transfer_and_a_valid_key(events_api: Api) -> None:
+    key, ws = await consumer_workspace(events_api)
+    problem = await events_api.json(
+        "POST", f"/api/v1/workspaces/{ws}/edc-transfers", 422, key=key, json={"target_key": "x"}
+    )
+    assert problem["errors"][0]["field"] == "body.transfer_process_id"
+    await events_api.json(
+        "POST",
+        f"/api/v1/workspaces/{ws}/edc-transfers",
+        400,
+        key=key,
+        json={"transfer_process_id": "t", "target_key": "../x"},
+    )

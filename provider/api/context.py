@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from provider.api.metrics import HttpMetrics
-from provider.config import EdcConnectorSettings
+from provider.config import EdcConnectorSettings, EdcEventSettings
 from provider.services.assets import AssetService
 from provider.services.auth import Authenticator
 from provider.services.executions import ExecutionService
@@ -16,6 +16,7 @@ from provider.services.imports import ImportService
 from provider.services.ports import Store
 from provider.services.provisioning import ProvisioningService
 from provider.services.tenants import TenantService
+from provider.services.transfers import TransferService
 from provider.services.workspaces import WorkspaceService
 
 
@@ -30,6 +31,8 @@ class ApiContext:
     executions: ExecutionService
     provisioning: ProvisioningService
     edc_connectors: dict[str, EdcConnectorSettings]
+    edc_events: EdcEventSettings
+    transfers: TransferService
     storage_backend: str
     metrics: HttpMetrics
     openapi: dict[str, Any]

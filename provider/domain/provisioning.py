@@ -68,3 +68,18 @@ class Provisioning:
             error=error,
             updated_at=at,
         )
+
+
+@dataclass(frozen=True)
+class TransferRegistration:
+    """A consumer's word that an EDC transfer (by process or contract id) fills its workspace."""
+
+    id: str
+    workspace_id: str
+    tenant_id: str
+    transfer_process_id: str | None
+    contract_id: str | None
+    target_key: str
+    created_at: datetime
+    import_id: str | None = None
+    started_at: datetime | None = None

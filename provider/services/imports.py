@@ -117,6 +117,32 @@ class ImportService:
         self._start(item)
         return item
 
+    async def create_system(
+        self, workspace_id: str, source_url: str, headers: dict[str, str], target_key: str
+    ) -> Import:
+        """An import the service starts on its own (an EDC transfer the consumer registered)."""
+        check_key(target_key, "target_key")
+        workspace = await self.workspaces.get_system(workspace_id)
+        await self.source.check(source_url, "source_url")
+        now = self.clock()
+        item = Import(
+            id=new_id("imp"),
+            workspace_id=workspace.id,
+            tenant_id=workspace.tenant_id,
+            source_url=source_url,
+            headers=headers,
+            target_key=target_key,
+            expected_size=None,
+            expected_sha256=None,
+            state=ImportState.QUEUED,
+            created_at=now,
+            updated_at=now,
+        )
+        async with self.store.transaction() as uow:
+            await uow.imports.add(item)
+        self._start(item)
+        return item
+
     async def get(self, principal: Principal, workspace_id: str, import_id: str) -> Import:
         workspace = await self.workspaces.get(principal, workspace_id)
         async with self.store.read() as uow:

@@ -14,7 +14,7 @@ from provider.domain.assets import Asset
 from provider.domain.executions import Execution, OutputFile, State
 from provider.domain.imports import Import, ImportState
 from provider.domain.pagination import Page, PageRequest
-from provider.domain.provisioning import Provisioning
+from provider.domain.provisioning import Provisioning, TransferRegistration
 from provider.domain.ranges import ByteRange
 from provider.domain.tenants import ApiKey, Tenant
 from provider.domain.tokens import TokenClaims, WorkspaceToken
@@ -187,6 +187,22 @@ class ProvisioningRepository(Protocol):
         """When the next callback or deletion is due."""
 
 
+class TransferRegistrationRepository(Protocol):
+    async def add(self, item: TransferRegistration) -> None:
+        """Record which EDC transfer fills which workspace."""
+
+    async def matching(
+        self, transfer_process_id: str, contract_id: str | None
+    ) -> builtins.list[TransferRegistration]:
+        """Registrations not yet started that name this transfer process or contract."""
+
+    async def for_workspace(self, workspace_id: str) -> builtins.list[TransferRegistration]:
+        """A workspace's registrations, oldest first."""
+
+    async def started(self, registration_id: str, import_id: str, at: datetime) -> None:
+        """Mark a registration as served by an import."""
+
+
 class UnitOfWork(Protocol):
     """One transaction: every write through these repositories commits together or not at all."""
 
@@ -213,6 +229,9 @@ class UnitOfWork(Protocol):
 
     @property
     def provisionings(self) -> ProvisioningRepository: ...
+
+    @property
+    def transfers(self) -> TransferRegistrationRepository: ...
 
 
 class Store(Protocol):
@@ -358,8 +377,8 @@ class SourceResponse:
 class RemoteSource(Protocol):
     """Fetches from remote HTTP endpoints, refusing addresses the operator has not allowed."""
 
-    async def check(self, url: str) -> None:
-        """Raise InvalidInput naming the rule if `url` may not be fetched (scheme, address)."""
+    async def check(self, url: str, field: str = "body.source_url") -> None:
+        """Raise ForbiddenAddress naming the rule if `url` may not be fetched (scheme, address)."""
 
     def fetch(self, url: str, headers: dict[str, str]) -> AbstractAsyncContextManager[SourceResponse]:
         """GET `url`; the address actually connected to is checked again (DNS rebinding)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import logging
-from typing import Literal
+from typing import Annotated, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,8 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from provider.api.context import ctx
 from provider.api.parsing import parse_json
 from provider.api.problems import ProblemError
-from provider.api.routing import Access, Route
+from provider.api.routing import Access, Route, principal
+from provider.api.schemas import Body, page_out, timestamp
 from provider.domain.errors import NotFound
+from provider.domain.provisioning import TransferRegistration
+from provider.domain.workspaces import Scope
 from provider.services.provisioning import ACCESS_HEADER, ProvisionRequest
 
 log = logging.getLogger(__name__)
@@ -80,6 +83,66 @@ async def provision_webhook(request: web.Request) -> web.Response:
     return web.json_response({"status": "provisioning", "workspace_id": item.workspace_id}, status=200)
 
 
+async def events_webhook(request: web.Request) -> web.Response:
+    """EDC event callbacks (e.g. TransferProcessStarted with an EDR): start registered imports."""
+    settings = ctx(request).edc_events
+    expected = settings.auth_code.get_secret_value() if settings.auth_code else None
+    given = request.headers.get(settings.auth_key, "")
+    if expected is None or not hmac.compare_digest(expected.encode(), given.encode()):
+        raise NotFound("webhook", "events")
+    try:
+        body = await parse_json(request, EdcEvent)
+    except ProblemError as exc:
+        raise ProblemError(400, exc.slug, exc.detail, exc.problems) from exc
+    started = await ctx(request).transfers.on_event(body.model_dump())
+    return web.json_response({"imports_started": started}, status=200)
+
+
+class EdcEvent(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str | None = None
+    at: int | float | str | None = None
+    type: str = Field(min_length=1, max_length=200)
+    payload: dict[str, object] = Field(default_factory=dict)
+
+
+class TransferRegistrationCreate(Body):
+    transfer_process_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    contract_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    target_key: Annotated[str, Field(min_length=1, max_length=1024)]
+
+
+def registration_out(item: TransferRegistration) -> dict[str, object]:
+    return {
+        "id": item.id,
+        "workspace_id": item.workspace_id,
+        "transfer_process_id": item.transfer_process_id,
+        "contract_id": item.contract_id,
+        "target_key": item.target_key,
+        "import_id": item.import_id,
+        "created_at": timestamp(item.created_at),
+        "started_at": timestamp(item.started_at),
+    }
+
+
+async def register_transfer(request: web.Request) -> web.Response:
+    body = await parse_json(request, TransferRegistrationCreate)
+    item = await ctx(request).transfers.register(
+        principal(request),
+        request.match_info["workspace_id"],
+        body.transfer_process_id,
+        body.contract_id,
+        body.target_key,
+    )
+    return web.json_response(registration_out(item), status=201)
+
+
+async def list_transfers(request: web.Request) -> web.Response:
+    items = await ctx(request).transfers.list(principal(request), request.match_info["workspace_id"])
+    return web.json_response(page_out([registration_out(i) for i in items], None))
+
+
 async def access_document(request: web.Request) -> web.Response:
     document = await ctx(request).provisioning.access_document(
         request.match_info["workspace_id"], request.headers.get(ACCESS_HEADER)
@@ -90,4 +153,19 @@ async def access_document(request: web.Request) -> web.Response:
 ROUTES = [
     Route("POST", "/edc/{connector}/{secret}/provision", provision_webhook, Access.PUBLIC),
     Route("GET", "/api/v1/workspaces/{workspace_id}/access", access_document, Access.PUBLIC),
+    Route("POST", "/edc/events", events_webhook, Access.PUBLIC),
+    Route(
+        "POST",
+        "/api/v1/workspaces/{workspace_id}/edc-transfers",
+        register_transfer,
+        Access.AUTHENTICATED,
+        Scope.OBJECTS_WRITE,
+    ),
+    Route(
+        "GET",
+        "/api/v1/workspaces/{workspace_id}/edc-transfers",
+        list_transfers,
+        Access.AUTHENTICATED,
+        Scope.OBJECTS_READ,
+    ),
 ]

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from provider.backends.sql import tables as t
 from provider.backends.sql.common import insert_row
-from provider.domain.provisioning import Provisioning, ProvisioningState
+from provider.domain.provisioning import Provisioning, ProvisioningState, TransferRegistration
 
 _FIELDS = (
     "connector", "transfer_process_id", "resource_definition_id", "asset_id", "callback_address",
@@ -88,3 +88,44 @@ class SqlProvisioningRepository:
         times = [(await self.conn.execute(q)).scalar_one() for q in (pending, deleting)]
         known = [time for time in times if time is not None]
         return min(known) if known else None
+
+
+_REGISTRATION_FIELDS = (
+    "workspace_id", "tenant_id", "transfer_process_id", "contract_id", "target_key", "import_id",
+    "created_at", "started_at",
+)  # fmt: skip
+
+
+def _registration(row: sa.Row[Any]) -> TransferRegistration:
+    return TransferRegistration(id=row.id, **{n: getattr(row, n) for n in _REGISTRATION_FIELDS})
+
+
+class SqlTransferRegistrationRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(self, item: TransferRegistration) -> None:
+        values = {n: getattr(item, n) for n in _REGISTRATION_FIELDS}
+        await insert_row(
+            self.conn, t.edc_transfers.insert().values(id=item.id, **values), "this registration"
+        )
+
+    async def matching(self, transfer_process_id: str, contract_id: str | None) -> list[TransferRegistration]:
+        """Registrations not yet started that name this transfer process (or its contract)."""
+        c = t.edc_transfers.c
+        names = c.transfer_process_id == transfer_process_id
+        if contract_id:
+            names = sa.or_(names, c.contract_id == contract_id)
+        query = t.edc_transfers.select().where(names, c.started_at.is_(None)).order_by(c.id)
+        return [_registration(r) for r in await self.conn.execute(query)]
+
+    async def for_workspace(self, workspace_id: str) -> list[TransferRegistration]:
+        query = t.edc_transfers.select().where(t.edc_transfers.c.workspace_id == workspace_id)
+        return [_registration(r) for r in await self.conn.execute(query.order_by(t.edc_transfers.c.id))]
+
+    async def started(self, registration_id: str, import_id: str, at: datetime) -> None:
+        await self.conn.execute(
+            t.edc_transfers.update()
+            .where(t.edc_transfers.c.id == registration_id)
+            .values(import_id=import_id, started_at=at)
+        )

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from provider.backends.sql.assets import SqlAssetRepository
 from provider.backends.sql.executions import SqlExecutionRepository
 from provider.backends.sql.imports import SqlImportRepository
-from provider.backends.sql.provisioning import SqlProvisioningRepository
+from provider.backends.sql.provisioning import SqlProvisioningRepository, SqlTransferRegistrationRepository
 from provider.backends.sql.tenants import SqlApiKeyRepository, SqlTenantRepository
 from provider.backends.sql.workspaces import SqlTokenRepository, SqlWorkspaceRepository
 from provider.domain.errors import Unavailable
@@ -129,3 +129,4 @@ class SqlUnitOfWork:
         self.imports = SqlImportRepository(conn)
         self.executions = SqlExecutionRepository(conn)
         self.provisionings = SqlProvisioningRepository(conn)
+        self.transfers = SqlTransferRegistrationRepository(conn)

@@ -192,3 +192,17 @@ provisionings = sa.Table(
         "connector", "transfer_process_id", "resource_definition_id", name="uq_provisionings_transfer"
     ),
 )
+
+edc_transfers = sa.Table(
+    "edc_transfers",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("workspace_id", sa.String(40), sa.ForeignKey("workspaces.id"), nullable=False, index=True),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("transfer_process_id", sa.String(255), nullable=True, index=True),
+    sa.Column("contract_id", sa.String(255), nullable=True, index=True),
+    sa.Column("target_key", sa.String(1024), nullable=False),
+    sa.Column("import_id", sa.String(40), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=True),
+)
