@@ -16,6 +16,7 @@ from tests.conftest import ADMIN_KEY, Api, Consumer
 # (tests/test_edc.py covers them with and without their secret).
 SELF_GUARDED = {
     "/edc/{connector}/{secret}/provision",
+    "/edc/{connector}/{secret}/dataplane/provision",
     "/api/v1/workspaces/{workspace_id}/access",
     "/edc/events",
 }

@@ -469,3 +469,65 @@ async def test_registration_needs_a_transfer_and_a_valid_key(events_api: Api) ->
         key=key,
         json={"transfer_process_id": "t", "target_key": "../x"},
     )
+
+
+@pytest.fixture
+async def data_plane_connector() -> AsyncIterator[dict[str, list[Any]]]:
+    """The connector's data-plane provisioner callbacks, with a first 409 on each."""
+    received: dict[str, list[Any]] = {"provision": [], "deprovision": []}
+    seen: set[str] = set()
+
+    async def callback(request: web.Request) -> web.Response:
+        kind = request.match_info["kind"]
+        if request.headers.get("x-api-key") != API_KEY:
+            return web.Response(status=401)
+        body = await request.json()
+        if kind == "provision" and list(schema("dataplane-provision-callback").iter_errors(body)):
+            return web.Response(status=400)
+        if kind == "deprovision" and body != {}:
+            return web.Response(status=400)
+        marker = f"{kind}:{request.match_info['flow']}"
+        if marker not in seen:
+            seen.add(marker)
+            return web.Response(status=409)
+        received[kind].append((request.match_info["flow"], request.match_info["resource"], body))
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/api/control/provision/{flow}/{resource}/{kind}", callback)
+    server = TestServer(app)
+    await server.start_server()
+    received["url"] = [str(server.make_url("/api/control/provision"))]
+    yield received
+    await server.close()
+
+
+async def test_data_plane_provisioner_round_trip(
+    live: Api, data_plane_connector: dict[str, list[Any]]
+) -> None:
+    body = {**example("dataplane-provision-request"), "callbackAddress": data_plane_connector["url"][0]}
+    assert list(schema("dataplane-provision-request").iter_errors(body)) == []
+    webhook = f"/edc/main/{SECRET}/dataplane/provision"
+    workspace = (await live.json("POST", webhook, 200, json=body))["workspace_id"]
+    for _ in range(200):
+        if data_plane_connector["provision"]:
+            break
+        await asyncio.sleep(0.05)
+    flow, resource, callback = data_plane_connector["provision"][0]
+    assert (flow, resource) == (body["flowId"], body["provisionResourceId"])
+    address = callback["dataAddress"]["properties"]
+    document = await live.json(
+        "GET", urlsplit(address["baseUrl"]).path, 200, headers={address["authKey"]: address["authCode"]}
+    )
+    assert document["workspace_id"] == workspace
+    me = await live.json("GET", "/api/v1/me", 200, key=document["token"])
+    assert me["tenant"]["participant_id"] == "connector:main"
+    answer = await live.request("POST", webhook, json={**body, "type": "deprovision"})
+    assert answer.status == 200
+    for _ in range(200):
+        if data_plane_connector["deprovision"]:
+            break
+        await asyncio.sleep(0.05)
+    assert data_plane_connector["deprovision"] == [(body["flowId"], body["provisionResourceId"], {})]
+    await live.json("GET", f"/api/v1/workspaces/{workspace}", 404, key=ADMIN_KEY)
+    await live.json("POST", webhook, 400, json={**body, "flowId": ""})

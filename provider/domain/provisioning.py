@@ -7,6 +7,16 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 
+class ProvisionerKind(enum.StrEnum):
+    CONTROL = "control"  # control-plane HTTP provisioner (provision-http)
+    DATA_PLANE = "dataplane"  # data-plane HTTP provisioner (data-plane-provision-http)
+
+
+class PendingCallback(enum.StrEnum):
+    PROVISION = "provision"
+    DEPROVISION = "deprovision"  # data plane only: EDC waits for it
+
+
 class ProvisioningState(enum.StrEnum):
     CALLBACK_PENDING = "callback_pending"  # workspace made; the connector has not accepted the callback yet
     PROVISIONED = "provisioned"  # the connector accepted the callback
@@ -36,14 +46,30 @@ class Provisioning:
     last_status: int | None = None
     error: str | None = None
     delete_after: datetime | None = None
+    kind: ProvisionerKind = ProvisionerKind.CONTROL
+    pending: PendingCallback | None = PendingCallback.PROVISION
 
     def callback_again(self, at: datetime) -> Provisioning:
         """A repeated provision request: send the callback again, from a fresh deadline."""
         return replace(
             self,
             state=ProvisioningState.CALLBACK_PENDING,
+            pending=PendingCallback.PROVISION,
             next_attempt_at=at,
             deadline_at=at + (self.deadline_at - self.created_at),
+            updated_at=at,
+        )
+
+    def give_up(self, at: datetime, status: int | None, error: str) -> Provisioning:
+        """The connector refused the callback for good (e.g. 404: it does not know the process)."""
+        return replace(
+            self,
+            state=ProvisioningState.FAILED if self.pending is PendingCallback.PROVISION else self.state,
+            pending=None,
+            attempts=self.attempts + 1,
+            next_attempt_at=None,
+            last_status=status,
+            error=error,
             updated_at=at,
         )
 
@@ -51,9 +77,12 @@ class Provisioning:
         self, at: datetime, status: int | None, error: str, retry_in: timedelta
     ) -> Provisioning:
         if at + retry_in > self.deadline_at:
+            # A provision callback that never lands fails the provisioning; a deprovision callback
+            # that never lands leaves the deprovisioning to go on without it.
             return replace(
                 self,
-                state=ProvisioningState.FAILED,
+                state=ProvisioningState.FAILED if self.pending is PendingCallback.PROVISION else self.state,
+                pending=None,
                 attempts=self.attempts + 1,
                 next_attempt_at=None,
                 last_status=status,

@@ -20,7 +20,7 @@ from typing import Any
 
 from provider.domain.errors import Conflict, NotFound, Unauthenticated
 from provider.domain.ids import new_id
-from provider.domain.provisioning import Provisioning, ProvisioningState
+from provider.domain.provisioning import PendingCallback, ProvisionerKind, Provisioning, ProvisioningState
 from provider.domain.tenants import hash_secret
 from provider.domain.workspaces import Scope
 from provider.services.executions import ExecutionService
@@ -81,7 +81,9 @@ class ProvisioningService:
 
     # --- webhooks -----------------------------------------------------------------------------
 
-    async def provision(self, connector: str, request: ProvisionRequest) -> Provisioning:
+    async def provision(
+        self, connector: str, request: ProvisionRequest, kind: ProvisionerKind = ProvisionerKind.CONTROL
+    ) -> Provisioning:
         """Create the workspace (or find it again) and schedule the callback; the webhook answers 200."""
         async with self.store.read() as uow:
             existing = await uow.provisionings.find(
@@ -120,13 +122,14 @@ class ProvisioningService:
             deadline_at=now + timedelta(seconds=self.policy.deadline_seconds),
             created_at=now,
             updated_at=now,
+            kind=kind,
         )
         try:
             async with self.store.transaction() as uow:
                 await uow.provisionings.add(item)
         except Conflict:  # the same request raced in: keep the first, drop this workspace
             await self.workspaces.delete_system(workspace.id)
-            return await self.provision(connector, request)
+            return await self.provision(connector, request, kind)
         self._codes[item.id] = code
         log.info(
             "provisioned",
@@ -152,10 +155,19 @@ class ProvisioningService:
         updated = replace(
             item,
             state=ProvisioningState.DEPROVISIONING,
+            pending=None,
             next_attempt_at=None,
             delete_after=now + timedelta(seconds=self.policy.retention_seconds),
             updated_at=now,
         )
+        if item.kind is ProvisionerKind.DATA_PLANE:  # the data plane waits for a deprovision callback
+            updated = replace(
+                updated,
+                pending=PendingCallback.DEPROVISION,
+                next_attempt_at=now,
+                attempts=0,
+                deadline_at=now + timedelta(seconds=self.policy.deadline_seconds),
+            )
         async with self.store.transaction() as uow:
             await uow.provisionings.update(updated)
         await self.executions.cancel_workspace(item.workspace_id)
@@ -250,63 +262,88 @@ class ProvisioningService:
         await asyncio.gather(*(self._handle(item) for item in due))
 
     async def _handle(self, item: Provisioning) -> None:
-        if item.state is ProvisioningState.DEPROVISIONING:
+        now = self.clock()
+        if item.pending is not None and item.next_attempt_at is not None and item.next_attempt_at <= now:
+            item = await self._callback(item)
+        if (
+            item.state is ProvisioningState.DEPROVISIONING
+            and item.delete_after is not None
+            and item.delete_after <= now
+        ):
             await self.workspaces.delete_system(item.workspace_id)
+            item = replace(item, delete_after=None, updated_at=self.clock())
+            if item.pending is None:
+                item = replace(item, state=ProvisioningState.DEPROVISIONED)
             async with self.store.transaction() as uow:
-                await uow.provisionings.update(
-                    replace(
-                        item,
-                        state=ProvisioningState.DEPROVISIONED,
-                        delete_after=None,
-                        updated_at=self.clock(),
-                    )
-                )
-            log.info("deprovisioned", extra={"transfer_process_id": item.transfer_process_id})
-            return
-        await self._callback(item)
+                await uow.provisionings.update(item)
+            log.info(
+                "workspace data deleted after deprovisioning",
+                extra={"transfer_process_id": item.transfer_process_id},
+            )
 
-    def _callback_body(self, item: Provisioning, code: str) -> dict[str, Any]:
+    def _address(self, item: Provisioning, code: str) -> dict[str, Any]:
+        """The content data address: an HttpData pointing at the access document."""
         return {
+            "properties": {
+                "type": "HttpData",
+                "baseUrl": f"{self.policy.public_url}/api/v1/workspaces/{item.workspace_id}/access",
+                "authKey": ACCESS_HEADER,
+                "authCode": code,
+            }
+        }
+
+    def _request(self, item: Provisioning, code: str | None) -> tuple[str, dict[str, Any]]:
+        """The callback URL and body, by provisioner kind and the callback that is pending."""
+        base = item.callback_address.rstrip("/")
+        if item.kind is ProvisionerKind.DATA_PLANE:
+            url = f"{base}/{item.transfer_process_id}/{item.resource_definition_id}/{item.pending}"
+            if item.pending is PendingCallback.DEPROVISION:
+                return url, {}
+            assert code is not None
+            return url, {"dataAddress": self._address(item, code)}
+        assert code is not None
+        return f"{base}/{item.transfer_process_id}/provision", {
             "edctype": CALLBACK_TYPE,
             "resourceDefinitionId": item.resource_definition_id,
             "assetId": item.asset_id,
             "resourceName": f"workspace {item.workspace_id}",
-            "contentDataAddress": {
-                "properties": {
-                    "type": "HttpData",
-                    "baseUrl": f"{self.policy.public_url}/api/v1/workspaces/{item.workspace_id}/access",
-                    "authKey": ACCESS_HEADER,
-                    "authCode": code,
-                }
-            },
+            "contentDataAddress": self._address(item, code),
             "apiKeyJwt": "unused",
             "hasToken": False,
         }
 
-    async def _callback(self, item: Provisioning) -> None:
-        code = self._codes.get(item.id)
-        if code is None:
-            # After a restart (or a repeated request) the code is not in memory: issue a new one.
-            code = secrets.token_urlsafe(32)
-            item = replace(item, access_code_hash=hash_secret(code))
-            async with self.store.transaction() as uow:
-                await uow.provisionings.update(item)
-            self._codes[item.id] = code
-        url = f"{item.callback_address.rstrip('/')}/{item.transfer_process_id}/provision"
+    async def _callback(self, item: Provisioning) -> Provisioning:
+        code = None
+        if item.pending is PendingCallback.PROVISION:
+            code = self._codes.get(item.id)
+            if code is None:
+                # After a restart (or a repeated request) the code is not in memory: issue a new one.
+                code = secrets.token_urlsafe(32)
+                item = replace(item, access_code_hash=hash_secret(code))
+                async with self.store.transaction() as uow:
+                    await uow.provisionings.update(item)
+                self._codes[item.id] = code
+        url, body = self._request(item, code)
         headers = {}
         api_key = self.policy.api_keys.get(item.connector)
         if api_key:
             headers["x-api-key"] = api_key
         now = self.clock()
         try:
-            status: int | None = await self.poster.post_json(url, headers, self._callback_body(item, code))
+            status: int | None = await self.poster.post_json(url, headers, body)
             error = f"the connector answered HTTP {status}"
         except Exception as exc:  # unreachable connector: retried like a 5xx
             status, error = None, f"{type(exc).__name__}: {exc}"[:300]
         if status is not None and 200 <= status < 300:
+            state = item.state
+            if item.pending is PendingCallback.PROVISION:
+                state = ProvisioningState.PROVISIONED
+            elif item.delete_after is None:  # deprovision callback delivered, data already gone
+                state = ProvisioningState.DEPROVISIONED
             updated = replace(
                 item,
-                state=ProvisioningState.PROVISIONED,
+                state=state,
+                pending=None,
                 attempts=item.attempts + 1,
                 next_attempt_at=None,
                 last_status=status,
@@ -319,22 +356,17 @@ class ProvisioningService:
             delay = random.uniform(delay / 2, delay)  # noqa: S311 - jitter
             updated = item.attempt_failed(now, status, error, timedelta(seconds=delay))
         else:  # 404 (unknown process) and other refusals are final
-            updated = replace(
-                item,
-                state=ProvisioningState.FAILED,
-                attempts=item.attempts + 1,
-                next_attempt_at=None,
-                last_status=status,
-                error=error,
-                updated_at=now,
-            )
+            updated = item.give_up(now, status, error)
         async with self.store.transaction() as uow:
             current = await uow.provisionings.find(
                 item.connector, item.transfer_process_id, item.resource_definition_id
             )
-            if current is not None and current.state is ProvisioningState.CALLBACK_PENDING:
-                await uow.provisionings.update(updated)
-        if updated.state is ProvisioningState.FAILED:
+            if current is None or current.pending is not item.pending:
+                return (
+                    current or updated
+                )  # superseded meanwhile (e.g. deprovisioned during a provision callback)
+            await uow.provisionings.update(updated)
+        if updated.pending is None and updated.error:
             log.error(
                 "provisioning callback failed for good",
                 extra={
@@ -343,3 +375,4 @@ class ProvisioningService:
                     "error": updated.error,
                 },
             )
+        return updated

@@ -21,7 +21,7 @@ from provider.api.problems import ProblemError
 from provider.api.routing import Access, Route, principal
 from provider.api.schemas import Body, page_out, timestamp
 from provider.domain.errors import NotFound
-from provider.domain.provisioning import TransferRegistration
+from provider.domain.provisioning import ProvisionerKind, TransferRegistration
 from provider.domain.workspaces import Scope
 from provider.services.provisioning import ACCESS_HEADER, ProvisionRequest
 
@@ -79,6 +79,39 @@ async def provision_webhook(request: web.Request) -> web.Response:
             body.callbackAddress,
             body.policy.assignee,
         ),
+    )
+    return web.json_response({"status": "provisioning", "workspace_id": item.workspace_id}, status=200)
+
+
+class DataPlaneProvisionRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["provision", "deprovision"]
+    provisionResourceId: str = Field(min_length=1, max_length=255)  # EDC's own field names
+    flowId: str = Field(min_length=1, max_length=255)
+    callbackAddress: str = Field(min_length=1, max_length=2048, pattern=r"^https?://")
+
+
+async def dataplane_webhook(request: web.Request) -> web.Response:
+    """EDC's data-plane HTTP provisioner (data-plane-provision-http, asset type ProvisionHttp).
+
+    Its requests name no participant, so the workspace belongs to the connector's own tenant
+    (participant id `connector:<name>`)."""
+    connector = _connector(request)
+    try:
+        body = await parse_json(request, DataPlaneProvisionRequest)
+    except ProblemError as exc:
+        raise ProblemError(400, exc.slug, exc.detail, exc.problems) from exc
+    service = ctx(request).provisioning
+    if body.type == "deprovision":
+        await service.deprovision(connector, body.flowId, body.provisionResourceId)
+        return web.json_response({"status": "deprovisioning"}, status=200)
+    item = await service.provision(
+        connector,
+        ProvisionRequest(
+            "", body.flowId, body.provisionResourceId, body.callbackAddress, f"connector:{connector}"
+        ),
+        ProvisionerKind.DATA_PLANE,
     )
     return web.json_response({"status": "provisioning", "workspace_id": item.workspace_id}, status=200)
 
@@ -152,6 +185,7 @@ async def access_document(request: web.Request) -> web.Response:
 
 ROUTES = [
     Route("POST", "/edc/{connector}/{secret}/provision", provision_webhook, Access.PUBLIC),
+    Route("POST", "/edc/{connector}/{secret}/dataplane/provision", dataplane_webhook, Access.PUBLIC),
     Route("GET", "/api/v1/workspaces/{workspace_id}/access", access_document, Access.PUBLIC),
     Route("POST", "/edc/events", events_webhook, Access.PUBLIC),
     Route(

@@ -10,7 +10,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from provider.backends.sql import tables as t
 from provider.backends.sql.common import insert_row
-from provider.domain.provisioning import Provisioning, ProvisioningState, TransferRegistration
+from provider.domain.provisioning import (
+    PendingCallback,
+    ProvisionerKind,
+    Provisioning,
+    ProvisioningState,
+    TransferRegistration,
+)
 
 _FIELDS = (
     "connector", "transfer_process_id", "resource_definition_id", "asset_id", "callback_address",
@@ -20,12 +26,21 @@ _FIELDS = (
 
 
 def _values(item: Provisioning) -> dict[str, Any]:
-    return {**{name: getattr(item, name) for name in _FIELDS}, "state": item.state.value}
+    return {
+        **{name: getattr(item, name) for name in _FIELDS},
+        "state": item.state.value,
+        "kind": item.kind.value,
+        "pending": item.pending.value if item.pending else None,
+    }
 
 
 def _row(row: sa.Row[Any]) -> Provisioning:
     return Provisioning(
-        id=row.id, state=ProvisioningState(row.state), **{n: getattr(row, n) for n in _FIELDS}
+        id=row.id,
+        state=ProvisioningState(row.state),
+        kind=ProvisionerKind(row.kind),
+        pending=PendingCallback(row.pending) if row.pending else None,
+        **{n: getattr(row, n) for n in _FIELDS},
     )
 
 
@@ -71,7 +86,7 @@ class SqlProvisioningRepository:
         c = t.provisionings.c
         query = t.provisionings.select().where(
             sa.or_(
-                sa.and_(c.state == ProvisioningState.CALLBACK_PENDING.value, c.next_attempt_at <= now),
+                sa.and_(c.pending.is_not(None), c.next_attempt_at <= now),
                 sa.and_(c.state == ProvisioningState.DEPROVISIONING.value, c.delete_after <= now),
             )
         )
@@ -79,9 +94,7 @@ class SqlProvisioningRepository:
 
     async def next_due(self) -> datetime | None:
         c = t.provisionings.c
-        pending = sa.select(sa.func.min(c.next_attempt_at)).where(
-            c.state == ProvisioningState.CALLBACK_PENDING.value
-        )
+        pending = sa.select(sa.func.min(c.next_attempt_at)).where(c.pending.is_not(None))
         deleting = sa.select(sa.func.min(c.delete_after)).where(
             c.state == ProvisioningState.DEPROVISIONING.value
         )

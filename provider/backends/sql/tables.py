@@ -188,6 +188,8 @@ provisionings = sa.Table(
     sa.Column("delete_after", UTCDateTime(), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False, server_default="control"),
+    sa.Column("pending", sa.String(16), nullable=True),
     sa.UniqueConstraint(
         "connector", "transfer_process_id", "resource_definition_id", name="uq_provisionings_transfer"
     ),
