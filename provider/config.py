@@ -273,6 +273,10 @@ class EdcSettings(_Section):
     retention_seconds: int = Field(
         default=0, ge=0, description="keep a deprovisioned workspace's data this long"
     )
+    content_address: Literal["access_document", "amazon_s3"] = Field(
+        default="access_document",
+        description="what the provisioning callback points at: the access document (HttpData) or the bucket",
+    )
     access_token_ttl_seconds: int = Field(default=24 * 3600, ge=60, description="tokens in access documents")
     events: EdcEventSettings = Field(default_factory=EdcEventSettings)
 

@@ -531,3 +531,42 @@ async def test_data_plane_provisioner_round_trip(
     assert data_plane_connector["deprovision"] == [(body["flowId"], body["provisionResourceId"], {})]
     await live.json("GET", f"/api/v1/workspaces/{workspace}", 404, key=ADMIN_KEY)
     await live.json("POST", webhook, 400, json={**body, "flowId": ""})
+
+
+@pytest.mark.s3
+async def test_amazon_s3_content_address_points_at_the_bucket(
+    edc_settings: Settings,
+    contract,
+    connector: Connector,
+    radosgw: str,  # type: ignore[no-untyped-def]
+) -> None:
+    from tests.conftest import s3_settings
+
+    settings = edc_settings.model_copy(
+        update={
+            "storage": edc_settings.storage.model_validate(s3_settings(radosgw)),
+            "edc": edc_settings.edc.model_copy(update={"content_address": "amazon_s3"}),
+        }
+    )
+    api, close = await live_api(settings, contract)
+    try:
+        body = request_for(connector)
+        workspace = (await api.json("POST", WEBHOOK, 200, json=body))["workspace_id"]
+        callback = await accepted(connector, body["transferProcessId"])
+        address = callback["contentDataAddress"]["properties"]
+        bucket = (await api.json("GET", f"/api/v1/workspaces/{workspace}", 200, key=ADMIN_KEY))["storage"][
+            "location"
+        ]
+        assert address == {
+            "type": "AmazonS3",
+            "bucketName": bucket,
+            "region": "us-east-1",
+            "objectPrefix": "",
+            "endpointOverride": radosgw,
+        }
+        assert (
+            "accessKeyId" not in address and "secretAccessKey" not in address
+        )  # no credentials in addresses
+        await api.request("POST", WEBHOOK, json={**body, "type": "deprovision"})
+    finally:
+        await close()

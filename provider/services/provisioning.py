@@ -53,6 +53,9 @@ class ProvisioningPolicy:
     retention_seconds: int
     access_token_ttl_seconds: int
     api_keys: dict[str, str]  # connector -> management API key for callbacks
+    content_address: str = "access_document"  # or "amazon_s3": the bucket itself (S3 storage)
+    s3_region: str = "us-east-1"
+    s3_endpoint: str | None = None
 
 
 class ProvisioningService:
@@ -281,8 +284,21 @@ class ProvisioningService:
                 extra={"transfer_process_id": item.transfer_process_id},
             )
 
-    def _address(self, item: Provisioning, code: str) -> dict[str, Any]:
-        """The content data address: an HttpData pointing at the access document."""
+    async def _address(self, item: Provisioning, code: str) -> dict[str, Any]:
+        """The content data address: HttpData pointing at the access document, or, when the
+        operator chose it (S3 storage), the AmazonS3 bucket itself. Session tokens travel only
+        through EDC's vault, so temporary credentials stay in the access document."""
+        if self.policy.content_address == "amazon_s3" and self.storage.name == "s3":
+            workspace = await self.workspaces.get_system(item.workspace_id)
+            properties: dict[str, Any] = {
+                "type": "AmazonS3",
+                "bucketName": workspace.location,
+                "region": self.policy.s3_region,
+                "objectPrefix": "",
+            }
+            if self.policy.s3_endpoint:
+                properties["endpointOverride"] = self.policy.s3_endpoint
+            return {"properties": properties}
         return {
             "properties": {
                 "type": "HttpData",
@@ -292,7 +308,7 @@ class ProvisioningService:
             }
         }
 
-    def _request(self, item: Provisioning, code: str | None) -> tuple[str, dict[str, Any]]:
+    async def _request(self, item: Provisioning, code: str | None) -> tuple[str, dict[str, Any]]:
         """The callback URL and body, by provisioner kind and the callback that is pending."""
         base = item.callback_address.rstrip("/")
         if item.kind is ProvisionerKind.DATA_PLANE:
@@ -300,14 +316,14 @@ class ProvisioningService:
             if item.pending is PendingCallback.DEPROVISION:
                 return url, {}
             assert code is not None
-            return url, {"dataAddress": self._address(item, code)}
+            return url, {"dataAddress": await self._address(item, code)}
         assert code is not None
         return f"{base}/{item.transfer_process_id}/provision", {
             "edctype": CALLBACK_TYPE,
             "resourceDefinitionId": item.resource_definition_id,
             "assetId": item.asset_id,
             "resourceName": f"workspace {item.workspace_id}",
-            "contentDataAddress": self._address(item, code),
+            "contentDataAddress": await self._address(item, code),
             "apiKeyJwt": "unused",
             "hasToken": False,
         }
@@ -323,7 +339,7 @@ class ProvisioningService:
                 async with self.store.transaction() as uow:
                     await uow.provisionings.update(item)
                 self._codes[item.id] = code
-        url, body = self._request(item, code)
+        url, body = await self._request(item, code)
         headers = {}
         api_key = self.policy.api_keys.get(item.connector)
         if api_key:
