@@ -7,6 +7,7 @@ config/provider.example.yaml.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +32,15 @@ from pydantic_settings import (
 
 DEFAULT_CONFIG_PATH = Path("config/provider.yaml")
 ENV_CONFIG_PATH = "PROVIDER_CONFIG"
+
+
+def _check_networks(value: list[str]) -> list[str]:
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"{item!r} is not a network such as 10.0.0.0/8 or 127.0.0.1/32") from exc
+    return value
 
 
 class _Section(BaseModel):
@@ -170,17 +180,7 @@ class ImportSettings(_Section):
     connect_timeout_seconds: float = Field(default=10.0, gt=0)
     read_timeout_seconds: float = Field(default=60.0, gt=0, description="longest silence from the source")
 
-    @field_validator("allowed_networks")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        import ipaddress
-
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"{item!r} is not a network such as 127.0.0.1/32") from exc
-        return value
+    _networks = field_validator("allowed_networks")(_check_networks)
 
 
 class LocalComputeSettings(_Section):
@@ -235,17 +235,7 @@ class EdcConnectorSettings(_Section):
             raise ValueError("must be at least 32 characters long")
         return value
 
-    @field_validator("allowed_networks")
-    @classmethod
-    def _networks(cls, value: list[str]) -> list[str]:
-        import ipaddress
-
-        for item in value:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"{item!r} is not a network such as 10.0.0.0/8") from exc
-        return value
+    _networks = field_validator("allowed_networks")(_check_networks)
 
 
 class EdcEventSettings(_Section):

@@ -325,19 +325,7 @@ class WorkspaceService:
                 "ttl_seconds is too long",
                 [FieldProblem("body.ttl_seconds", f"must be at most {self.policy.max_token_ttl}")],
             )
-        now = self.clock()
-        record = WorkspaceToken(
-            id=new_id("tok"),
-            workspace_id=workspace.id,
-            tenant_id=workspace.tenant_id,
-            scopes=frozenset(scopes),
-            name=name,
-            created_at=now,
-            expires_at=now + timedelta(seconds=ttl),
-        )
-        async with self.store.transaction() as uow:
-            await uow.tokens.add(record)
-        return IssuedToken(record, self.codec.encode(record))
+        return await self.issue_system_token(workspace.id, scopes, ttl, name)
 
     async def issue_job_token(self, workspace_id: str, ttl_seconds: int) -> IssuedToken:
         """A token for one job's data sidecar: this workspace's objects only, revoked when it ends."""
