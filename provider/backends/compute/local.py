@@ -63,6 +63,7 @@ class LocalCompute:
         )
         self._jobs: dict[str, _Job] = {}
         self._sink: EventSink | None = None
+        self._stopping = False
 
     async def start(self, sink: EventSink) -> None:
         self._sink = sink
@@ -108,14 +109,23 @@ class LocalCompute:
         await asyncio.to_thread(shutil.rmtree, directory, True)
 
     async def stop(self) -> None:
+        """Kill every job; report nothing more (the next start reconciles them as Lost).
+
+        Jobs are not cancelled in the middle of reporting: a task cut off inside a store
+        transaction could leave SQLite's write lock behind. Their processes are killed, and the
+        tasks, which now report nothing, end by themselves.
+        """
+        self._stopping = True
         for entry in list(self._jobs.values()):
             if entry.process is not None and entry.process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(entry.process.pid, signal.SIGKILL)
-            if entry.task is not None:
-                entry.task.cancel()
-        tasks = [e.task for e in self._jobs.values() if e.task is not None]
-        await asyncio.gather(*tasks, return_exceptions=True)
+        tasks = [e.task for e in self._jobs.values() if e.task is not None and not e.task.done()]
+        if tasks:
+            _, late = await asyncio.wait(tasks, timeout=10)
+            for task in late:  # still waiting for a slot, or stuck: now they may be cancelled
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
 
     # --- logs ---------------------------------------------------------------------------------
 
@@ -145,6 +155,8 @@ class LocalCompute:
     # --- running ------------------------------------------------------------------------------
 
     async def _emit(self, entry: _Job, state: State, **details: object) -> None:
+        if self._stopping:
+            return  # the service is stopping: what a killed job seems to do is not its outcome
         assert self._sink is not None
         await self._sink(ComputeEvent(entry.spec.execution_id, state, **details))  # type: ignore[arg-type]
 
@@ -293,6 +305,8 @@ class LocalCompute:
     ) -> tuple[int, str]:
         """Run one process in its own group; output appended to `log_path` (stdout to `capture`
         when given). Returns the exit code and the last lines of the log."""
+        if self._stopping:
+            raise asyncio.CancelledError  # no new processes once the service stops
         with contextlib.ExitStack() as files:
             log_file = files.enter_context(log_path.open("ab"))
             out = files.enter_context(capture.open("wb")) if capture else log_file
