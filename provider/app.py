@@ -103,6 +103,8 @@ def build_storage(settings: Settings) -> Storage:
 
 
 def build_compute(settings: Settings) -> Compute:
+    if settings.compute.backend == "kubernetes":
+        return build_kubernetes(settings)
     local = settings.compute.local
     return LocalCompute(
         local.root or settings.data_dir / "executions",
@@ -110,6 +112,42 @@ def build_compute(settings: Settings) -> Compute:
         settings.compute.per_tenant_max_concurrent,
         local.cancel_grace_seconds,
         local.niceness,
+    )
+
+
+def build_kubernetes(settings: Settings) -> Compute:
+    # Imported here: the kubernetes extra is needed only when this backend is chosen.
+    from provider.backends.compute.kubernetes import JobSettings, KubernetesCompute, KubernetesOptions
+
+    k = settings.compute.kubernetes
+    job = JobSettings(
+        namespace=k.namespace,
+        sidecar_image=k.sidecar_image,
+        image_pull_policy=k.image_pull_policy,
+        image_pull_secrets=tuple(k.image_pull_secrets),
+        service_account=k.service_account,
+        runtime_class=k.runtime_class,
+        gpu_resource=k.gpu_resource,
+        gpu_type_label=k.gpu_type_label,
+        scratch=k.scratch,
+        scratch_storage_class=k.scratch_storage_class,
+        ttl_seconds_after_finished=k.ttl_seconds_after_finished,
+        staging_seconds=k.staging_seconds,
+    )
+    return KubernetesCompute(
+        KubernetesOptions(
+            job=job,
+            kubeconfig=k.kubeconfig,
+            context=k.context,
+            lease_name=k.lease_name,
+            lease_seconds=k.lease_seconds,
+            renew_seconds=k.renew_seconds,
+            identity=k.identity,
+            watch_timeout_seconds=k.watch_timeout_seconds,
+            reconcile_seconds=k.reconcile_seconds,
+            request_timeout_seconds=k.request_timeout_seconds,
+            image_pull_grace_seconds=k.image_pull_grace_seconds,
+        )
     )
 
 
@@ -306,8 +344,7 @@ def create_app(settings: Settings, store: SqlStore | None = None) -> web.Applica
         count = await components.assets.load(asset_files)
         await components.workspaces.resume()
         resumed = await components.imports.resume()
-        await components.compute.start(components.executions.on_event)
-        await components.executions.reconcile()
+        await components.compute.start(components.executions.on_event, components.executions.reconcile)
         components.provisioning.start()
         log.info(
             "service ready",

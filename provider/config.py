@@ -194,14 +194,68 @@ class LocalComputeSettings(_Section):
     )
 
 
+class KubernetesComputeSettings(_Section):
+    namespace: str = Field(default="default", description="where Jobs, their Secrets and the Lease live")
+    kubeconfig: Path | None = Field(
+        default=None, description="kubeconfig file; default: in-cluster configuration, else ~/.kube/config"
+    )
+    context: str | None = Field(default=None, description="kubeconfig context; default: the current one")
+    sidecar_image: str = Field(
+        default="ghcr.io/provider/provider-sidecar:0.1.0", description="image of stage-in and stage-out"
+    )
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    service_account: str | None = Field(
+        default=None, description="service account of job pods (its token is never mounted)"
+    )
+    runtime_class: str | None = Field(default=None, description="runtimeClassName of job pods (e.g. gvisor)")
+    gpu_resource: str = Field(default="nvidia.com/gpu", description="extended resource requested per GPU")
+    gpu_type_label: str = Field(
+        default="nvidia.com/gpu.product", description="node label matched against an asset's gpu_type"
+    )
+    scratch: Literal["emptyDir", "ephemeral"] = Field(
+        default="emptyDir", description="the volume holding inputs and results; ephemeral: a PVC per job"
+    )
+    scratch_storage_class: str | None = Field(default=None, description="storage class of ephemeral volumes")
+    ttl_seconds_after_finished: int = Field(
+        default=3600, ge=0, description="finished Jobs are removed after this (logs are kept before)"
+    )
+    staging_seconds: int = Field(
+        default=600, ge=0, description="added to an asset's max_run_seconds for stage-in and stage-out"
+    )
+    image_pull_grace_seconds: float = Field(
+        default=120.0, ge=0, description="how long an image may fail to pull before SYSTEM_ERROR"
+    )
+    lease_name: str = Field(default="provider-leader", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    lease_seconds: float = Field(
+        default=15.0, ge=2, description="leadership lapses this long after a renewal"
+    )
+    renew_seconds: float = Field(default=5.0, gt=0, description="the leader renews its Lease this often")
+    identity: str | None = Field(
+        default=None, description="this replica's name in the Lease; default: hostname"
+    )
+    watch_timeout_seconds: int = Field(default=300, ge=5, le=3600)
+    reconcile_seconds: float = Field(
+        default=60.0, ge=1, description="how often Jobs and executions are compared"
+    )
+    request_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _renew_inside_lease(self) -> KubernetesComputeSettings:
+        if self.renew_seconds >= self.lease_seconds:
+            raise ValueError("renew_seconds must be shorter than lease_seconds")
+        return self
+
+
 class ComputeSettings(_Section):
-    backend: Literal["local"] = "local"
+    backend: Literal["local", "kubernetes"] = "local"
     api_url: str | None = Field(
         default=None,
         description="how job sidecars reach this service (filesystem storage); default: public URL",
     )
     per_tenant_max_concurrent: int = Field(default=0, ge=0, description="0: no per-tenant limit")
     local: LocalComputeSettings = Field(default_factory=LocalComputeSettings)
+    kubernetes: KubernetesComputeSettings = Field(default_factory=KubernetesComputeSettings)
 
 
 class ExecutionSettings(_Section):

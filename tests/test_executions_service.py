@@ -12,7 +12,7 @@ from provider.config import Settings
 from provider.domain.executions import State
 from provider.domain.tenants import Principal
 from provider.services.executions import ExecutionRequest
-from provider.services.ports import ComputeEvent, EventSink, JobSpec
+from provider.services.ports import ComputeEvent, EventSink, JobSpec, Reconciler
 from tests.conftest import ADMIN_KEY
 
 
@@ -28,7 +28,7 @@ class DrivenCompute:
         self.released: list[str] = []
         self.sink: EventSink | None = None
 
-    async def start(self, sink: EventSink) -> None:
+    async def start(self, sink: EventSink, reconcile: Reconciler) -> None:
         self.sink = sink
 
     async def submit(self, job: JobSpec) -> None:
@@ -63,7 +63,7 @@ async def world(settings: Settings) -> AsyncIterator[tuple[Components, DrivenCom
     components.executions.compute = compute
     await prepare_store(components)
     await components.assets.load(read_assets(settings))
-    await compute.start(components.executions.on_event)
+    await compute.start(components.executions.on_event, components.executions.reconcile)
     admin = await components.auth.authenticate(f"Bearer {ADMIN_KEY}")
     workspace = await components.workspaces.create(admin.tenant_id, "w", {})
 
@@ -158,10 +158,18 @@ async def test_restart_reconciliation(world) -> None:  # type: ignore[no-untyped
     queued = await start(world)
     survivor = await start(world)
     await compute.emit(survivor, State.RUNNING)
-    # The service restarts: the backend remembers only `survivor` (a Kubernetes Job, say).
-    compute.running = {survivor}
+    finished = await start(world)
+    await compute.emit(finished, State.COMPLETE, exit_code=0)
+    # The service restarts: the backend remembers `survivor` (a Kubernetes Job, say) and the job of
+    # `finished`, which nothing released.
+    compute.running = {survivor, finished}
     compute.submitted.clear()
+    compute.released.clear()
+    # Within the grace, a QUEUED execution may be being submitted elsewhere: it is left alone.
+    await components.executions.reconcile(3600)
+    assert compute.submitted == []
     await components.executions.reconcile()
+    assert finished in compute.released and survivor not in compute.released  # job without execution: gone
     lost = await components.executions.get(admin, running)
     assert lost.state is State.SYSTEM_ERROR and lost.reason == "Lost" and "RUNNING" in (lost.message or "")
     assert (await components.executions.get(admin, canceling)).state is State.CANCELED

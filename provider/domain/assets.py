@@ -146,6 +146,9 @@ class AssetSpec(_Strict):
     max_run_seconds: Annotated[int, Field(ge=1, le=MAX_RUN_SECONDS_LIMIT)] = 3600
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
+    run_as_user: int | None = Field(
+        default=None, ge=1, description="the worker's non-root user id; None keeps the image's user"
+    )
     labels: dict[str, str] = Field(default_factory=dict)
     local: LocalRunner | None = None
 

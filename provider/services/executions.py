@@ -28,7 +28,7 @@ from provider.domain.errors import (
     ProblemCollector,
     Unavailable,
 )
-from provider.domain.executions import Execution, OutputFile, State, Transition, logs_key
+from provider.domain.executions import Execution, OutputFile, State, Transition, logs_key, outputs_prefix
 from provider.domain.ids import new_id
 from provider.domain.pagination import Page, PageRequest
 from provider.domain.tenants import CredentialKind, Principal
@@ -451,6 +451,8 @@ class ExecutionService:
             if current is None or current.state.final:
                 return None  # unknown, or a late event after the end: the first final state stands
             target = event.state
+            if current.state is State.CANCELING and event.reason == "Lost":
+                target = State.CANCELED  # the job went away as the cancel asked (seen by another replica)
             if current.state is State.CANCELING and target not in (State.CANCELED, State.SYSTEM_ERROR):
                 if not target.final:
                     return None  # progress reports while a cancel is under way
@@ -460,8 +462,12 @@ class ExecutionService:
                 details["exit_code"] = event.exit_code
             if event.outputs:
                 details["outputs"] = event.outputs
+            if event.manifest_in_storage and target is State.COMPLETE:
+                details["outputs"] = await self._manifest_outputs(current)
             updated = current
             if target is current.state:
+                if all(getattr(current, k) == v for k, v in details.items()):
+                    return None  # nothing new (a backend observing again after a restart)
                 updated = current.annotate(now, **details)
             else:
                 for step in _path(current.state, target):
@@ -469,6 +475,25 @@ class ExecutionService:
             await uow.executions.update(updated)
         await self._announce(updated)
         return updated
+
+    async def _manifest_outputs(self, execution: Execution) -> tuple[OutputFile, ...]:
+        """The outputs the sidecar listed in its manifest in the workspace."""
+        async with self.store.read() as uow:
+            workspace = await uow.workspaces.get(execution.workspace_id)
+        if workspace is None:
+            return ()
+        key = outputs_prefix(execution.id) + "manifest.json"
+        try:
+            stream = await self.storage.open(workspace.location, key, None)
+        except NotFound:
+            log.warning("execution completed without a manifest", extra={"execution_id": execution.id})
+            return ()
+        manifest = json.loads(b"".join([chunk async for chunk in stream.chunks]))
+        return tuple(
+            OutputFile(o["name"], f["key"], f["size"], f["sha256"])
+            for o in manifest["outputs"]
+            for f in o["files"]
+        )
 
     async def _announce(self, execution: Execution) -> None:
         self.cache.put(execution)
@@ -506,17 +531,24 @@ class ExecutionService:
 
     # --- start-up -----------------------------------------------------------------------------
 
-    async def reconcile(self) -> None:
-        """Nothing stays stuck: queued executions are submitted again, and active ones whose
-        worker the backend does not know (the local backend's processes die with the service)
-        become SYSTEM_ERROR, reason Lost."""
+    async def reconcile(self, queued_grace_seconds: float = 0.0) -> None:
+        """Make the store and the compute backend agree; nothing stays stuck.
+
+        QUEUED executions without a job are submitted again (once older than the grace, so that a
+        submission under way on another replica is not doubled); other active executions whose
+        job the backend does not know became SYSTEM_ERROR, reason Lost (CANCELING ones CANCELED);
+        jobs of executions that are no longer active are released.
+        """
         async with self.store.read() as uow:
             active = await uow.executions.active()
-        known = await self.compute.known()
+        known = await self.compute.known()  # raises if the backend cannot tell: nothing is judged
+        now = self.clock()
         for execution in active:
             if execution.id in known:
                 continue
             if execution.state is State.QUEUED:
+                if (now - execution.updated_at).total_seconds() < queued_grace_seconds:
+                    continue
                 try:
                     asset = await self.assets.get(execution.asset_id, execution.asset_version)
                     async with self.store.read() as uow:
@@ -536,9 +568,12 @@ class ExecutionService:
                     execution.id,
                     target,
                     reason="Lost",
-                    message=f"the worker was lost while {execution.state.value} (the service restarted)",
+                    message=f"the {self.compute.name} backend lost the job while {execution.state.value}",
                 )
             )
+        for orphan in known - {e.id for e in active}:
+            log.info("releasing a job without an active execution", extra={"execution_id": orphan})
+            await self.compute.release(orphan)
 
 
 def _path(current: State, target: State) -> list[State]:

@@ -423,9 +423,15 @@ class ComputeEvent:
     reason: str | None = None
     message: str | None = None
     outputs: tuple[OutputFile, ...] = ()
+    # COMPLETE from a backend that cannot carry the outputs itself: the sidecar's manifest in the
+    # workspace (executions/<id>/outputs/manifest.json) lists them.
+    manifest_in_storage: bool = False
 
 
 EventSink = Callable[[ComputeEvent], Awaitable[None]]
+# Compares the store with what the backend runs (see ExecutionService.reconcile); backends call it
+# when they become responsible for observing jobs, and the Kubernetes backend periodically after.
+Reconciler = Callable[[float], Awaitable[None]]
 
 
 class Compute(Protocol):
@@ -433,8 +439,12 @@ class Compute(Protocol):
 
     name: str
 
-    async def start(self, sink: EventSink) -> None:
-        """Begin observing; every event goes to `sink`, in order per execution."""
+    async def start(self, sink: EventSink, reconcile: Reconciler) -> None:
+        """Begin observing; every event goes to `sink`, in order per execution.
+
+        `reconcile(queued_grace_seconds)` is called whenever this replica becomes the one that
+        observes jobs (at once for a single-replica backend).
+        """
 
     async def submit(self, job: JobSpec) -> None:
         """Start a job (it may wait for capacity, still QUEUED)."""

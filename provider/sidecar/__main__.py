@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--root", required=True, help="staging directory (stage-in) or result directory (stage-out)"
     )
+    parser.add_argument(
+        "--results",
+        help="stage-in: also create this (empty) result directory, writable by the worker whatever its user",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s sidecar %(levelname)s %(message)s", stream=sys.stderr
@@ -67,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     root = Path(args.root)
     root.mkdir(parents=True, exist_ok=True)
+    if args.results and args.command == "stage-in":
+        results = Path(args.results)
+        results.mkdir(parents=True, exist_ok=True)
+        results.chmod(0o777)
     try:
         return asyncio.run(run(args.command, job, root))
     except KeyError as exc:

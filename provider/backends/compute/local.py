@@ -22,8 +22,9 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from provider.backends.compute.common import sidecar_job
 from provider.domain.executions import OutputFile, State
-from provider.services.ports import ComputeEvent, EventSink, JobSpec
+from provider.services.ports import ComputeEvent, EventSink, JobSpec, Reconciler
 
 log = logging.getLogger(__name__)
 MISSING_OUTPUT = 3
@@ -65,9 +66,10 @@ class LocalCompute:
         self._sink: EventSink | None = None
         self._stopping = False
 
-    async def start(self, sink: EventSink) -> None:
+    async def start(self, sink: EventSink, reconcile: Reconciler) -> None:
         self._sink = sink
         self.root.mkdir(parents=True, exist_ok=True)
+        await reconcile(0.0)  # every job of an earlier run died with it
 
     async def submit(self, job: JobSpec) -> None:
         if job.execution_id in self._jobs:
@@ -274,19 +276,7 @@ class LocalCompute:
         shutil.rmtree(directory, ignore_errors=True)
         (directory / "inputs").mkdir(parents=True)
         results.mkdir()
-        kinds = {i.name: i.kind.value for i in spec.asset.inputs}
-        job = {
-            "execution_id": spec.execution_id,
-            "inputs": [
-                {"name": name, "kind": kinds[name], "key": key, "path": f"inputs/{name}"}
-                for name, key in spec.inputs.items()
-            ],
-            "outputs": [
-                {"name": o.name, "kind": o.kind.value, "path": o.path, "required": o.required}
-                for o in spec.asset.outputs
-            ],
-        }
-        (directory / "job.json").write_text(json.dumps(job))
+        (directory / "job.json").write_text(json.dumps(sidecar_job(spec)))
 
     async def _stopped(self, entry: _Job, code: int, stage: str) -> bool:
         if entry.canceled:

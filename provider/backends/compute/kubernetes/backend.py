@@ -1,0 +1,444 @@
+"""The Kubernetes compute backend: each execution is a batch/v1 Job (see manifests.py).
+
+Every replica creates and deletes Jobs for the API requests it serves. Exactly one replica, the
+holder of the Lease, observes: two namespace-wide watches (Jobs and Pods, by label), whatever the
+number of executions, feeding a keyed work queue that turns what changed into execution events
+one execution at a time, and a periodic reconciliation of Jobs against the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import random
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from provider.backends.compute.kubernetes.client import Kube, KubeError, load_configuration
+from provider.backends.compute.kubernetes.lease import LeaseElector
+from provider.backends.compute.kubernetes.manifests import (
+    EXECUTION,
+    SELECTOR,
+    WORKER,
+    JobSettings,
+    build_job,
+    build_secret,
+    execution_of,
+    job_name,
+    owner_patch,
+    secret_name,
+)
+from provider.backends.compute.kubernetes.observe import derive
+from provider.backends.compute.kubernetes.watch import NamespaceWatch
+from provider.domain.executions import State
+from provider.services.ports import ComputeEvent, EventSink, JobSpec, Reconciler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class KubernetesOptions:
+    job: JobSettings
+    kubeconfig: Path | None = None
+    context: str | None = None
+    lease_name: str = "provider-leader"
+    lease_seconds: float = 15.0
+    renew_seconds: float = 5.0
+    identity: str | None = None
+    watch_timeout_seconds: int = 300
+    reconcile_seconds: float = 60.0
+    request_timeout_seconds: float = 30.0
+    image_pull_grace_seconds: float = 120.0
+    queued_grace_seconds: float = 30.0  # a QUEUED execution this young may be being submitted elsewhere
+    workers: int = 8  # executions evaluated at once
+    max_retry_seconds: float = 60.0
+
+
+@dataclass
+class _Tracked:
+    """What the watches last showed of one execution's Job and pod(s)."""
+
+    job: dict[str, Any] | None = None
+    pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    job_deleted: bool = False
+    pod_deleted: bool = False
+    reported: tuple[object, ...] | None = None
+    final: bool = False
+
+
+class KubernetesCompute:
+    name = "kubernetes"
+
+    def __init__(self, options: KubernetesOptions) -> None:
+        self.options = options
+        self.identity = options.identity or socket.gethostname()
+        self.kube: Kube | None = None
+        self.elector: LeaseElector | None = None
+        self.watches: list[NamespaceWatch] = []
+        self._sink: EventSink | None = None
+        self._reconcile: Reconciler | None = None
+        self._campaign: asyncio.Task[None] | None = None
+        self._leader_tasks: list[asyncio.Task[None]] = []
+        self._retries: dict[str, asyncio.Task[None]] = {}
+        self._tracked: dict[str, _Tracked] = {}
+        self._canceling: set[str] = set()
+        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._pending: set[str] = set()
+        self._busy: set[str] = set()
+
+    @property
+    def leading(self) -> bool:
+        return self.elector is not None and self.elector.leading
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self, sink: EventSink, reconcile: Reconciler) -> None:
+        self._sink = sink
+        self._reconcile = reconcile
+        configuration = await load_configuration(self.options.kubeconfig, self.options.context)
+        self.kube = Kube(configuration, self.options.job.namespace, self.options.request_timeout_seconds)
+        self.elector = LeaseElector(
+            self.kube,
+            self.options.lease_name,
+            self.identity,
+            self.options.lease_seconds,
+            self.options.renew_seconds,
+        )
+        self._campaign = asyncio.create_task(
+            self.elector.run(self._lead, self._step_down), name="kubernetes lease", context=_fresh()
+        )
+
+    async def stop(self) -> None:
+        """Stop observing and hand the Lease back; the Jobs keep running."""
+        for task in self._retries.values():
+            task.cancel()
+        await asyncio.gather(*self._retries.values(), return_exceptions=True)
+        if self._campaign is not None:
+            self._campaign.cancel()
+            await asyncio.gather(self._campaign, return_exceptions=True)
+        await self._step_down()
+        if self.kube is not None:
+            await self.kube.close()
+
+    async def _lead(self) -> None:
+        assert self.kube is not None
+        timeout = self.options.watch_timeout_seconds
+        self.watches = [
+            NamespaceWatch(self.kube, "jobs", SELECTOR, self._on_job, self._sync_jobs, timeout),
+            NamespaceWatch(self.kube, "pods", SELECTOR, self._on_pod, self._sync_pods, timeout),
+        ]
+        tasks = [asyncio.create_task(w.run(), name=f"watch {w.resource}") for w in self.watches]
+        tasks += [
+            asyncio.create_task(self._work(), name=f"kubernetes worker {i}")
+            for i in range(self.options.workers)
+        ]
+        tasks.append(asyncio.create_task(self._reconcile_loop(), name="kubernetes reconcile"))
+        self._leader_tasks = tasks
+
+    async def _step_down(self) -> None:
+        tasks, self._leader_tasks = self._leader_tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tracked.clear()
+        self._pending.clear()
+        self._busy.clear()
+        self._queue = asyncio.Queue()
+
+    async def _reconcile_loop(self) -> None:
+        for watch in self.watches:
+            await watch.synced.wait()  # judge Jobs only once both watches show everything
+        while True:
+            assert self._reconcile is not None
+            try:
+                await self._reconcile(self.options.queued_grace_seconds)
+            except Exception:
+                log.exception("reconciliation failed; trying again later")
+            await asyncio.sleep(self.options.reconcile_seconds)
+
+    # --- jobs ---------------------------------------------------------------------------------
+
+    async def submit(self, job: JobSpec) -> None:
+        try:
+            await self._create(job)
+        except KubeError as exc:
+            if exc.quota or exc.retryable:
+                await self._queued(job.execution_id, exc)
+                self._retries[job.execution_id] = asyncio.create_task(
+                    self._retry(job), name=f"submit {job.execution_id}", context=_fresh()
+                )
+                return
+            await self._emit(
+                ComputeEvent(
+                    job.execution_id,
+                    State.SYSTEM_ERROR,
+                    reason=exc.reason or "Rejected",
+                    message=f"the API server refused the Job: {exc.message}",
+                )
+            )
+
+    async def _create(self, job: JobSpec) -> None:
+        """Secret first (the pod needs it), then the Job, then the Secret is made the Job's dependent."""
+        assert self.kube is not None
+        settings = self.options.job
+        secret = build_secret(job, settings)
+        try:
+            await self.kube.create("Secret", secret)
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            # Left by an attempt that failed halfway: its credentials are replaced with these.
+            await self.kube.patch_secret(secret_name(job.execution_id), {"stringData": secret["stringData"]})
+        try:
+            created = await self.kube.create("Job", build_job(job, settings))
+        except KubeError as exc:
+            if exc.status == 409:
+                return  # submitted already (a reconciliation on another replica, say)
+            with contextlib.suppress(KubeError):
+                await self.kube.delete("Secret", secret_name(job.execution_id))
+            raise
+        try:
+            await self.kube.patch_secret(secret_name(job.execution_id), owner_patch(created))
+        except KubeError:
+            # The Job runs; only the Secret's garbage collection is missing: release() deletes it.
+            log.warning(
+                "could not make the job's secret its dependent", extra={"execution_id": job.execution_id}
+            )
+
+    async def _queued(self, execution_id: str, exc: KubeError) -> None:
+        reason = "QuotaExceeded" if exc.quota else "ApiUnavailable"
+        message = f"waiting to create the Job: {exc.message or exc.reason}"
+        await self._emit(ComputeEvent(execution_id, State.QUEUED, reason=reason, message=message))
+
+    async def _retry(self, job: JobSpec) -> None:
+        failures = 1
+        try:
+            while True:
+                delay = random.uniform(0, min(self.options.max_retry_seconds, 0.5 * 2**failures))  # noqa: S311
+                await asyncio.sleep(delay)
+                try:
+                    await self._create(job)
+                    await self._emit(ComputeEvent(job.execution_id, State.QUEUED, reason=None, message=None))
+                    return
+                except KubeError as exc:
+                    if not (exc.quota or exc.retryable):
+                        await self._emit(
+                            ComputeEvent(
+                                job.execution_id,
+                                State.SYSTEM_ERROR,
+                                reason=exc.reason or "Rejected",
+                                message=f"the API server refused the Job: {exc.message}",
+                            )
+                        )
+                        return
+                    await self._queued(job.execution_id, exc)
+                    failures += 1
+        finally:
+            self._retries.pop(job.execution_id, None)
+
+    async def cancel(self, execution_id: str) -> None:
+        assert self.kube is not None
+        retry = self._retries.pop(execution_id, None)
+        if retry is not None:
+            retry.cancel()
+        self._canceling.add(execution_id)
+        tracked = self._tracked.get(execution_id)
+        if tracked is not None:
+            tracked.final = True
+        await self.kube.delete("Job", job_name(execution_id))
+        await self._emit(ComputeEvent(execution_id, State.CANCELED, reason="Canceled"))
+
+    async def release(self, execution_id: str) -> None:
+        assert self.kube is not None
+        self._tracked.pop(execution_id, None)
+        self._canceling.discard(execution_id)
+        try:
+            await self.kube.delete("Job", job_name(execution_id))
+            await self.kube.delete("Secret", secret_name(execution_id))
+        except KubeError as exc:
+            # The next reconciliation finds the Job again and removes it.
+            log.warning("could not delete a finished job: %s", exc, extra={"execution_id": execution_id})
+
+    async def known(self) -> set[str]:
+        assert self.kube is not None
+        jobs, _ = await self.kube.list("jobs", SELECTOR)
+        return {i for i in (execution_of(j) for j in jobs) if i is not None}
+
+    # --- logs ---------------------------------------------------------------------------------
+
+    async def logs(self, execution_id: str, tail: int | None, follow: bool) -> AsyncIterator[bytes]:
+        assert self.kube is not None
+        for _ in range(600 if follow else 1):
+            pod = await self._pod_name(execution_id)
+            if pod is None:
+                return
+            try:
+                async for chunk in self.kube.pod_log(pod, WORKER, tail, follow):
+                    yield chunk
+                return
+            except KubeError as exc:
+                if exc.status == 404:
+                    return
+                if exc.status != 400 or not follow:
+                    return  # 400: the worker has not started; there is nothing to show yet
+            await asyncio.sleep(1.0)
+
+    async def _pod_name(self, execution_id: str) -> str | None:
+        tracked = self._tracked.get(execution_id)
+        if tracked is not None and tracked.pods:
+            return _newest(tracked.pods)
+        assert self.kube is not None
+        pods, _ = await self.kube.list("pods", f"{SELECTOR},{EXECUTION}={execution_id}")
+        return _newest({p["metadata"]["name"]: p for p in pods}) if pods else None
+
+    # --- observing ----------------------------------------------------------------------------
+
+    def _track(self, kind: str, obj: dict[str, Any]) -> tuple[str, _Tracked] | None:
+        execution_id = execution_of(obj)
+        if execution_id is None:
+            return None
+        tracked = self._tracked.get(execution_id)
+        if tracked is None:
+            if kind == "DELETED":
+                return None  # the end of something already released
+            tracked = self._tracked[execution_id] = _Tracked()
+        return execution_id, tracked
+
+    async def _on_job(self, kind: str, obj: dict[str, Any]) -> None:
+        found = self._track(kind, obj)
+        if found is None:
+            return
+        execution_id, tracked = found
+        if kind == "DELETED":
+            tracked.job, tracked.job_deleted = None, True
+        else:
+            tracked.job = obj
+        self._touch(execution_id)
+
+    async def _on_pod(self, kind: str, obj: dict[str, Any]) -> None:
+        found = self._track(kind, obj)
+        if found is None:
+            return
+        execution_id, tracked = found
+        name = obj["metadata"]["name"]
+        if kind == "DELETED":
+            tracked.pods.pop(name, None)
+            tracked.pod_deleted = True
+        else:
+            tracked.pods[name] = obj
+        self._touch(execution_id)
+
+    async def _sync_jobs(self, items: list[dict[str, Any]]) -> None:
+        listed = {execution_of(j): j for j in items}
+        for execution_id, tracked in self._tracked.items():
+            if tracked.job is not None and execution_id not in listed:
+                tracked.job, tracked.job_deleted = None, True  # deleted while the watch was away
+                self._touch(execution_id)
+        for job in items:
+            await self._on_job("ADDED", job)
+
+    async def _sync_pods(self, items: list[dict[str, Any]]) -> None:
+        listed = {p["metadata"]["name"] for p in items}
+        for execution_id, tracked in self._tracked.items():
+            gone = [name for name in tracked.pods if name not in listed]
+            for name in gone:
+                del tracked.pods[name]
+                tracked.pod_deleted = True
+            if gone:
+                self._touch(execution_id)
+        for pod in items:
+            await self._on_pod("ADDED", pod)
+
+    def _touch(self, execution_id: str) -> None:
+        """Mark an execution for evaluation; each is evaluated by one worker at a time, in order."""
+        if execution_id in self._pending:
+            return
+        self._pending.add(execution_id)
+        if execution_id not in self._busy:
+            self._queue.put_nowait(execution_id)
+
+    async def _work(self) -> None:
+        while True:
+            execution_id = await self._queue.get()
+            self._pending.discard(execution_id)
+            self._busy.add(execution_id)
+            try:
+                await self._evaluate(execution_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("could not report a job's state", extra={"execution_id": execution_id})
+                tracked = self._tracked.get(execution_id)
+                if tracked is not None:
+                    tracked.reported, tracked.final = None, False
+                asyncio.get_running_loop().call_later(1.0, self._touch, execution_id)
+            finally:
+                self._busy.discard(execution_id)
+                if execution_id in self._pending:
+                    self._queue.put_nowait(execution_id)
+
+    async def _evaluate(self, execution_id: str) -> None:
+        tracked = self._tracked.get(execution_id)
+        if tracked is None or tracked.final or execution_id in self._canceling:
+            return
+        job = tracked.job
+        conditions = {
+            c.get("type"): c
+            for c in ((job or {}).get("status") or {}).get("conditions") or []
+            if c.get("status") == "True"
+        }
+        deadline = (conditions.get("Failed") or {}).get("reason") == "DeadlineExceeded"
+        if tracked.job_deleted:
+            event = ComputeEvent(
+                execution_id, State.SYSTEM_ERROR, reason="Lost", message="the Job was deleted"
+            )
+        elif tracked.pod_deleted and not tracked.pods and not deadline and "Complete" not in conditions:
+            event = ComputeEvent(
+                execution_id, State.SYSTEM_ERROR, reason="Lost", message="the pod was deleted"
+            )
+        else:
+            pod = tracked.pods[_newest(tracked.pods)] if tracked.pods else None
+            verdict = derive(job, pod, datetime.now(UTC), self.options.image_pull_grace_seconds)
+            if verdict.recheck_after is not None:
+                asyncio.get_running_loop().call_later(
+                    max(verdict.recheck_after, 0.05), self._touch, execution_id
+                )
+            seen = verdict.observation
+            if seen is None or seen.key == tracked.reported:
+                return
+            tracked.reported = seen.key
+            event = ComputeEvent(
+                execution_id,
+                seen.state,
+                exit_code=seen.exit_code,
+                reason=seen.reason,
+                message=seen.message,
+                manifest_in_storage=seen.manifest_in_storage,
+            )
+        if event.state.final:
+            tracked.final = True
+            if event.reason in ("Lost", "ImagePull", "ContainerConfig") and not tracked.job_deleted:
+                # Nothing more will come of this Job: stop it now rather than at its deadline.
+                assert self.kube is not None
+                with contextlib.suppress(KubeError):
+                    await self.kube.delete("Job", job_name(execution_id))
+        await self._emit(event)
+
+    async def _emit(self, event: ComputeEvent) -> None:
+        assert self._sink is not None
+        await self._sink(event)
+
+
+def _newest(pods: dict[str, dict[str, Any]]) -> str:
+    return max(pods, key=lambda n: str(pods[n]["metadata"].get("creationTimestamp") or ""))
+
+
+def _fresh() -> contextvars.Context:
+    """Background work must not carry the request id of the request that started it."""
+    return contextvars.Context()

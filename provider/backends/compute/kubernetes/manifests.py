@@ -1,0 +1,261 @@
+"""The objects one execution becomes: a batch/v1 Job and the Secret holding its scoped credentials.
+
+Pod shape (docs/kubernetes.md): init container `stage-in` (sidecar image) fills the scratch
+volume; init container `worker` (the asset's image, unchanged) reads its inputs where the asset
+says and writes its result directory; container `stage-out` (sidecar image) ships the results
+once the worker exited 0. Init containers run one after another and each must succeed before the
+next starts, which gives the order for free and keeps bytes in files, never in logs or pipes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from provider.backends.compute.common import sidecar_job
+from provider.domain.assets import Toleration
+from provider.services.ports import JobSpec
+
+MANAGED_BY = "app.kubernetes.io/managed-by"
+COMPONENT = "app.kubernetes.io/component"
+EXECUTION = "provider/execution"
+TENANT = "provider/tenant"
+ASSET = "provider/asset"
+VERSION_ANNOTATION = "provider/execution-version"
+SELECTOR = f"{MANAGED_BY}=provider,{COMPONENT}=execution"
+
+STAGE_IN, WORKER, STAGE_OUT = "stage-in", "worker", "stage-out"
+SCRATCH = "/scratch"
+SIDECAR_UID = 65532
+# The sidecar streams: it needs little, whatever the data size.
+SIDECAR_RESOURCES = {
+    "requests": {"cpu": "50m", "memory": "96Mi"},
+    "limits": {"cpu": "1", "memory": "384Mi"},
+}
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """What the operator configures about every job (compute.kubernetes)."""
+
+    namespace: str
+    sidecar_image: str
+    image_pull_policy: str = "IfNotPresent"
+    image_pull_secrets: tuple[str, ...] = ()
+    service_account: str | None = None
+    runtime_class: str | None = None
+    gpu_resource: str = "nvidia.com/gpu"
+    gpu_type_label: str = "nvidia.com/gpu.product"
+    scratch: str = "emptyDir"
+    scratch_storage_class: str | None = None
+    ttl_seconds_after_finished: int = 3600
+    staging_seconds: int = 600
+
+
+def job_name(execution_id: str) -> str:
+    """DNS-1123 label: the Job's pods are named after it (+6 characters)."""
+    return "provider-" + execution_id.lower().replace("_", "-")
+
+
+def secret_name(execution_id: str) -> str:
+    return job_name(execution_id) + "-access"
+
+
+def execution_of(obj: dict[str, Any]) -> str | None:
+    return ((obj.get("metadata") or {}).get("labels") or {}).get(EXECUTION)
+
+
+def labels(job: JobSpec) -> dict[str, str]:
+    return {
+        MANAGED_BY: "provider",
+        COMPONENT: "execution",
+        EXECUTION: job.execution_id,
+        TENANT: job.tenant_id,
+        ASSET: job.asset.id,
+    }
+
+
+def build_secret(job: JobSpec, settings: JobSettings) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": secret_name(job.execution_id),
+            "namespace": settings.namespace,
+            "labels": labels(job),
+        },
+        "type": "Opaque",
+        "stringData": dict(job.access.secrets),
+    }
+
+
+def owner_patch(job_object: dict[str, Any]) -> dict[str, Any]:
+    """Makes the Secret a dependent of the Job: garbage-collected with it."""
+    metadata = job_object["metadata"]
+    return {
+        "metadata": {
+            "ownerReferences": [
+                {
+                    "apiVersion": "batch/v1",
+                    "kind": "Job",
+                    "name": metadata["name"],
+                    "uid": metadata["uid"],
+                    "blockOwnerDeletion": True,
+                }
+            ]
+        }
+    }
+
+
+def build_job(job: JobSpec, settings: JobSettings) -> dict[str, Any]:
+    asset = job.asset
+    sidecar_env: list[dict[str, Any]] = [
+        {"name": "PROVIDER_JOB_SPEC", "value": json.dumps(sidecar_job(job), separators=(",", ":"))},
+        {"name": "PROVIDER_STORAGE_KIND", "value": job.access.kind},
+        *({"name": k, "value": v} for k, v in sorted(job.access.settings.items())),
+        *(
+            {
+                "name": k,
+                "valueFrom": {"secretKeyRef": {"name": secret_name(job.execution_id), "key": k}},
+            }
+            for k in sorted(job.access.secrets)
+        ),
+        {"name": "TMPDIR", "value": "/tmp"},  # noqa: S108 - a private emptyDir
+    ]
+    sidecar_security = {
+        "runAsUser": SIDECAR_UID,
+        "runAsGroup": SIDECAR_UID,
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    sidecar_mounts = [
+        {"name": "scratch", "mountPath": SCRATCH},
+        {"name": "sidecar-tmp", "mountPath": "/tmp"},  # noqa: S108
+    ]
+
+    def sidecar(name: str, args: list[str]) -> dict[str, Any]:
+        return {
+            "name": name,
+            "image": settings.sidecar_image,
+            "imagePullPolicy": settings.image_pull_policy,
+            "args": args,
+            "env": sidecar_env,
+            "volumeMounts": sidecar_mounts,
+            "resources": SIDECAR_RESOURCES,
+            "securityContext": sidecar_security,
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        }
+
+    resources = asset.resources
+    limits: dict[str, str] = {"cpu": resources.cpu, "memory": resources.memory}
+    if resources.gpu_count:
+        limits[settings.gpu_resource] = str(resources.gpu_count)
+    worker_security: dict[str, Any] = {"allowPrivilegeEscalation": False}
+    if asset.run_as_user is not None:
+        worker_security.update(runAsUser=asset.run_as_user, runAsNonRoot=True)
+    worker: dict[str, Any] = {
+        "name": WORKER,
+        "image": asset.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "env": [{"name": k, "value": v} for k, v in {**asset.env, **job.env}.items()],
+        "resources": {"requests": {"cpu": resources.cpu, "memory": resources.memory}, "limits": limits},
+        "volumeMounts": [
+            *(
+                {
+                    "name": "scratch",
+                    "mountPath": i.mount_path,
+                    "subPath": f"inputs/{i.name}",
+                    "readOnly": True,
+                }
+                for i in asset.inputs
+                if i.name in job.inputs
+            ),
+            {"name": "scratch", "mountPath": asset.result_dir, "subPath": "results"},
+        ],
+        "securityContext": worker_security,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    if asset.command:
+        worker["command"] = list(asset.command)
+    if asset.args:
+        worker["args"] = list(asset.args)
+
+    node_selector = dict(asset.node_selector)
+    if resources.gpu_type:
+        node_selector[settings.gpu_type_label] = resources.gpu_type
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,
+        "enableServiceLinks": False,  # the worker sees no addresses of the cluster's services
+        "securityContext": {"fsGroup": SIDECAR_UID, "seccompProfile": {"type": "RuntimeDefault"}},
+        "initContainers": [
+            sidecar(STAGE_IN, ["stage-in", "--root", SCRATCH, "--results", f"{SCRATCH}/results"]),
+            worker,
+        ],
+        "containers": [sidecar(STAGE_OUT, ["stage-out", "--root", f"{SCRATCH}/results"])],
+        "volumes": [_scratch_volume(resources.ephemeral_storage, settings), _tmp_volume()],
+    }
+    if node_selector:
+        pod_spec["nodeSelector"] = node_selector
+    if asset.tolerations:
+        pod_spec["tolerations"] = [_toleration(t) for t in asset.tolerations]
+    if settings.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [{"name": n} for n in settings.image_pull_secrets]
+    if settings.service_account:
+        pod_spec["serviceAccountName"] = settings.service_account
+    if settings.runtime_class:
+        pod_spec["runtimeClassName"] = settings.runtime_class
+
+    object_labels = labels(job)
+    annotations = {VERSION_ANNOTATION: str(job.version)}
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": job_name(job.execution_id),
+            "namespace": settings.namespace,
+            "labels": object_labels,
+            "annotations": annotations,
+        },
+        "spec": {
+            "backoffLimit": 0,  # retries are the service's decision, not the Job controller's
+            "activeDeadlineSeconds": asset.max_run_seconds + settings.staging_seconds,
+            "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
+            "template": {
+                "metadata": {"labels": object_labels, "annotations": annotations},
+                "spec": pod_spec,
+            },
+        },
+    }
+
+
+def _scratch_volume(size: str, settings: JobSettings) -> dict[str, Any]:
+    if settings.scratch == "ephemeral":
+        claim: dict[str, Any] = {
+            "accessModes": ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": size}},
+        }
+        if settings.scratch_storage_class:
+            claim["storageClassName"] = settings.scratch_storage_class
+        return {"name": "scratch", "ephemeral": {"volumeClaimTemplate": {"spec": claim}}}
+    return {"name": "scratch", "emptyDir": {"sizeLimit": size}}
+
+
+def _tmp_volume() -> dict[str, Any]:
+    return {"name": "sidecar-tmp", "emptyDir": {"sizeLimit": "64Mi"}}
+
+
+def _toleration(toleration: Toleration) -> dict[str, Any]:
+    out: dict[str, Any] = {"operator": toleration.operator}
+    if toleration.key is not None:
+        out["key"] = toleration.key
+    if toleration.value is not None:
+        out["value"] = toleration.value
+    if toleration.effect is not None:
+        out["effect"] = toleration.effect
+    if toleration.toleration_seconds is not None:
+        out["tolerationSeconds"] = toleration.toleration_seconds
+    return out

@@ -1,0 +1,167 @@
+"""From what the API server shows of a Job and its pod to an execution state. Pure: no I/O.
+
+The pod tells most (which container runs, how each ended); the Job tells what the pod cannot,
+such as its deadline. Reasons name the cause in words an operator can look up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from provider.backends.compute.kubernetes.manifests import STAGE_IN, STAGE_OUT, WORKER
+from provider.domain.executions import State
+
+MISSING_OUTPUT = 3  # the sidecar's exit code when a required output is missing
+PULL_FAILURES = {"ErrImagePull", "ImagePullBackOff", "RegistryUnavailable"}
+PULL_FATAL = {"InvalidImageName", "ErrImageNeverPull"}
+# Waiting reasons that heal by themselves within the grace (a Secret being created, say).
+CONFIG_FAILURES = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+
+
+@dataclass(frozen=True)
+class Observation:
+    state: State
+    reason: str | None = None
+    message: str | None = None
+    exit_code: int | None = None
+    manifest_in_storage: bool = False
+
+    @property
+    def key(self) -> tuple[object, ...]:
+        return (self.state, self.reason, self.message, self.exit_code)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    observation: Observation | None
+    # A container has been failing to start: look again once its grace is over.
+    recheck_after: float | None = None
+
+
+def derive(
+    job: dict[str, Any] | None,
+    pod: dict[str, Any] | None,
+    now: datetime,
+    pull_grace_seconds: float,
+) -> Verdict:
+    failed = _condition(job, "Failed")
+    if failed is not None and failed.get("reason") == "DeadlineExceeded":
+        return Verdict(
+            Observation(
+                State.EXECUTOR_ERROR,
+                "DeadlineExceeded",
+                failed.get("message") or "the job ran past its deadline",
+            )
+        )
+    if pod is None:
+        if _condition(job, "Complete") is not None:
+            return Verdict(Observation(State.COMPLETE, manifest_in_storage=True))
+        if failed is not None:
+            reason = failed.get("reason") or "JobFailed"
+            return Verdict(Observation(State.SYSTEM_ERROR, reason, failed.get("message")))
+        return Verdict(Observation(State.QUEUED))
+    return _from_pod(pod, now, pull_grace_seconds)
+
+
+def _from_pod(pod: dict[str, Any], now: datetime, grace: float) -> Verdict:
+    status = pod.get("status") or {}
+    statuses = {
+        s["name"]: s
+        for s in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+    }
+    if status.get("phase") == "Failed" and status.get("reason") in ("DeadlineExceeded", "Evicted"):
+        reason = status["reason"]
+        state = State.EXECUTOR_ERROR if reason == "DeadlineExceeded" else State.SYSTEM_ERROR
+        return Verdict(Observation(state, reason, status.get("message")))
+
+    # Containers that cannot start: an image that does not pull, a configuration that fails.
+    for name in (STAGE_IN, WORKER, STAGE_OUT):
+        waiting = ((statuses.get(name) or {}).get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason")
+        if reason in PULL_FAILURES or reason in PULL_FATAL or reason in CONFIG_FAILURES:
+            kind = "ImagePull" if reason in PULL_FAILURES or reason in PULL_FATAL else "ContainerConfig"
+            message = f"{name}: {reason}: {waiting.get('message') or ''}".strip(" :")
+            waited = (now - _created(pod, now)).total_seconds()
+            if reason in PULL_FATAL or waited >= grace:
+                return Verdict(Observation(State.SYSTEM_ERROR, kind, message))
+            current = _progress(statuses, status)
+            return Verdict(
+                Observation(current.state, reason, message, current.exit_code), recheck_after=grace - waited
+            )
+
+    stage_in = _terminated(statuses, STAGE_IN)
+    if stage_in is not None and stage_in.get("exitCode") != 0:
+        return Verdict(Observation(State.SYSTEM_ERROR, "StageIn", _said(stage_in, "stage-in")))
+    worker = _terminated(statuses, WORKER)
+    if worker is not None:
+        code = int(worker.get("exitCode", -1))
+        if worker.get("reason") == "OOMKilled":
+            return Verdict(
+                Observation(
+                    State.EXECUTOR_ERROR, "OOMKilled", "the worker ran out of memory (OOMKilled)", code
+                )
+            )
+        if code != 0:
+            message = f"the worker exited with {code}"
+            if worker.get("message"):
+                message += ": " + str(worker["message"]).strip()[-500:]
+            return Verdict(Observation(State.EXECUTOR_ERROR, "ExitCode", message, code))
+        stage_out = _terminated(statuses, STAGE_OUT)
+        if stage_out is not None:
+            out_code = stage_out.get("exitCode")
+            if out_code == 0:
+                return Verdict(Observation(State.COMPLETE, exit_code=0, manifest_in_storage=True))
+            if out_code == MISSING_OUTPUT:
+                return Verdict(
+                    Observation(State.EXECUTOR_ERROR, "MissingOutput", _said(stage_out, "stage-out"), 0)
+                )
+            return Verdict(Observation(State.SYSTEM_ERROR, "StageOut", _said(stage_out, "stage-out")))
+    if status.get("phase") == "Failed":
+        return Verdict(
+            Observation(State.SYSTEM_ERROR, status.get("reason") or "PodFailed", status.get("message"))
+        )
+    return Verdict(_progress(statuses, status))
+
+
+def _progress(statuses: dict[str, Any], status: dict[str, Any]) -> Observation:
+    """Where a pod that has not ended is: scheduled or not, staging in, running, staging out."""
+    if _terminated(statuses, WORKER) is not None:
+        return Observation(State.FINALIZING, exit_code=0)
+    if "running" in ((statuses.get(WORKER) or {}).get("state") or {}):
+        return Observation(State.RUNNING)
+    scheduled = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), None)
+    if scheduled is not None and scheduled.get("status") == "False":
+        return Observation(State.QUEUED, scheduled.get("reason") or "Unschedulable", scheduled.get("message"))
+    if scheduled is not None or statuses:
+        return Observation(State.INITIALIZING)
+    return Observation(State.QUEUED)
+
+
+def _terminated(statuses: dict[str, Any], name: str) -> dict[str, Any] | None:
+    state = (statuses.get(name) or {}).get("state") or {}
+    terminated = state.get("terminated")
+    return terminated if isinstance(terminated, dict) else None
+
+
+def _said(terminated: dict[str, Any], name: str) -> str:
+    text = str(terminated.get("message") or "").strip()
+    return text[-1000:] if text else f"{name} exited with {terminated.get('exitCode')}"
+
+
+def _condition(job: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
+    for condition in ((job or {}).get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind and condition.get("status") == "True":
+            return dict(condition)
+    return None
+
+
+def _created(obj: dict[str, Any], default: datetime) -> datetime:
+    stamp = (obj.get("metadata") or {}).get("creationTimestamp")
+    if not stamp:
+        return default
+    try:
+        return datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
+    except ValueError:
+        return default

@@ -1,0 +1,87 @@
+"""One list-then-watch loop per resource and namespace, however many executions there are.
+
+It lists once, then watches from the list's resourceVersion with bookmarks on, so that a
+reconnect resumes where the stream stopped. `410 Gone` (the server no longer has that version)
+means a relist: the handler receives the complete set again and reconciles the difference.
+Errors back off exponentially with full jitter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from provider.backends.compute.kubernetes.client import Kube, KubeError
+
+log = logging.getLogger(__name__)
+
+OnEvent = Callable[[str, dict[str, Any]], Awaitable[None]]
+OnSync = Callable[[list[dict[str, Any]]], Awaitable[None]]
+
+
+class NamespaceWatch:
+    def __init__(
+        self,
+        kube: Kube,
+        resource: str,
+        selector: str,
+        on_event: OnEvent,
+        on_sync: OnSync,
+        timeout_seconds: int = 300,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.kube = kube
+        self.resource = resource
+        self.selector = selector
+        self.on_event = on_event
+        self.on_sync = on_sync
+        self.timeout_seconds = timeout_seconds
+        self.max_backoff = max_backoff
+        self.resource_version: str | None = None
+        self.synced = asyncio.Event()  # the first complete list was handled
+        self.relists = 0
+        self.reconnects = 0
+
+    async def run(self) -> None:
+        failures = 0
+        while True:
+            try:
+                if self.resource_version is None:
+                    items, self.resource_version = await self.kube.list(self.resource, self.selector)
+                    self.relists += 1
+                    await self.on_sync(items)
+                    self.synced.set()
+                await self._follow()
+                failures = 0  # the server ended the stream (timeout): go on from where it stopped
+            except KubeError as exc:
+                if exc.status == 410:
+                    log.info("watch %s: resourceVersion expired; listing again", self.resource)
+                    self.resource_version = None
+                    continue
+                failures += 1
+                delay = random.uniform(0, min(self.max_backoff, 0.2 * 2**failures))  # noqa: S311
+                log.warning(
+                    "watch %s failed (%s); again in %.1f s", self.resource, exc.message or exc.reason, delay
+                )
+                await asyncio.sleep(delay)
+            self.reconnects += 1
+
+    async def _follow(self) -> None:
+        assert self.resource_version is not None
+        async for event in self.kube.watch(
+            self.resource, self.selector, self.resource_version, self.timeout_seconds
+        ):
+            kind = event.get("type")
+            obj = event.get("object") or {}
+            if kind == "ERROR":
+                raise KubeError(
+                    int(obj.get("code") or 500), str(obj.get("reason") or ""), str(obj.get("message") or "")
+                )
+            version = (obj.get("metadata") or {}).get("resourceVersion")
+            if version:
+                self.resource_version = str(version)
+            if kind in ("ADDED", "MODIFIED", "DELETED"):
+                await self.on_event(kind, obj)
