@@ -160,11 +160,11 @@ async def test_dummy_end_to_end_is_binary_safe(live: Api) -> None:
         await asyncio.sleep(0.1)
     assert final["logs_key"] == f"executions/{done['id']}/logs/worker.log"
     logs = await (await live.request("GET", f"/api/v1/executions/{done['id']}/logs", key=key)).text()
-    assert "dummy: moved" in logs
+    assert "dummy: copied" in logs
     stored = await live.request("GET", f"/api/v1/workspaces/{ws}/objects/{final['logs_key']}", key=key)
-    assert "dummy: moved" in await stored.text()
+    assert "dummy: copied" in await stored.text()
     tail = await (await live.request("GET", f"/api/v1/executions/{done['id']}/logs?tail=1", key=key)).text()
-    assert tail.count("\n") <= 1 and "moved" in tail
+    assert tail.count("\n") <= 1 and "copied" in tail
 
 
 async def test_worker_failure_is_executor_error_with_exit_code_and_logs(live: Api) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -16,7 +19,7 @@ from provider.domain.errors import Conflict
 from provider.domain.ids import new_id
 from provider.domain.pagination import PageRequest
 from provider.domain.tenants import ApiKey, Role, Tenant, hash_secret
-from tests.conftest import REPO
+from tests.conftest import POSTGRES_URL, REPO, postgres_enabled
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 
@@ -39,6 +42,26 @@ async def test_schema_matches_table_definitions(store: SqlStore) -> None:
 async def test_migrate_twice_is_harmless(store: SqlStore) -> None:
     await migrations.upgrade(store)
     assert await migrations.current_revision(store) == migrations.head_revision()
+
+
+@pytest.mark.postgres
+async def test_replicas_migrating_an_empty_database_at_once_take_turns() -> None:
+    if not postgres_enabled():
+        pytest.skip("PROVIDER_TEST_POSTGRES_URL is off")
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(POSTGRES_URL.replace("postgresql+asyncpg", "postgresql"))
+    stores = [SqlStore(POSTGRES_URL, schema=schema, pool_size=2) for _ in range(3)]
+    try:
+        await admin.execute(f'CREATE SCHEMA "{schema}"')
+        # Without turns they collide on the same tables (errors, or waits on each other's locks).
+        await asyncio.wait_for(asyncio.gather(*(migrations.upgrade(s) for s in stores)), 60)
+        for s in stores:
+            assert await migrations.current_revision(s) == migrations.head_revision()
+    finally:
+        for s in stores:
+            await s.close()
+        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await admin.close()
 
 
 async def test_tenant_round_trip_keeps_utc_times(store: SqlStore) -> None:

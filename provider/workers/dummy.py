@@ -1,6 +1,7 @@
-"""The `dummy` asset's worker: wait SLEEP_SECONDS, then move SOURCE to DESTINATION.
+"""The `dummy` asset's worker: wait SLEEP_SECONDS, then copy SOURCE to DESTINATION.
 
-It reads and writes bytes only, so any input comes out unchanged.
+It reads and writes bytes only, so any input comes out unchanged. It copies rather than moves:
+on Kubernetes its input is a read-only mount.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ def main() -> int:
         print(f"dummy: input {source} does not exist", file=sys.stderr, flush=True)
         return 2
     destination.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(str(source), str(destination))
-    print(f"dummy: moved {destination.stat().st_size} bytes to {destination}", flush=True)
+    shutil.copyfile(source, destination)
+    print(f"dummy: copied {destination.stat().st_size} bytes to {destination}", flush=True)
     return 0
 
 

@@ -24,10 +24,21 @@ def _config(connection: sa.Connection) -> Config:
     return config
 
 
+# Any constant: replicas starting together take turns on it (PostgreSQL advisory lock).
+MIGRATION_LOCK = 0x70726F76
+
+
 async def upgrade(store: SqlStore, revision: str = "head") -> None:
-    """Bring the schema up to `revision` in one transaction."""
+    """Bring the schema up to `revision` in one transaction.
+
+    On PostgreSQL the transaction first takes an advisory lock, so that replicas starting at the
+    same time migrate one after the other (the later ones find nothing left to do) instead of
+    failing on each other's tables.
+    """
     before = await current_revision(store)
     async with store.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         await conn.run_sync(lambda sync: command.upgrade(_config(sync), revision))
     after = await current_revision(store)
     if after != before:

@@ -68,7 +68,8 @@ class _Tracked:
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
     job_deleted: bool = False
     pod_deleted: bool = False
-    reported: tuple[object, ...] | None = None
+    # Executions start QUEUED: a Job without a pod yet is nothing new to report.
+    reported: tuple[object, ...] | None = (State.QUEUED, None, None, None)
     final: bool = False
 
 

@@ -1,0 +1,247 @@
+"""The whole service with Kubernetes compute, against the fake API server.
+
+The pod is run for real by a stand-in kubelet: it reads the Job the service created, resolves
+the Secret references, and runs stage-in (the real sidecar), the worker command and stage-out
+as local processes with the pod's mounts mapped to a directory, reporting container states
+through the fake. So the bytes go through the same sidecar, credentials and manifest as in a
+cluster.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import os
+import shutil
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from provider.backends.compute.kubernetes.manifests import SELECTOR, job_name
+from provider.config import Settings
+from tests.conftest import Api, live_api
+from tests.fake_kube.fixtures import fake_kube  # noqa: F401
+from tests.fake_kube.server import FakeKube
+from tests.test_executions import REPO, run, setup, until
+
+NS = "default"
+
+
+@pytest.fixture
+def k8s_settings(settings: Settings, tmp_path: Path, fake_kube: FakeKube) -> Settings:  # noqa: F811
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    shutil.copy(REPO / "config" / "assets" / "dummy.yaml", assets)
+    kubernetes = settings.compute.kubernetes.model_copy(
+        update={
+            "kubeconfig": fake_kube.write_kubeconfig(tmp_path / "kubeconfig"),
+            "lease_seconds": 2.0,
+            "renew_seconds": 0.3,
+            "reconcile_seconds": 3600,
+            "image_pull_grace_seconds": 1.0,
+        }
+    )
+    compute = settings.compute.model_copy(update={"backend": "kubernetes", "kubernetes": kubernetes})
+    return settings.model_copy(
+        update={"assets": settings.assets.model_copy(update={"directory": assets}), "compute": compute}
+    )
+
+
+@pytest.fixture
+async def live(k8s_settings: Settings, contract) -> AsyncIterator[Api]:  # type: ignore[no-untyped-def]
+    api, close = await live_api(k8s_settings, contract)
+    yield api
+    await close()
+
+
+class ProcessKubelet:
+    """Runs a Job's pod as local processes, container by container, as kubelet would."""
+
+    def __init__(self, fake: FakeKube, root: Path) -> None:
+        self.fake = fake
+        self.root = root
+
+    def _env(self, container: dict[str, Any], mounts: dict[str, Path]) -> dict[str, str]:
+        env = {"PATH": os.environ.get("PATH", os.defpath), "PYTHONUNBUFFERED": "1"}
+        for item in container.get("env", []):
+            if "value" in item:
+                env[item["name"]] = self._map(item["value"], mounts)
+                continue
+            ref = item["valueFrom"]["secretKeyRef"]
+            secret = self.fake.get("secrets", NS, ref["name"])
+            assert secret is not None, f"pod refers to a missing Secret {ref['name']}"
+            env[item["name"]] = base64.b64decode(secret["data"][ref["key"]]).decode()
+        return env
+
+    @staticmethod
+    def _map(value: str, mounts: dict[str, Path]) -> str:
+        for mount in sorted(mounts, key=len, reverse=True):
+            if value == mount or value.startswith(mount + "/"):
+                return str(mounts[mount]) + value[len(mount) :]
+        return value
+
+    async def run(self, execution_id: str) -> str:
+        pod = self.fake.create_job_pod(NS, job_name(execution_id))
+        name = pod["metadata"]["name"]
+        spec = pod["spec"]
+        scratch = self.root / name
+        (scratch / "tmp").mkdir(parents=True)
+        containers = [*spec["initContainers"], *spec["containers"]]
+        for container in containers:
+            mounts = {
+                m["mountPath"]: (scratch / m["subPath"]) if "subPath" in m else scratch
+                for m in container.get("volumeMounts", [])
+                if m["name"] == "scratch"
+            }
+            mounts["/tmp"] = scratch / "tmp"
+            if container["name"] == "worker":
+                command = [sys.executable if c == "python" else c for c in container["command"]]
+            else:
+                command = [sys.executable, "-m", "provider.sidecar"]
+            argv = [*command, *(self._map(a, mounts) for a in container.get("args", []))]
+            self.fake.set_container_state(NS, name, container["name"], "running")
+            process = await asyncio.create_subprocess_exec(
+                *argv,
+                env=self._env(container, mounts),
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+            )
+            output, _ = await process.communicate()
+            if container["name"] == "worker":
+                self.fake.write_log(NS, name, "worker", output.decode())
+            code = process.returncode
+            assert code is not None
+            self.fake.set_container_state(
+                NS,
+                name,
+                container["name"],
+                "terminated",
+                exit_code=code,
+                message=output.decode()[-500:] if code else None,
+            )
+            if code != 0:
+                self.fake.set_pod_phase(NS, name, "Failed")
+                self.fake.set_job_condition(
+                    NS, job_name(execution_id), "Failed", reason="BackoffLimitExceeded"
+                )
+                return name
+        self.fake.set_pod_phase(NS, name, "Succeeded")
+        self.fake.set_job_condition(NS, job_name(execution_id), "Complete")
+        return name
+
+
+async def test_execution_end_to_end_through_a_job(
+    live: Api,
+    fake_kube: FakeKube,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    key, ws = await setup(live)
+    data = os.urandom(300_000) + bytes(range(256))
+    await live.json("PUT", f"/api/v1/workspaces/{ws}/objects/in/blob.bin", 201, key=key, data=data)
+    created = await run(live, key, ws, "dummy", inputs={"source": "in/blob.bin"}, env={"SLEEP_SECONDS": "0"})
+    assert created["state"] == "QUEUED"
+    job = fake_kube.get("jobs", NS, job_name(created["id"]))
+    assert job is not None  # created while the request was served
+    assert job["metadata"]["labels"]["provider/tenant"] == created["tenant_id"]
+
+    await ProcessKubelet(fake_kube, tmp_path / "node").run(created["id"])
+    done = await until(live, key, created, {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR"})
+    assert done["state"] == "COMPLETE", done
+    assert [h["state"] for h in done["history"]][-1] == "COMPLETE"
+    [output] = done["outputs"]  # read from the sidecar's manifest in the workspace
+    assert output["size"] == len(data) and output["sha256"] == hashlib.sha256(data).hexdigest()
+    got = await live.request("GET", f"/api/v1/workspaces/{ws}/objects/{output['key']}", key=key)
+    assert await got.read() == data
+
+    for _ in range(100):  # the worker's log is kept, then the Job is deleted
+        final = await live.json("GET", f"/api/v1/executions/{done['id']}", 200, key=key)
+        if final["logs_key"] and fake_kube.get("jobs", NS, job_name(created["id"])) is None:
+            break
+        await asyncio.sleep(0.1)
+    assert final["logs_key"] == f"executions/{done['id']}/logs/worker.log"
+    logs = await (await live.request("GET", f"/api/v1/executions/{done['id']}/logs", key=key)).text()
+    assert "dummy: copied" in logs
+    assert fake_kube.get("jobs", NS, job_name(created["id"])) is None
+    assert not [
+        p
+        for p in fake_kube.objects("pods", NS)
+        if p["metadata"]["labels"].get("provider/execution") == done["id"]
+    ]
+    # The Secret with the job's credentials went with it.
+    assert not [
+        s for s in fake_kube.objects("secrets", NS) if s["metadata"]["name"].startswith(job_name(done["id"]))
+    ]
+
+
+async def test_cancel_and_worker_failure_through_the_api(
+    live: Api,
+    fake_kube: FakeKube,  # noqa: F811
+) -> None:
+    key, ws = await setup(live)
+    await live.json("PUT", f"/api/v1/workspaces/{ws}/objects/in.bin", 201, key=key, data=b"x")
+    created = await run(live, key, ws, "dummy", inputs={"source": "in.bin"})
+    pod = fake_kube.create_job_pod(NS, job_name(created["id"]))["metadata"]["name"]
+    fake_kube.set_container_state(NS, pod, "stage-in", "terminated", exit_code=0)
+    fake_kube.set_container_state(NS, pod, "worker", "running")
+    running = await until(live, key, created, {"RUNNING"})
+    canceled = await live.json("POST", f"/api/v1/executions/{created['id']}/cancel", 202, key=key)
+    assert canceled["state"] in ("CANCELING", "CANCELED")
+    final = await until(live, key, running, {"CANCELED", "SYSTEM_ERROR"})
+    assert final["state"] == "CANCELED"
+    assert fake_kube.get("jobs", NS, job_name(created["id"])) is None
+
+    failing = await run(live, key, ws, "dummy", inputs={"source": "in.bin"})
+    pod = fake_kube.create_job_pod(NS, job_name(failing["id"]))["metadata"]["name"]
+    fake_kube.set_container_state(NS, pod, "stage-in", "terminated", exit_code=0)
+    fake_kube.set_container_state(NS, pod, "worker", "terminated", exit_code=9, message="boom")
+    failed = await until(live, key, failing, {"EXECUTOR_ERROR", "SYSTEM_ERROR", "COMPLETE"})
+    assert (failed["state"], failed["exit_code"], failed["reason"]) == ("EXECUTOR_ERROR", 9, "ExitCode")
+
+
+async def test_restart_reconciles_lost_executions_and_orphaned_jobs(
+    k8s_settings: Settings,
+    contract,  # type: ignore[no-untyped-def]
+    fake_kube: FakeKube,  # noqa: F811
+) -> None:
+    api, close = await live_api(k8s_settings, contract)
+    key, ws = await setup(api)
+    await api.json("PUT", f"/api/v1/workspaces/{ws}/objects/in.bin", 201, key=key, data=b"x")
+    created = await run(api, key, ws, "dummy", inputs={"source": "in.bin"})
+    pod = fake_kube.create_job_pod(NS, job_name(created["id"]))["metadata"]["name"]
+    fake_kube.set_container_state(NS, pod, "stage-in", "running")
+    await until(api, key, created, {"INITIALIZING"})
+    await close()
+
+    # While the service is away, someone deletes the Job, and a stray Job of ours appears.
+    fake_kube.delete_job(NS, job_name(created["id"]))
+    stray = {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            "name": "provider-exe-stray",
+            "labels": dict(pair.split("=") for pair in SELECTOR.split(","))
+            | {"provider/execution": "exe_stray"},
+        },
+        "spec": {
+            "template": {
+                "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}
+            }
+        },
+    }
+    fake_kube.create_object("jobs", NS, stray)
+
+    api, close = await live_api(k8s_settings, contract)
+    try:
+        lost = await until(api, key, created, {"SYSTEM_ERROR", "COMPLETE"})
+        assert lost["state"] == "SYSTEM_ERROR" and lost["reason"] == "Lost"
+        for _ in range(100):
+            if fake_kube.get("jobs", NS, "provider-exe-stray") is None:
+                break
+            await asyncio.sleep(0.1)
+        assert fake_kube.get("jobs", NS, "provider-exe-stray") is None
+    finally:
+        await close()
