@@ -626,3 +626,38 @@ async def test_the_role_in_deploy_grants_exactly_what_the_backend_uses(
         group, resource, verb = verb_of(request.method, request.path, request.query)
         used.setdefault((group, resource), set()).add(verb)
     assert used == granted_verbs()
+
+
+async def test_cancel_while_the_api_server_fails_is_finished_later(
+    start_backend: Callable[..., Awaitable[Backend]],
+    fake_kube: FakeKube,  # noqa: F811
+) -> None:
+    backend, recorder = await leader(start_backend)
+    spec = job_spec()
+    await backend.submit(spec)
+    fake_kube.inject_fault(method="DELETE", path=r"/jobs/", status=503, count=2)
+    await backend.cancel(spec.execution_id)  # does not fail the request that asked for it
+    assert recorder.states(spec.execution_id) == []
+    await recorder.wait_for(spec.execution_id, State.CANCELED)
+    assert fake_kube.get("jobs", NS, job_name(spec.execution_id)) is None
+
+
+async def test_a_pod_deleted_gracefully_is_lost_not_a_worker_failure(
+    start_backend: Callable[..., Awaitable[Backend]],
+    fake_kube: FakeKube,  # noqa: F811
+    kubelet: Kubelet,
+) -> None:
+    fake_kube.pod_termination_delay = None  # the kubelet finishes the deletion when told
+    backend, recorder = await leader(start_backend)
+    spec = job_spec()
+    await backend.submit(spec)
+    pod = kubelet.start_pod(spec.execution_id)
+    kubelet.run_to(pod, "worker")
+    await recorder.wait_for(spec.execution_id, State.RUNNING)
+    fake_kube.delete_pod(NS, pod, grace_period_seconds=30)  # kubectl delete pod
+    kubelet.state(pod, "worker", "terminated", exit_code=143)  # SIGTERM
+    await asyncio.sleep(0.3)
+    assert recorder.states(spec.execution_id)[-1] is State.RUNNING  # no EXECUTOR_ERROR from exit 143
+    fake_kube.complete_pod_deletion(NS, pod)
+    lost = await recorder.wait_for(spec.execution_id, State.SYSTEM_ERROR)
+    assert lost.reason == "Lost" and lost.exit_code is None

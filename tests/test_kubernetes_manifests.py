@@ -210,6 +210,11 @@ def done(code: int = 0, reason: str | None = None, message: str | None = None) -
     return {"terminated": terminated}
 
 
+def terminating(obj: dict[str, Any]) -> dict[str, Any]:
+    obj["metadata"]["deletionTimestamp"] = "2026-12-01T12:00:00Z"
+    return obj
+
+
 RUNNING = {"running": {"startedAt": "2026-12-01T11:59:59Z"}}
 INIT_WAIT = {"waiting": {"reason": "PodInitializing"}}
 
@@ -290,6 +295,12 @@ CASES: list[
     ),
     ("evicted", job(), pod(phase="Failed", reason="Evicted"), (State.SYSTEM_ERROR, "Evicted", None)),
     (
+        "deadline, the pod being terminated",
+        job("FailureTarget", "DeadlineExceeded"),
+        terminating(pod(init={"stage-in": done(), "worker": done(143)})),
+        (State.EXECUTOR_ERROR, "DeadlineExceeded", None),
+    ),
+    (
         "image pull within grace",
         job(),
         pod(init={"stage-in": done(), "worker": {"waiting": {"reason": "ImagePullBackOff"}}}, age=5),
@@ -329,6 +340,12 @@ def test_states_from_job_and_pod(
         assert seen.manifest_in_storage  # the outputs come from the sidecar's manifest
     if seen.reason == "ImagePullBackOff":
         assert verdict.recheck_after == pytest.approx(55, abs=1)  # looked at again when the grace ends
+
+
+def test_a_pod_being_deleted_reports_nothing_until_it_is_gone() -> None:
+    # kubectl delete pod: its containers get SIGTERM and exit 143, which is no worker failure.
+    killed = terminating(pod(init={"stage-in": done(), "worker": done(143)}))
+    assert derive(job(), killed, NOW, 60).observation is None
 
 
 def test_stage_in_failure_names_the_sidecar_message() -> None:

@@ -14,7 +14,7 @@ import contextvars
 import logging
 import random
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -92,6 +92,8 @@ class KubernetesCompute:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._pending: set[str] = set()
         self._busy: set[str] = set()
+        # Store work under way (reports, reconciliations): never cut off halfway (see _protected).
+        self._inflight: set[asyncio.Task[None]] = set()
 
     @property
     def leading(self) -> bool:
@@ -147,6 +149,8 @@ class KubernetesCompute:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._inflight:  # let reports under way finish their transactions
+            await asyncio.wait(self._inflight, timeout=10)
         self._tracked.clear()
         self._pending.clear()
         self._busy.clear()
@@ -158,7 +162,9 @@ class KubernetesCompute:
         while True:
             assert self._reconcile is not None
             try:
-                await self._reconcile(self.options.queued_grace_seconds)
+                await self._protected(self._reconcile(self.options.queued_grace_seconds))
+            except asyncio.CancelledError:
+                raise
             except Exception:
                 log.exception("reconciliation failed; trying again later")
             await asyncio.sleep(self.options.reconcile_seconds)
@@ -252,8 +258,32 @@ class KubernetesCompute:
         tracked = self._tracked.get(execution_id)
         if tracked is not None:
             tracked.final = True
-        await self.kube.delete("Job", job_name(execution_id))
+        try:
+            await self.kube.delete("Job", job_name(execution_id))
+        except KubeError as exc:
+            # The execution stays CANCELING; reconciliation ends it once the Job is gone.
+            log.warning("could not delete a canceled job: %s", exc, extra={"execution_id": execution_id})
+            self._retries[execution_id] = asyncio.create_task(
+                self._delete_later(execution_id), name=f"cancel {execution_id}", context=_fresh()
+            )
+            return
         await self._emit(ComputeEvent(execution_id, State.CANCELED, reason="Canceled"))
+
+    async def _delete_later(self, execution_id: str) -> None:
+        assert self.kube is not None
+        failures = 1
+        try:
+            while True:
+                await asyncio.sleep(random.uniform(0, min(self.options.max_retry_seconds, 0.5 * 2**failures)))  # noqa: S311
+                try:
+                    await self.kube.delete("Job", job_name(execution_id))
+                except KubeError:
+                    failures += 1
+                    continue
+                await self._emit(ComputeEvent(execution_id, State.CANCELED, reason="Canceled"))
+                return
+        finally:
+            self._retries.pop(execution_id, None)
 
     async def release(self, execution_id: str) -> None:
         assert self.kube is not None
@@ -370,7 +400,7 @@ class KubernetesCompute:
             self._pending.discard(execution_id)
             self._busy.add(execution_id)
             try:
-                await self._evaluate(execution_id)
+                await self._protected(self._evaluate(execution_id))
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -394,7 +424,10 @@ class KubernetesCompute:
             for c in ((job or {}).get("status") or {}).get("conditions") or []
             if c.get("status") == "True"
         }
-        deadline = (conditions.get("Failed") or {}).get("reason") == "DeadlineExceeded"
+        deadline = "DeadlineExceeded" in {
+            (conditions.get("Failed") or {}).get("reason"),
+            (conditions.get("FailureTarget") or {}).get("reason"),
+        }
         if tracked.job_deleted:
             event = ComputeEvent(
                 execution_id, State.SYSTEM_ERROR, reason="Lost", message="the Job was deleted"
@@ -433,7 +466,15 @@ class KubernetesCompute:
 
     async def _emit(self, event: ComputeEvent) -> None:
         assert self._sink is not None
-        await self._sink(event)
+        await self._protected(self._sink(event))
+
+    async def _protected(self, work: Awaitable[None]) -> None:
+        """Run store work so that cancelling the caller (a step-down, a stop) does not cut it off
+        inside a transaction; _step_down waits for it."""
+        task = asyncio.ensure_future(work)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        await asyncio.shield(task)
 
 
 def _newest(pods: dict[str, dict[str, Any]]) -> str:

@@ -46,7 +46,8 @@ def derive(
     now: datetime,
     pull_grace_seconds: float,
 ) -> Verdict:
-    failed = _condition(job, "Failed")
+    # FailureTarget comes first on recent clusters: the Job controller then terminates the pod.
+    failed = _condition(job, "Failed") or _condition(job, "FailureTarget")
     if failed is not None and failed.get("reason") == "DeadlineExceeded":
         return Verdict(
             Observation(
@@ -66,6 +67,10 @@ def derive(
 
 
 def _from_pod(pod: dict[str, Any], now: datetime, grace: float) -> Verdict:
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        # Being deleted: its containers are killed, and what they exit with says nothing about
+        # the worker. What follows decides: the Job's deadline, or the pod's end (Lost).
+        return Verdict(None)
     status = pod.get("status") or {}
     statuses = {
         s["name"]: s
