@@ -181,14 +181,18 @@ class KubernetesCompute:
                     self._retry(job), name=f"submit {job.execution_id}", context=_fresh()
                 )
                 return
-            await self._emit(
-                ComputeEvent(
-                    job.execution_id,
-                    State.SYSTEM_ERROR,
-                    reason=exc.reason or "Rejected",
-                    message=f"the API server refused the Job: {exc.message}",
-                )
+            await self._refused(job.execution_id, exc)
+
+    async def _refused(self, execution_id: str, exc: KubeError) -> None:
+        """The API server will not take this Job (422 Invalid, say): nothing to retry."""
+        await self._emit(
+            ComputeEvent(
+                execution_id,
+                State.SYSTEM_ERROR,
+                reason=exc.reason or "Rejected",
+                message=f"the API server refused the Job: {exc.message}",
             )
+        )
 
     async def _create(self, job: JobSpec) -> None:
         """Secret first (the pod needs it), then the Job, then the Secret is made the Job's dependent."""
@@ -235,14 +239,7 @@ class KubernetesCompute:
                     return
                 except KubeError as exc:
                     if not (exc.quota or exc.retryable):
-                        await self._emit(
-                            ComputeEvent(
-                                job.execution_id,
-                                State.SYSTEM_ERROR,
-                                reason=exc.reason or "Rejected",
-                                message=f"the API server refused the Job: {exc.message}",
-                            )
-                        )
+                        await self._refused(job.execution_id, exc)
                         return
                     await self._queued(job.execution_id, exc)
                     failures += 1

@@ -151,27 +151,20 @@ class Kube:
         self, resource: str, selector: str, resource_version: str, timeout_seconds: int
     ) -> AsyncIterator[dict[str, Any]]:
         """Watch events as the server sends them, until it ends the stream (timeout) or it breaks."""
-        method = self._lister(resource)
-        try:
-            response: aiohttp.ClientResponse = await method(
-                self.namespace,
-                label_selector=selector,
-                watch=True,
-                resource_version=resource_version,
-                allow_watch_bookmarks=True,
-                timeout_seconds=timeout_seconds,
-                _preload_content=False,
-                # No total limit: a watch lasts; silence longer than the server's timeout is a fault.
-                _request_timeout=aiohttp.ClientTimeout(
-                    sock_connect=self.timeout, sock_read=timeout_seconds + self.timeout
-                ),
-            )
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise KubeError(0, "Unreachable", f"{type(exc).__name__}: {exc}") from exc
+        response = await self._open(
+            self._lister(resource),
+            self.namespace,
+            label_selector=selector,
+            watch=True,
+            resource_version=resource_version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=timeout_seconds,
+            # No total limit: a watch lasts; silence longer than the server's timeout is a fault.
+            _request_timeout=aiohttp.ClientTimeout(
+                sock_connect=self.timeout, sock_read=timeout_seconds + self.timeout
+            ),
+        )
         async with response:
-            if response.status != 200:
-                body = await response.read()
-                raise _error(response.status, _json(body), body)
             try:
                 while line := await response.content.readline():
                     if line.strip():
@@ -188,18 +181,26 @@ class Kube:
             if follow
             else aiohttp.ClientTimeout(total=self.timeout * 4)
         )
-        try:
-            response: aiohttp.ClientResponse = await self.core.read_namespaced_pod_log(
-                pod, self.namespace, _preload_content=False, _request_timeout=timeout, **kwargs
-            )
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise KubeError(0, "Unreachable", f"{type(exc).__name__}: {exc}") from exc
+        response = await self._open(
+            self.core.read_namespaced_pod_log, pod, self.namespace, _request_timeout=timeout, **kwargs
+        )
         async with response:
-            if response.status != 200:
-                body = await response.read()
-                raise _error(response.status, _json(body), body)
             async for chunk in response.content.iter_any():
                 yield chunk
+
+    async def _open(
+        self, method: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+    ) -> aiohttp.ClientResponse:
+        """A streamed answer whose status is 200; errors as KubeError."""
+        try:
+            response: aiohttp.ClientResponse = await method(*args, _preload_content=False, **kwargs)
+        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            raise KubeError(0, "Unreachable", f"{type(exc).__name__}: {exc}") from exc
+        if response.status != 200:
+            async with response:
+                body = await response.read()
+            raise _error(response.status, _json(body), body)
+        return response
 
 
 def _json(body: bytes) -> dict[str, Any]:
