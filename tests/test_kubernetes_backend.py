@@ -661,3 +661,19 @@ async def test_a_pod_deleted_gracefully_is_lost_not_a_worker_failure(
     fake_kube.complete_pod_deletion(NS, pod)
     lost = await recorder.wait_for(spec.execution_id, State.SYSTEM_ERROR)
     assert lost.reason == "Lost" and lost.exit_code is None
+
+
+async def test_a_timed_out_create_that_went_through_is_not_doubled(
+    start_backend: Callable[..., Awaitable[Backend]],
+    fake_kube: FakeKube,  # noqa: F811
+) -> None:
+    backend, recorder = await start_backend(request_timeout_seconds=0.5)
+    # The server takes the Job but answers too late: the client times out and tries again.
+    fake_kube.inject_fault(method="POST", path=r"/jobs$", status=None, delay=1.0, count=1)
+    spec = job_spec()
+    await backend.submit(spec)
+    assert recorder.events[0].reason == "ApiUnavailable"
+    await until(lambda: recorder.last(spec.execution_id).reason is None, what="submitted")
+    jobs = [j for j in fake_kube.objects("jobs", NS) if j["metadata"]["name"] == job_name(spec.execution_id)]
+    assert len(jobs) == 1
+    assert recorder.states(spec.execution_id) == [State.QUEUED, State.QUEUED]  # no SYSTEM_ERROR
