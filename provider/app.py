@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from provider.api import build_api
 from provider.api.context import ApiContext
-from provider.api.metrics import HttpMetrics
+from provider.api.metrics import HttpMetrics, NotificationMetrics
 from provider.backends.asset_files import read_asset_directory
 from provider.backends.compute.local import LocalCompute
 from provider.backends.http_callbacks import HttpPoster
@@ -25,6 +25,7 @@ from provider.backends.jwt_tokens import JwtTokenCodec, SigningKey
 from provider.backends.sql import SqlStore, default_sqlite_url
 from provider.backends.sql import migrate as migrations
 from provider.backends.storage.fs import FilesystemStorage
+from provider.backends.webhooks import HttpWebhookSender
 from provider.config import Settings
 from provider.domain.addresses import parse_networks
 from provider.domain.assets import Asset
@@ -33,6 +34,7 @@ from provider.services.assets import AssetService
 from provider.services.auth import ApiKeyVerifier, Authenticator, PrincipalCache, WorkspaceTokenVerifier
 from provider.services.executions import ExecutionPolicy, ExecutionService
 from provider.services.imports import ImportService, RetryPolicy
+from provider.services.notifications import DeliveryPolicy, DeliveryWorker, EventLog, SubscriptionService
 from provider.services.ports import Compute, Storage
 from provider.services.provisioning import ProvisioningPolicy, ProvisioningService
 from provider.services.tenants import TenantService
@@ -73,6 +75,12 @@ class Components:
     transfers: TransferService
     poster: HttpPoster
     auth: Authenticator
+    events: EventLog
+    sender: HttpWebhookSender
+    subscriptions: SubscriptionService
+    delivery: DeliveryWorker | None
+    registry: CollectorRegistry
+    notification_metrics: NotificationMetrics
 
 
 def build_store(settings: Settings) -> SqlStore:
@@ -182,9 +190,43 @@ def build_token_codec(settings: Settings) -> JwtTokenCodec:
     return JwtTokenCodec(keys, issuer=settings.public_url, audience=settings.tokens.audience)
 
 
-def build_components(settings: Settings, store: SqlStore | None = None) -> Components:
+def build_delivery_policy(settings: Settings) -> DeliveryPolicy:
+    n = settings.notifications
+    return DeliveryPolicy(
+        max_attempts=n.max_attempts,
+        max_age_seconds=n.max_age_seconds,
+        backoff_seconds=n.backoff_seconds,
+        max_backoff_seconds=n.max_backoff_seconds,
+        concurrency=n.concurrency,
+        batch_size=n.batch_size,
+        poll_seconds=n.poll_seconds,
+        lease_seconds=n.lease_seconds,
+        retention_seconds=n.retention_seconds,
+    )
+
+
+def build_components(
+    settings: Settings, store: SqlStore | None = None, compute: Compute | None = None
+) -> Components:
+    """Every component; `compute` replaces the configured backend (benchmarks drive their own)."""
     store = store or build_store(settings)
     storage = build_storage(settings)
+    events = EventLog(utcnow)
+    notifications = settings.notifications
+    sender = HttpWebhookSender(
+        parse_networks(notifications.allowed_networks),
+        notifications.allow_http,
+        notifications.timeout_seconds,
+        notifications.concurrency,
+    )
+    subscriptions = SubscriptionService(store, sender, events, utcnow)
+    registry = CollectorRegistry()
+    notification_metrics = NotificationMetrics(registry)
+    delivery = (
+        DeliveryWorker(store, sender, events, utcnow, build_delivery_policy(settings), notification_metrics)
+        if notifications.deliver
+        else None
+    )
     codec = build_token_codec(settings)
     key_cache = PrincipalCache(settings.auth.key_cache_seconds)
     token_cache = PrincipalCache(settings.auth.key_cache_seconds)
@@ -210,6 +252,7 @@ def build_components(settings: Settings, store: SqlStore | None = None) -> Compo
             presign_seconds=settings.storage.presign_seconds,
         ),
         on_tokens_revoked=token_cache.forget,
+        events=events,
     )
     source = HttpSource(
         parse_networks(settings.imports.allowed_networks),
@@ -224,10 +267,11 @@ def build_components(settings: Settings, store: SqlStore | None = None) -> Compo
         utcnow,
         RetryPolicy(settings.imports.max_attempts, settings.imports.backoff_seconds),
         settings.imports.max_concurrent,
+        events,
     )
     workspaces.before_delete.append(imports.cancel_workspace)
     assets = AssetService(store, utcnow)
-    compute = build_compute(settings)
+    compute = compute or build_compute(settings)
     executions = ExecutionService(
         store,
         compute,
@@ -241,6 +285,8 @@ def build_components(settings: Settings, store: SqlStore | None = None) -> Compo
             max_wait_seconds=settings.executions.max_wait_seconds,
             cache_seconds=settings.executions.cache_seconds,
         ),
+        events,
+        subscriptions,
     )
     edc = settings.edc
     poster = HttpPoster(edc.callback_timeout_seconds)
@@ -289,6 +335,12 @@ def build_components(settings: Settings, store: SqlStore | None = None) -> Compo
                 ApiKeyVerifier(store, utcnow, key_cache),
             ]
         ),
+        events=events,
+        sender=sender,
+        subscriptions=subscriptions,
+        delivery=delivery,
+        registry=registry,
+        notification_metrics=notification_metrics,
     )
 
 
@@ -317,9 +369,11 @@ def read_assets(settings: Settings) -> list[Asset]:
     return read_asset_directory(directory)
 
 
-def create_app(settings: Settings, store: SqlStore | None = None) -> web.Application:
+def create_app(
+    settings: Settings, store: SqlStore | None = None, compute: Compute | None = None
+) -> web.Application:
     asset_files = read_assets(settings)
-    components = build_components(settings, store)
+    components = build_components(settings, store, compute)
     context = ApiContext(
         store=components.store,
         auth=components.auth,
@@ -333,7 +387,11 @@ def create_app(settings: Settings, store: SqlStore | None = None) -> web.Applica
         edc_events=settings.edc.events,
         transfers=components.transfers,
         storage_backend=components.storage.name,
-        metrics=HttpMetrics(CollectorRegistry()),
+        metrics=HttpMetrics(components.registry),
+        subscriptions=components.subscriptions,
+        notification_metrics=components.notification_metrics,
+        stream_poll_seconds=settings.notifications.poll_seconds,
+        stream_heartbeat_seconds=settings.notifications.stream_heartbeat_seconds,
         openapi=openapi_document(),
         public_url=settings.public_url,
     )
@@ -346,12 +404,17 @@ def create_app(settings: Settings, store: SqlStore | None = None) -> web.Applica
         resumed = await components.imports.resume()
         await components.compute.start(components.executions.on_event, components.executions.reconcile)
         components.provisioning.start()
+        if components.delivery is not None:
+            components.delivery.start()
         log.info(
             "service ready",
             extra={"assets_loaded": count, "imports_resumed": resumed, "public_url": settings.public_url},
         )
 
     async def cleanup(_: web.Application) -> None:
+        if components.delivery is not None:
+            await components.delivery.stop()
+        await components.sender.close()
         await components.provisioning.stop()
         await components.poster.close()
         await components.compute.stop()

@@ -331,6 +331,46 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+FINAL_STATES = ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED")
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    """Print execution state changes as they happen; with an id, until that execution ends."""
+    params = {"types": "execution.state_changed"}
+    if args.execution:
+        params["execution_id"] = args.execution
+    if args.workspace:
+        params["workspace_id"] = args.workspace
+
+    def show(execution: dict[str, Any]) -> None:
+        if args.json:
+            print(json.dumps(execution), flush=True)
+            return
+        detail = " ".join(
+            f"{k}={execution[k]}" for k in ("reason", "exit_code") if execution.get(k) not in (None, "")
+        )
+        print(
+            f"{execution['updated_at']}  {execution['id']}  {execution['state']:<14} {detail}".rstrip(),
+            flush=True,
+        )
+
+    async def run() -> str | None:
+        async with ApiClient(args.url, args.key, timeout=None) as api:
+            if args.execution:
+                current = await api.json("GET", f"/api/v1/executions/{args.execution}")
+                show(current)
+                if current["state"] in FINAL_STATES:
+                    return str(current["state"])
+            async for event in api.events(params):
+                show(event["data"])
+                if args.execution and event["data"]["state"] in FINAL_STATES:
+                    return str(event["data"]["state"])
+        return None
+
+    state = asyncio.run(run())
+    return 0 if state in (None, "COMPLETE") else 1
+
+
 # --- parser ---------------------------------------------------------------------------------
 
 
@@ -444,6 +484,18 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--sha256", help="expected SHA-256 (hex) of the data")
     imp.add_argument("--no-wait", action="store_true", help="start the import and return")
     imp.set_defaults(func=cmd_import)
+
+    watch = sub.add_parser(
+        "watch",
+        help="follow executions live",
+        description="print execution state changes as they happen (the event stream); with an "
+        "execution id, until it ends (exit status 0 when COMPLETE, 1 otherwise)",
+    )
+    client_options(watch)
+    watch.add_argument("execution", nargs="?", metavar="EXECUTION_ID")
+    watch.add_argument("--workspace", metavar="WS", help="only this workspace's executions")
+    watch.add_argument("--json", action="store_true", help="print each execution as a JSON line")
+    watch.set_defaults(func=cmd_watch)
     return parser
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -24,7 +26,7 @@ class ApiError(Exception):
 
 
 class ApiClient:
-    def __init__(self, url: str, key: str | None, timeout: float = 3600) -> None:
+    def __init__(self, url: str, key: str | None, timeout: float | None = 3600) -> None:
         if not key:
             raise ApiError("no API key or token: pass --key or set PROVIDER_API_KEY")
         self.url = url.rstrip("/")
@@ -128,3 +130,37 @@ class ApiClient:
             raise
         os.replace(partial, target)
         return size
+
+    async def events(
+        self, params: dict[str, str], last_event_id: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Follow the event stream (SSE); reconnects after a dropped connection where it left off."""
+        path = "/api/v1/events"
+        while True:
+            headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+            try:
+                async with self.session.get(
+                    self.url + path,
+                    params=params,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(sock_connect=10),
+                ) as response:
+                    await self._raise_for(response, f"GET {path}")
+                    fields: dict[str, str] = {}
+                    async for raw in response.content:
+                        line = raw.decode().rstrip("\r\n")
+                        if line.startswith(":"):
+                            continue
+                        if line:
+                            name, _, value = line.partition(":")
+                            fields[name] = value.removeprefix(" ")
+                            continue
+                        if "data" in fields:
+                            last_event_id = fields.get("id", last_event_id)
+                            yield json.loads(fields["data"])
+                        fields = {}
+            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
+                pass
+            except aiohttp.ClientConnectionError as exc:
+                raise ApiError(f"cannot reach the service at {self.url}: {exc}") from exc
+            await asyncio.sleep(1)  # the stream ended: resume after the last event seen

@@ -325,6 +325,46 @@ class EdcSettings(_Section):
     events: EdcEventSettings = Field(default_factory=EdcEventSettings)
 
 
+class NotificationSettings(_Section):
+    deliver: bool = Field(
+        default=True, description="this replica sends webhooks (with SQLite, exactly one replica should)"
+    )
+    allowed_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs webhooks may reach although they are loopback, private or link-local",
+    )
+    allow_http: bool = Field(
+        default=False, description="accept http:// subscription URLs (https only otherwise)"
+    )
+    timeout_seconds: float = Field(default=10.0, gt=0, description="longest wait for a receiver's answer")
+    max_attempts: int = Field(default=12, ge=1, le=1000)
+    max_age_seconds: float = Field(default=86_400.0, gt=0, description="a delivery dies once this old")
+    backoff_seconds: float = Field(
+        default=1.0, gt=0, description="first retry delay ceiling; doubles, full jitter"
+    )
+    max_backoff_seconds: float = Field(default=600.0, gt=0)
+    concurrency: int = Field(
+        default=128, ge=1, le=10_000, description="webhook requests in flight per replica"
+    )
+    batch_size: int = Field(default=256, ge=1, le=10_000, description="deliveries claimed per round")
+    poll_seconds: float = Field(default=1.0, gt=0, description="how often the outbox and streams are read")
+    lease_seconds: float = Field(
+        default=60.0, gt=0, description="a claim's lease; must exceed timeout_seconds"
+    )
+    retention_seconds: float = Field(
+        default=7 * 86_400.0, gt=0, description="events and finished deliveries are kept this long"
+    )
+    stream_heartbeat_seconds: float = Field(default=15.0, gt=0)
+
+    _networks = field_validator("allowed_networks")(_check_networks)
+
+    @model_validator(mode="after")
+    def _lease_outlasts_timeout(self) -> NotificationSettings:
+        if self.lease_seconds <= self.timeout_seconds:
+            raise ValueError("lease_seconds must be longer than timeout_seconds")
+        return self
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["auto", "json", "text"] = Field(
@@ -352,6 +392,7 @@ class Settings(BaseSettings):
     compute: ComputeSettings = Field(default_factory=ComputeSettings)
     executions: ExecutionSettings = Field(default_factory=ExecutionSettings)
     edc: EdcSettings = Field(default_factory=EdcSettings)
+    notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @property

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from provider.api.routing import ANY_SCOPE, ROUTES, Access, Route
+from provider.config import NotificationSettings, Settings
 from tests.conftest import ADMIN_KEY, Api, Consumer
 
 # Routes EDC calls without bearer credentials: a secret path segment or an access code guards them
@@ -20,7 +21,15 @@ SELF_GUARDED = {
     "/api/v1/workspaces/{workspace_id}/access",
     "/edc/events",
 }
+# Streams answer with their headers and then stay open: only the status is read.
+STREAMS = {"/api/v1/events"}
 PATH_PARAMETER = re.compile(r"\{(\w+)(?::[^}]*)?\}")
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """Subscriptions point at a public address; nothing is sent from these tests."""
+    return settings.model_copy(update={"notifications": NotificationSettings(deliver=False)})
 
 
 @dataclass
@@ -62,6 +71,17 @@ async def workspace_with_tokens(api: Api, key: str) -> dict[str, str]:
     revoked = await api.json("POST", base + "/tokens", 201, key=key, json={})
     await api.json("DELETE", f"{base}/tokens/{revoked['id']}", 204, key=key)
     await api.json("PUT", base + "/objects/data/in.txt", 201, key=key, data=b"hello")
+    subscription = await api.json(
+        "POST",
+        "/api/v1/subscriptions",
+        201,
+        key=key,
+        json={
+            "url": "https://93.184.215.14/hook",
+            "events": ["execution.*"],
+            "filter": {"workspace_id": ws["id"]},
+        },
+    )
     execution = await api.json(
         "POST",
         "/api/v1/executions",
@@ -69,6 +89,7 @@ async def workspace_with_tokens(api: Api, key: str) -> dict[str, str]:
         key=key,
         json={"asset_id": "dummy", "workspace_id": ws["id"], "inputs": {"source": "data/in.txt"}},
     )
+    deliveries = await api.json("GET", f"/api/v1/subscriptions/{subscription['id']}/deliveries", 200, key=key)
     return {
         "id": ws["id"],
         "full": full["token"],
@@ -76,6 +97,8 @@ async def workspace_with_tokens(api: Api, key: str) -> dict[str, str]:
         "revoked": revoked["token"],
         "full_id": full["id"],
         "execution_id": execution["id"],
+        "subscription_id": subscription["id"],
+        "delivery_id": deliveries["items"][0]["id"],
     }
 
 
@@ -92,6 +115,8 @@ def concrete(route: Route, world: World, ws: dict[str, str]) -> str:
         "execution_id": ws["execution_id"],
         "connector": "main",
         "secret": "not-the-secret",
+        "subscription_id": ws["subscription_id"],
+        "delivery_id": ws["delivery_id"],
     }
     return PATH_PARAMETER.sub(lambda m: values[m.group(1)], route.path)
 
@@ -101,6 +126,7 @@ VALID_BODIES = {
     "/api/v1/tenants": {"participant_id": "did:web:new"},
     "/api/v1/workspaces/{workspace_id}/links": {"key": "data/in.txt"},
     "/api/v1/workspaces/{workspace_id}/edc-transfers": {"transfer_process_id": "tp", "target_key": "k"},
+    "/api/v1/subscriptions": {"url": "https://93.184.215.14/hook", "events": ["workspace.*"]},
     "/api/v1/executions": {
         "asset_id": "dummy",
         "workspace_id": "{workspace_id}",
@@ -122,6 +148,12 @@ async def status(
                 k: (v.replace("{workspace_id}", workspace) if isinstance(v, str) else v)
                 for k, v in body.items()
             }
+    if route.path in STREAMS:
+        headers = dict(kwargs.pop("headers", {}))  # type: ignore[call-overload]
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        async with api.client.request(route.method, path, headers=headers) as streamed:
+            return streamed.status
     response = await api.request(route.method, path, key=key, **kwargs)  # type: ignore[arg-type]
     return response.status
 

@@ -42,6 +42,7 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["assets"],
         ["assets", "list"],
         ["assets", "validate"],
+        ["watch"],
     ]
     for argv in [[], *commands]:
         with pytest.raises(SystemExit) as done:

@@ -8,6 +8,8 @@ from aiohttp import web
 from openapi_spec_validator import validate
 from pydantic import BaseModel
 
+from provider.api.handlers.executions import CallbackCreate, ExecutionCreate
+from provider.api.handlers.subscriptions import SubscriptionCreate, SubscriptionFilter
 from provider.api.schemas import ApiKeyCreate, TenantCreate
 from provider.domain.assets import (
     AssetInput,
@@ -73,6 +75,10 @@ def test_request_schemas_match_the_pydantic_models(contract: OpenApiContract) ->
         ("Toleration", Toleration),
         ("EnvRule", EnvRule),
         ("LocalRunner", LocalRunner),
+        ("ExecutionCreate", ExecutionCreate),
+        ("CallbackCreate", CallbackCreate),
+        ("SubscriptionCreate", SubscriptionCreate),
+        ("SubscriptionFilter", SubscriptionFilter),
     ]
     for name, model in pairs:
         props, required = _properties(contract.spec["components"]["schemas"][name], contract)

@@ -3,6 +3,8 @@ late events, skipped states and reconciliation after a restart."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -176,3 +178,24 @@ async def test_restart_reconciliation(world) -> None:  # type: ignore[no-untyped
     assert (await components.executions.get(admin, survivor)).state is State.RUNNING
     assert [job.execution_id for job in compute.submitted] == [queued]  # submitted again
     assert (await components.executions.get(admin, queued)).state is State.QUEUED
+
+
+async def test_long_poll_sees_a_change_made_by_another_replica(world, settings: Settings) -> None:  # type: ignore[no-untyped-def]
+    components, _, admin, _ = world
+    execution_id = await start(world)
+    other = build_components(settings)  # a second replica on the same database
+    try:
+        waiters = [
+            asyncio.create_task(components.executions.wait(admin, execution_id, 1, 10)) for _ in range(3)
+        ]
+        await asyncio.sleep(0.2)
+        assert not any(w.done() for w in waiters)
+        started = time.monotonic()
+        await other.executions.on_event(ComputeEvent(execution_id, State.RUNNING))
+        seen = await asyncio.gather(*waiters)
+        assert all(s is not None and s.state is State.RUNNING for s in seen)
+        assert time.monotonic() - started < 3  # within about a second, not at the end of the wait
+        assert components.executions._waited == {}  # no waiter left registered
+    finally:
+        await other.storage.close()
+        await other.store.close()

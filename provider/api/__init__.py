@@ -5,7 +5,17 @@ from __future__ import annotations
 from aiohttp import web
 
 from provider.api.context import CONTEXT, ApiContext
-from provider.api.handlers import assets, edc, executions, imports, objects, system, tenants, workspaces
+from provider.api.handlers import (
+    assets,
+    edc,
+    executions,
+    imports,
+    objects,
+    subscriptions,
+    system,
+    tenants,
+    workspaces,
+)
 from provider.api.middleware import problems, request_context
 from provider.api.routing import add_routes
 
@@ -22,6 +32,7 @@ def build_api(context: ApiContext, max_body_bytes: int) -> web.Application:
         + objects.ROUTES
         + imports.ROUTES
         + executions.ROUTES
+        + subscriptions.ROUTES
         + edc.ROUTES,
     )
     app.router.add_static("/docs/static", system.swagger_static_dir(), name="swagger-ui")

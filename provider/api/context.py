@@ -7,12 +7,13 @@ from typing import Any
 
 from aiohttp import web
 
-from provider.api.metrics import HttpMetrics
+from provider.api.metrics import HttpMetrics, NotificationMetrics
 from provider.config import EdcConnectorSettings, EdcEventSettings
 from provider.services.assets import AssetService
 from provider.services.auth import Authenticator
 from provider.services.executions import ExecutionService
 from provider.services.imports import ImportService
+from provider.services.notifications import SubscriptionService
 from provider.services.ports import Store
 from provider.services.provisioning import ProvisioningService
 from provider.services.tenants import TenantService
@@ -37,6 +38,10 @@ class ApiContext:
     metrics: HttpMetrics
     openapi: dict[str, Any]
     public_url: str
+    subscriptions: SubscriptionService
+    notification_metrics: NotificationMetrics
+    stream_poll_seconds: float
+    stream_heartbeat_seconds: float
 
 
 CONTEXT = web.AppKey("context", ApiContext)

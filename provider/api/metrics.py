@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 
 class HttpMetrics:
@@ -25,3 +25,33 @@ class HttpMetrics:
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(method, route).observe(seconds)
+
+
+class NotificationMetrics:
+    """Webhook deliveries and event streams (the delivery worker reports through DeliveryObserver)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.deliveries = Counter(
+            "provider_webhook_deliveries",
+            "Webhook delivery attempts by outcome (succeeded, failed, dead, gone)",
+            ["outcome"],
+            registry=registry,
+        )
+        self.depth = Gauge(
+            "provider_webhook_outbox_depth", "Deliveries waiting in the outbox", registry=registry
+        )
+        self.latency = Histogram(
+            "provider_webhook_delivery_latency_seconds",
+            "From the event's state change to the receiver's successful answer",
+            registry=registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+        )
+        self.streams = Gauge("provider_event_streams_open", "Open event streams (SSE)", registry=registry)
+
+    def delivered(self, outcome: str, seconds_since_event: float | None) -> None:
+        self.deliveries.labels(outcome).inc()
+        if seconds_since_event is not None:
+            self.latency.observe(max(0.0, seconds_since_event))
+
+    def outbox_depth(self, pending: int) -> None:
+        self.depth.set(pending)

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from provider.domain.assets import Asset, AssetSpec
+from provider.domain.representations import timestamp as timestamp
 from provider.domain.tenants import ApiKey, Principal, Role, Tenant
 
 
@@ -31,10 +31,6 @@ class AssetPut(AssetSpec):
 
     id: str | None = None
     version: str | None = None
-
-
-def timestamp(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def tenant_out(tenant: Tenant) -> dict[str, Any]:

@@ -52,6 +52,42 @@ class GuardedResolver(AbstractResolver):
         await self.inner.close()
 
 
+async def check_outbound_url(
+    url: str, field: str, schemes: list[str], allowed: list[IPNetwork], purpose: str, setting: str
+) -> None:
+    """Raise ForbiddenAddress naming the rule when `url` may not be requested (scheme, address)."""
+    parts = urlsplit(url)
+    if parts.scheme not in schemes:
+        raise ForbiddenAddress(
+            f"the URL scheme must be one of {', '.join(schemes)}",
+            [FieldProblem(field, f"scheme {parts.scheme or '(none)'!r} is not allowed")],
+        )
+    host = parts.hostname
+    if not host:
+        raise ForbiddenAddress("the URL has no host", [FieldProblem(field, "no host")])
+    try:
+        addresses = [str(ipaddress.ip_address(host))]
+    except ValueError:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, parts.port or 443, type=socket.SOCK_STREAM
+            )
+        except OSError as exc:
+            raise ForbiddenAddress(
+                f"the host {host} does not resolve",
+                [FieldProblem(field, f"{host} does not resolve: {exc}")],
+            ) from exc
+        addresses = sorted({str(info[4][0]) for info in infos})
+    for address in addresses:
+        problem = address_problem(address, allowed)
+        if problem is not None:
+            raise ForbiddenAddress(
+                f"refused: {host} is {problem} ({address}), which {purpose} may not reach "
+                f"unless the operator allows its network ({setting})",
+                [FieldProblem(field, f"{host} resolves to {problem}")],
+            )
+
+
 class HttpSource:
     def __init__(
         self,
@@ -74,36 +110,9 @@ class HttpSource:
         return self._session
 
     async def check(self, url: str, field: str = "body.source_url") -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in self.schemes:
-            raise ForbiddenAddress(
-                f"the URL scheme must be one of {', '.join(self.schemes)}",
-                [FieldProblem(field, f"scheme {parts.scheme or '(none)'!r} is not allowed")],
-            )
-        host = parts.hostname
-        if not host:
-            raise ForbiddenAddress("the URL has no host", [FieldProblem(field, "no host")])
-        try:
-            addresses = [str(ipaddress.ip_address(host))]
-        except ValueError:
-            try:
-                infos = await asyncio.get_running_loop().getaddrinfo(
-                    host, parts.port or 443, type=socket.SOCK_STREAM
-                )
-            except OSError as exc:
-                raise ForbiddenAddress(
-                    f"the host {host} does not resolve",
-                    [FieldProblem(field, f"{host} does not resolve: {exc}")],
-                ) from exc
-            addresses = sorted({str(info[4][0]) for info in infos})
-        for address in addresses:
-            problem = address_problem(address, self.allowed)
-            if problem is not None:
-                raise ForbiddenAddress(
-                    f"refused: {host} is {problem} ({address}), which imports may not reach "
-                    "unless the operator allows its network (imports.allowed_networks)",
-                    [FieldProblem(field, f"{host} resolves to {problem}")],
-                )
+        await check_outbound_url(
+            url, field, self.schemes, self.allowed, "imports", "imports.allowed_networks"
+        )
 
     @asynccontextmanager
     async def fetch(self, url: str, headers: dict[str, str]) -> AsyncIterator[SourceResponse]:

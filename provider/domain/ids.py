@@ -36,3 +36,19 @@ def new_id(prefix: str) -> str:
             rand = secrets.randbits(_RANDOM_BITS - 1)  # headroom so the count rarely overflows
         _last = (millis, rand)
     return f"{prefix}_{_base32(millis, 10)}{_base32(rand, 16)}"
+
+
+def id_floor(prefix: str, millis: int) -> str:
+    """The smallest id `new_id(prefix)` can make at `millis` (ms since the epoch): for range queries."""
+    return f"{prefix}_{_base32(max(0, millis), 10)}{'0' * 16}"
+
+
+def id_millis(ident: str) -> int | None:
+    """The creation time (ms since the epoch) encoded in an id, or None if it is not one."""
+    _, sep, body = ident.partition("_")
+    if not sep or len(body) != 26 or any(ch not in _ALPHABET for ch in body):
+        return None
+    value = 0
+    for ch in body[:10]:
+        value = value * 32 + _ALPHABET.index(ch)
+    return value

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import contextvars
 import hashlib
 import json
 import logging
@@ -25,15 +26,18 @@ from provider.domain.errors import (
     InvalidInput,
     InvalidKey,
     NotFound,
+    NotSupported,
     ProblemCollector,
     Unavailable,
 )
 from provider.domain.executions import Execution, OutputFile, State, Transition, logs_key, outputs_prefix
 from provider.domain.ids import new_id
+from provider.domain.notifications import Subscription
 from provider.domain.pagination import Page, PageRequest
 from provider.domain.tenants import CredentialKind, Principal
 from provider.domain.workspaces import Workspace, check_key
 from provider.services.assets import AssetService
+from provider.services.notifications import EventLog, SubscriptionService
 from provider.services.ports import (
     Clock,
     Compute,
@@ -67,6 +71,23 @@ class ExecutionRequest:
 
 
 @dataclass(frozen=True)
+class CallbackRequest:
+    """An inline subscription for one execution, made with it."""
+
+    url: str
+    events: tuple[str, ...] = ("execution.*",)
+    secret: str | None = None
+
+
+@dataclass(frozen=True)
+class Started:
+    execution: Execution
+    created: bool
+    subscription: Subscription | None = None
+    secret: str | None = None  # a generated callback secret, shown once
+
+
+@dataclass(frozen=True)
 class ExecutionPolicy:
     api_url: str  # where job sidecars reach the objects API (filesystem storage)
     token_margin_seconds: int  # job credentials outlive the run time by this much
@@ -92,6 +113,11 @@ class ExecutionCache:
         if entry is None or time.monotonic() - entry[0] > self.seconds:
             return None
         return entry[1]
+
+    def peek(self, execution_id: str) -> Execution | None:
+        """The entry however old it is."""
+        entry = self._entries.get(execution_id)
+        return entry[1] if entry is not None else None
 
     def put(self, execution: Execution) -> None:
         current = self._entries.get(execution.id)
@@ -130,8 +156,12 @@ class ExecutionService:
         assets: AssetService,
         clock: Clock,
         policy: ExecutionPolicy,
+        events: EventLog | None = None,
+        subscriptions: SubscriptionService | None = None,
     ) -> None:
         self.store = store
+        self.events = events
+        self.subscriptions = subscriptions
         self.compute = compute
         self.storage = storage
         self.workspaces = workspaces
@@ -142,6 +172,8 @@ class ExecutionService:
         self.cache = ExecutionCache(policy.cache_seconds)
         self.listeners: list[Callable[[Execution], Awaitable[None] | None]] = []
         self._job_tokens: dict[str, str] = {}
+        self._waited: dict[str, int] = {}  # execution id -> long-poll waiters in this process
+        self._poller: asyncio.Task[None] | None = None
 
     # --- create -------------------------------------------------------------------------------
 
@@ -149,19 +181,46 @@ class ExecutionService:
         self, principal: Principal, request: ExecutionRequest, idempotency_key: str | None
     ) -> tuple[Execution, bool]:
         """Validate, persist as QUEUED, hand to compute. Returns (execution, created)."""
+        started = await self.start(principal, request, idempotency_key)
+        return started.execution, started.created
+
+    async def start(
+        self,
+        principal: Principal,
+        request: ExecutionRequest,
+        idempotency_key: str | None,
+        callback: CallbackRequest | None = None,
+    ) -> Started:
+        """`create`, with an optional callback subscription made in the same transaction.
+
+        A replayed request (same Idempotency-Key) makes no second subscription.
+        """
         digest = request.digest()
         if idempotency_key is not None:
             replayed = await self._replay(principal.tenant_id, idempotency_key, digest)
             if replayed is not None:
-                return replayed, False
+                return Started(replayed, False)
         asset = await self.assets.get(request.asset_id, request.asset_version)
         workspace = await self.workspaces.get(principal, request.workspace_id)
         if not workspace.active:
             raise Conflict(f"workspace {workspace.id} is being deleted")
         env = await self._validate(asset, workspace, request)
+        execution_id = new_id("exe")
+        subscription, secret = None, None
+        if callback is not None:
+            if self.subscriptions is None:
+                raise NotSupported("callbacks are not available")
+            subscription, secret = await self.subscriptions.new(
+                principal,
+                callback.url,
+                callback.events,
+                callback.secret,
+                execution_id=execution_id,
+                field="body.callback",
+            )
         now = self.clock()
         execution = Execution(
-            id=new_id("exe"),
+            id=execution_id,
             tenant_id=workspace.tenant_id,
             workspace_id=workspace.id,
             asset_id=asset.id,
@@ -180,15 +239,19 @@ class ExecutionService:
         try:
             async with self.store.transaction() as uow:
                 await uow.executions.add(execution)
+                if subscription is not None:
+                    await uow.subscriptions.add(subscription)
+                if self.events is not None:
+                    await self.events.execution_changed(uow, execution)
         except Conflict:  # the same key raced in from another request
             assert idempotency_key is not None
             replayed = await self._replay(principal.tenant_id, idempotency_key, digest)
             if replayed is None:
                 raise
-            return replayed, False
+            return Started(replayed, False)
         await self._announce(execution)
         await self._submit(execution, asset, workspace)
-        return await self._load(execution.id), True
+        return Started(await self._load(execution.id), True, subscription, secret)
 
     async def _replay(self, tenant_id: str, key: str, digest: str) -> Execution | None:
         async with self.store.read() as uow:
@@ -334,8 +397,8 @@ class ExecutionService:
     ) -> Execution | None:
         """The execution once its version passes `version`, or None after `seconds`.
 
-        Changes made in this process wake the waiter at once; the store is also re-read every
-        second, so changes made by another replica are seen too.
+        Changes made in this process wake the waiter at once; changes made by another replica
+        are seen by the version poller, one query a second for all waiters of this process.
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(seconds, self.policy.max_wait_seconds)
@@ -346,7 +409,40 @@ class ExecutionService:
                 return execution
             if remaining <= 0:
                 return None
-            await self.notifier.wait(execution_id, min(remaining, 1.0))
+            self._waited[execution_id] = self._waited.get(execution_id, 0) + 1
+            if self._poller is None or self._poller.done():
+                self._poller = asyncio.create_task(
+                    self._poll_versions(), name="execution version poller", context=contextvars.Context()
+                )
+            try:
+                await self.notifier.wait(execution_id, remaining)
+            finally:
+                left = self._waited.pop(execution_id) - 1
+                if left:
+                    self._waited[execution_id] = left
+
+    async def _poll_versions(self) -> None:
+        """While anyone waits: every `cache_seconds`, one query for the versions of all waited-on
+        executions; those that moved on (another replica changed them) are re-read and wake."""
+        while self._waited:
+            await asyncio.sleep(max(self.policy.cache_seconds, 0.1))
+            ids = list(self._waited)
+            try:
+                for start in range(0, len(ids), 500):
+                    chunk = ids[start : start + 500]
+                    async with self.store.read() as uow:
+                        versions = await uow.executions.versions(chunk)
+                    for execution_id, stored in versions.items():
+                        cached = self.cache.peek(execution_id)
+                        if cached is not None and cached.version >= stored:
+                            continue
+                        async with self.store.read() as uow:
+                            execution = await uow.executions.get(execution_id)
+                        if execution is not None:
+                            self.cache.put(execution)
+                            self.notifier.changed(execution_id)
+            except Exception:
+                log.warning("could not poll execution versions; trying again", exc_info=True)
 
     async def list(self, principal: Principal, where: ExecutionFilter, page: PageRequest) -> Page[Execution]:
         if not principal.is_admin:
@@ -430,6 +526,8 @@ class ExecutionService:
 
         A busy database is retried with backoff: an observed transition must not be lost.
         """
+        if event.manifest_in_storage and event.state is State.COMPLETE and not event.outputs:
+            event = replace(event, outputs=await self._manifest_outputs(event.execution_id))
         delay = 0.05
         for attempt in range(10):
             try:
@@ -462,8 +560,6 @@ class ExecutionService:
                 details["exit_code"] = event.exit_code
             if event.outputs:
                 details["outputs"] = event.outputs
-            if event.manifest_in_storage and target is State.COMPLETE:
-                details["outputs"] = await self._manifest_outputs(current)
             updated = current
             if target is current.state:
                 if all(getattr(current, k) == v for k, v in details.items()):
@@ -473,11 +569,17 @@ class ExecutionService:
                 for step in _path(current.state, target):
                     updated = updated.advance(step, now, **(details if step is target else {"reason": None}))
             await uow.executions.update(updated)
+            if self.events is not None and updated.state is not current.state:
+                await self.events.execution_changed(uow, updated)
         await self._announce(updated)
         return updated
 
-    async def _manifest_outputs(self, execution: Execution) -> tuple[OutputFile, ...]:
-        """The outputs the sidecar listed in its manifest in the workspace."""
+    async def _manifest_outputs(self, execution_id: str) -> tuple[OutputFile, ...]:
+        """The outputs the sidecar listed in its manifest in the workspace (read before the
+        transition's transaction, which should hold no lock while storage answers)."""
+        execution = await self._fetch(execution_id)
+        if execution is None:
+            return ()
         async with self.store.read() as uow:
             workspace = await uow.workspaces.get(execution.workspace_id)
         if workspace is None:
@@ -496,6 +598,8 @@ class ExecutionService:
         )
 
     async def _announce(self, execution: Execution) -> None:
+        if self.events is not None:
+            self.events.committed()
         self.cache.put(execution)
         self.notifier.changed(execution.id)
         for listener in self.listeners:

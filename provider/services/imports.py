@@ -25,6 +25,7 @@ from provider.domain.imports import Import, ImportState
 from provider.domain.pagination import Page, PageRequest
 from provider.domain.tenants import Principal
 from provider.domain.workspaces import check_key
+from provider.services.notifications import EventLog
 from provider.services.ports import Clock, RemoteSource, Store
 from provider.services.workspaces import WorkspaceService
 
@@ -70,8 +71,10 @@ class ImportService:
         clock: Clock,
         retry: RetryPolicy,
         max_concurrent: int,
+        events: EventLog | None = None,
     ) -> None:
         self.store = store
+        self.events = events
         self.workspaces = workspaces
         self.source = source
         self.clock = clock
@@ -114,6 +117,9 @@ class ImportService:
         )
         async with self.store.transaction() as uow:
             await uow.imports.add(item)
+            if self.events is not None:
+                await self.events.import_changed(uow, item)
+        self._committed()
         self._start(item)
         return item
 
@@ -140,6 +146,9 @@ class ImportService:
         )
         async with self.store.transaction() as uow:
             await uow.imports.add(item)
+            if self.events is not None:
+                await self.events.import_changed(uow, item)
+        self._committed()
         self._start(item)
         return item
 
@@ -212,9 +221,16 @@ class ImportService:
                 raise NotFound("import", import_id)
             updated = current.to(state, self.clock(), **changes)
             await uow.imports.update(updated)
+            if self.events is not None and updated.state is not current.state:
+                await self.events.import_changed(uow, updated)
+        self._committed()
         for listener in self.listeners:
             listener(updated)
         return updated
+
+    def _committed(self) -> None:
+        if self.events is not None:
+            self.events.committed()
 
     async def _save_progress(self, import_id: str, bytes_done: int, bytes_total: int | None) -> bool:
         """Persist progress; False if the import was canceled meanwhile (by any replica)."""

@@ -13,6 +13,14 @@ from typing import Any, Protocol
 from provider.domain.assets import Asset
 from provider.domain.executions import Execution, OutputFile, State
 from provider.domain.imports import Import, ImportState
+from provider.domain.notifications import (
+    ClaimedDelivery,
+    Delivery,
+    Event,
+    EventFilter,
+    Outcome,
+    Subscription,
+)
 from provider.domain.pagination import Page, PageRequest
 from provider.domain.provisioning import Provisioning, TransferRegistration
 from provider.domain.ranges import ByteRange
@@ -146,6 +154,9 @@ class ExecutionRepository(Protocol):
     async def get(self, execution_id: str, *, for_update: bool = False) -> Execution | None:
         """The execution; `for_update` locks the row until commit."""
 
+    async def versions(self, execution_ids: builtins.list[str]) -> dict[str, int]:
+        """The current version of each of these executions that exists."""
+
     async def by_idempotency_key(self, tenant_id: str, key: str) -> Execution | None:
         """The execution a tenant created with this Idempotency-Key."""
 
@@ -203,6 +214,70 @@ class TransferRegistrationRepository(Protocol):
         """Mark a registration as served by an import."""
 
 
+class EventRepository(Protocol):
+    async def add(self, event: Event) -> int:
+        """Insert an event; returns its sequence number (the order deliveries keep)."""
+
+    async def after(self, where: EventFilter, after_id: str, limit: int) -> builtins.list[Event]:
+        """Events matching `where` with an id greater than `after_id`, in id order."""
+
+    async def prune(self, before: datetime) -> int:
+        """Delete events older than `before` that no pending delivery needs; returns how many."""
+
+
+class SubscriptionRepository(Protocol):
+    async def add(self, item: Subscription) -> None:
+        """Insert a subscription."""
+
+    async def get(self, subscription_id: str) -> Subscription | None:
+        """The subscription with this id."""
+
+    async def list(
+        self, page: PageRequest, tenant_id: str | None, owner_workspace_id: str | None
+    ) -> Page[Subscription]:
+        """Subscriptions in creation order; None filters nothing."""
+
+    async def candidates(self, event: Event) -> builtins.list[Subscription]:
+        """Active subscriptions whose tenant, workspace and execution filters admit `event`."""
+
+    async def delete(self, subscription_id: str) -> None:
+        """Delete a subscription with its deliveries and their attempts."""
+
+
+class DeliveryRepository(Protocol):
+    async def add_many(self, rows: builtins.list[dict[str, Any]]) -> None:
+        """Queue deliveries (id, subscription_id, event_id, event_seq, event_type, created_at)."""
+
+    async def claim(
+        self, now: datetime, lease_until: datetime, worker: str, limit: int
+    ) -> builtins.list[ClaimedDelivery]:
+        """Lease due deliveries, at most the oldest pending one per active subscription."""
+
+    async def record(self, outcomes: builtins.list[Outcome], now: datetime) -> None:
+        """Store the results of attempts (and disable subscriptions that answered 410)."""
+
+    async def get(self, delivery_id: str) -> Delivery | None:
+        """One delivery with its attempts."""
+
+    async def list_for_subscription(self, subscription_id: str, page: PageRequest) -> Page[Delivery]:
+        """A subscription's deliveries, oldest first, with their attempts."""
+
+    async def requeue(self, delivery_id: str, now: datetime) -> bool:
+        """Send a dead letter again; False when it is not dead."""
+
+    async def release(self, worker: str) -> None:
+        """Drop the claims `worker` still holds (it stops; its attempts did not finish)."""
+
+    async def pending_count(self) -> int:
+        """Deliveries not yet succeeded or dead (the outbox depth)."""
+
+    async def next_due(self) -> datetime | None:
+        """When the earliest pending delivery is due."""
+
+    async def prune(self, before: datetime) -> int:
+        """Delete finished deliveries older than `before`; returns how many."""
+
+
 class UnitOfWork(Protocol):
     """One transaction: every write through these repositories commits together or not at all."""
 
@@ -232,6 +307,15 @@ class UnitOfWork(Protocol):
 
     @property
     def transfers(self) -> TransferRegistrationRepository: ...
+
+    @property
+    def events(self) -> EventRepository: ...
+
+    @property
+    def subscriptions(self) -> SubscriptionRepository: ...
+
+    @property
+    def deliveries(self) -> DeliveryRepository: ...
 
 
 class Store(Protocol):
@@ -468,3 +552,36 @@ class Compute(Protocol):
 class JsonPoster(Protocol):
     async def post_json(self, url: str, headers: dict[str, str], body: dict[str, Any]) -> int:
         """POST a JSON body; the HTTP status, or an exception when the receiver is unreachable."""
+
+
+# --- notifications ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WebhookResponse:
+    status: int | None  # None: no HTTP answer (refused, reset, time-out, forbidden address)
+    error: str | None
+    seconds: float
+
+
+class WebhookSender(Protocol):
+    """Sends signed webhook requests, refusing addresses the operator has not allowed."""
+
+    async def check(self, url: str, field: str) -> None:
+        """Raise ForbiddenAddress naming the rule if `url` may not receive webhooks."""
+
+    async def send(self, url: str, headers: dict[str, str], body: bytes) -> WebhookResponse:
+        """POST once, without following redirects; the connected address is checked again."""
+
+    async def close(self) -> None:
+        """Release connections."""
+
+
+class DeliveryObserver(Protocol):
+    """Where the delivery worker reports what it does (metrics)."""
+
+    def delivered(self, outcome: str, seconds_since_event: float | None) -> None:
+        """One attempt ended: succeeded, failed, dead or gone (410)."""
+
+    def outbox_depth(self, pending: int) -> None:
+        """Deliveries waiting in the outbox now."""

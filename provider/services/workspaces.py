@@ -23,6 +23,7 @@ from provider.domain.ranges import ByteRange
 from provider.domain.tenants import CredentialKind, Principal
 from provider.domain.tokens import WorkspaceToken
 from provider.domain.workspaces import Quota, Scope, Usage, Workspace, WorkspaceState, check_key, check_prefix
+from provider.services.notifications import EventLog
 from provider.services.ports import (
     Clock,
     ObjectInfo,
@@ -65,8 +66,10 @@ class WorkspaceService:
         clock: Clock,
         policy: WorkspacePolicy,
         on_tokens_revoked: Callable[[list[str]], None] = lambda ids: None,
+        events: EventLog | None = None,
     ) -> None:
         self.store = store
+        self.events = events
         self.storage = storage
         self.codec = codec
         self.clock = clock
@@ -100,9 +103,13 @@ class WorkspaceService:
                 if await uow.tenants.get(tenant_id) is None:
                     raise NotFound("tenant", tenant_id)
                 await uow.workspaces.add(workspace)
+                if self.events is not None:
+                    await self.events.workspace_changed(uow, workspace, self.storage.name)
         except BaseException:
             await self.storage.delete_location(workspace.location)
             raise
+        if self.events is not None:
+            self.events.committed()
         log.info("workspace created", extra={"workspace_id": workspace.id, "tenant_id": tenant_id})
         return workspace
 
@@ -159,11 +166,14 @@ class WorkspaceService:
         await self.storage.delete_location(workspace.location)
         async with self.store.transaction() as uow:
             now = self.clock()
-            await uow.workspaces.update(
-                replace(
-                    workspace, state=WorkspaceState.DELETED, usage=Usage(), updated_at=now, deleted_at=now
-                )
+            deleted = replace(
+                workspace, state=WorkspaceState.DELETED, usage=Usage(), updated_at=now, deleted_at=now
             )
+            await uow.workspaces.update(deleted)
+            if self.events is not None:
+                await self.events.workspace_changed(uow, deleted, self.storage.name)
+        if self.events is not None:
+            self.events.committed()
         log.info("workspace deleted", extra={"workspace_id": workspace_id})
 
     def _visible(self, principal: Principal, workspace: Workspace | None, workspace_id: str) -> Workspace:

@@ -245,6 +245,12 @@ class FakeKube:
         self._changed = asyncio.Event()
         self._reconcile_handle: asyncio.Handle | None = None
         self._reconciling = False
+        # The Job controller's work list and indexes, kept by _commit, so that a write costs the
+        # same with a thousand Jobs as with one: Jobs whose counts may have changed, each Job's
+        # key by uid, and the keys of the pods each Job controls.
+        self._dirty_jobs: set[tuple[str, str]] = set()
+        self._job_keys: dict[str, tuple[str, str]] = {}
+        self._pods_of_job: dict[str, set[tuple[str, str]]] = {}
         self._kubelet_handles: set[asyncio.TimerHandle] = set()
         self._runner: web.AppRunner | None = None
         self._port = 0
@@ -711,6 +717,7 @@ class FakeKube:
             obj.setdefault("metadata", {})["resourceVersion"] = str(self._rv)
             obj = kinds.canonical(resource, obj)
             table[key] = obj
+        self._index(resource.plural, key, prev, None if new is None else obj)
         event = _Event(self._rv, event_type, resource.plural, key[0], key[1], obj, prev)
         self._history.append(event)
         if len(self._history) > self.history_limit:
@@ -724,6 +731,32 @@ class FakeKube:
         self._notify()
         self._schedule_reconcile()
         return copy.deepcopy(obj)
+
+    def _index(
+        self,
+        plural: str,
+        key: tuple[str, str],
+        prev: dict[str, Any] | None,
+        new: dict[str, Any] | None,
+    ) -> None:
+        if plural == "jobs":
+            for obj in (prev, new):
+                if obj is not None:
+                    self._dirty_jobs.add((key[0], obj["metadata"]["uid"]))
+            if new is None and prev is not None:
+                self._job_keys.pop(prev["metadata"]["uid"], None)
+            elif new is not None:
+                self._job_keys[new["metadata"]["uid"]] = key
+        elif plural == "pods":
+            for obj in (prev, new):
+                for ref in (_meta(obj).get("ownerReferences") or []) if obj is not None else []:
+                    if ref.get("kind") == "Job" and ref.get("controller"):
+                        self._dirty_jobs.add((key[0], ref["uid"]))
+                        pods = self._pods_of_job.setdefault(ref["uid"], set())
+                        if obj is new:
+                            pods.add(key)
+                        else:
+                            pods.discard(key)
 
     def _notify(self) -> None:
         """Wake log followers; they re-check pods and logs."""
@@ -2108,9 +2141,9 @@ class FakeKube:
             for _ in range(1000):
                 before = self._rv
                 self._reconcile_once()
-                for job in list(self._store["jobs"].values()):
-                    meta = job["metadata"]
-                    self._sync_job(meta["namespace"], meta["uid"])
+                dirty, self._dirty_jobs = self._dirty_jobs, set()
+                for namespace, uid in dirty:
+                    self._sync_job(namespace, uid)
                 if self._rv == before:
                     break
         finally:
@@ -2235,28 +2268,17 @@ class FakeKube:
     def _sync_job(self, namespace: str, uid: str) -> dict[str, Any] | None:
         """The counting half of the Job controller: finalizer-based tracking of its pods."""
         jobs = RESOURCES["jobs"]
-        job_key = next(
-            (
-                key
-                for key, obj in self._store["jobs"].items()
-                if obj["metadata"]["uid"] == uid and key[0] == namespace
-            ),
-            None,
-        )
-        if job_key is None:
+        job_key = self._job_keys.get(uid)
+        if job_key is None or job_key[0] != namespace:
             return None
         job = copy.deepcopy(self._store["jobs"][job_key])
         if job["metadata"].get("deletionTimestamp"):
             return job
         status = job.setdefault("status", {})
         owned = [
-            (key, pod)
-            for key, pod in self._store["pods"].items()
-            if key[0] == namespace
-            and any(
-                r.get("uid") == uid and r.get("controller")
-                for r in pod["metadata"].get("ownerReferences") or []
-            )
+            (key, self._store["pods"][key])
+            for key in sorted(self._pods_of_job.get(uid, ()))
+            if key in self._store["pods"] and key[0] == namespace
         ]
         for key, pod in owned:
             phase = (pod.get("status") or {}).get("phase")

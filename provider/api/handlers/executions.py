@@ -12,14 +12,38 @@ from provider.api.context import ctx
 from provider.api.parsing import PageQuery, QueryModel, parse_json, parse_query
 from provider.api.problems import ProblemError
 from provider.api.routing import Access, Route, principal
-from provider.api.schemas import Body, page_out, timestamp
+from provider.api.schemas import Body, page_out
 from provider.domain.errors import FieldProblem
 from provider.domain.executions import Execution, State
+from provider.domain.notifications import type_problem
+from provider.domain.representations import execution_out
 from provider.domain.workspaces import Scope
-from provider.services.executions import ExecutionRequest
+from provider.services.executions import CallbackRequest, ExecutionRequest
 from provider.services.ports import ExecutionFilter
 
 LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.\-/]{0,61}[A-Za-z0-9])?$")
+
+
+class CallbackCreate(Body):
+    """An inline subscription to this execution's events, made with it."""
+
+    url: Annotated[str, Field(min_length=1, max_length=2048)]
+    events: Annotated[list[str], Field(min_length=1, max_length=32)] = Field(
+        default_factory=lambda: ["execution.*"]
+    )
+    secret: Annotated[str, Field(max_length=200)] | None = None
+
+    @field_validator("events")
+    @classmethod
+    def _execution_types(cls, value: list[str]) -> list[str]:
+        problems = [
+            p or f"{v!r} is not an execution event"
+            for v in value
+            if (p := type_problem(v)) or not v.startswith("execution.")
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        return value
 
 
 class ExecutionCreate(Body):
@@ -29,6 +53,7 @@ class ExecutionCreate(Body):
     inputs: dict[str, Annotated[str, Field(max_length=1024)]] = Field(default_factory=dict, max_length=64)
     env: dict[str, Annotated[str, Field(max_length=4096)]] = Field(default_factory=dict, max_length=64)
     labels: dict[str, Annotated[str, Field(max_length=256)]] = Field(default_factory=dict, max_length=32)
+    callback: CallbackCreate | None = None
 
     @field_validator("labels")
     @classmethod
@@ -58,29 +83,6 @@ class LogsQuery(QueryModel):
     follow: bool = False
 
 
-def execution_out(e: Execution) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "tenant_id": e.tenant_id,
-        "workspace_id": e.workspace_id,
-        "asset": {"id": e.asset_id, "version": e.asset_version},
-        "inputs": e.inputs,
-        "env": e.env,
-        "labels": e.labels,
-        "state": e.state.value,
-        "version": e.version,
-        "attempt": e.attempt,
-        "exit_code": e.exit_code,
-        "reason": e.reason,
-        "message": e.message,
-        "history": [{"state": h.state.value, "at": timestamp(h.at), "reason": h.reason} for h in e.history],
-        "outputs": [{"name": o.name, "key": o.key, "size": o.size, "sha256": o.sha256} for o in e.outputs],
-        "logs_key": e.logs_key,
-        "created_at": timestamp(e.created_at),
-        "updated_at": timestamp(e.updated_at),
-    }
-
-
 def _etag(execution: Execution) -> str:
     return f'"v{execution.version}"'
 
@@ -95,16 +97,26 @@ async def create_execution(request: web.Request) -> web.Response:
             "Idempotency-Key must be 1-200 characters",
             [FieldProblem("header.Idempotency-Key", "1-200 characters")],
         )
-    execution, created = await ctx(request).executions.create(
+    callback = (
+        CallbackRequest(body.callback.url, tuple(body.callback.events), body.callback.secret)
+        if body.callback is not None
+        else None
+    )
+    started = await ctx(request).executions.start(
         principal(request),
         ExecutionRequest(
             body.asset_id, body.asset_version, body.workspace_id, body.inputs, body.env, body.labels
         ),
         key,
+        callback,
     )
+    execution = started.execution
+    out = execution_out(execution)
+    if started.subscription is not None:
+        out["callback"] = {"subscription_id": started.subscription.id, "secret": started.secret}
     return web.json_response(
-        execution_out(execution),
-        status=201 if created else 200,
+        out,
+        status=201 if started.created else 200,
         headers={"Location": f"/api/v1/executions/{execution.id}", "ETag": _etag(execution)},
     )
 

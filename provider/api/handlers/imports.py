@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from aiohttp import web
 from pydantic import Field
@@ -10,8 +10,8 @@ from pydantic import Field
 from provider.api.context import ctx
 from provider.api.parsing import PageQuery, parse_json, parse_query
 from provider.api.routing import Access, Route, principal
-from provider.api.schemas import Body, page_out, timestamp
-from provider.domain.imports import Import
+from provider.api.schemas import Body, page_out
+from provider.domain.representations import import_out
 from provider.domain.workspaces import Scope
 
 
@@ -25,27 +25,6 @@ class ImportCreate(Body):
     target_key: str
     expected_size: Annotated[int, Field(ge=0)] | None = None
     sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
-
-
-def import_out(item: Import) -> dict[str, Any]:
-    return {
-        "id": item.id,
-        "workspace_id": item.workspace_id,
-        "source_url": item.source_url,
-        "header_names": sorted(item.headers),  # values may be credentials: never shown
-        "target_key": item.target_key,
-        "state": item.state.value,
-        "bytes_done": item.bytes_done,
-        "bytes_total": item.bytes_total,
-        "expected_sha256": item.expected_sha256,
-        "sha256": item.sha256,
-        "attempts": item.attempts,
-        "upstream_status": item.upstream_status,
-        "error": item.error,
-        "created_at": timestamp(item.created_at),
-        "updated_at": timestamp(item.updated_at),
-        "finished_at": timestamp(item.finished_at),
-    }
 
 
 async def create_import(request: web.Request) -> web.Response:

@@ -12,8 +12,9 @@ from provider.api.parsing import PageQuery, QueryModel, parse_json, parse_query
 from provider.api.routing import ANY_SCOPE, Access, Route, principal
 from provider.api.schemas import Body, page_out, timestamp
 from provider.domain.errors import FieldProblem, InvalidInput
+from provider.domain.representations import workspace_out
 from provider.domain.tokens import WorkspaceToken
-from provider.domain.workspaces import Scope, Workspace
+from provider.domain.workspaces import Scope
 from provider.services.ports import TemporaryCredentials
 
 LABEL_KEY = r"^[A-Za-z0-9]([A-Za-z0-9_.\-/]{0,62}[A-Za-z0-9])?$"
@@ -43,25 +44,6 @@ class TokenCreate(Body):
     scopes: list[Scope] = Field(default_factory=lambda: list(Scope), min_length=1)
     ttl_seconds: Annotated[int, Field(ge=60)] | None = None
     name: Annotated[str, Field(max_length=200)] = ""
-
-
-def workspace_out(ws: Workspace, storage_backend: str) -> dict[str, Any]:
-    return {
-        "id": ws.id,
-        "tenant_id": ws.tenant_id,
-        "name": ws.name,
-        "labels": ws.labels,
-        "state": ws.state.value,
-        "storage": {"backend": storage_backend, "location": ws.location},
-        "quota": {"bytes": ws.quota.max_bytes, "objects": ws.quota.max_objects},
-        "usage": {
-            "bytes": ws.usage.bytes,
-            "objects": ws.usage.objects,
-            "counted_at": timestamp(ws.usage_checked_at),
-        },
-        "created_at": timestamp(ws.created_at),
-        "updated_at": timestamp(ws.updated_at),
-    }
 
 
 def token_out(token: WorkspaceToken, jwt: str | None = None) -> dict[str, Any]:

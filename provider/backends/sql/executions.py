@@ -97,6 +97,11 @@ class SqlExecutionRepository:
         row = (await self.conn.execute(query)).first()
         return _row(row) if row else None
 
+    async def versions(self, execution_ids: builtins.list[str]) -> dict[str, int]:
+        c = t.executions.c
+        rows = await self.conn.execute(sa.select(c.id, c.version).where(c.id.in_(execution_ids)))
+        return {r.id: int(r.version) for r in rows}
+
     async def by_idempotency_key(self, tenant_id: str, key: str) -> Execution | None:
         c = t.executions.c
         row = (

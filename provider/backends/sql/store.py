@@ -15,9 +15,11 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from provider.backends.sql.assets import SqlAssetRepository
+from provider.backends.sql.events import SqlEventRepository
 from provider.backends.sql.executions import SqlExecutionRepository
 from provider.backends.sql.imports import SqlImportRepository
 from provider.backends.sql.provisioning import SqlProvisioningRepository, SqlTransferRegistrationRepository
+from provider.backends.sql.subscriptions import SqlDeliveryRepository, SqlSubscriptionRepository
 from provider.backends.sql.tenants import SqlApiKeyRepository, SqlTenantRepository
 from provider.backends.sql.workspaces import SqlTokenRepository, SqlWorkspaceRepository
 from provider.domain.errors import Unavailable
@@ -130,3 +132,6 @@ class SqlUnitOfWork:
         self.executions = SqlExecutionRepository(conn)
         self.provisionings = SqlProvisioningRepository(conn)
         self.transfers = SqlTransferRegistrationRepository(conn)
+        self.events = SqlEventRepository(conn)
+        self.subscriptions = SqlSubscriptionRepository(conn)
+        self.deliveries = SqlDeliveryRepository(conn, conn.dialect.name)

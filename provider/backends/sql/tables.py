@@ -208,3 +208,73 @@ edc_transfers = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("started_at", UTCDateTime(), nullable=True),
 )
+
+# Notifications: events (also the event stream's history), subscriptions, and the outbox of
+# deliveries with the attempts made for each. Events, deliveries and the state change they
+# report are written in one transaction.
+events = sa.Table(
+    "events",
+    metadata,
+    sa.Column(
+        "seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
+    sa.Column("id", sa.String(40), nullable=False, unique=True),
+    sa.Column("type", sa.String(40), nullable=False),
+    sa.Column("tenant_id", sa.String(40), nullable=False),
+    sa.Column("workspace_id", sa.String(40), nullable=True),
+    sa.Column("subject_id", sa.String(40), nullable=False),
+    sa.Column("labels", JSONType, nullable=False),
+    sa.Column("occurred_at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("body", sa.Text(), nullable=False),
+    sa.Index("ix_events_tenant_id_id", "tenant_id", "id"),
+)
+
+subscriptions = sa.Table(
+    "subscriptions",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False, index=True),
+    sa.Column("owner_workspace_id", sa.String(40), nullable=True),
+    sa.Column("url", sa.Text(), nullable=False),
+    sa.Column("events", JSONType, nullable=False),
+    sa.Column("execution_id", sa.String(40), nullable=True, index=True),
+    sa.Column("workspace_id", sa.String(40), nullable=True),
+    sa.Column("labels", JSONType, nullable=False),
+    sa.Column("secret", sa.String(200), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("disabled_reason", sa.Text(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("subscription_id", sa.String(40), nullable=False),
+    sa.Column("event_id", sa.String(40), nullable=False, index=True),
+    sa.Column("event_seq", sa.BigInteger(), nullable=False),
+    sa.Column("event_type", sa.String(40), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
+    sa.Column("claimed_until", UTCDateTime(), nullable=True),
+    sa.Column("claimed_by", sa.String(64), nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("queued_at", UTCDateTime(), nullable=False),
+    sa.Column("finished_at", UTCDateTime(), nullable=True),
+    sa.Index("ix_deliveries_subscription_id_state_event_seq", "subscription_id", "state", "event_seq"),
+    sa.Index("ix_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
+)
+
+delivery_attempts = sa.Table(
+    "delivery_attempts",
+    metadata,
+    sa.Column("delivery_id", sa.String(40), primary_key=True),
+    sa.Column("number", sa.Integer(), primary_key=True),
+    sa.Column("at", UTCDateTime(), nullable=False),
+    sa.Column("duration_ms", sa.Integer(), nullable=False),
+    sa.Column("status", sa.Integer(), nullable=True),
+    sa.Column("error", sa.Text(), nullable=True),
+)

@@ -1,0 +1,376 @@
+"""Subscriptions and their outbox of deliveries, with the attempts made for each.
+
+Claiming takes, per subscription, only the oldest pending delivery (so a subscription's next
+delivery waits for the previous one to succeed or die), with `FOR UPDATE SKIP LOCKED` on
+PostgreSQL so that replicas sharing the outbox never claim the same row; a claim is a lease
+(`claimed_until`), so the claims of a worker that died come back when it runs out.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from provider.backends.sql import tables as t
+from provider.backends.sql.common import id_page
+from provider.domain.notifications import (
+    Attempt,
+    ClaimedDelivery,
+    Delivery,
+    DeliveryState,
+    Event,
+    Outcome,
+    Subscription,
+    SubscriptionState,
+)
+from provider.domain.pagination import Page, PageRequest, page_from_rows
+
+PENDING = DeliveryState.PENDING.value
+
+
+def _subscription(row: sa.Row[Any]) -> Subscription:
+    return Subscription(
+        id=row.id,
+        tenant_id=row.tenant_id,
+        owner_workspace_id=row.owner_workspace_id,
+        url=row.url,
+        events=tuple(row.events),
+        execution_id=row.execution_id,
+        workspace_id=row.workspace_id,
+        labels=dict(row.labels),
+        secret=row.secret,
+        state=SubscriptionState(row.state),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        disabled_reason=row.disabled_reason,
+    )
+
+
+class SqlSubscriptionRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(self, item: Subscription) -> None:
+        await self.conn.execute(
+            t.subscriptions.insert().values(
+                id=item.id,
+                tenant_id=item.tenant_id,
+                owner_workspace_id=item.owner_workspace_id,
+                url=item.url,
+                events=list(item.events),
+                execution_id=item.execution_id,
+                workspace_id=item.workspace_id,
+                labels=item.labels,
+                secret=item.secret,
+                state=item.state.value,
+                disabled_reason=item.disabled_reason,
+                created_at=item.created_at,
+                updated_at=item.updated_at,
+            )
+        )
+
+    async def get(self, subscription_id: str) -> Subscription | None:
+        row = (
+            await self.conn.execute(t.subscriptions.select().where(t.subscriptions.c.id == subscription_id))
+        ).first()
+        return _subscription(row) if row else None
+
+    async def list(
+        self, page: PageRequest, tenant_id: str | None, owner_workspace_id: str | None
+    ) -> Page[Subscription]:
+        c = t.subscriptions.c
+        query = t.subscriptions.select()
+        if tenant_id is not None:
+            query = query.where(c.tenant_id == tenant_id)
+        if owner_workspace_id is not None:
+            query = query.where(c.owner_workspace_id == owner_workspace_id)
+        return await id_page(self.conn, query, c.id, page, _subscription)
+
+    async def candidates(self, event: Event) -> builtins.list[Subscription]:
+        """Active subscriptions whose tenant, workspace and execution filters admit `event`
+        (types and labels are matched by the caller): one indexed query, however many
+        subscriptions the tenant has."""
+        c = t.subscriptions.c
+        is_execution = event.type.startswith("execution.")
+        query = t.subscriptions.select().where(
+            c.tenant_id == event.tenant_id,
+            c.state == SubscriptionState.ACTIVE.value,
+            sa.or_(c.execution_id.is_(None), c.execution_id == (event.subject_id if is_execution else None)),
+            sa.or_(c.workspace_id.is_(None), c.workspace_id == event.workspace_id),
+            sa.or_(c.owner_workspace_id.is_(None), c.owner_workspace_id == event.workspace_id),
+        )
+        return [_subscription(r) for r in await self.conn.execute(query)]
+
+    async def delete(self, subscription_id: str) -> None:
+        d = t.deliveries.c
+        ids = sa.select(d.id).where(d.subscription_id == subscription_id)
+        await self.conn.execute(
+            t.delivery_attempts.delete().where(t.delivery_attempts.c.delivery_id.in_(ids))
+        )
+        await self.conn.execute(t.deliveries.delete().where(d.subscription_id == subscription_id))
+        await self.conn.execute(t.subscriptions.delete().where(t.subscriptions.c.id == subscription_id))
+
+
+class SqlDeliveryRepository:
+    def __init__(self, conn: AsyncConnection, dialect: str) -> None:
+        self.conn = conn
+        self.dialect = dialect
+
+    async def add_many(self, rows: builtins.list[dict[str, Any]]) -> None:
+        """Insert deliveries: id, subscription_id, event_id, event_seq, event_type, created_at."""
+        if not rows:
+            return
+        await self.conn.execute(
+            t.deliveries.insert(),
+            [
+                {
+                    **row,
+                    "state": PENDING,
+                    "attempts": 0,
+                    "next_attempt_at": row["created_at"],
+                    "queued_at": row["created_at"],
+                }
+                for row in rows
+            ],
+        )
+
+    async def claim(
+        self, now: datetime, lease_until: datetime, worker: str, limit: int
+    ) -> builtins.list[ClaimedDelivery]:
+        d = t.deliveries.alias("d")
+        earlier = t.deliveries.alias("earlier")
+        s, e = t.subscriptions.c, t.events.c
+        query = (
+            sa.select(
+                d.c.id,
+                d.c.subscription_id,
+                d.c.attempts,
+                d.c.queued_at,
+                s.url,
+                s.secret,
+                e.body,
+                e.occurred_at,
+            )
+            .select_from(
+                d.join(t.subscriptions, s.id == d.c.subscription_id).join(t.events, e.id == d.c.event_id)
+            )
+            .where(
+                d.c.state == PENDING,
+                d.c.next_attempt_at <= now,
+                sa.or_(d.c.claimed_until.is_(None), d.c.claimed_until < now),
+                s.state == SubscriptionState.ACTIVE.value,
+                ~sa.exists().where(
+                    earlier.c.subscription_id == d.c.subscription_id,
+                    earlier.c.state == PENDING,
+                    earlier.c.event_seq < d.c.event_seq,
+                ),
+            )
+            .order_by(d.c.next_attempt_at, d.c.event_seq)
+            .limit(limit)
+        )
+        if self.dialect == "postgresql":
+            query = query.with_for_update(skip_locked=True, of=d)
+        rows = (await self.conn.execute(query)).all()
+        if not rows:
+            return []
+        c = t.deliveries.c
+        await self.conn.execute(
+            t.deliveries.update()
+            .where(c.id.in_([r.id for r in rows]))
+            .values(claimed_until=lease_until, claimed_by=worker)
+        )
+        return [
+            ClaimedDelivery(
+                id=r.id,
+                subscription_id=r.subscription_id,
+                url=r.url,
+                secret=r.secret,
+                body=r.body,
+                attempts=r.attempts,
+                created_at=r.queued_at,
+                occurred_at=r.occurred_at,
+            )
+            for r in rows
+        ]
+
+    async def record(self, outcomes: builtins.list[Outcome], now: datetime) -> None:
+        """Write the results of many attempts at once (one statement per kind of write)."""
+        if not outcomes:
+            return
+        c = t.deliveries.c
+        counts = dict(
+            (
+                await self.conn.execute(
+                    sa.select(c.id, c.attempts).where(c.id.in_([o.delivery_id for o in outcomes]))
+                )
+            ).all()
+        )
+        known = [o for o in outcomes if o.delivery_id in counts]  # deleted with their subscription
+        if not known:
+            return
+        numbers: dict[str, int] = defaultdict(int)
+        history = (
+            await self.conn.execute(
+                sa.select(t.delivery_attempts.c.delivery_id, sa.func.max(t.delivery_attempts.c.number))
+                .where(t.delivery_attempts.c.delivery_id.in_(list(counts)))
+                .group_by(t.delivery_attempts.c.delivery_id)
+            )
+        ).all()
+        numbers.update({row[0]: row[1] for row in history})
+        await self.conn.execute(
+            t.delivery_attempts.insert(),
+            [
+                {
+                    "delivery_id": o.delivery_id,
+                    "number": numbers[o.delivery_id] + 1,
+                    "at": o.attempt.at,
+                    "duration_ms": o.attempt.duration_ms,
+                    "status": o.attempt.status,
+                    "error": o.attempt.error,
+                }
+                for o in known
+            ],
+        )
+        await self.conn.execute(
+            t.deliveries.update()
+            .where(c.id == sa.bindparam("b_id"), c.state == PENDING)
+            .values(
+                state=sa.bindparam("b_state"),
+                attempts=sa.bindparam("b_attempts"),
+                next_attempt_at=sa.bindparam("b_next"),
+                last_error=sa.bindparam("b_error"),
+                finished_at=sa.bindparam("b_finished"),
+                claimed_until=None,
+                claimed_by=None,
+            ),
+            [
+                {
+                    "b_id": o.delivery_id,
+                    "b_state": o.state.value,
+                    "b_attempts": counts[o.delivery_id] + 1,
+                    "b_next": o.next_attempt_at or now,
+                    "b_error": o.attempt.error,
+                    "b_finished": None if o.state is DeliveryState.PENDING else now,
+                }
+                for o in known
+            ],
+        )
+        for o in known:
+            if o.disable_reason is not None:
+                await self._disable(o.subscription_id, o.disable_reason, now)
+
+    async def _disable(self, subscription_id: str, reason: str, now: datetime) -> None:
+        s = t.subscriptions.c
+        await self.conn.execute(
+            t.subscriptions.update()
+            .where(s.id == subscription_id)
+            .values(state=SubscriptionState.DISABLED.value, disabled_reason=reason, updated_at=now)
+        )
+        c = t.deliveries.c
+        await self.conn.execute(
+            t.deliveries.update()
+            .where(c.subscription_id == subscription_id, c.state == PENDING)
+            .values(
+                state=DeliveryState.DEAD.value,
+                last_error=f"subscription disabled: {reason}",
+                finished_at=now,
+                claimed_until=None,
+                claimed_by=None,
+            )
+        )
+
+    async def get(self, delivery_id: str) -> Delivery | None:
+        row = (await self.conn.execute(t.deliveries.select().where(t.deliveries.c.id == delivery_id))).first()
+        if row is None:
+            return None
+        return (await self._with_history([row]))[0]
+
+    async def list_for_subscription(self, subscription_id: str, page: PageRequest) -> Page[Delivery]:
+        c = t.deliveries.c
+        query = t.deliveries.select().where(c.subscription_id == subscription_id).order_by(c.id)
+        if page.after:
+            query = query.where(c.id > page.after[0])
+        rows = builtins.list(await self.conn.execute(query.limit(page.size + 1)))
+        return page_from_rows(await self._with_history(rows), page.size, lambda item: (item.id,))
+
+    async def _with_history(self, rows: builtins.list[sa.Row[Any]]) -> builtins.list[Delivery]:
+        a = t.delivery_attempts.c
+        attempts: dict[str, builtins.list[Attempt]] = defaultdict(list)
+        if rows:
+            query = (
+                t.delivery_attempts.select()
+                .where(a.delivery_id.in_([r.id for r in rows]))
+                .order_by(a.delivery_id, a.number)
+            )
+            for r in await self.conn.execute(query):
+                attempts[r.delivery_id].append(Attempt(r.at, r.duration_ms, r.status, r.error))
+        return [
+            Delivery(
+                id=r.id,
+                subscription_id=r.subscription_id,
+                event_id=r.event_id,
+                event_type=r.event_type,
+                state=DeliveryState(r.state),
+                attempts=r.attempts,
+                next_attempt_at=r.next_attempt_at,
+                created_at=r.created_at,
+                finished_at=r.finished_at,
+                last_error=r.last_error,
+                history=tuple(attempts[r.id]),
+            )
+            for r in rows
+        ]
+
+    async def requeue(self, delivery_id: str, now: datetime) -> bool:
+        """A dead letter back to pending with fresh attempts; False if it was not dead."""
+        c = t.deliveries.c
+        result = await self.conn.execute(
+            t.deliveries.update()
+            .where(c.id == delivery_id, c.state == DeliveryState.DEAD.value)
+            .values(
+                state=PENDING,
+                attempts=0,
+                next_attempt_at=now,
+                queued_at=now,
+                finished_at=None,
+                claimed_until=None,
+                claimed_by=None,
+            )
+        )
+        return bool(result.rowcount)
+
+    async def release(self, worker: str) -> None:
+        """Give up the claims of a worker that stops, so that they need not wait for the lease."""
+        c = t.deliveries.c
+        await self.conn.execute(
+            t.deliveries.update()
+            .where(c.claimed_by == worker, c.state == PENDING)
+            .values(claimed_until=None, claimed_by=None)
+        )
+
+    async def pending_count(self) -> int:
+        query = sa.select(sa.func.count()).select_from(t.deliveries).where(t.deliveries.c.state == PENDING)
+        return int((await self.conn.execute(query)).scalar_one())
+
+    async def next_due(self) -> datetime | None:
+        c = t.deliveries.c
+        query = sa.select(sa.func.min(c.next_attempt_at)).where(c.state == PENDING)
+        value: datetime | None = (await self.conn.execute(query)).scalar_one()
+        return value
+
+    async def prune(self, before: datetime) -> int:
+        """Delete finished deliveries (and their attempts) older than `before`."""
+        c = t.deliveries.c
+        old = sa.select(c.id).where(c.state != PENDING, c.finished_at < before)
+        await self.conn.execute(
+            t.delivery_attempts.delete().where(t.delivery_attempts.c.delivery_id.in_(old))
+        )
+        result = await self.conn.execute(
+            t.deliveries.delete().where(c.state != PENDING, c.finished_at < before)
+        )
+        return int(result.rowcount)
