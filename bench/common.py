@@ -81,3 +81,37 @@ class Service:
             self.process.wait(30)
         except subprocess.TimeoutExpired:
             self.process.kill()
+
+
+POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+class Databases:
+    """Fresh PostgreSQL databases (127.0.0.1:5432, as in the tests) for one run, dropped after it."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    async def create(self) -> str:
+        import uuid
+
+        import asyncpg
+
+        name = f"provider_bench_{uuid.uuid4().hex[:8]}"
+        admin = await asyncpg.connect(POSTGRES_ADMIN)
+        try:
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await admin.close()
+        self.names.append(name)
+        return f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+
+    async def drop_all(self) -> None:
+        import asyncpg
+
+        admin = await asyncpg.connect(POSTGRES_ADMIN)
+        try:
+            for name in self.names:
+                await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await admin.close()

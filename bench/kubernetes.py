@@ -1,6 +1,6 @@
 """1,000 concurrent executions on the Kubernetes backend, against the fake API server.
 
-    python -m bench.kubernetes [--count 1000] [--rate 250]
+    python -m bench.kubernetes [--count 1000] [--rate 250] [--store postgresql|sqlite]
 
 The service runs in its own process with `compute.backend: kubernetes`; this process hosts the
 fake API server (tests/fake_kube) and plays kubelet: for every execution it creates the pod and
@@ -28,7 +28,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.common import ADMIN_KEY, Service, free_port
+from bench.common import ADMIN_KEY, Databases, Service, free_port
 from provider.backends.compute.kubernetes.manifests import SELECTOR, job_name
 
 NS = "default"
@@ -126,18 +126,20 @@ class FakeProcess:
         self.process.wait(10)
 
 
-async def run(count: int, rate: float) -> None:
+async def run(count: int, rate: float, store: str) -> None:
     fake = FakeProcess()
     scratch = Path(tempfile.mkdtemp(prefix="provider-bench-k8s-"))
     kubeconfig, _ = await fake.hook("write_kubeconfig", str(scratch / "kubeconfig"))
-    service = Service(
-        {
-            "compute": {
-                "backend": "kubernetes",
-                "kubernetes": {"kubeconfig": kubeconfig, "lease_seconds": 5, "renew_seconds": 1},
-            }
+    databases = Databases()
+    settings: dict[str, Any] = {
+        "compute": {
+            "backend": "kubernetes",
+            "kubernetes": {"kubeconfig": kubeconfig, "lease_seconds": 5, "renew_seconds": 1},
         }
-    )
+    }
+    if store == "postgresql":
+        settings["store"] = {"url": await databases.create()}
+    service = Service(settings)
     try:
         await asyncio.sleep(2)  # leadership and the first list
         idle_rss = service.rss_kib()
@@ -211,6 +213,7 @@ async def run(count: int, rate: float) -> None:
     finally:
         service.stop()
         await fake.stop()
+        await databases.drop_all()
 
     delays, bare = [], []
     for (execution_id, state), (when, version) in made.items():
@@ -227,7 +230,10 @@ async def run(count: int, rate: float) -> None:
     states: dict[str, int] = {}
     for r in results:
         states[r["state"]] = states.get(r["state"], 0) + 1
-    print(f"{count} executions on the kubernetes backend (fake API server), {rate:g} pod updates/s")
+    print(
+        f"{count} executions on the kubernetes backend (fake API server), {store} store, "
+        f"{rate:g} pod updates/s"
+    )
     print(f"  created in {created_in:.1f} s; all done in {elapsed:.1f} s; final states {states}")
     print(
         f"  pod update -> state visible through the API: p50 {pct(delays, 0.5):.1f} ms, "
@@ -251,8 +257,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000)
     parser.add_argument("--rate", type=float, default=250.0)
+    parser.add_argument(
+        "--store",
+        choices=["postgresql", "sqlite"],
+        default="postgresql",
+        help="several replicas need PostgreSQL",
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.count, args.rate))
+    asyncio.run(run(args.count, args.rate, args.store))
 
 
 if __name__ == "__main__":
