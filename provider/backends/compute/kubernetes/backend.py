@@ -346,7 +346,7 @@ class KubernetesCompute:
         if kind == "DELETED":
             tracked.job, tracked.job_deleted = None, True
         else:
-            tracked.job = obj
+            tracked.job = _slim(obj)
         self._touch(execution_id)
 
     async def _on_pod(self, kind: str, obj: dict[str, Any]) -> None:
@@ -359,7 +359,7 @@ class KubernetesCompute:
             tracked.pods.pop(name, None)
             tracked.pod_deleted = True
         else:
-            tracked.pods[name] = obj
+            tracked.pods[name] = _slim(obj)
         self._touch(execution_id)
 
     async def _sync_jobs(self, items: list[dict[str, Any]]) -> None:
@@ -472,6 +472,18 @@ class KubernetesCompute:
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
         await asyncio.shield(task)
+
+
+def _slim(obj: dict[str, Any]) -> dict[str, Any]:
+    """What observing needs of a Job or pod (its status and a few names and times), not the whole
+    object with its spec: a thousand executions then cost little memory."""
+    metadata = obj.get("metadata") or {}
+    return {
+        "metadata": {
+            k: metadata[k] for k in ("name", "creationTimestamp", "deletionTimestamp") if k in metadata
+        },
+        "status": obj.get("status") or {},
+    }
 
 
 def _newest(pods: dict[str, dict[str, Any]]) -> str:
