@@ -428,6 +428,32 @@ async def test_stopped_mid_delivery_then_restarted_delivers_all_with_the_same_id
     assert states == ["QUEUED", "INITIALIZING", "RUNNING", "FINALIZING", "COMPLETE"]
 
 
+async def test_a_crashed_worker_s_claims_come_back_after_their_lease(
+    world: World, receiver: Receiver
+) -> None:
+    receiver.behaviour["/crash"] = "slow"
+    receiver.slow_seconds = 0.5
+    await world.subscribe(receiver.url("/crash"), ("execution.state_changed",))
+    first = world.worker(lease_seconds=1.5)
+    started = await world.run()
+    await eventually(lambda: len(receiver.at("/crash")) == 1)
+    # The process dies: no clean stop, its claim stays in the outbox until the lease ends.
+    assert first._task is not None
+    first._task.cancel()
+    for task in list(first._inflight.values()):
+        task.cancel()
+    await asyncio.gather(first._task, *first._inflight.values(), return_exceptions=True)
+    world.workers.remove(first)
+    receiver.behaviour["/crash"] = "ok"
+    crashed_at = time.monotonic()
+    world.worker(lease_seconds=1.5)
+    await eventually(lambda: len(receiver.at("/crash")) >= 2, 10)
+    assert time.monotonic() - crashed_at >= 0.5  # not before the dead worker's lease ran out
+    ids = [r.headers["webhook-id"] for r in receiver.at("/crash")]
+    assert ids[0] == ids[1]  # the same delivery, sent again
+    assert receiver.at("/crash")[1].event["data"]["id"] == started.execution.id
+
+
 async def test_two_workers_share_one_outbox_without_double_sends(
     world: World, receiver: Receiver, store: SqlStore
 ) -> None:
