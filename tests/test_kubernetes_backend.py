@@ -20,6 +20,7 @@ import yaml
 
 from provider.backends.compute.kubernetes import JobSettings, KubernetesCompute, KubernetesOptions
 from provider.backends.compute.kubernetes.manifests import job_name, secret_name
+from provider.config import ConfigError
 from provider.domain.assets import Asset
 from provider.domain.executions import State
 from provider.services.ports import ComputeEvent, JobSpec, StorageAccess
@@ -677,3 +678,10 @@ async def test_a_timed_out_create_that_went_through_is_not_doubled(
     jobs = [j for j in fake_kube.objects("jobs", NS) if j["metadata"]["name"] == job_name(spec.execution_id)]
     assert len(jobs) == 1
     assert recorder.states(spec.execution_id) == [State.QUEUED, State.QUEUED]  # no SYSTEM_ERROR
+
+
+async def test_no_cluster_to_reach_is_a_configuration_error_naming_the_key(tmp_path: Path) -> None:
+    backend = KubernetesCompute(options(tmp_path / "no-such-kubeconfig"))
+    recorder = Recorder()
+    with pytest.raises(ConfigError, match=r"compute\.kubernetes\.kubeconfig"):
+        await backend.start(recorder, recorder.reconcile)

@@ -18,6 +18,8 @@ from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.config.config_exception import ConfigException
 
+from provider.config import ConfigError
+
 # Statuses after which the same request may succeed later.
 RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
 
@@ -51,12 +53,18 @@ async def load_configuration(kubeconfig: Path | None, context: str | None) -> k8
             return configuration
         except ConfigException:
             pass
-    await k8s_config.load_kube_config(
-        config_file=str(kubeconfig) if kubeconfig else None,
-        context=context,
-        client_configuration=configuration,
-        persist_config=False,
-    )
+    try:
+        await k8s_config.load_kube_config(
+            config_file=str(kubeconfig) if kubeconfig else None,
+            context=context,
+            client_configuration=configuration,
+            persist_config=False,
+        )
+    except (ConfigException, OSError) as exc:
+        where = str(kubeconfig) if kubeconfig else "~/.kube/config (and no in-cluster service account)"
+        raise ConfigError(
+            f"compute.kubernetes.kubeconfig: cannot reach a cluster with {where}: {exc}"
+        ) from exc
     return configuration
 
 
