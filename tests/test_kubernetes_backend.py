@@ -543,6 +543,7 @@ async def test_one_leader_and_takeover_after_the_lease_expires(
     assert second_events.events == []
     lease = fake_kube.get("leases", NS, "provider-leader")
     assert lease is not None and lease["spec"]["holderIdentity"] == "replica-a"
+    kubernetes_validate.validate(lease, "1.34.0", strict=True)  # the Lease the backend wrote
 
     # replica-a dies without handing the Lease back.
     assert first.elector is not None
