@@ -134,7 +134,12 @@ def radosgw() -> Iterator[str]:
         yield S3_ENDPOINT
         return
     script = REPO / "tests" / "services" / "radosgw.sh"
-    subprocess.run(["bash", str(script), "start", S3_PORT], check=True, timeout=600)
+    try:
+        subprocess.run(["bash", str(script), "start", S3_PORT], check=True, timeout=600)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired):
+        # Leave nothing half-started behind for the next run.
+        subprocess.run(["bash", str(script), "stop", S3_PORT], check=False, timeout=120)
+        raise
     endpoint = f"http://127.0.0.1:{S3_PORT}"
     try:
         _ensure_role(endpoint)

@@ -15,14 +15,31 @@ PORT=${2:-7480}
 D=/tmp/provider-radosgw-$PORT
 
 stop() {
+  # Every process of this instance: those in its pid files, and any whose working directory is
+  # $D (a daemon shutting down removes its pid file before it has let go of its ports).
+  local pids="" alive="" p cwd
   if [ -d "$D/run" ]; then
     for pidfile in "$D"/run/*.pid; do
-      [ -f "$pidfile" ] && kill "$(cat "$pidfile")" 2>/dev/null || true
+      [ -f "$pidfile" ] && pids="$pids $(cat "$pidfile")"
     done
-    sleep 1
-    for pidfile in "$D"/run/*.pid; do
-      [ -f "$pidfile" ] && kill -9 "$(cat "$pidfile")" 2>/dev/null || true
+  fi
+  for p in $(pgrep -x ceph-mon || true) $(pgrep -x ceph-osd || true) $(pgrep -x radosgw || true); do
+    cwd=$(readlink "/proc/$p/cwd" 2>/dev/null || true)
+    case "$cwd" in "$D" | "$D (deleted)") pids="$pids $p" ;; esac
+  done
+  if [ -n "$pids" ]; then
+    # shellcheck disable=SC2086
+    kill $pids 2>/dev/null || true
+    for _ in $(seq 1 50); do  # wait until they are gone, so that a new instance finds its ports free
+      alive=""
+      for p in $pids; do kill -0 "$p" 2>/dev/null && alive="$alive $p"; done
+      [ -z "$alive" ] && break
+      sleep 0.2
     done
+    if [ -n "$alive" ]; then
+      # shellcheck disable=SC2086
+      kill -9 $alive 2>/dev/null || true
+    fi
   fi
   rm -rf "$D"
 }
