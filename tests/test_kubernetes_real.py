@@ -9,6 +9,7 @@ project's sidecar image the same tests still hold for the failures they provoke.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import time
 import uuid
@@ -77,8 +78,7 @@ async def test_a_real_pod_that_fails_in_stage_in(backend: tuple[KubernetesComput
 async def test_an_image_that_does_not_exist(backend: tuple[KubernetesCompute, Recorder]) -> None:
     compute, recorder = backend
     asset = dummy_asset().model_copy(update={"image": "registry.invalid/none:0"})
-    spec = job_spec()
-    spec = type(spec)(**{**spec.__dict__, "asset": asset})
+    spec = dataclasses.replace(job_spec(), asset=asset)
     await compute.submit(spec)
     event = await recorder.wait_for(spec.execution_id, State.SYSTEM_ERROR, within=180)
     assert event.reason in ("ImagePull", "StageIn"), event

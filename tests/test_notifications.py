@@ -459,25 +459,20 @@ async def test_two_workers_share_one_outbox_without_double_sends(
 ) -> None:
     if store.dialect != "postgresql":
         pytest.skip("several delivering replicas need PostgreSQL")
-    other = await make_world(world.components.settings, store)
-    try:
-        subscriptions = [await world.subscribe(receiver.url(f"/s{i}"), ("execution.*",)) for i in range(8)]
-        world.worker()
-        world.worker()
-        runs = [await world.run() for _ in range(10)]
-        for started in runs:
-            await world.finish(started.execution.id)
-        expected = 10 * 6 * len(subscriptions)  # 5 state changes and one completion each
-        await eventually(lambda: len(receiver.received) >= expected, 30)
-        await asyncio.sleep(0.5)
-        ids = [r.headers["webhook-id"] for r in receiver.received]
-        assert len(ids) == len(set(ids)) == expected
-        for i in range(len(subscriptions)):
-            order = [r.event["id"] for r in receiver.at(f"/s{i}")]
-            assert order == sorted(order)
-    finally:
-        await other.components.sender.close()
-        await other.components.storage.close()
+    subscriptions = [await world.subscribe(receiver.url(f"/s{i}"), ("execution.*",)) for i in range(8)]
+    world.worker()
+    world.worker()
+    runs = [await world.run() for _ in range(10)]
+    for started in runs:
+        await world.finish(started.execution.id)
+    expected = 10 * 6 * len(subscriptions)  # 5 state changes and one completion each
+    await eventually(lambda: len(receiver.received) >= expected, 30)
+    await asyncio.sleep(0.5)
+    ids = [r.headers["webhook-id"] for r in receiver.received]
+    assert len(ids) == len(set(ids)) == expected
+    for i in range(len(subscriptions)):
+        order = [r.event["id"] for r in receiver.at(f"/s{i}")]
+        assert order == sorted(order)
 
 
 async def test_inline_callback_makes_a_subscription_for_that_execution(

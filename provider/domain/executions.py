@@ -118,6 +118,15 @@ class Execution:
         return None
 
 
+def outputs_from_manifest(manifest: dict[str, Any]) -> tuple[OutputFile, ...]:
+    """The output files the data sidecar listed in its manifest."""
+    return tuple(
+        OutputFile(o["name"], f["key"], f["size"], f["sha256"])
+        for o in manifest["outputs"]
+        for f in o["files"]
+    )
+
+
 def outputs_prefix(execution_id: str) -> str:
     return f"executions/{execution_id}/outputs/"
 

@@ -30,7 +30,15 @@ from provider.domain.errors import (
     ProblemCollector,
     Unavailable,
 )
-from provider.domain.executions import Execution, OutputFile, State, Transition, logs_key, outputs_prefix
+from provider.domain.executions import (
+    Execution,
+    OutputFile,
+    State,
+    Transition,
+    logs_key,
+    outputs_from_manifest,
+    outputs_prefix,
+)
 from provider.domain.ids import new_id
 from provider.domain.notifications import Subscription
 from provider.domain.pagination import Page, PageRequest
@@ -590,12 +598,7 @@ class ExecutionService:
         except NotFound:
             log.warning("execution completed without a manifest", extra={"execution_id": execution.id})
             return ()
-        manifest = json.loads(b"".join([chunk async for chunk in stream.chunks]))
-        return tuple(
-            OutputFile(o["name"], f["key"], f["size"], f["sha256"])
-            for o in manifest["outputs"]
-            for f in o["files"]
-        )
+        return outputs_from_manifest(json.loads(b"".join([chunk async for chunk in stream.chunks])))
 
     async def _announce(self, execution: Execution) -> None:
         if self.events is not None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from provider.backends.compute.common import sidecar_job
-from provider.domain.executions import OutputFile, State
+from provider.domain.executions import State, outputs_from_manifest
 from provider.services.ports import ComputeEvent, EventSink, JobSpec, Reconciler
 
 log = logging.getLogger(__name__)
@@ -264,12 +264,7 @@ class LocalCompute:
             await self._emit(entry, State.SYSTEM_ERROR, reason="StageOut", message=errors)
             return
         manifest = json.loads((directory / "manifest.json").read_text())
-        outputs = tuple(
-            OutputFile(o["name"], f["key"], f["size"], f["sha256"])
-            for o in manifest["outputs"]
-            for f in o["files"]
-        )
-        await self._emit(entry, State.COMPLETE, exit_code=0, outputs=outputs)
+        await self._emit(entry, State.COMPLETE, exit_code=0, outputs=outputs_from_manifest(manifest))
 
     def _prepare(self, entry: _Job, results: Path) -> None:
         spec, directory = entry.spec, entry.directory

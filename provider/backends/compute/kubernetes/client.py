@@ -82,13 +82,18 @@ class Kube:
     async def close(self) -> None:
         await self.api_client.close()
 
-    async def _call(self, method: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    async def _send(
+        self, method: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+    ) -> aiohttp.ClientResponse:
+        """The raw answer; a server that cannot be reached is KubeError 0."""
         try:
-            response: aiohttp.ClientResponse = await method(
-                *args, _preload_content=False, _request_timeout=self.timeout, **kwargs
-            )
+            response: aiohttp.ClientResponse = await method(*args, _preload_content=False, **kwargs)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise KubeError(0, "Unreachable", f"{type(exc).__name__}: {exc}") from exc
+        return response
+
+    async def _call(self, method: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> dict[str, Any]:
+        response = await self._send(method, *args, _request_timeout=self.timeout, **kwargs)
         async with response:
             try:
                 body = await response.read()
@@ -200,10 +205,7 @@ class Kube:
         self, method: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
     ) -> aiohttp.ClientResponse:
         """A streamed answer whose status is 200; errors as KubeError."""
-        try:
-            response: aiohttp.ClientResponse = await method(*args, _preload_content=False, **kwargs)
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise KubeError(0, "Unreachable", f"{type(exc).__name__}: {exc}") from exc
+        response = await self._send(method, *args, **kwargs)
         if response.status != 200:
             async with response:
                 body = await response.read()
