@@ -19,8 +19,10 @@ from aiohttp import web
 
 from provider.app import Components, build_components, prepare_store, read_assets
 from provider.backends.sql import SqlStore
+from provider.backends.webhooks import HttpWebhookSender
 from provider.client import ApiClient
 from provider.config import NotificationSettings, Settings
+from provider.domain.addresses import parse_networks
 from provider.domain.executions import State
 from provider.domain.notifications import DeliveryState, SubscriptionState
 from provider.domain.pagination import PageRequest
@@ -327,6 +329,22 @@ async def test_slow_receiver_times_out_without_delaying_others(world: World, rec
     assert "no answer within" in (deliveries[0].history[0].error or "")
 
 
+async def test_a_wait_for_one_of_our_connections_does_not_count_against_the_receiver(
+    receiver: Receiver,
+) -> None:
+    # One connection, receivers that take 0.3 s and a 0.5 s timeout: the third request waits
+    # 0.6 s for the connection, which is our queue, not the receiver's slowness.
+    receiver.behaviour["/busy"] = "slow"
+    receiver.slow_seconds = 0.3
+    sender = HttpWebhookSender(parse_networks(["127.0.0.1/32"]), True, 0.5, connections=1)
+    try:
+        answers = await asyncio.gather(*(sender.send(receiver.url("/busy"), {}, b"{}") for _ in range(3)))
+    finally:
+        await sender.close()
+    assert [a.status for a in answers] == [204, 204, 204]
+    assert all(a.seconds < 0.5 for a in answers)
+
+
 async def test_5xx_retries_then_dead_letter_then_manual_retry(world: World, receiver: Receiver) -> None:
     receiver.behaviour["/flaky"] = "fail"
     subscription, _ = await world.subscribe(receiver.url("/flaky"), ("execution.state_changed",))
@@ -469,7 +487,15 @@ async def test_two_workers_share_one_outbox_without_double_sends(
     await eventually(lambda: len(receiver.received) >= expected, 30)
     await asyncio.sleep(0.5)
     ids = [r.headers["webhook-id"] for r in receiver.received]
-    assert len(ids) == len(set(ids)) == expected
+    assert len(set(ids)) == expected
+    # A claim is held by one worker: a delivery has exactly one successful attempt, and a
+    # request arrives once per recorded attempt (a resend follows only a failed attempt, which
+    # is at-least-once delivery doing its job, not two workers sending the same thing).
+    for subscription, _ in subscriptions:
+        for delivery in await world.deliveries(subscription.id):
+            assert delivery.state is DeliveryState.SUCCEEDED
+            assert [a.status for a in delivery.history].count(204) == 1
+            assert ids.count(delivery.id) == len(delivery.history)
     for i in range(len(subscriptions)):
         order = [r.event["id"] for r in receiver.at(f"/s{i}")]
         assert order == sorted(order)

@@ -3,6 +3,7 @@ again on the address actually connected to; redirects are never followed."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import aiohttp
@@ -20,7 +21,16 @@ class HttpWebhookSender:
         self.schemes = ["https", "http"] if allow_http else ["https"]
         self.timeout = aiohttp.ClientTimeout(total=timeout_seconds)
         self.connections = connections
+        # Requests wait here, not in the connection pool: the timeout is the receiver's time to
+        # answer, and a wait for one of our own connections must not count against it.
+        self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._session: aiohttp.ClientSession | None = None
+
+    def _slots_for_loop(self) -> asyncio.Semaphore:
+        loop = asyncio.get_running_loop()
+        if self._slots is None or self._slots[0] is not loop:
+            self._slots = (loop, asyncio.Semaphore(self.connections))
+        return self._slots[1]
 
     def _session_for_loop(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -36,6 +46,10 @@ class HttpWebhookSender:
         )
 
     async def send(self, url: str, headers: dict[str, str], body: bytes) -> WebhookResponse:
+        async with self._slots_for_loop():
+            return await self._send(url, headers, body)
+
+    async def _send(self, url: str, headers: dict[str, str], body: bytes) -> WebhookResponse:
         started = time.monotonic()
         try:
             async with self._session_for_loop().post(
