@@ -15,10 +15,11 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from aiohttp import web
 
 from provider.app import Components, build_components, prepare_store, read_assets
-from provider.backends.sql import SqlStore
+from provider.backends.sql import SqlStore, tables
 from provider.backends.webhooks import HttpWebhookSender
 from provider.client import ApiClient
 from provider.config import NotificationSettings, Settings
@@ -444,6 +445,27 @@ async def test_stopped_mid_delivery_then_restarted_delivers_all_with_the_same_id
     assert ids[0] == ids[1]  # the repeated delivery carries the same webhook-id
     states = [r.event["data"]["state"] for r in receiver.at("/restart")[1:]]
     assert states == ["QUEUED", "INITIALIZING", "RUNNING", "FINALIZING", "COMPLETE"]
+
+
+async def test_a_queue_whose_head_mark_was_missed_is_delivered_after_the_sweep(
+    world: World, receiver: Receiver
+) -> None:
+    # What a race on PostgreSQL can leave behind: a delivery inserted while its predecessor was
+    # being settled elsewhere is first in its queue but not marked as the head.
+    subscription, _ = await world.subscribe(receiver.url("/missed"), ("execution.state_changed",))
+    started = await world.run()
+    await world.finish(started.execution.id)
+    async with world.components.store.transaction() as uow:
+        await uow.conn.execute(sa.update(tables.deliveries).values(ready=False))
+    world.worker()
+    await eventually(lambda: len(receiver.at("/missed")) == 5, 10)
+    order = [r.event["id"] for r in receiver.at("/missed")]
+    assert order == sorted(order)
+
+    async def settled() -> bool:
+        return {d.state for d in await world.deliveries(subscription.id)} == {DeliveryState.SUCCEEDED}
+
+    await eventually(settled, 5)
 
 
 async def test_a_crashed_worker_s_claims_come_back_after_their_lease(

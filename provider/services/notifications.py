@@ -602,6 +602,9 @@ class DeliveryWorker:
         async with self.store.transaction() as uow:
             await uow.deliveries.prune(before)
             await uow.events.prune(before)
+            repaired = await uow.deliveries.repair_heads()
+        if repaired:
+            log.info("deliveries promoted by the sweep", extra={"count": repaired})
         async with self.store.read() as uow:
             self.observer.outbox_depth(await uow.deliveries.pending_count())
 

@@ -268,6 +268,9 @@ class DeliveryRepository(Protocol):
     async def release(self, worker: str) -> None:
         """Drop the claims `worker` still holds (it stops; its attempts did not finish)."""
 
+    async def repair_heads(self) -> int:
+        """Mark as its queue's head each pending delivery that is first but unmarked; the count."""
+
     async def pending_count(self) -> int:
         """Deliveries not yet succeeded or dead (the outbox depth)."""
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import functools
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +46,16 @@ def _values(e: Execution) -> dict[str, Any]:
         "created_at": e.created_at,
         "updated_at": e.updated_at,
     }
+
+
+@functools.cache
+def _update_statement(columns: tuple[str, ...]) -> sa.Update:
+    """One UPDATE with bound parameters, built once: building it per call costs more than running it."""
+    return (
+        t.executions.update()
+        .where(t.executions.c.id == sa.bindparam("b_id"))
+        .values({name: sa.bindparam(f"b_{name}") for name in columns})
+    )
 
 
 def _row(row: sa.Row[Any]) -> Execution:
@@ -112,8 +123,10 @@ class SqlExecutionRepository:
         return _row(row) if row else None
 
     async def update(self, execution: Execution) -> None:
+        values = _values(execution)
         await self.conn.execute(
-            t.executions.update().where(t.executions.c.id == execution.id).values(**_values(execution))
+            _update_statement(tuple(values)),
+            {"b_id": execution.id, **{f"b_{k}": v for k, v in values.items()}},
         )
 
     async def list(self, where: ExecutionFilter, page: PageRequest) -> Page[Execution]:

@@ -264,8 +264,17 @@ deliveries = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("queued_at", UTCDateTime(), nullable=False),
     sa.Column("finished_at", UTCDateTime(), nullable=True),
+    # The oldest pending delivery of its subscription (a hint: claims still check the order).
+    sa.Column("ready", sa.Boolean(), nullable=False, server_default=sa.false()),
     sa.Index("ix_deliveries_subscription_id_state_event_seq", "subscription_id", "state", "event_seq"),
     sa.Index("ix_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
+    sa.Index(
+        "ix_deliveries_ready",
+        "next_attempt_at",
+        "event_seq",
+        postgresql_where=sa.text("state = 'pending' AND ready"),
+        sqlite_where=sa.text("state = 'pending' AND ready"),
+    ),
 )
 
 delivery_attempts = sa.Table(
