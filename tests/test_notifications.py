@@ -315,6 +315,18 @@ async def test_receiver_down_then_back_gets_everything_in_order(world: World, re
     assert order == sorted(order)  # one subscription: in the order the events happened
 
 
+async def test_a_commit_that_queues_deliveries_wakes_the_worker_at_once(
+    world: World, receiver: Receiver
+) -> None:
+    await world.subscribe(receiver.url("/now"), ("execution.state_changed",))
+    world.worker(poll_seconds=30)  # only the in-process wake can deliver within the test
+    await asyncio.sleep(0.2)  # the worker's first round found nothing and sleeps
+    started = await world.run()
+    await eventually(lambda: len(receiver.at("/now")) == 1, 3)
+    await world.finish(started.execution.id)
+    await eventually(lambda: len(receiver.at("/now")) == 5, 3)
+
+
 async def test_slow_receiver_times_out_without_delaying_others(world: World, receiver: Receiver) -> None:
     receiver.behaviour["/slow"] = "slow"
     slow, _ = await world.subscribe(receiver.url("/slow"), ("execution.state_changed",))

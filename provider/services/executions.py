@@ -249,15 +249,14 @@ class ExecutionService:
                 await uow.executions.add(execution)
                 if subscription is not None:
                     await uow.subscriptions.add(subscription)
-                if self.events is not None:
-                    await self.events.execution_changed(uow, execution)
+                queued = self.events is not None and await self.events.execution_changed(uow, execution)
         except Conflict:  # the same key raced in from another request
             assert idempotency_key is not None
             replayed = await self._replay(principal.tenant_id, idempotency_key, digest)
             if replayed is None:
                 raise
             return Started(replayed, False)
-        await self._announce(execution)
+        await self._announce(execution, queued)
         await self._submit(execution, asset, workspace)
         return Started(await self._load(execution.id), True, subscription, secret)
 
@@ -577,9 +576,12 @@ class ExecutionService:
                 for step in _path(current.state, target):
                     updated = updated.advance(step, now, **(details if step is target else {"reason": None}))
             await uow.executions.update(updated)
-            if self.events is not None and updated.state is not current.state:
-                await self.events.execution_changed(uow, updated)
-        await self._announce(updated)
+            queued = (
+                self.events is not None
+                and updated.state is not current.state
+                and await self.events.execution_changed(uow, updated)
+            )
+        await self._announce(updated, queued)
         return updated
 
     async def _manifest_outputs(self, execution_id: str) -> tuple[OutputFile, ...]:
@@ -600,9 +602,9 @@ class ExecutionService:
             return ()
         return outputs_from_manifest(json.loads(b"".join([chunk async for chunk in stream.chunks])))
 
-    async def _announce(self, execution: Execution) -> None:
+    async def _announce(self, execution: Execution, queued: bool = False) -> None:
         if self.events is not None:
-            self.events.committed()
+            self.events.committed(queued)
         self.cache.put(execution)
         self.notifier.changed(execution.id)
         for listener in self.listeners:

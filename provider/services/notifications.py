@@ -111,7 +111,8 @@ class EventLog:
 
     def __init__(self, clock: Clock) -> None:
         self.clock = clock
-        self.signal = Signal()
+        self.signal = Signal()  # every commit with events: event streams
+        self.queued = Signal()  # commits that queued deliveries: the delivery worker
 
     async def record(
         self,
@@ -123,7 +124,8 @@ class EventLog:
         labels: dict[str, str],
         data: dict[str, Any],
         occurred_at: datetime,
-    ) -> Event:
+    ) -> bool:
+        """Write the event and a delivery per matching subscription; whether any was queued."""
         event_id = new_id("evt")
         document = event_document(event_id, event_type.value, timestamp(occurred_at), data)
         event = Event(
@@ -150,16 +152,18 @@ class EventLog:
             if subscription.filter.matches(event)
         ]
         await uow.deliveries.add_many(rows)
-        return event
+        return bool(rows)
 
-    async def execution_changed(self, uow: UnitOfWork, execution: Execution) -> None:
-        """An execution entered a new state: `execution.state_changed`, and its end if it ended."""
+    async def execution_changed(self, uow: UnitOfWork, execution: Execution) -> bool:
+        """An execution entered a new state: `execution.state_changed`, and its end if it ended.
+        Whether deliveries were queued (pass it to `committed`)."""
         types = [EventType.EXECUTION_STATE_CHANGED]
         if execution.state in FINAL_EXECUTION_TYPES:
             types.append(FINAL_EXECUTION_TYPES[execution.state])
         data = execution_out(execution)
+        queued = False
         for event_type in types:
-            await self.record(
+            queued |= await self.record(
                 uow,
                 event_type,
                 execution.tenant_id,
@@ -169,6 +173,7 @@ class EventLog:
                 data,
                 execution.updated_at,
             )
+        return queued
 
     async def import_changed(self, uow: UnitOfWork, item: Import) -> None:
         types = [EventType.IMPORT_STATE_CHANGED]
@@ -204,9 +209,13 @@ class EventLog:
             workspace.updated_at,
         )
 
-    def committed(self) -> None:
-        """Call after the transaction that recorded events committed: deliver and stream at once."""
+    def committed(self, queued: bool = True) -> None:
+        """Call after the transaction that recorded events committed: stream at once, and deliver
+        at once if it queued deliveries (most commits do not: waking the worker for them would
+        cost a read each)."""
         self.signal.notify()
+        if queued:
+            self.queued.notify()
 
 
 # --- subscriptions ------------------------------------------------------------------------------
@@ -494,7 +503,7 @@ class DeliveryWorker:
 
     def start(self) -> None:
         self._stopping = False
-        self._wake = self.events.signal.register()
+        self._wake = self.events.queued.register()
         self._task = asyncio.create_task(self._run(), name="delivery worker", context=contextvars.Context())
 
     async def stop(self) -> None:
@@ -510,7 +519,7 @@ class DeliveryWorker:
             task.cancel()
         await asyncio.gather(*inflight, return_exceptions=True)
         if self._wake is not None:
-            self.events.signal.unregister(self._wake)
+            self.events.queued.unregister(self._wake)
         try:
             async with self.store.transaction() as uow:
                 await uow.deliveries.record(self._take_outcomes(), self.clock())
