@@ -247,6 +247,8 @@ subscriptions = sa.Table(
     sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
 
+_PENDING_HEAD = sa.text("state = 'pending' AND ready")  # the rows a claim reads
+
 deliveries = sa.Table(
     "deliveries",
     metadata,
@@ -272,8 +274,8 @@ deliveries = sa.Table(
         "ix_deliveries_ready",
         "next_attempt_at",
         "event_seq",
-        postgresql_where=sa.text("state = 'pending' AND ready"),
-        sqlite_where=sa.text("state = 'pending' AND ready"),
+        postgresql_where=_PENDING_HEAD,
+        sqlite_where=_PENDING_HEAD,
     ),
 )
 
