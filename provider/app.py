@@ -105,6 +105,12 @@ def build_storage(settings: Settings) -> Storage:
                 parts_in_flight=s3.parts_in_flight,
                 role_arn=s3.sts.role_arn,
                 sts_endpoint_url=s3.sts.endpoint_url,
+                isolation=s3.sts.mode,
+                admin_endpoint_url=s3.sts.admin_endpoint_url,
+                check_isolation=s3.sts.check_on_start,
+                allow_role_chaining=s3.sts.allow_role_chaining,
+                check_duration_seconds=s3.sts.duration_seconds,
+                bucket_prefix=s3.bucket_prefix,
             )
         )
     return FilesystemStorage(settings.storage.fs.root or settings.data_dir / "workspaces")
@@ -399,6 +405,7 @@ def create_app(
 
     async def startup(_: web.Application) -> None:
         await prepare_store(components)
+        await components.storage.verify()
         count = await components.assets.load(asset_files)
         await components.workspaces.resume()
         resumed = await components.imports.resume()

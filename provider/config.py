@@ -106,6 +106,24 @@ class StsSettings(_Section):
     )
     endpoint_url: str | None = Field(default=None, description="STS endpoint; default: the S3 endpoint")
     duration_seconds: int = Field(default=3600, ge=60, le=43200)
+    mode: Literal["shared_role", "role_per_workspace"] = Field(
+        default="shared_role",
+        description=(
+            "shared_role (AWS, MinIO): role_arn narrowed by a session policy; role_per_workspace "
+            "(Ceph RGW): a user and a role per workspace, made through RGW's admin API"
+        ),
+    )
+    admin_endpoint_url: str | None = Field(
+        default=None, description="RGW's admin and IAM APIs (role_per_workspace); default: the S3 endpoint"
+    )
+    check_on_start: bool = Field(
+        default=True,
+        description="at start-up, try to escape a scratch workspace's credentials; refuse to start if one works",
+    )
+    allow_role_chaining: bool = Field(
+        default=False,
+        description="start although the check found an escape (logged as CRITICAL at every start)",
+    )
 
 
 class S3StorageSettings(_Section):

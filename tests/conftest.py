@@ -35,6 +35,8 @@ S3_ENDPOINT = os.environ.get("PROVIDER_TEST_S3_ENDPOINT", "")
 S3_PORT = os.environ.get("PROVIDER_TEST_S3_PORT", "7480")
 S3_ACCESS_KEY = "RGWADMINKEY0000000001"
 S3_SECRET_KEY = "rgwadminsecret000000000000000000000000001"
+# The shared-role set-up (docs/storage.md, AWS and MinIO). On Ceph it lets sessions chain to the
+# whole role, so the suite uses role_per_workspace and keeps this one to prove the escape.
 S3_ROLE = "provider-test-workspaces"
 S3_ROLE_ARN = f"arn:aws:iam:::role/{S3_ROLE}"
 S3_BUCKET_PATTERN = "pt-*"
@@ -76,8 +78,8 @@ async def _postgres_store() -> AsyncIterator[SqlStore]:
 
 
 def _ensure_role(endpoint: str) -> None:
-    """The operator's one-time set-up (docs/storage.md): a role the service user may assume,
-    allowed everything on workspace buckets; session policies narrow it to one bucket."""
+    """The shared-role set-up (docs/storage.md, for AWS and MinIO): a role the service user may
+    assume, allowed everything on workspace buckets; session policies narrow it to one bucket."""
     import boto3
     from botocore.config import Config
     from botocore.exceptions import ClientError
@@ -149,7 +151,8 @@ def radosgw() -> Iterator[str]:
 
 
 def s3_settings(endpoint: str, **changes: Any) -> dict[str, Any]:
-    """Storage settings for the radosgw, with a bucket prefix of its own for each test."""
+    """Storage settings for the radosgw as docs/storage.md sets up Ceph (a role per workspace),
+    with a bucket prefix of its own for each test."""
     settings: dict[str, Any] = {
         "backend": "s3",
         "s3": {
@@ -158,7 +161,7 @@ def s3_settings(endpoint: str, **changes: Any) -> dict[str, Any]:
             "secret_access_key": S3_SECRET_KEY,
             "bucket_prefix": f"pt-{uuid.uuid4().hex[:8]}-",
             "part_size_bytes": 5 * 1024 * 1024,
-            "sts": {"role_arn": S3_ROLE_ARN, "duration_seconds": 900},
+            "sts": {"mode": "role_per_workspace", "duration_seconds": 900},
         },
     }
     s3_changes = dict(changes.pop("s3", {}))

@@ -394,8 +394,11 @@ class Storage(Protocol):
 
     name: str
 
+    async def verify(self) -> None:
+        """At start-up: prove the set-up isolates workspaces; raises ConfigError naming the setting."""
+
     async def create_location(self, location: str) -> None:
-        """Create the location; idempotent."""
+        """Create the location (and what its credentials need); idempotent."""
 
     async def delete_location(self, location: str) -> None:
         """Delete every object (and pending upload) and then the location; idempotent."""

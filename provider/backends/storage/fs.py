@@ -54,6 +54,10 @@ class FilesystemStorage:
         if not self._objects(location).is_dir():
             raise NotFound("storage location", location)
 
+    async def verify(self) -> None:
+        # Directories are reached only through the service: no credentials to escape with.
+        return None
+
     async def create_location(self, location: str) -> None:
         def create() -> None:
             self._objects(location).mkdir(parents=True, exist_ok=True)

@@ -2,19 +2,18 @@
 
 Uploads stream as multipart uploads with a bounded number of parts in memory; a failed or
 interrupted upload is aborted, so nothing partial becomes visible. Temporary credentials come
-from STS AssumeRole with an inline session policy naming only the workspace's bucket, which
-works the same on AWS, MinIO and Ceph.
+from STS AssumeRole and open the workspace's bucket only; how that is made to hold on each
+server, and the start-up check that proves it, is in s3_isolation.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,16 @@ import aioboto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from provider.backends.storage.s3_isolation import (
+    Endpoints,
+    Isolation,
+    RolePerWorkspace,
+    SharedRole,
+    probe_chaining,
+)
+from provider.backends.storage.s3_signed import Keys, SignedHttp, parse_time
 from provider.backends.storage.streams import DigestingCounter, rechunk
+from provider.config import ConfigError
 from provider.domain.errors import NotFound, NotSupported, Unavailable
 from provider.domain.pagination import Page, PageRequest
 from provider.domain.ranges import ByteRange
@@ -45,32 +53,12 @@ class S3Options:
     role_arn: str | None = None
     sts_endpoint_url: str | None = None
     max_connections: int = 50
-
-
-def session_policy(bucket: str) -> str:
-    """The inline session policy for one bucket: compact JSON, well under STS's 2048 characters."""
-    document = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": ["s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:GetBucketLocation"],
-                "Resource": [f"arn:aws:s3:::{bucket}"],
-            },
-            {
-                "Effect": "Allow",
-                "Action": [
-                    "s3:GetObject",
-                    "s3:PutObject",
-                    "s3:DeleteObject",
-                    "s3:AbortMultipartUpload",
-                    "s3:ListMultipartUploadParts",
-                ],
-                "Resource": [f"arn:aws:s3:::{bucket}/*"],
-            },
-        ],
-    }
-    return json.dumps(document, separators=(",", ":"))
+    isolation: str = "shared_role"  # or "role_per_workspace" (Ceph RGW): see s3_isolation
+    admin_endpoint_url: str | None = None  # RGW's admin API; default: endpoint_url
+    check_isolation: bool = True
+    allow_role_chaining: bool = False
+    check_duration_seconds: int = 900
+    bucket_prefix: str = "provider-"
 
 
 def _code(exc: ClientError) -> str:
@@ -110,6 +98,19 @@ class S3Storage:
         self._stack = AsyncExitStack()
         self._clients: dict[str, Any] = {}
         self._lock = asyncio.Lock()
+        self._http = SignedHttp(options.region)
+        s3_endpoint = (options.endpoint_url or f"https://s3.{options.region}.amazonaws.com").rstrip("/")
+        self._endpoints = Endpoints(
+            s3=s3_endpoint,
+            sts=(options.sts_endpoint_url or s3_endpoint).rstrip("/"),
+            admin=(options.admin_endpoint_url or s3_endpoint).rstrip("/"),
+        )
+        self.isolation: Isolation | None = None
+        if options.isolation == "role_per_workspace":
+            service = Keys(options.access_key_id or "", options.secret_access_key or "")
+            self.isolation = RolePerWorkspace(self._client, self._http, self._endpoints, service)
+        elif options.role_arn:
+            self.isolation = SharedRole(lambda: self._client("sts"), options.role_arn)
 
     async def _client(self, kind: str) -> Any:
         """Clients are opened once and shared; `public` presigns URLs for the consumers' endpoint."""
@@ -120,6 +121,7 @@ class S3Storage:
                         "s3": ("s3", self.options.endpoint_url),
                         "public": ("s3", self.options.public_endpoint_url or self.options.endpoint_url),
                         "sts": ("sts", self.options.sts_endpoint_url or self.options.endpoint_url),
+                        "iam": ("iam", self.options.admin_endpoint_url or self.options.endpoint_url),
                     }[kind]
                     # Servers set their own minimum session length (Ceph: rgw_sts_min_session_duration),
                     # so botocore's client-side 900 s floor is not applied to STS.
@@ -131,6 +133,43 @@ class S3Storage:
                     client = self._session.client(service, endpoint_url=endpoint, config=config)
                     self._clients[kind] = await self._stack.enter_async_context(client)
         return self._clients[kind]
+
+    async def verify(self) -> None:
+        """Prove at start-up that one workspace's credentials open nothing else (s3_isolation)."""
+        if self.isolation is None or not self.options.check_isolation:
+            return
+        try:
+            breaches = await probe_chaining(
+                self.isolation,
+                self._http,
+                self._endpoints,
+                self.create_location,
+                self.delete_location,
+                self.options.bucket_prefix,
+                self.options.check_duration_seconds,
+            )
+        except (Unavailable, ClientError, BotoCoreError, OSError) as exc:
+            await self.close()  # the service does not start: nothing else will close them
+            raise ConfigError(
+                f"storage.s3: cannot check workspace isolation on the S3 server: {exc}"
+            ) from exc
+        if not breaches:
+            log.info("S3 workspace isolation checked", extra={"mode": self.isolation.mode})
+            return
+        found = "; ".join(breaches)
+        if self.options.allow_role_chaining:
+            log.critical(
+                "S3 WORKSPACE ISOLATION IS BROKEN: workspace credentials can escape their bucket (%s). "
+                "Running anyway because storage.s3.sts.allow_role_chaining is true.",
+                found,
+            )
+            return
+        await self.close()
+        raise ConfigError(
+            f"storage.s3.sts.mode: with mode {self.isolation.mode!r} a workspace's temporary credentials "
+            f"escape their bucket on this S3 server ({found}). On Ceph RGW use mode role_per_workspace "
+            "(docs/storage.md); storage.s3.sts.allow_role_chaining: true starts anyway."
+        )
 
     async def create_location(self, location: str) -> None:
         s3 = await self._client("s3")
@@ -144,8 +183,12 @@ class S3Storage:
         except ClientError as exc:
             if _code(exc) != "BucketAlreadyOwnedByYou":
                 raise Unavailable(f"cannot create bucket {location}: {_code(exc) or exc}") from exc
+        if self.isolation is not None:
+            await self.isolation.provision(location)
 
     async def delete_location(self, location: str) -> None:
+        if self.isolation is not None:  # credentials end first, then the data
+            await self.isolation.retire(location)
         s3 = await self._client("s3")
         try:
             paginator = s3.get_paginator("list_multipart_uploads")
@@ -334,26 +377,16 @@ class S3Storage:
         return url
 
     async def temporary_credentials(self, location: str, duration_seconds: int) -> TemporaryCredentials:
-        if not self.options.role_arn:
-            raise NotSupported("temporary credentials need storage.s3.role_arn in the configuration")
-        sts = await self._client("sts")
-        try:
-            answer = await sts.assume_role(
-                RoleArn=self.options.role_arn,
-                RoleSessionName=location[:64],
-                Policy=session_policy(location),
-                DurationSeconds=duration_seconds,
-            )
-        except ClientError as exc:
-            raise Unavailable(f"STS refused AssumeRole (HTTP {_status(exc)}): {_code(exc) or exc}") from exc
-        credentials = answer["Credentials"]
+        if self.isolation is None:
+            raise NotSupported("temporary credentials need storage.s3.sts in the configuration")
+        credentials = await self.isolation.assume(location, duration_seconds)
         log.info(
             "temporary credentials issued",
             extra={"bucket": location, "access_key_id": credentials["AccessKeyId"]},
         )
         expiration = credentials["Expiration"]
         if isinstance(expiration, str):
-            expiration = datetime.fromisoformat(expiration)
+            expiration = parse_time(expiration)
         return TemporaryCredentials(
             access_key_id=credentials["AccessKeyId"],
             secret_access_key=credentials["SecretAccessKey"],
@@ -368,5 +401,6 @@ class S3Storage:
         return None
 
     async def close(self) -> None:
+        await self._http.close()
         await self._stack.aclose()
         self._clients.clear()
