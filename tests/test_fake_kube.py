@@ -24,6 +24,7 @@ from kubernetes_asyncio.client.exceptions import ApiException
 
 from tests.fake_kube import KubeError
 from tests.fake_kube.fixtures import fake_kube  # noqa: F401
+from tests.fake_kube.rbac import allows
 from tests.fake_kube.server import FakeKube
 
 NS = "default"
@@ -1132,6 +1133,102 @@ async def test_object_hooks_go_through_the_api_semantics(fake_kube: FakeKube, ap
         assert fake_kube.get("jobs", NS, "job-a") is None and fake_kube.get("pods", NS, second) is None
     finally:
         events.release()
+
+
+# --------------------------------------------------------------------------- admission
+
+# What a requester may do in the admission tests: Secrets, and Jobs without their finalizers.
+SECRETS_ROLE: dict[str, Any] = {
+    "kind": "Role",
+    "rules": [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "patch", "delete"]},
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "delete"]},
+    ],
+}
+CANNOT_FINALIZE = (
+    "cannot set blockOwnerDeletion if an ownerReference refers to a resource you can't set finalizers on"
+)
+
+
+async def test_owner_references_permission_enforcement(fake_kube: FakeKube, api: client.ApiClient) -> None:  # noqa: F811
+    core = client.CoreV1Api(api)
+    job = await client.BatchV1Api(api).create_namespaced_job(NS, job_body())
+    owner = {"apiVersion": "batch/v1", "kind": "Job", "name": "job-a", "uid": job.metadata.uid}
+    blocking = {**owner, "blockOwnerDeletion": True}
+
+    def secret(name: str, *refs: dict[str, Any]) -> dict[str, Any]:
+        return {"metadata": {"name": name, "ownerReferences": list(refs)}}
+
+    # Off by default, as on upstream clusters: any reference goes.
+    await core.create_namespaced_secret(NS, secret("unchecked", blocking))
+
+    fake_kube.owner_references_role = SECRETS_ROLE
+    status = await expect_error(core.create_namespaced_secret(NS, secret("blocking", blocking)), 403)
+    assert status["reason"] == "Forbidden"
+    assert status["message"] == f'secrets "blocking" is forbidden: {CANNOT_FINALIZE}: , <nil>'
+    assert status["details"] == {"name": "blocking", "kind": "secrets"}
+    assert fake_kube.get("secrets", NS, "blocking") is None
+    # Without blockOwnerDeletion (or with it false) nothing about the owner is asked.
+    await core.create_namespaced_secret(NS, secret("owned", owner))
+    await core.create_namespaced_secret(NS, secret("owned-false", {**owner, "blockOwnerDeletion": False}))
+    # An update that turns it on is refused too; one that leaves the references alone is not.
+    status = await expect_error(
+        core.patch_namespaced_secret("owned", NS, {"metadata": {"ownerReferences": [blocking]}}), 403
+    )
+    assert CANNOT_FINALIZE in status["message"]
+    await core.patch_namespaced_secret("unchecked", NS, {"metadata": {"labels": {"seen": "yes"}}})
+    # An owner kind the server does not serve cannot be checked.
+    status = await expect_error(
+        core.create_namespaced_secret(
+            NS, secret("odd", {**blocking, "apiVersion": "example.org/v1", "kind": "Widget"})
+        ),
+        403,
+    )
+    unknown = (
+        'cannot find RESTMapping for APIVersion example.org/v1 Kind Widget: no matches for kind "Widget"'
+    )
+    assert unknown in status["message"]
+
+    # Changing the references of an existing object needs `delete` on it; creating one does not.
+    fake_kube.owner_references_role = {
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "patch"]}]
+    }
+    await core.create_namespaced_secret(NS, secret("new", owner))
+    status = await expect_error(
+        core.patch_namespaced_secret("new", NS, {"metadata": {"ownerReferences": [{"$patch": "replace"}]}}),
+        403,
+    )
+    assert status["message"] == (
+        'secrets "new" is forbidden: cannot set an ownerRef on a resource you can\'t delete: , <nil>'
+    )
+
+    # `update` on jobs/finalizers (of that Job, when resourceNames name it) lets it through.
+    finalizers = {"apiGroups": ["batch"], "resources": ["jobs/finalizers"], "verbs": ["update"]}
+    fake_kube.owner_references_role = {
+        "rules": [*SECRETS_ROLE["rules"], {**finalizers, "resourceNames": ["job-b"]}]
+    }
+    await expect_error(core.create_namespaced_secret(NS, secret("named", blocking)), 403)
+    fake_kube.owner_references_role = {"rules": [*SECRETS_ROLE["rules"], finalizers]}
+    await core.create_namespaced_secret(NS, secret("finalizer-granted", blocking))
+
+    fake_kube.owner_references_role = None
+    await core.create_namespaced_secret(NS, secret("off-again", blocking))
+
+
+def test_role_rules_match_as_the_rbac_authorizer_does() -> None:
+    role = {
+        "rules": [
+            {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["get"]},
+            {"apiGroups": [""], "resources": ["*/finalizers"], "verbs": ["update"]},
+            {"apiGroups": ["*"], "resources": ["leases"], "verbs": ["*"], "resourceNames": ["one"]},
+        ]
+    }
+    assert allows(role, "get", "batch", "jobs")
+    assert not allows(role, "get", "", "jobs") and not allows(role, "list", "batch", "jobs")
+    assert not allows(role, "update", "batch", "jobs", "finalizers"), "a resource grants no subresource"
+    assert allows(role, "update", "", "pods", "finalizers") and not allows(role, "update", "", "pods")
+    assert allows(role, "delete", "coordination.k8s.io", "leases", name="one")
+    assert not allows(role, "delete", "coordination.k8s.io", "leases", name="two")
 
 
 # --------------------------------------------------------------------------- faults

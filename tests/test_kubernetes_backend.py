@@ -610,7 +610,7 @@ async def test_the_role_in_deploy_grants_exactly_what_the_backend_uses(
 ) -> None:
     backend, recorder = await leader(start_backend)
     done, canceled = job_spec(), job_spec()
-    for spec in (done, canceled):
+    for spec in (done, canceled, done):  # submitted twice: the Job is found, its Secret patched
         await backend.submit(spec)
     pod = kubelet.start_pod(done.execution_id)
     kubelet.run_to(pod, "stage-out")
@@ -679,6 +679,10 @@ async def test_a_timed_out_create_that_went_through_is_not_doubled(
     jobs = [j for j in fake_kube.objects("jobs", NS) if j["metadata"]["name"] == job_name(spec.execution_id)]
     assert len(jobs) == 1
     assert recorder.states(spec.execution_id) == [State.QUEUED, State.QUEUED]  # no SYSTEM_ERROR
+    # The retry found the Job and gave it its Secret.
+    secret = fake_kube.get("secrets", NS, secret_name(spec.execution_id))
+    assert secret is not None
+    assert [r["uid"] for r in secret["metadata"]["ownerReferences"]] == [jobs[0]["metadata"]["uid"]]
 
 
 async def test_no_cluster_to_reach_is_a_configuration_error_naming_the_key(tmp_path: Path) -> None:

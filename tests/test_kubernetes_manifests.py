@@ -20,7 +20,8 @@ from provider.backends.compute.kubernetes.manifests import (
     build_job,
     build_secret,
     job_name,
-    owner_patch,
+    owner_reference,
+    secret_patch,
 )
 from provider.backends.compute.kubernetes.observe import derive
 from provider.domain.assets import Asset
@@ -164,13 +165,17 @@ def test_gpu_placement_security_and_ephemeral_scratch() -> None:
 
 
 def test_secret_and_its_owner() -> None:
-    secret = build_secret(spec(kind="api"), SETTINGS)
+    owner = owner_reference({"metadata": {"name": "provider-exe-1", "uid": "u-1"}})
+    secret = build_secret(spec(kind="api"), SETTINGS, owner)
     validate(secret)
     assert secret["stringData"] == {"PROVIDER_WORKSPACE_TOKEN": "eyJ.jwt.sig"}
-    patch = owner_patch({"metadata": {"name": "provider-exe-1", "uid": "u-1"}})
-    owner = patch["metadata"]["ownerReferences"][0]
-    assert owner["kind"] == "Job" and owner["uid"] == "u-1"
-    validate({**secret, "metadata": {**secret["metadata"], **patch["metadata"]}})
+    # Owned by the Job without blockOwnerDeletion, which would need update on jobs/finalizers.
+    assert secret["metadata"]["ownerReferences"] == [
+        {"apiVersion": "batch/v1", "kind": "Job", "name": "provider-exe-1", "uid": "u-1"}
+    ]
+    patch = secret_patch(secret)
+    assert patch["metadata"]["ownerReferences"] == [{"$patch": "replace"}, owner]
+    assert patch["stringData"] == secret["stringData"]
 
 
 # --- pod and job states --------------------------------------------------------------------

@@ -137,6 +137,12 @@ def invalid(
     )
 
 
+def forbidden(resource: Resource, name: str, problem: str) -> KubeError:
+    """NewForbidden, as admission plugins answer."""
+    subject = f"{resource.qualified} {quoted(name)}" if name else resource.qualified
+    return KubeError(403, "Forbidden", f"{subject} is forbidden: {problem}", details(resource, name))
+
+
 def bad_request(message: str) -> KubeError:
     return KubeError(400, "BadRequest", message)
 

@@ -5,6 +5,8 @@ pod logs as text) so the code under test runs its real client unchanged, and it 
 semantics such code depends on: one global resourceVersion, optimistic concurrency, watch replay
 and `410 Expired` after compaction, consistent paginated lists, label and field selectors, the
 three patch flavours, finalizers, graceful pod deletion and owner-reference garbage collection.
+With `owner_references_role` it also admits writes as OwnerReferencesPermissionEnforcement does
+(OpenShift enables that plugin), for a requester holding that Role.
 
 There are no controllers beyond a garbage collector, a namespace cleaner, a kubelet that finishes
 deleting pods and a Job controller that counts its pods; tests play the scheduler, kubelet and
@@ -33,7 +35,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from tests.fake_kube import errors, kinds, patching, validation
+from tests.fake_kube import errors, kinds, patching, rbac, validation
 from tests.fake_kube.errors import KubeError
 from tests.fake_kube.kinds import GROUP_VERSIONS, JOB_TRACKING_FINALIZER, RESOURCES, DecodeError, Resource
 from tests.fake_kube.selectors import (
@@ -224,12 +226,16 @@ class FakeKube:
         gc_delay: float = 0.0,
         pod_termination_delay: float | None = 0.0,
         auto_pods: bool = False,
+        owner_references_role: Mapping[str, Any] | None = None,
     ) -> None:
         self.bookmark_interval = bookmark_interval
         self.history_limit = history_limit
         self.gc_delay = gc_delay
         self.pod_termination_delay = pod_termination_delay
         self.auto_pods = auto_pods
+        # The Role every requester holds, for the admission plugin OwnerReferencesPermissionEnforcement;
+        # None: the plugin is off (upstream's default) and owner references are not checked.
+        self.owner_references_role = owner_references_role
         self.requests: list[RequestRecord] = []
         self.open_watches: dict[tuple[str, str | None], int] = {}
         self.watch_requests: list[WatchRecord] = []
@@ -1052,9 +1058,10 @@ class FakeKube:
         ):
             meta.pop(key, None)
         self._decode_fields(resource, obj)
+        name = meta.get("name") or ""
+        self._admit_owner_references(resource, name, obj, None)
         kinds.prepare_create(resource, obj)
         problems = kinds.validate(resource, obj)
-        name = meta.get("name") or ""
         if problems:
             raise errors.invalid(resource, name, problems)
         key = (namespace if resource.namespaced else "", name)
@@ -1082,6 +1089,49 @@ class FakeKube:
                     ],
                 ),
             )
+
+    def _admit_owner_references(
+        self, resource: Resource, name: str, new: Mapping[str, Any], old: Mapping[str, Any] | None
+    ) -> None:
+        """OwnerReferencesPermissionEnforcement (plugin/pkg/admission/gc): changing an object's
+        owner references needs `delete` on the object (on update), and each reference that newly
+        sets blockOwnerDeletion needs `update` on its owner's `finalizers` subresource."""
+        role = self.owner_references_role
+        if role is None:
+            return
+        refs = _meta(new).get("ownerReferences") or []
+        old_refs = (_meta(old).get("ownerReferences") or []) if old is not None else []
+        if refs == old_refs:
+            return
+        if old is not None and not rbac.allows(role, "delete", resource.group, resource.plural, name=name):
+            raise errors.forbidden(
+                resource, name, "cannot set an ownerRef on a resource you can't delete: , <nil>"
+            )
+        blocking_before = {r.get("uid") for r in old_refs if r.get("blockOwnerDeletion") is True}
+        for ref in refs:
+            if ref.get("blockOwnerDeletion") is not True or ref.get("uid") in blocking_before:
+                continue
+            api_version, kind = str(ref.get("apiVersion", "")), str(ref.get("kind", ""))
+            owner = next(
+                (r for r in RESOURCES.values() if r.api_version == api_version and r.kind == kind), None
+            )
+            if owner is None:
+                raise errors.forbidden(
+                    resource,
+                    name,
+                    "cannot set blockOwnerDeletion in this case because cannot find RESTMapping for "
+                    f'APIVersion {api_version} Kind {kind}: no matches for kind "{kind}" in version '
+                    f'"{api_version}"',
+                )
+            if not rbac.allows(
+                role, "update", owner.group, owner.plural, "finalizers", name=str(ref.get("name", ""))
+            ):
+                raise errors.forbidden(
+                    resource,
+                    name,
+                    "cannot set blockOwnerDeletion if an ownerReference refers to a resource you can't "
+                    "set finalizers on: , <nil>",
+                )
 
     # -------------------------------------------------------------------------- update
 
@@ -1166,6 +1216,8 @@ class FakeKube:
         new_meta.pop("selfLink", None)
         new_meta.pop("managedFields", None)
         self._decode_fields(resource, new)
+        if not (status and resource.plural == "pods"):  # the plugin lets pods/status through
+            self._admit_owner_references(resource, name, new, old)
         kinds.prepare_update(resource, new, old, status=status)
         problems = kinds.validate_update(resource, new, old, status=status)
         if problems:

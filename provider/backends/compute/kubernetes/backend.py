@@ -31,8 +31,9 @@ from provider.backends.compute.kubernetes.manifests import (
     build_secret,
     execution_of,
     job_name,
-    owner_patch,
+    owner_reference,
     secret_name,
+    secret_patch,
 )
 from provider.backends.compute.kubernetes.observe import derive
 from provider.backends.compute.kubernetes.watch import NamespaceWatch
@@ -195,32 +196,45 @@ class KubernetesCompute:
         )
 
     async def _create(self, job: JobSpec) -> None:
-        """Secret first (the pod needs it), then the Job, then the Secret is made the Job's dependent."""
+        """The Job, then its Secret with the Job as owner, so that no Secret ever exists without a
+        Job that takes it along. Until the Secret is there the pod waits (CreateContainerConfigError,
+        within image_pull_grace_seconds); if it never comes (the replica died in between), the
+        execution ends as ContainerConfig and the Job is deleted."""
         assert self.kube is not None
         settings = self.options.job
-        secret = build_secret(job, settings)
+        try:
+            created = await self.kube.create("Job", build_job(job, settings))
+        except KubeError as exc:
+            if exc.status != 409:
+                raise
+            # Created already: by a request that timed out but went through, or by another replica.
+            existing = await self._job(job.execution_id)
+            if existing is None:
+                return  # deleted since: reconciliation submits the execution again
+            created = existing
+        try:
+            await self._put_secret(build_secret(job, settings, owner_reference(created)))
+        except KubeError as exc:
+            if not (exc.quota or exc.retryable):
+                with contextlib.suppress(KubeError):  # its pod could never start
+                    await self.kube.delete("Job", job_name(job.execution_id))
+            raise
+
+    async def _job(self, execution_id: str) -> dict[str, Any] | None:
+        assert self.kube is not None
+        jobs, _ = await self.kube.list("jobs", f"{SELECTOR},{EXECUTION}={execution_id}")
+        return next((j for j in jobs if j["metadata"].get("name") == job_name(execution_id)), None)
+
+    async def _put_secret(self, secret: dict[str, Any]) -> None:
+        assert self.kube is not None
         try:
             await self.kube.create("Secret", secret)
         except KubeError as exc:
             if exc.status != 409:
                 raise
-            # Left by an attempt that failed halfway: its credentials are replaced with these.
-            await self.kube.patch_secret(secret_name(job.execution_id), {"stringData": secret["stringData"]})
-        try:
-            created = await self.kube.create("Job", build_job(job, settings))
-        except KubeError as exc:
-            if exc.status == 409:
-                return  # submitted already (a reconciliation on another replica, say)
-            with contextlib.suppress(KubeError):
-                await self.kube.delete("Secret", secret_name(job.execution_id))
-            raise
-        try:
-            await self.kube.patch_secret(secret_name(job.execution_id), owner_patch(created))
-        except KubeError:
-            # The Job runs; only the Secret's garbage collection is missing: release() deletes it.
-            log.warning(
-                "could not make the job's secret its dependent", extra={"execution_id": job.execution_id}
-            )
+            # Left by an attempt that went through unanswered, or written by another replica
+            # submitting the same execution: these credentials and this owner replace its own.
+            await self.kube.patch_secret(secret["metadata"]["name"], secret_patch(secret))
 
     async def _queued(self, execution_id: str, exc: KubeError) -> None:
         reason = "QuotaExceeded" if exc.quota else "ApiUnavailable"

@@ -76,7 +76,19 @@ def labels(job: JobSpec) -> dict[str, str]:
     }
 
 
-def build_secret(job: JobSpec, settings: JobSettings) -> dict[str, Any]:
+def owner_reference(job_object: dict[str, Any]) -> dict[str, Any]:
+    """The Job as owner of its Secret: the garbage collector deletes the Secret once the Job is gone.
+
+    blockOwnerDeletion stays unset. It would only make a foreground deletion of the Job wait for
+    the Secret (the service deletes in the background), and where the admission plugin
+    OwnerReferencesPermissionEnforcement runs (OpenShift) setting it needs `update` on
+    jobs/finalizers, a grant the Role does without: the reference would be refused instead.
+    """
+    metadata = job_object["metadata"]
+    return {"apiVersion": "batch/v1", "kind": "Job", "name": metadata["name"], "uid": metadata["uid"]}
+
+
+def build_secret(job: JobSpec, settings: JobSettings, owner: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -84,27 +96,19 @@ def build_secret(job: JobSpec, settings: JobSettings) -> dict[str, Any]:
             "name": secret_name(job.execution_id),
             "namespace": settings.namespace,
             "labels": labels(job),
+            "ownerReferences": [owner],
         },
         "type": "Opaque",
         "stringData": dict(job.access.secrets),
     }
 
 
-def owner_patch(job_object: dict[str, Any]) -> dict[str, Any]:
-    """Makes the Secret a dependent of the Job: garbage-collected with it."""
-    metadata = job_object["metadata"]
+def secret_patch(secret: dict[str, Any]) -> dict[str, Any]:
+    """Makes a Secret of the same name, left by an earlier attempt, into `secret`: its credentials
+    and its owner only (a strategic merge would keep the earlier owner beside it)."""
     return {
-        "metadata": {
-            "ownerReferences": [
-                {
-                    "apiVersion": "batch/v1",
-                    "kind": "Job",
-                    "name": metadata["name"],
-                    "uid": metadata["uid"],
-                    "blockOwnerDeletion": True,
-                }
-            ]
-        }
+        "metadata": {"ownerReferences": [{"$patch": "replace"}, *secret["metadata"]["ownerReferences"]]},
+        "stringData": secret["stringData"],
     }
 
 
