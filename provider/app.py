@@ -319,7 +319,9 @@ def build_components(
                 for name, c in edc.connectors.items()
                 if c.management_api_key is not None
             },
+            dataplane_assets={name: frozenset(c.dataplane_assets) for name, c in edc.connectors.items()},
         ),
+        assets,
     )
     return Components(
         settings=settings,

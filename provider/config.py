@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import (
@@ -32,6 +34,8 @@ from pydantic_settings import (
 
 DEFAULT_CONFIG_PATH = Path("config/provider.yaml")
 ENV_CONFIG_PATH = "PROVIDER_CONFIG"
+_LABEL = r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?"
+HOST_NAME = re.compile(rf"{_LABEL}(?:\.{_LABEL})*\.?")
 
 
 def _check_networks(value: list[str]) -> list[str]:
@@ -40,6 +44,58 @@ def _check_networks(value: list[str]) -> list[str]:
             ipaddress.ip_network(item, strict=False)
         except ValueError as exc:
             raise ValueError(f"{item!r} is not a network such as 10.0.0.0/8 or 127.0.0.1/32") from exc
+    return value
+
+
+# Every secret value that this repository's examples show (deploy/, docker-compose.yml, config/,
+# docs/, README.md) or once showed: anyone may read them, so a copy left unchanged is refused.
+# tests/attacks/test_placeholder_secrets.py finds the shipped ones and checks that each is here.
+PLACEHOLDER_SECRETS = (
+    "REPLACE-ME",
+    "REPLACE-ME-with-32-or-more-random-characters",
+    "local-admin-key-change-me-0123456789abcdef",
+    "provider-s3-secret-change-me",
+    "minio-root-password",
+    "provider",
+    "password",
+    "pk....",
+    "<code>",
+    "<32+ characters>",
+    "<32+ random characters>",
+    "<the same 32+ random characters as in the endpoint>",
+    "<the connector's management API key (x-api-key)>",
+    "<the connector's management API key, sent as x-api-key on callbacks>",
+)
+_PLACEHOLDERS = frozenset(value.lower() for value in PLACEHOLDER_SECRETS)
+MIN_SECRET_LENGTH = 32
+_MIN_DISTINCT_CHARACTERS = 8
+
+
+def is_placeholder(value: str) -> bool:
+    return value.strip().lower() in _PLACEHOLDERS
+
+
+def _not_placeholder(value: SecretStr | None) -> SecretStr | None:
+    """Credentials of other systems: their length is theirs to decide, but not an example's value."""
+    if value is not None and is_placeholder(value.get_secret_value()):
+        raise ValueError("is a placeholder from the provider's examples: set the real value")
+    return value
+
+
+def _strong_secret(value: SecretStr | None) -> SecretStr | None:
+    """Secrets that guard this service: long, not an example's value, not one character repeated."""
+    if value is None:
+        return None
+    text = value.get_secret_value()
+    if is_placeholder(text):
+        raise ValueError(
+            "is a placeholder from the provider's examples: choose a random value of at least "
+            f"{MIN_SECRET_LENGTH} characters (e.g. openssl rand -hex 32)"
+        )
+    if len(text) < MIN_SECRET_LENGTH:
+        raise ValueError(f"must be at least {MIN_SECRET_LENGTH} characters long")
+    if len(set(text)) < _MIN_DISTINCT_CHARACTERS:
+        raise ValueError(f"must be random: it has fewer than {_MIN_DISTINCT_CHARACTERS} different characters")
     return value
 
 
@@ -55,6 +111,20 @@ class ServerSettings(_Section):
     )
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024, description="limit for JSON request bodies")
     shutdown_timeout_seconds: float = Field(default=10.0, gt=0)
+    header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="a connection that has not sent a request's complete headers this long after it "
+        "opened or after its previous response is closed (idle keep-alive connections too)",
+    )
+    body_idle_timeout_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="longest pause within a request body; then 408 and the connection closes",
+    )
+    max_connections: int = Field(
+        default=1024, ge=1, description="open connections per replica; more are accepted and closed at once"
+    )
 
 
 class StoreSettings(_Section):
@@ -71,6 +141,9 @@ class StoreSettings(_Section):
     def _driver(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
             raise ValueError("must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+        password = urlsplit(value).password if value is not None else None
+        if password is not None and is_placeholder(unquote(password)):
+            raise ValueError("the password is a placeholder from the provider's examples: set the real one")
         return value
 
 
@@ -82,12 +155,7 @@ class AuthSettings(_Section):
     operator_display_name: str = "Operator"
     key_cache_seconds: float = Field(default=5.0, ge=0, le=300)
 
-    @field_validator("bootstrap_admin_key")
-    @classmethod
-    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and len(value.get_secret_value()) < 32:
-            raise ValueError("must be at least 32 characters long")
-        return value
+    _strong = field_validator("bootstrap_admin_key")(_strong_secret)
 
 
 class AssetSettings(_Section):
@@ -134,6 +202,7 @@ class S3StorageSettings(_Section):
     region: str = "us-east-1"
     access_key_id: str | None = None
     secret_access_key: SecretStr | None = None
+    _real_secret = field_validator("secret_access_key")(_not_placeholder)
     bucket_prefix: str = Field(
         default="provider-",
         pattern=r"^[a-z0-9][a-z0-9.-]{0,29}$",
@@ -166,10 +235,12 @@ class SigningKey(_Section):
     private_key_file: Path | None = Field(default=None, description="RS256: PEM private key (signing)")
     public_key_file: Path | None = Field(default=None, description="RS256: PEM public key (verification)")
 
+    _strong = field_validator("secret")(_strong_secret)
+
     @model_validator(mode="after")
     def _material(self) -> SigningKey:
         if self.algorithm == "HS256":
-            if self.secret is None or len(self.secret.get_secret_value()) < 32:
+            if self.secret is None:
                 raise ValueError("HS256 keys need a secret of at least 32 characters")
         elif self.public_key_file is None:
             raise ValueError("RS256 keys need public_key_file (and private_key_file to sign)")
@@ -299,15 +370,39 @@ class EdcConnectorSettings(_Section):
     allowed_networks: list[str] = Field(
         default_factory=list, description="source networks allowed to call the webhooks; empty: any"
     )
+    dataplane_assets: list[str] = Field(
+        default_factory=list,
+        description="catalog asset ids that a workspace made by this connector's data-plane provisioner may run",
+    )
+    callback_hosts: list[str] = Field(
+        default_factory=list,
+        description="host names provisioning callbacks may go to (addresses they resolve to that "
+        "are private need callback_networks too)",
+    )
+    callback_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs provisioning callbacks may reach under any name, private ones included; "
+        "with callback_hosts empty too, callbacks are refused",
+    )
 
-    @field_validator("secret")
+    _strong = field_validator("secret")(_strong_secret)
+    _real_key = field_validator("management_api_key")(_not_placeholder)
+
+    @field_validator("callback_hosts")
     @classmethod
-    def _long(cls, value: SecretStr) -> SecretStr:
-        if len(value.get_secret_value()) < 32:
-            raise ValueError("must be at least 32 characters long")
-        return value
+    def _host_names(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_address(item)
+            except ValueError:
+                pass
+            else:
+                raise ValueError(f"{item!r} is an address: put its network in callback_networks")
+            if not HOST_NAME.fullmatch(item):
+                raise ValueError(f"{item!r} is not a host name such as edc-controlplane or edc.example.org")
+        return [item.lower().rstrip(".") for item in value]
 
-    _networks = field_validator("allowed_networks")(_check_networks)
+    _networks = field_validator("allowed_networks", "callback_networks")(_check_networks)
 
 
 class EdcEventSettings(_Section):
@@ -316,8 +411,11 @@ class EdcEventSettings(_Section):
     )
     auth_code: SecretStr | None = Field(
         default=None,
-        description="the header's value (the secret behind its authCodeId); unset: events are off",
+        description="the header's value (the secret behind its authCodeId, 32+ characters); "
+        "unset: events are off",
     )
+
+    _strong = field_validator("auth_code")(_strong_secret)
 
 
 class EdcSettings(_Section):
@@ -483,7 +581,8 @@ def describe_errors(exc: ValidationError, path: Path | None) -> str:
 
 
 def _shown(key: str, value: Any) -> str:
-    if any(word in key for word in ("key", "secret", "password", "token")):
+    if any(word in key for word in ("key", "secret", "password", "token", "auth_code")):
         return "a value that is not shown"
-    text = repr(value)
+    # A URL's password (store.url) is not shown either.
+    text = re.sub(r"(://[^/:@\s]*:)[^@\s]*@", r"\1***@", repr(value))
     return text if len(text) <= 80 else text[:77] + "..."

@@ -95,6 +95,7 @@ def edc_settings(settings: Settings, tmp_path: Path) -> Settings:
         "max_run_seconds": 600,
         "outputs": [],
         "local": {"command": ["{python}", "-c", "import time; time.sleep(60)"]},
+        "offerings": ["compute-offering-fft"],  # the EDC asset of contracts/edc's examples
     }
     (assets / "sleepy.yaml").write_text(yaml.safe_dump(sleepy))
     return settings.model_copy(
@@ -102,7 +103,14 @@ def edc_settings(settings: Settings, tmp_path: Path) -> Settings:
             "assets": settings.assets.model_copy(update={"directory": assets}),
             "edc": settings.edc.model_validate(
                 {
-                    "connectors": {"main": {"secret": SECRET, "management_api_key": API_KEY}},
+                    "connectors": {
+                        "main": {
+                            "secret": SECRET,
+                            "management_api_key": API_KEY,
+                            "callback_networks": ["127.0.0.1/32"],  # the test connector's callbacks
+                            "dataplane_assets": ["sleepy"],
+                        }
+                    },
                     "callback_backoff_seconds": 0.05,
                     "callback_max_backoff_seconds": 0.2,
                     "callback_deadline_seconds": 30,

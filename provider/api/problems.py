@@ -92,7 +92,7 @@ def from_exception(exc: BaseException) -> web.Response | None:
                 headers = {"WWW-Authenticate": 'Bearer realm="provider"'} if status == 401 else None
                 if isinstance(exc, RangeNotSatisfiable):
                     headers = {"Content-Range": f"bytes */{exc.size}"}
-                slug = exc.slug if isinstance(exc, BadRequest) else slug
+                slug = getattr(exc, "slug", slug)  # a subclass may name its rule
                 return problem_response(status, exc.detail, slug, exc.problems, headers=headers)
         return None
     if isinstance(exc, web.HTTPException) and exc.status >= 400:

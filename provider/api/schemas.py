@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from provider.domain.assets import Asset, AssetSpec
+from provider.domain.assets import ASSET_ID_PATTERN, Asset, AssetSpec
 from provider.domain.representations import timestamp as timestamp
 from provider.domain.tenants import ApiKey, Principal, Role, Tenant
 
@@ -15,9 +15,25 @@ class Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+AssetIds = Annotated[list[Annotated[str, Field(pattern=ASSET_ID_PATTERN)]], Field(max_length=1000)]
+
+
 class TenantCreate(Body):
     participant_id: Annotated[str, Field(min_length=1, max_length=512)]
     display_name: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    allowed_assets: AssetIds | None = None
+
+
+class TenantUpdate(Body):
+    allowed_assets: AssetIds | None
+
+
+def id_set(values: list[str] | None) -> frozenset[str] | None:
+    return None if values is None else frozenset(values)
+
+
+def id_list(values: frozenset[str] | None) -> list[str] | None:
+    return None if values is None else sorted(values)
 
 
 class ApiKeyCreate(Body):
@@ -38,6 +54,7 @@ def tenant_out(tenant: Tenant) -> dict[str, Any]:
         "id": tenant.id,
         "participant_id": tenant.participant_id,
         "display_name": tenant.display_name,
+        "allowed_assets": id_list(tenant.allowed_assets),
         "created_at": timestamp(tenant.created_at),
     }
 

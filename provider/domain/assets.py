@@ -150,6 +150,10 @@ class AssetSpec(_Strict):
         default=None, ge=1, description="the worker's non-root user id; None keeps the image's user"
     )
     labels: dict[str, str] = Field(default_factory=dict)
+    offerings: list[Annotated[str, Field(min_length=1, max_length=255)]] = Field(
+        default_factory=list,
+        description="data space offerings (EDC asset ids) whose transfers grant this asset",
+    )
     local: LocalRunner | None = None
 
     _check_result_dir = field_validator("result_dir")(_absolute)
@@ -224,3 +228,21 @@ def identity_problems(asset_id: str, version: str) -> list[tuple[str, str]]:
 def latest(assets: list[Asset]) -> Asset | None:
     """The highest version among `assets` (all of one id)."""
     return max(assets, key=lambda a: a.sort_version, default=None)
+
+
+def grant_problem(
+    asset_id: str, workspace_allows: frozenset[str] | None, tenant_allows: frozenset[str] | None
+) -> str | None:
+    """Why `asset_id` may not run in this workspace for this tenant, or None if it may.
+
+    Both limits apply: a workspace provisioned for an offering runs what that offering grants,
+    and an operator may limit a tenant to a list of assets."""
+    if workspace_allows is not None and asset_id not in workspace_allows:
+        granted = ", ".join(sorted(workspace_allows)) or "nothing"
+        return (
+            f"asset {asset_id!r} is not granted to this workspace: the data space transfer it was "
+            f"provisioned for grants {granted}"
+        )
+    if tenant_allows is not None and asset_id not in tenant_allows:
+        return f"asset {asset_id!r} is not among the assets the operator allows this tenant"
+    return None

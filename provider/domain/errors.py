@@ -65,6 +65,18 @@ class Forbidden(DomainError):
     """A valid credential that lacks the role or scope the operation needs."""
 
 
+class AssetNotGranted(Forbidden):
+    """The asset is outside what the workspace's offering, or the tenant's allowance, grants."""
+
+    slug = "asset-not-granted"
+
+
+class OfferingNotGranted(BadRequest):
+    """A provisioning request for an offering that grants no catalog asset (EDC: fatal, no retry)."""
+
+    slug = "offering-not-granted"
+
+
 class PayloadTooLarge(DomainError):
     """More bytes than a quota or limit allows; nothing was stored."""
 

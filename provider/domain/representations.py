@@ -71,6 +71,7 @@ def workspace_out(ws: Workspace, storage_backend: str) -> dict[str, Any]:
         "state": ws.state.value,
         "storage": {"backend": storage_backend, "location": ws.location},
         "quota": {"bytes": ws.quota.max_bytes, "objects": ws.quota.max_objects},
+        "allowed_assets": None if ws.allowed_assets is None else sorted(ws.allowed_assets),
         "usage": {
             "bytes": ws.usage.bytes,
             "objects": ws.usage.objects,

@@ -29,6 +29,7 @@ class Tenant:
     participant_id: str
     display_name: str
     created_at: datetime
+    allowed_assets: frozenset[str] | None = None  # set by the operator; None: the whole catalog
 
 
 @dataclass(frozen=True)

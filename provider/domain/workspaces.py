@@ -62,6 +62,9 @@ class Workspace:
     updated_at: datetime
     usage_checked_at: datetime | None = None
     deleted_at: datetime | None = None
+    # The catalog assets this workspace may run; None: any (a workspace made by hand). Set from
+    # the offering a data space transfer was made for, and never widened afterwards.
+    allowed_assets: frozenset[str] | None = None
 
     @property
     def active(self) -> bool:

@@ -32,6 +32,17 @@ class AssetService:
             raise NotFound("asset", asset_id if version is None else f"{asset_id} {version}")
         return found
 
+    async def granted_by(self, offering: str) -> frozenset[str]:
+        """The ids of the catalog assets whose `offerings` name this data space offering."""
+        granted: set[str] = set()
+        page = PageRequest(size=500)
+        while True:
+            found = await self.list(page)
+            granted.update(a.id for a in found.items if offering in a.offerings)
+            if found.next_after is None:
+                return frozenset(granted)
+            page = PageRequest(page.size, found.next_after)
+
     async def put(self, asset_id: str, version: str, spec: AssetSpec) -> tuple[Asset, bool]:
         """Create or replace one version; returns the stored asset and whether it is new."""
         async with self.store.transaction() as uow:

@@ -19,8 +19,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from provider.domain.assets import Asset, InputKind
+from provider.domain.assets import Asset, InputKind, grant_problem
 from provider.domain.errors import (
+    AssetNotGranted,
     Conflict,
     FieldProblem,
     InvalidInput,
@@ -192,6 +193,14 @@ class ExecutionService:
         started = await self.start(principal, request, idempotency_key)
         return started.execution, started.created
 
+    async def _check_granted(self, asset_id: str, workspace: Workspace) -> None:
+        """403 unless the workspace's offering and the tenant's allowance both grant the asset."""
+        async with self.store.read() as uow:
+            tenant = await uow.tenants.get(workspace.tenant_id)
+        problem = grant_problem(asset_id, workspace.allowed_assets, tenant.allowed_assets if tenant else None)
+        if problem is not None:
+            raise AssetNotGranted(problem)
+
     async def start(
         self,
         principal: Principal,
@@ -212,6 +221,7 @@ class ExecutionService:
         workspace = await self.workspaces.get(principal, request.workspace_id)
         if not workspace.active:
             raise Conflict(f"workspace {workspace.id} is being deleted")
+        await self._check_granted(asset.id, workspace)
         env = await self._validate(asset, workspace, request)
         execution_id = new_id("exe")
         subscription, secret = None, None

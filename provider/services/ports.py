@@ -47,6 +47,9 @@ class TenantRepository(Protocol):
     async def list(self, page: PageRequest) -> Page[Tenant]:
         """Tenants in creation order."""
 
+    async def set_allowed_assets(self, tenant_id: str, allowed: frozenset[str] | None) -> bool:
+        """Limit the tenant to these asset ids (None: no limit); False if there is no such tenant."""
+
 
 class ApiKeyRepository(Protocol):
     async def add(self, key: ApiKey) -> None:

@@ -14,15 +14,16 @@ import hmac
 import logging
 import random
 import secrets
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
-from provider.domain.errors import Conflict, NotFound, Unauthenticated
+from provider.domain.errors import Conflict, ForbiddenAddress, NotFound, OfferingNotGranted, Unauthenticated
 from provider.domain.ids import new_id
 from provider.domain.provisioning import PendingCallback, ProvisionerKind, Provisioning, ProvisioningState
 from provider.domain.tenants import hash_secret
 from provider.domain.workspaces import Scope
+from provider.services.assets import AssetService
 from provider.services.executions import ExecutionService
 from provider.services.ports import Clock, JsonPoster, Storage, Store
 from provider.services.tenants import TenantService
@@ -53,6 +54,8 @@ class ProvisioningPolicy:
     retention_seconds: int
     access_token_ttl_seconds: int
     api_keys: dict[str, str]  # connector -> management API key for callbacks
+    # connector -> the catalog assets its data-plane provisioner grants (its requests name no asset)
+    dataplane_assets: dict[str, frozenset[str]] = field(default_factory=dict)
     content_address: str = "access_document"  # or "amazon_s3": the bucket itself (S3 storage)
     s3_region: str = "us-east-1"
     s3_endpoint: str | None = None
@@ -69,7 +72,9 @@ class ProvisioningService:
         poster: JsonPoster,
         clock: Clock,
         policy: ProvisioningPolicy,
+        assets: AssetService,
     ) -> None:
+        self.assets = assets
         self.store = store
         self.tenants = tenants
         self.workspaces = workspaces
@@ -100,11 +105,13 @@ class ProvisioningService:
                 await uow.provisionings.update(again)
             self._wake.set()
             return again
+        granted = await self._granted(connector, request.asset_id, kind)
         tenant = await self.tenants.find_or_create(request.participant_id, request.participant_id)
         workspace = await self.workspaces.create(
             tenant.id,
             f"EDC transfer {request.transfer_process_id}"[:200],
             {"edc.connector": connector[:256], "edc.asset": request.asset_id[:256]},
+            allowed_assets=granted,
         )
         now = self.clock()
         code = secrets.token_urlsafe(32)
@@ -140,6 +147,26 @@ class ProvisioningService:
         )
         self._wake.set()
         return item
+
+    async def _granted(self, connector: str, offering: str, kind: ProvisionerKind) -> frozenset[str]:
+        """The catalog assets the transfer grants; a transfer that grants none is refused before
+        anything is made (EDC takes the 400 as final and fails the transfer)."""
+        if kind is ProvisionerKind.DATA_PLANE:
+            granted = self.policy.dataplane_assets.get(connector, frozenset())
+            rule = f"edc.connectors.{connector}.dataplane_assets is empty"
+        else:
+            granted = await self.assets.granted_by(offering)
+            rule = f"no catalog asset names EDC asset {offering!r} in its offerings"
+        if not granted:
+            log.warning(
+                "provision request for an offering that grants no asset",
+                extra={"connector": connector, "edc_asset": offering, "provisioner": kind.value},
+            )
+            raise OfferingNotGranted(
+                f"this transfer grants no compute asset: {rule} "
+                "(docs/edc.md, 'Which assets a transfer grants')"
+            )
+        return granted
 
     async def deprovision(
         self, connector: str, transfer_process_id: str, resource_definition_id: str

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,6 +21,9 @@ from provider.domain.tenants import (
 from provider.services.ports import Clock, Store
 
 BOOTSTRAP_KEY_NAME = "bootstrap"
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -45,10 +49,24 @@ class TenantService:
         self.operator_participant_id = operator_participant_id
         self.operator_name = operator_name
 
-    async def create(self, participant_id: str, display_name: str) -> Tenant:
-        tenant = Tenant(new_id("ten"), participant_id, display_name, self.clock())
+    async def create(
+        self, participant_id: str, display_name: str, allowed_assets: frozenset[str] | None = None
+    ) -> Tenant:
+        tenant = Tenant(new_id("ten"), participant_id, display_name, self.clock(), allowed_assets)
         async with self.store.transaction() as uow:
             await uow.tenants.add(tenant)
+        return tenant
+
+    async def set_allowed_assets(self, tenant_id: str, allowed: frozenset[str] | None) -> Tenant:
+        """The operator limits a tenant to these catalog assets, or (None) lifts the limit."""
+        async with self.store.transaction() as uow:
+            if not await uow.tenants.set_allowed_assets(tenant_id, allowed):
+                raise NotFound("tenant", tenant_id)
+            tenant = await uow.tenants.get(tenant_id)
+        assert tenant is not None
+        log.info(
+            "tenant asset limit set", extra={"tenant_id": tenant_id, "allowed_assets": tenant.allowed_assets}
+        )
         return tenant
 
     async def find_or_create(self, participant_id: str, display_name: str) -> Tenant:

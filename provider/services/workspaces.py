@@ -80,7 +80,14 @@ class WorkspaceService:
 
     # --- workspaces ---------------------------------------------------------------------------
 
-    async def create(self, tenant_id: str, name: str, labels: dict[str, str]) -> Workspace:
+    async def create(
+        self,
+        tenant_id: str,
+        name: str,
+        labels: dict[str, str],
+        allowed_assets: frozenset[str] | None = None,
+    ) -> Workspace:
+        """A new workspace; `allowed_assets` limits what it may run (provisioning sets it)."""
         now = self.clock()
         workspace_id = new_id("ws")
         workspace = Workspace(
@@ -95,6 +102,7 @@ class WorkspaceService:
             created_at=now,
             updated_at=now,
             usage_checked_at=now,
+            allowed_assets=allowed_assets,
         )
         # Storage first: a row is only written for a location that exists.
         await self.storage.create_location(workspace.location)

@@ -7,12 +7,23 @@ from aiohttp import web
 from provider.api.context import ctx
 from provider.api.parsing import PageQuery, parse_json, parse_query
 from provider.api.routing import ANY_SCOPE, Access, Route, principal
-from provider.api.schemas import ApiKeyCreate, TenantCreate, api_key_out, page_out, principal_out, tenant_out
+from provider.api.schemas import (
+    ApiKeyCreate,
+    TenantCreate,
+    TenantUpdate,
+    api_key_out,
+    id_set,
+    page_out,
+    principal_out,
+    tenant_out,
+)
 
 
 async def create_tenant(request: web.Request) -> web.Response:
     body = await parse_json(request, TenantCreate)
-    tenant = await ctx(request).tenants.create(body.participant_id, body.display_name or body.participant_id)
+    tenant = await ctx(request).tenants.create(
+        body.participant_id, body.display_name or body.participant_id, id_set(body.allowed_assets)
+    )
     return web.json_response(
         tenant_out(tenant), status=201, headers={"Location": f"/api/v1/tenants/{tenant.id}"}
     )
@@ -26,6 +37,14 @@ async def list_tenants(request: web.Request) -> web.Response:
 
 async def get_tenant(request: web.Request) -> web.Response:
     tenant = await ctx(request).tenants.get(request.match_info["tenant_id"])
+    return web.json_response(tenant_out(tenant))
+
+
+async def update_tenant(request: web.Request) -> web.Response:
+    body = await parse_json(request, TenantUpdate)
+    tenant = await ctx(request).tenants.set_allowed_assets(
+        request.match_info["tenant_id"], id_set(body.allowed_assets)
+    )
     return web.json_response(tenant_out(tenant))
 
 
@@ -59,6 +78,7 @@ ROUTES = [
     Route("POST", "/api/v1/tenants", create_tenant, Access.ADMIN),
     Route("GET", "/api/v1/tenants", list_tenants, Access.ADMIN),
     Route("GET", "/api/v1/tenants/{tenant_id}", get_tenant, Access.ADMIN),
+    Route("PATCH", "/api/v1/tenants/{tenant_id}", update_tenant, Access.ADMIN),
     Route("POST", "/api/v1/tenants/{tenant_id}/api-keys", create_api_key, Access.ADMIN),
     Route("GET", "/api/v1/tenants/{tenant_id}/api-keys", list_api_keys, Access.ADMIN),
     Route("DELETE", "/api/v1/tenants/{tenant_id}/api-keys/{key_id}", revoke_api_key, Access.ADMIN),

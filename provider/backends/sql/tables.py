@@ -46,6 +46,7 @@ tenants = sa.Table(
     sa.Column("participant_id", sa.String(512), nullable=False, unique=True),
     sa.Column("display_name", sa.String(200), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("allowed_assets", JSONType, nullable=True),  # sorted asset ids; NULL: no limit
 )
 
 api_keys = sa.Table(
@@ -91,6 +92,7 @@ workspaces = sa.Table(
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("usage_checked_at", UTCDateTime(), nullable=True),
     sa.Column("deleted_at", UTCDateTime(), nullable=True),
+    sa.Column("allowed_assets", JSONType, nullable=True),  # sorted asset ids; NULL: no limit
 )
 
 workspace_tokens = sa.Table(

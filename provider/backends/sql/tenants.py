@@ -20,7 +20,8 @@ class SqlTenantRepository:
 
     @staticmethod
     def _row(row: sa.Row[Any]) -> Tenant:
-        return Tenant(row.id, row.participant_id, row.display_name, row.created_at)
+        allowed = None if row.allowed_assets is None else frozenset(row.allowed_assets)
+        return Tenant(row.id, row.participant_id, row.display_name, row.created_at, allowed)
 
     async def add(self, tenant: Tenant) -> None:
         stmt = t.tenants.insert().values(
@@ -28,8 +29,14 @@ class SqlTenantRepository:
             participant_id=tenant.participant_id,
             display_name=tenant.display_name,
             created_at=tenant.created_at,
+            allowed_assets=None if tenant.allowed_assets is None else sorted(tenant.allowed_assets),
         )
         await insert_row(self.conn, stmt, f"tenant for participant {tenant.participant_id!r}")
+
+    async def set_allowed_assets(self, tenant_id: str, allowed: frozenset[str] | None) -> bool:
+        values = None if allowed is None else sorted(allowed)
+        stmt = t.tenants.update().where(t.tenants.c.id == tenant_id).values(allowed_assets=values)
+        return bool((await self.conn.execute(stmt)).rowcount)
 
     async def get(self, tenant_id: str) -> Tenant | None:
         row = (await self.conn.execute(t.tenants.select().where(t.tenants.c.id == tenant_id))).first()

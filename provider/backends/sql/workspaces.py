@@ -31,7 +31,16 @@ def _workspace_values(ws: Workspace) -> dict[str, Any]:
         "updated_at": ws.updated_at,
         "usage_checked_at": ws.usage_checked_at,
         "deleted_at": ws.deleted_at,
+        "allowed_assets": _ids(ws.allowed_assets),
     }
+
+
+def _ids(values: frozenset[str] | None) -> list[str] | None:
+    return None if values is None else sorted(values)
+
+
+def _id_set(values: list[str] | None) -> frozenset[str] | None:
+    return None if values is None else frozenset(values)
 
 
 class SqlWorkspaceRepository:
@@ -53,6 +62,7 @@ class SqlWorkspaceRepository:
             updated_at=row.updated_at,
             usage_checked_at=row.usage_checked_at,
             deleted_at=row.deleted_at,
+            allowed_assets=_id_set(row.allowed_assets),
         )
 
     async def add(self, workspace: Workspace) -> None:
