@@ -30,6 +30,7 @@ from provider.config import Settings
 from provider.domain.addresses import parse_networks
 from provider.domain.assets import Asset
 from provider.domain.workspaces import Quota
+from provider.services import reactions
 from provider.services.assets import AssetService
 from provider.services.auth import ApiKeyVerifier, Authenticator, PrincipalCache, WorkspaceTokenVerifier
 from provider.services.executions import ExecutionPolicy, ExecutionService
@@ -81,6 +82,7 @@ class Components:
     delivery: DeliveryWorker | None
     registry: CollectorRegistry
     notification_metrics: NotificationMetrics
+    reactions: list[reactions.Reaction]
 
 
 def build_store(settings: Settings) -> SqlStore:
@@ -294,8 +296,15 @@ def build_components(
         events,
         subscriptions,
     )
+    wired = reactions.wire(tenants, workspaces, imports, executions, key_cache, token_cache)
     edc = settings.edc
-    poster = HttpPoster(edc.callback_timeout_seconds)
+    poster = HttpPoster(
+        edc.callback_timeout_seconds,
+        {
+            name: CallbackDestinations(frozenset(c.callback_hosts), parse_networks(c.callback_networks))
+            for name, c in edc.connectors.items()
+        },
+    )
     provisioning = ProvisioningService(
         store,
         tenants,
@@ -349,6 +358,7 @@ def build_components(
         delivery=delivery,
         registry=registry,
         notification_metrics=notification_metrics,
+        reactions=wired,
     )
 
 

@@ -486,8 +486,10 @@ class ExecutionService:
             await self._finish(updated)
         return updated or await self._load(execution_id)
 
-    async def cancel_workspace(self, workspace_id: str) -> int:
-        """Cancel every active execution of a workspace (it is being deprovisioned)."""
+    async def cancel_workspace(
+        self, workspace_id: str, message: str = "the workspace was deprovisioned"
+    ) -> int:
+        """Cancel every active execution of a workspace (it is being deprovisioned or deleted)."""
         active = frozenset(s for s in State if s.active and s is not State.CANCELING)
         where = ExecutionFilter(workspace_id=workspace_id, states=active)
         count = 0
@@ -498,9 +500,7 @@ class ExecutionService:
                 return count
             for execution in page.items:
                 target = State.CANCELED if execution.state is State.QUEUED else State.CANCELING
-                event = ComputeEvent(
-                    execution.id, target, reason="Canceled", message="the workspace was deprovisioned"
-                )
+                event = ComputeEvent(execution.id, target, reason="Canceled", message=message)
                 updated = await self._apply(event)
                 await self.compute.cancel(execution.id)
                 if updated is not None and updated.state.final:
@@ -641,6 +641,8 @@ class ExecutionService:
                         await uow.executions.update(annotated)
                 if annotated is not None:
                     await self._announce(annotated)
+        except NotFound:  # the workspace is being deleted: nowhere to keep them, nothing to keep
+            log.info("logs not kept: the workspace is gone", extra={"execution_id": execution.id})
         except Exception:
             log.exception("could not keep the logs of an execution", extra={"execution_id": execution.id})
         token_id = self._job_tokens.pop(execution.id, None)
