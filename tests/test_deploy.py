@@ -269,10 +269,14 @@ def test_everything_lives_in_the_kustomization_namespace_jobs_included() -> None
     assert the("Namespace")["metadata"]["name"] == namespace
     for name, doc in manifests():
         assert doc["metadata"].get("namespace", namespace) == namespace, f"{name}: another namespace"
-    assert provider_yaml()["compute"]["kubernetes"]["namespace"] == namespace
-    subjects = the("RoleBinding")["subjects"]
-    assert subjects == [
-        {"kind": "ServiceAccount", "name": the("ServiceAccount")["metadata"]["name"], "namespace": namespace}
+    # The jobs go to the pod's own namespace (downward API), so they follow the kustomization's.
+    env = {item["name"]: item for item in container()["env"]}
+    job_namespace = env["PROVIDER_COMPUTE__KUBERNETES__NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert job_namespace == "metadata.namespace"
+    assert "namespace" not in provider_yaml()["compute"]["kubernetes"]
+    # No namespace on the subject: kustomize sets the ServiceAccount's (see the overlay test).
+    assert the("RoleBinding")["subjects"] == [
+        {"kind": "ServiceAccount", "name": the("ServiceAccount")["metadata"]["name"]}
     ]
 
 
@@ -387,13 +391,18 @@ def test_configmap_keys_are_settings_and_load_with_the_secret(
     secrets = secret_env()
     for name in secrets:
         setting_of_env(name)
-    env = {**secrets, "PROVIDER_COMPUTE__KUBERNETES__IDENTITY": "provider-5d9c7b-x2x7q"}
+    env = {
+        **secrets,
+        "PROVIDER_COMPUTE__KUBERNETES__IDENTITY": "provider-5d9c7b-x2x7q",
+        "PROVIDER_COMPUTE__KUBERNETES__NAMESPACE": "provider",
+    }
     settings = load_with(clean_env, tmp_path, config, env)
     assert settings.compute.backend == "kubernetes" and settings.storage.backend == "s3"
     assert settings.store.url is not None and settings.store.url.startswith("postgresql+asyncpg://")
     assert settings.storage.s3.sts.role_arn and settings.storage.s3.access_key_id
     assert settings.tokens.signing_keys, "two replicas must share token signing keys"
     assert settings.compute.kubernetes.identity == "provider-5d9c7b-x2x7q"
+    assert settings.compute.kubernetes.namespace == "provider"
     assert settings.compute.kubernetes.sidecar_image
 
 
@@ -402,18 +411,51 @@ def test_secret_template_holds_placeholders_only() -> None:
         assert "REPLACE-ME" in value, f"{name} in secret.example.yaml is not an obvious placeholder"
 
 
+def kustomize_build(directory: Path) -> list[dict[str, Any]]:
+    rendered = subprocess.run(
+        ["kubectl", "kustomize", str(directory)], check=True, capture_output=True, text=True, timeout=60
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(rendered) if doc]
+
+
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 def test_kustomize_build_renders_valid_objects() -> None:
-    rendered = subprocess.run(
-        ["kubectl", "kustomize", str(KUSTOMIZE)], check=True, capture_output=True, text=True, timeout=60
-    ).stdout
-    documents = [doc for doc in yaml.safe_load_all(rendered) if doc]
+    documents = kustomize_build(KUSTOMIZE)
     kinds = sorted(doc["kind"] for doc in documents)
     assert kinds == sorted(doc["kind"] for name, doc in manifests() if name not in OPTIONAL_MANIFESTS)
     for doc in documents:
         assert validation_problem(doc) is None, validation_problem(doc)
         if doc["kind"] != "Namespace":
             assert doc["metadata"]["namespace"] == kustomization()["namespace"]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
+def test_an_overlay_in_another_namespace_takes_the_role_binding_subject_and_the_jobs_along(
+    tmp_path: Path,
+) -> None:
+    overlay = tmp_path / "overlay"
+    overlay.mkdir()
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": "data-space",
+        "resources": [os.path.relpath(KUSTOMIZE, overlay)],  # kustomize takes relative paths only
+    }
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization), encoding="utf-8")
+    rendered = {doc["kind"]: doc for doc in kustomize_build(overlay)}
+    account = rendered["ServiceAccount"]["metadata"]
+    assert account["namespace"] == "data-space"
+    binding = rendered["RoleBinding"]
+    assert binding["metadata"]["namespace"] == rendered["Role"]["metadata"]["namespace"] == "data-space"
+    # Bound to the service's account where it now lives, not where the base put it.
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["name"], "namespace": "data-space"}
+    ]
+    pod = rendered["Deployment"]["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account["name"]
+    env = {item["name"]: item for item in pod["containers"][0]["env"]}
+    job_namespace = env["PROVIDER_COMPUTE__KUBERNETES__NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"]
+    assert job_namespace == "metadata.namespace"  # the jobs follow, into the Role's namespace
 
 
 # --- Dockerfiles ---------------------------------------------------------------------------
@@ -767,6 +809,15 @@ def test_chart_role_matches_the_kustomize_role() -> None:
     policy = without_templating(templates()["networkpolicy-jobs.yaml"])
     assert policy["spec"]["podSelector"] == {"matchLabels": JOB_POD_LABELS}
     assert not policy["spec"]["ingress"]
+
+
+def test_chart_binds_the_service_account_in_the_release_namespace() -> None:
+    account = templates()["serviceaccount.yaml"]
+    binding = templates()["rolebinding.yaml"]
+    subjects = binding[binding.index("subjects:") :]
+    assert "namespace: {{ .Release.Namespace }}" in account
+    assert 'name: {{ include "provider.serviceAccountName" . }}' in subjects
+    assert "namespace: {{ .Release.Namespace }}" in subjects
 
 
 def test_chart_labels_never_mark_service_pods_as_jobs() -> None:
