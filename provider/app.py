@@ -410,10 +410,16 @@ def create_app(
         notification_metrics=components.notification_metrics,
         stream_poll_seconds=settings.notifications.poll_seconds,
         stream_heartbeat_seconds=settings.notifications.stream_heartbeat_seconds,
+        body_idle_timeout_seconds=settings.server.body_idle_timeout_seconds,
         openapi=openapi_document(),
         public_url=settings.public_url,
+        dependencies={  # looked up at each check, so that a replaced backend is the one checked
+            "store": lambda: components.store.ping(),
+            "storage": lambda: components.storage.ping(),
+            "compute": lambda: components.compute.ping(),
+        },
     )
-    app = build_api(context, settings.server.max_body_bytes)
+    app = build_api(context, settings.server.max_body_bytes, settings.server.header_timeout_seconds)
 
     async def startup(_: web.Application) -> None:
         await prepare_store(components)

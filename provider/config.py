@@ -99,6 +99,20 @@ def _strong_secret(value: SecretStr | None) -> SecretStr | None:
     return value
 
 
+def _http_url(value: str | None) -> str | None:
+    """An endpoint such as http://minio:9000 or https://s3.example.org; typos fail at start-up."""
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{value!r} is not an http:// or https:// URL with a host")
+    try:
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError as exc:
+        raise ValueError(f"{value!r} has an invalid port") from exc
+    return value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -184,6 +198,7 @@ class StsSettings(_Section):
     admin_endpoint_url: str | None = Field(
         default=None, description="RGW's admin and IAM APIs (role_per_workspace); default: the S3 endpoint"
     )
+    _urls = field_validator("endpoint_url", "admin_endpoint_url")(_http_url)
     check_on_start: bool = Field(
         default=True,
         description="at start-up, try to escape a scratch workspace's credentials; refuse to start if one works",
@@ -209,6 +224,7 @@ class S3StorageSettings(_Section):
         description="workspace buckets are PREFIX+id",
     )
     addressing_style: Literal["path", "virtual", "auto"] = "path"
+    _urls = field_validator("endpoint_url", "public_endpoint_url")(_http_url)
     part_size_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024, le=512 * 1024 * 1024)
     parts_in_flight: int = Field(default=2, ge=1, le=16)
     sts: StsSettings = Field(default_factory=StsSettings)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
@@ -12,17 +13,64 @@ from tests.conftest import ADMIN_KEY, Api
 
 async def test_healthz_and_readyz(api: Api) -> None:
     assert (await api.json("GET", "/healthz", 200))["status"] == "ok"
-    assert await api.json("GET", "/readyz", 200) == {"status": "ready"}
+    assert await api.json("GET", "/readyz", 200) == {
+        "status": "ready",
+        "checks": {"store": {"ready": True}, "storage": {"ready": True}, "compute": {"ready": True}},
+    }
 
 
-async def test_readyz_is_503_when_the_store_is_unreachable(api: Api, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("dependency", ["store", "storage", "compute"])
+async def test_readyz_is_503_naming_the_dependency_that_is_down(
+    api: Api, monkeypatch: pytest.MonkeyPatch, dependency: str
+) -> None:
     async def broken() -> None:
-        raise ConnectionRefusedError("database down")
+        raise ConnectionRefusedError("down")
 
-    monkeypatch.setattr(api.app[CONTEXT].store, "ping", broken)
+    context = api.app[CONTEXT]
+    target = {
+        "store": context.store,
+        "storage": context.workspaces.storage,
+        "compute": context.executions.compute,
+    }
+    monkeypatch.setattr(target[dependency], "ping", broken)
     problem = await api.json("GET", "/readyz", 503)
     assert problem["type"] == "urn:provider:problem:not-ready"
+    assert problem["detail"] == f"not ready: {dependency} unavailable"
+    assert problem["checks"][dependency] == {"ready": False, "error": "ConnectionRefusedError"}
+    assert all(v == {"ready": True} for k, v in problem["checks"].items() if k != dependency)
     assert (await api.json("GET", "/healthz", 200))["status"] == "ok"
+
+
+async def test_an_s3_endpoint_that_does_not_answer_stops_start_up_naming_the_key(
+    aiohttp_client, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from provider.app import create_app
+    from provider.config import ConfigError, Settings
+    from tests.conftest import free_port
+
+    settings = Settings(
+        data_dir=tmp_path / "data",
+        auth={"bootstrap_admin_key": ADMIN_KEY},
+        storage={
+            "backend": "s3",
+            "s3": {
+                "endpoint_url": f"http://127.0.0.1:{free_port()}",  # nothing listens there
+                "access_key_id": "AKIAEXAMPLEEXAMPLE00",
+                "secret_access_key": "not-a-real-secret-key-but-long-enough-000",
+            },
+        },
+    )
+    with pytest.raises(
+        ConfigError, match=r"^storage\.s3\.endpoint_url: cannot use the S3 server at http://127"
+    ):
+        await aiohttp_client(create_app(settings))
+
+
+def test_a_malformed_s3_endpoint_is_a_configuration_error() -> None:
+    from provider.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match=r"storage\.s3\.endpoint_url: .*not an http:// or https:// URL"):
+        load_settings(None, storage={"backend": "s3", "s3": {"endpoint_url": "htp//s3"}})
 
 
 async def test_metrics_count_requests_by_route_template_and_status(api: Api) -> None:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -42,6 +43,8 @@ class ApiContext:
     notification_metrics: NotificationMetrics
     stream_poll_seconds: float
     stream_heartbeat_seconds: float
+    # Readiness: each dependency's check, raising when it cannot serve (store, storage, compute).
+    dependencies: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
 
 
 CONTEXT = web.AppKey("context", ApiContext)

@@ -398,7 +398,11 @@ class Storage(Protocol):
     name: str
 
     async def verify(self) -> None:
-        """At start-up: prove the set-up isolates workspaces; raises ConfigError naming the setting."""
+        """At start-up: reach the storage and prove the set-up isolates workspaces; raises
+        ConfigError naming the setting."""
+
+    async def ping(self) -> None:
+        """Raise if the storage cannot be reached with the service's credentials (readiness)."""
 
     async def create_location(self, location: str) -> None:
         """Create the location (and what its credentials need); idempotent."""
@@ -538,6 +542,9 @@ class Compute(Protocol):
         `reconcile(queued_grace_seconds)` is called whenever this replica becomes the one that
         observes jobs (at once for a single-replica backend).
         """
+
+    async def ping(self) -> None:
+        """Raise if the backend cannot run jobs now (readiness): its directory, or its cluster."""
 
     async def submit(self, job: JobSpec) -> None:
         """Start a job (it may wait for capacity, still QUEUED)."""

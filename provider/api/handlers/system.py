@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -21,13 +24,28 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "version": __version__})
 
 
-async def readyz(request: web.Request) -> web.Response:
+READY_TIMEOUT_SECONDS = 3.0
+
+
+async def _check(name: str, check: Callable[[], Awaitable[None]]) -> dict[str, Any]:
     try:
-        await ctx(request).store.ping()
-    except Exception as exc:
-        log.warning("readiness check failed: store unreachable: %s", type(exc).__name__)
-        return problem_response(503, "the store is not reachable", "not-ready")
-    return web.json_response({"status": "ready"})
+        await asyncio.wait_for(check(), READY_TIMEOUT_SECONDS)
+    except Exception as exc:  # any failure means "not ready"; the reason goes to the log only
+        reason = "timed out" if isinstance(exc, TimeoutError) else type(exc).__name__
+        log.warning("readiness check failed: %s: %s", name, reason)
+        return {"ready": False, "error": reason}
+    return {"ready": True}
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Each dependency checked at once; 503 naming those that are down."""
+    dependencies = ctx(request).dependencies
+    results = await asyncio.gather(*(_check(name, check) for name, check in dependencies.items()))
+    checks = dict(zip(dependencies, results, strict=True))
+    down = sorted(name for name, result in checks.items() if not result["ready"])
+    if down:
+        return problem_response(503, f"not ready: {', '.join(down)} unavailable", "not-ready", checks=checks)
+    return web.json_response({"status": "ready", "checks": checks})
 
 
 async def metrics(request: web.Request) -> web.Response:

@@ -71,6 +71,14 @@ class LocalCompute:
         self.root.mkdir(parents=True, exist_ok=True)
         await reconcile(0.0)  # every job of an earlier run died with it
 
+    async def ping(self) -> None:
+        def writable() -> None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.root, os.W_OK | os.X_OK):
+                raise PermissionError(f"{self.root} is not writable")
+
+        await asyncio.to_thread(writable)
+
     async def submit(self, job: JobSpec) -> None:
         if job.execution_id in self._jobs:
             return

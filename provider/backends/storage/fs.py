@@ -56,7 +56,15 @@ class FilesystemStorage:
 
     async def verify(self) -> None:
         # Directories are reached only through the service: no credentials to escape with.
-        return None
+        await self.ping()
+
+    async def ping(self) -> None:
+        def writable() -> None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if not os.access(self.root, os.W_OK | os.X_OK):
+                raise PermissionError(f"{self.root} is not writable")
+
+        await asyncio.to_thread(writable)
 
     async def create_location(self, location: str) -> None:
         def create() -> None:

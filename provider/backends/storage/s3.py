@@ -122,20 +122,42 @@ class S3Storage:
                         "public": ("s3", self.options.public_endpoint_url or self.options.endpoint_url),
                         "sts": ("sts", self.options.sts_endpoint_url or self.options.endpoint_url),
                         "iam": ("iam", self.options.admin_endpoint_url or self.options.endpoint_url),
+                        "probe": ("s3", self.options.endpoint_url),
                     }[kind]
-                    # Servers set their own minimum session length (Ceph: rgw_sts_min_session_duration),
-                    # so botocore's client-side 900 s floor is not applied to STS.
-                    config = (
-                        self._config.merge(Config(parameter_validation=False))
-                        if kind == "sts"
-                        else self._config
-                    )
+                    config = self._config
+                    if kind == "sts":
+                        # Servers set their own minimum session length (Ceph: rgw_sts_min_session_duration),
+                        # so botocore's client-side 900 s floor is not applied to STS.
+                        config = config.merge(Config(parameter_validation=False))
+                    elif kind == "probe":  # readiness: one quick try, the caller decides what next
+                        config = config.merge(
+                            Config(retries={"max_attempts": 1}, connect_timeout=3, read_timeout=5)
+                        )
                     client = self._session.client(service, endpoint_url=endpoint, config=config)
                     self._clients[kind] = await self._stack.enter_async_context(client)
         return self._clients[kind]
 
+    async def ping(self) -> None:
+        """A listing of a bucket that need not exist: NoSuchBucket proves the endpoint answers and
+        accepts our signature; a bad key, a refused signature or no answer raise."""
+        s3 = await self._client("probe")
+        try:
+            await s3.list_objects_v2(Bucket=f"{self.options.bucket_prefix}readiness", MaxKeys=1)
+        except ClientError as exc:
+            if _code(exc) != "NoSuchBucket":
+                raise Unavailable(f"S3 refused the service's credentials: {_code(exc) or exc}") from exc
+
     async def verify(self) -> None:
-        """Prove at start-up that one workspace's credentials open nothing else (s3_isolation)."""
+        """Reach the server, then prove that one workspace's credentials open nothing else
+        (s3_isolation)."""
+        try:
+            await self.ping()
+        except (Unavailable, BotoCoreError, OSError, ValueError) as exc:
+            await self.close()
+            endpoint = self.options.endpoint_url or f"AWS S3 in {self.options.region}"
+            raise ConfigError(
+                f"storage.s3.endpoint_url: cannot use the S3 server at {endpoint}: {exc}"
+            ) from exc
         if self.isolation is None or not self.options.check_isolation:
             return
         try:

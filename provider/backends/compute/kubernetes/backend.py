@@ -172,6 +172,16 @@ class KubernetesCompute:
 
     # --- jobs ---------------------------------------------------------------------------------
 
+    async def ping(self) -> None:
+        """The Lease is read on every renewal anyway; a 404 still proves the API server answers."""
+        if self.kube is None:
+            raise KubeError(0, "NotStarted", "the Kubernetes backend has not started")
+        try:
+            await self.kube.get_lease(self.options.lease_name)
+        except KubeError as exc:
+            if exc.status != 404:
+                raise
+
     async def submit(self, job: JobSpec) -> None:
         try:
             await self._create(job)
