@@ -214,12 +214,16 @@ def build_delivery_policy(settings: Settings) -> DeliveryPolicy:
 
 
 def build_components(
-    settings: Settings, store: SqlStore | None = None, compute: Compute | None = None
+    settings: Settings,
+    store: SqlStore | None = None,
+    compute: Compute | None = None,
+    clock: Clock = utcnow,
 ) -> Components:
-    """Every component; `compute` replaces the configured backend (benchmarks drive their own)."""
+    """Every component; `compute` replaces the configured backend (benchmarks drive their own),
+    and `clock` the wall clock (tests move time forward instead of waiting for it)."""
     store = store or build_store(settings)
     storage = build_storage(settings)
-    events = EventLog(utcnow)
+    events = EventLog(clock)
     notifications = settings.notifications
     sender = HttpWebhookSender(
         parse_networks(notifications.allowed_networks),
@@ -227,11 +231,11 @@ def build_components(
         notifications.timeout_seconds,
         notifications.concurrency,
     )
-    subscriptions = SubscriptionService(store, sender, events, utcnow)
+    subscriptions = SubscriptionService(store, sender, events, clock)
     registry = CollectorRegistry()
     notification_metrics = NotificationMetrics(registry)
     delivery = (
-        DeliveryWorker(store, sender, events, utcnow, build_delivery_policy(settings), notification_metrics)
+        DeliveryWorker(store, sender, events, clock, build_delivery_policy(settings), notification_metrics)
         if notifications.deliver
         else None
     )
@@ -240,17 +244,16 @@ def build_components(
     token_cache = PrincipalCache(settings.auth.key_cache_seconds)
     tenants = TenantService(
         store,
-        utcnow,
+        clock,
         settings.auth.operator_participant_id,
         settings.auth.operator_display_name,
-        on_key_revoked=lambda key_id: key_cache.forget([key_id]),
     )
     location_prefix = settings.storage.s3.bucket_prefix if settings.storage.backend == "s3" else ""
     workspaces = WorkspaceService(
         store,
         storage,
         codec,
-        utcnow,
+        clock,
         WorkspacePolicy(
             quota=Quota(settings.workspaces.quota_bytes, settings.workspaces.quota_objects),
             location_prefix=location_prefix,
@@ -272,13 +275,12 @@ def build_components(
         store,
         workspaces,
         source,
-        utcnow,
+        clock,
         RetryPolicy(settings.imports.max_attempts, settings.imports.backoff_seconds),
         settings.imports.max_concurrent,
         events,
     )
-    workspaces.before_delete.append(imports.cancel_workspace)
-    assets = AssetService(store, utcnow)
+    assets = AssetService(store, clock)
     compute = compute or build_compute(settings)
     executions = ExecutionService(
         store,
@@ -286,7 +288,7 @@ def build_components(
         storage,
         workspaces,
         assets,
-        utcnow,
+        clock,
         ExecutionPolicy(
             api_url=settings.compute.api_url or settings.public_url,
             token_margin_seconds=settings.executions.credential_margin_seconds,
@@ -312,7 +314,7 @@ def build_components(
         executions,
         storage,
         poster,
-        utcnow,
+        clock,
         ProvisioningPolicy(
             public_url=settings.public_url,
             deadline_seconds=edc.callback_deadline_seconds,
@@ -344,12 +346,12 @@ def build_components(
         compute=compute,
         executions=executions,
         provisioning=provisioning,
-        transfers=TransferService(store, workspaces, imports, utcnow),
+        transfers=TransferService(store, workspaces, imports, clock),
         poster=poster,
         auth=Authenticator(
             [
-                WorkspaceTokenVerifier(store, codec, utcnow, token_cache),
-                ApiKeyVerifier(store, utcnow, key_cache),
+                WorkspaceTokenVerifier(store, codec, clock, token_cache),
+                ApiKeyVerifier(store, clock, key_cache),
             ]
         ),
         events=events,
@@ -388,10 +390,13 @@ def read_assets(settings: Settings) -> list[Asset]:
 
 
 def create_app(
-    settings: Settings, store: SqlStore | None = None, compute: Compute | None = None
+    settings: Settings,
+    store: SqlStore | None = None,
+    compute: Compute | None = None,
+    clock: Clock = utcnow,
 ) -> web.Application:
     asset_files = read_assets(settings)
-    components = build_components(settings, store, compute)
+    components = build_components(settings, store, compute, clock)
     context = ApiContext(
         store=components.store,
         auth=components.auth,
