@@ -19,7 +19,7 @@ from provider.api.context import ApiContext
 from provider.api.metrics import HttpMetrics, NotificationMetrics
 from provider.backends.asset_files import read_asset_directory
 from provider.backends.compute.local import LocalCompute
-from provider.backends.http_callbacks import HttpPoster
+from provider.backends.http_callbacks import CallbackDestinations, HttpPoster
 from provider.backends.http_source import HttpSource
 from provider.backends.jwt_tokens import JwtTokenCodec, SigningKey
 from provider.backends.sql import SqlStore, default_sqlite_url

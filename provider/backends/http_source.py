@@ -2,8 +2,10 @@
 
 The guard runs twice: when an import is requested (on the URL's resolved addresses) and when
 connecting (a resolver that drops forbidden addresses, so a DNS answer that changed in the
-meantime cannot smuggle a request to an internal host). Redirects are followed by hand so that
-each hop is checked, and credentials are not forwarded to another origin.
+meantime cannot smuggle a request to an internal host; aiohttp connects to an IP-literal host
+without asking the resolver, so `check_literal_host` judges those before each request).
+Redirects are followed by hand so that each hop is checked, and credentials are not forwarded
+to another origin. Webhooks and EDC callbacks use the same machinery.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -20,7 +22,12 @@ import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import DefaultResolver
 
-from provider.domain.addresses import IPNetwork, address_problem
+from provider.domain.addresses import (
+    METADATA_PROBLEM,
+    IPNetwork,
+    destination_problem,
+    noncanonical_ipv4,
+)
 from provider.domain.errors import FieldProblem, ForbiddenAddress
 from provider.services.ports import SourceResponse
 
@@ -34,28 +41,52 @@ class AllAddressesForbidden(aiohttp.ClientConnectionError):
 
 
 class GuardedResolver(AbstractResolver):
-    def __init__(self, allowed: list[IPNetwork]) -> None:
+    """Keeps only the addresses the guard allows; `hosts`, when given, are the only names that
+    may resolve outside `allowed` (see destination_problem)."""
+
+    def __init__(self, allowed: list[IPNetwork], hosts: Collection[str] | None = None) -> None:
         self.allowed = allowed
+        self.hosts = hosts
         self.inner = DefaultResolver()
 
     async def resolve(
         self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
     ) -> list[ResolveResult]:
         results = await self.inner.resolve(host, port, family)
-        kept = [r for r in results if address_problem(r["host"], self.allowed) is None]
+        problems = [destination_problem(host, r["host"], self.allowed, self.hosts) for r in results]
+        kept = [r for r, problem in zip(results, problems, strict=True) if problem is None]
         if not kept:
-            reason = address_problem(results[0]["host"], self.allowed) if results else "no address"
-            raise AllAddressesForbidden(f"{host} resolves to {reason}")
+            raise AllAddressesForbidden(f"{host} resolves to {problems[0] if results else 'no address'}")
         return kept
 
     async def close(self) -> None:
         await self.inner.close()
 
 
+def check_literal_host(url: str, allowed: list[IPNetwork], hosts: Collection[str] | None = None) -> None:
+    """Raise AllAddressesForbidden when `url`'s host is an IP address the guard refuses: aiohttp
+    connects to those without asking the resolver."""
+    host = urlsplit(url).hostname or ""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return
+    problem = destination_problem(host, address, allowed, hosts)
+    if problem is not None:
+        raise AllAddressesForbidden(f"{host} is {problem}")
+
+
 async def check_outbound_url(
-    url: str, field: str, schemes: list[str], allowed: list[IPNetwork], purpose: str, setting: str
+    url: str,
+    field: str,
+    schemes: list[str],
+    allowed: list[IPNetwork],
+    purpose: str,
+    setting: str,
+    hosts: Collection[str] | None = None,
 ) -> None:
-    """Raise ForbiddenAddress naming the rule when `url` may not be requested (scheme, address)."""
+    """Raise ForbiddenAddress naming the rule when `url` may not be requested (scheme, address);
+    `hosts` as in destination_problem."""
     parts = urlsplit(url)
     if parts.scheme not in schemes:
         raise ForbiddenAddress(
@@ -65,9 +96,17 @@ async def check_outbound_url(
     host = parts.hostname
     if not host:
         raise ForbiddenAddress("the URL has no host", [FieldProblem(field, "no host")])
+    if noncanonical_ipv4(host):
+        raise ForbiddenAddress(
+            f"refused: the host {host} spells an IPv4 address in a form other than four decimal "
+            "numbers (a.b.c.d); write the address that way",
+            [FieldProblem(field, f"{host} is not a canonical IPv4 address")],
+        )
+    literal = True
     try:
         addresses = [str(ipaddress.ip_address(host))]
     except ValueError:
+        literal = False
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(
                 host, parts.port or 443, type=socket.SOCK_STREAM
@@ -79,13 +118,16 @@ async def check_outbound_url(
             ) from exc
         addresses = sorted({str(info[4][0]) for info in infos})
     for address in addresses:
-        problem = address_problem(address, allowed)
-        if problem is not None:
-            raise ForbiddenAddress(
-                f"refused: {host} is {problem} ({address}), which {purpose} may not reach "
-                f"unless the operator allows its network ({setting})",
-                [FieldProblem(field, f"{host} resolves to {problem}")],
-            )
+        problem = destination_problem(host, address, allowed, hosts)
+        if problem is None:
+            continue
+        named = f"{host} is {problem}" if literal else f"{host} resolves to {address}, {problem}"
+        rule = (
+            "which nothing may reach"
+            if problem.startswith(METADATA_PROBLEM)
+            else f"which {purpose} may not reach unless the operator allows it ({setting})"
+        )
+        raise ForbiddenAddress(f"refused: {named}, {rule}", [FieldProblem(field, named)])
 
 
 class HttpSource:
@@ -120,6 +162,7 @@ class HttpSource:
         origin = urlsplit(url)[:2]
         for _ in range(MAX_REDIRECTS + 1):
             try:
+                check_literal_host(url, self.allowed)
                 response = await session.get(url, headers=headers, allow_redirects=False)
             except AllAddressesForbidden as exc:  # the DNS answer changed since the check: final
                 raise ForbiddenAddress(

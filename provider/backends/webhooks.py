@@ -8,7 +8,13 @@ import time
 
 import aiohttp
 
-from provider.backends.http_source import AllAddressesForbidden, GuardedResolver, check_outbound_url, describe
+from provider.backends.http_source import (
+    AllAddressesForbidden,
+    GuardedResolver,
+    check_literal_host,
+    check_outbound_url,
+    describe,
+)
 from provider.domain.addresses import IPNetwork
 from provider.services.ports import WebhookResponse
 
@@ -52,6 +58,7 @@ class HttpWebhookSender:
     async def _send(self, url: str, headers: dict[str, str], body: bytes) -> WebhookResponse:
         started = time.monotonic()
         try:
+            check_literal_host(url, self.allowed)
             async with self._session_for_loop().post(
                 url, data=body, headers=headers, allow_redirects=False
             ) as response:

@@ -566,8 +566,14 @@ class Compute(Protocol):
 
 
 class JsonPoster(Protocol):
-    async def post_json(self, url: str, headers: dict[str, str], body: dict[str, Any]) -> int:
-        """POST a JSON body; the HTTP status, or an exception when the receiver is unreachable."""
+    """Sends EDC provisioning callbacks, each connector's only where the operator allows."""
+
+    async def check(self, connector: str, url: str, field: str) -> None:
+        """Raise ForbiddenAddress naming the setting if `connector`'s callbacks may not go to `url`."""
+
+    async def post_json(self, connector: str, url: str, headers: dict[str, str], body: dict[str, Any]) -> int:
+        """POST a JSON body; the HTTP status, ForbiddenAddress when the address connected to is
+        not allowed, or another exception when the receiver is unreachable."""
 
 
 # --- notifications ------------------------------------------------------------------------------

@@ -92,7 +92,9 @@ class ProvisioningService:
     async def provision(
         self, connector: str, request: ProvisionRequest, kind: ProvisionerKind = ProvisionerKind.CONTROL
     ) -> Provisioning:
-        """Create the workspace (or find it again) and schedule the callback; the webhook answers 200."""
+        """Create the workspace (or find it again) and schedule the callback; the webhook answers 200.
+        A callback address the connector's settings do not allow is refused before anything is made."""
+        await self.poster.check(connector, request.callback_address, "body.callbackAddress")
         async with self.store.read() as uow:
             existing = await uow.provisionings.find(
                 connector, request.transfer_process_id, request.resource_definition_id
@@ -372,9 +374,12 @@ class ProvisioningService:
         if api_key:
             headers["x-api-key"] = api_key
         now = self.clock()
+        refused = False
         try:
-            status: int | None = await self.poster.post_json(url, headers, body)
+            status: int | None = await self.poster.post_json(item.connector, url, headers, body)
             error = f"the connector answered HTTP {status}"
+        except ForbiddenAddress as exc:  # the address is not (or no longer) allowed: final
+            status, error, refused = None, exc.detail[:300], True
         except Exception as exc:  # unreachable connector: retried like a 5xx
             status, error = None, f"{type(exc).__name__}: {exc}"[:300]
         if status is not None and 200 <= status < 300:
@@ -394,7 +399,7 @@ class ProvisioningService:
                 updated_at=now,
             )
             self._codes.pop(item.id, None)
-        elif status is None or status in RETRY_STATUS:
+        elif not refused and (status is None or status in RETRY_STATUS):
             delay = min(self.policy.max_backoff_seconds, self.policy.backoff_seconds * 2**item.attempts)
             delay = random.uniform(delay / 2, delay)  # noqa: S311 - jitter
             updated = item.attempt_failed(now, status, error, timedelta(seconds=delay))
