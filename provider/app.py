@@ -36,7 +36,7 @@ from provider.services.auth import ApiKeyVerifier, Authenticator, PrincipalCache
 from provider.services.executions import ExecutionPolicy, ExecutionService
 from provider.services.imports import ImportService, RetryPolicy
 from provider.services.notifications import DeliveryPolicy, DeliveryWorker, EventLog, SubscriptionService
-from provider.services.ports import Compute, Storage
+from provider.services.ports import Clock, Compute, Storage
 from provider.services.provisioning import ProvisioningPolicy, ProvisioningService
 from provider.services.tenants import TenantService
 from provider.services.transfers import TransferService
@@ -262,7 +262,6 @@ def build_components(
             credentials_duration=settings.storage.s3.sts.duration_seconds,
             presign_seconds=settings.storage.presign_seconds,
         ),
-        on_tokens_revoked=token_cache.forget,
         events=events,
     )
     source = HttpSource(
