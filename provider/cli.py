@@ -35,10 +35,9 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from aiohttp import web
-
     from provider.app import create_app
     from provider.logs import configure_logging
+    from provider.server import serve
 
     server: dict[str, Any] = {}
     if args.host:
@@ -55,14 +54,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         file=sys.stderr,
         flush=True,
     )
-    web.run_app(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        print=None,
-        access_log=None,
-        shutdown_timeout=settings.server.shutdown_timeout_seconds,
-    )
+    serve(app, settings.server)
     return 0
 
 

@@ -20,8 +20,16 @@ from provider.api.middleware import problems, request_context
 from provider.api.routing import add_routes
 
 
-def build_api(context: ApiContext, max_body_bytes: int) -> web.Application:
-    app = web.Application(middlewares=[request_context, problems], client_max_size=max_body_bytes)
+def build_api(context: ApiContext, max_body_bytes: int, header_timeout_seconds: float) -> web.Application:
+    # aiohttp closes a connection that has waited for a complete request head longer than its
+    # keep-alive timeout, counted from the connection's start or its previous response, however
+    # slowly header bytes trickle in meanwhile: that timeout is the header timeout. It is set here,
+    # on the application, so that every runner (the service's and the tests') applies it.
+    app = web.Application(
+        middlewares=[request_context, problems],
+        client_max_size=max_body_bytes,
+        handler_args={"keepalive_timeout": header_timeout_seconds},
+    )
     app[CONTEXT] = context
     add_routes(
         app,

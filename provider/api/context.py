@@ -43,6 +43,7 @@ class ApiContext:
     notification_metrics: NotificationMetrics
     stream_poll_seconds: float
     stream_heartbeat_seconds: float
+    body_idle_timeout_seconds: float
     # Readiness: each dependency's check, raising when it cannot serve (store, storage, compute).
     dependencies: dict[str, Callable[[], Awaitable[None]]] = field(default_factory=dict)
 

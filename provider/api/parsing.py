@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from provider.api.bodies import read_body
 from provider.api.problems import ProblemError
 from provider.domain.errors import FieldProblem, InvalidInput
 from provider.domain.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, PageRequest, decode_token
@@ -47,7 +48,7 @@ async def parse_json(request: web.Request, model: type[M]) -> M:
             "unsupported-media-type",
             f"expected Content-Type application/json, got {request.content_type or 'none'}",
         )
-    raw = await request.read()  # bounded by client_max_size: aiohttp raises 413 beyond it
+    raw = await read_body(request)  # 413 beyond client_max_size, 408 when the client stalls
     try:
         data: Any = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:

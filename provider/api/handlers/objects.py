@@ -5,12 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 import mimetypes
-from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from aiohttp import web
 from pydantic import Field
 
+from provider.api.bodies import body_chunks
 from provider.api.context import ctx
 from provider.api.parsing import PageQuery, parse_json, parse_query
 from provider.api.problems import ProblemError
@@ -62,11 +62,6 @@ def _digest(request: web.Request, header: str, size: int) -> bytes | None:
     return raw
 
 
-async def _body(request: web.Request) -> AsyncIterator[bytes]:
-    async for chunk in request.content.iter_chunked(RECEIVE_CHUNK):
-        yield chunk
-
-
 async def put_object(request: web.Request) -> web.Response:
     md5 = _digest(request, "Content-MD5", 16)
     sha256 = _digest(request, "x-checksum-sha256", 32)
@@ -74,7 +69,7 @@ async def put_object(request: web.Request) -> web.Response:
         principal(request),
         request.match_info["workspace_id"],
         request.match_info["key"],
-        _body(request),
+        body_chunks(request, RECEIVE_CHUNK),
         declared_size=request.content_length,
         md5=md5,
         sha256=sha256,
