@@ -13,6 +13,7 @@ import fnmatch
 import json
 import os
 import re
+import secrets
 import shlex
 import shutil
 import subprocess
@@ -29,7 +30,7 @@ import yaml
 from pydantic import BaseModel
 
 import provider
-from provider.config import ENV_CONFIG_PATH, S3StorageSettings, Settings, load_settings
+from provider.config import ENV_CONFIG_PATH, ConfigError, S3StorageSettings, Settings, load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
@@ -37,6 +38,7 @@ KUSTOMIZE = DEPLOY / "kubernetes"
 CHART = DEPLOY / "helm" / "provider"
 DOCKER = DEPLOY / "docker"
 COMPOSE = REPO / "docker-compose.yml"
+ENV_EXAMPLE = REPO / ".env.example"
 DOCS = REPO / "docs" / "deploy.md"
 KUBERNETES_VERSION = "1.34"
 
@@ -218,6 +220,14 @@ def secret_env() -> dict[str, str]:
     return {key: str(value) for key, value in the("Secret")["stringData"].items()}
 
 
+def filled_secret_env() -> dict[str, str]:
+    """secret.example.yaml as an operator fills it in: every REPLACE-ME... value made random."""
+    return {
+        key: re.sub(r"REPLACE-ME[\w-]*", lambda _: secrets.token_hex(16), value)
+        for key, value in secret_env().items()
+    }
+
+
 def container() -> dict[str, Any]:
     containers = the("Deployment")["spec"]["template"]["spec"]["containers"]
     assert len(containers) == 1
@@ -388,11 +398,11 @@ def test_configmap_keys_are_settings_and_load_with_the_secret(
 ) -> None:
     config = provider_yaml()
     assert unknown_keys(config) == []
-    secrets = secret_env()
-    for name in secrets:
+    filled = filled_secret_env()
+    for name in filled:
         setting_of_env(name)
     env = {
-        **secrets,
+        **filled,
         "PROVIDER_COMPUTE__KUBERNETES__IDENTITY": "provider-5d9c7b-x2x7q",
         "PROVIDER_COMPUTE__KUBERNETES__NAMESPACE": "provider",
     }
@@ -409,6 +419,22 @@ def test_configmap_keys_are_settings_and_load_with_the_secret(
 def test_secret_template_holds_placeholders_only() -> None:
     for name, value in secret_env().items():
         assert "REPLACE-ME" in value, f"{name} in secret.example.yaml is not an obvious placeholder"
+
+
+def test_secret_template_left_unfilled_stops_the_service_naming_each_secret(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_with(clean_env, tmp_path, provider_yaml(), secret_env())
+    message = str(refused.value)
+    for key in (
+        "store.url",
+        "auth.bootstrap_admin_key",
+        "tokens.signing_keys.0.secret",
+        "storage.s3.secret_access_key",
+    ):
+        assert f"  {key}: Value error, " in message and "placeholder" in message, message
+    assert "REPLACE-ME" not in message
 
 
 def kustomize_build(directory: Path) -> list[dict[str, Any]]:
@@ -642,18 +668,39 @@ def compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE.read_text(encoding="utf-8"))
 
 
-def interpolated(value: Any) -> str:
-    """Compose's ${VAR:-default} with nothing set in the environment, and $$ as $."""
-    text = str(value)
-    text = re.sub(r"\$\{(\w+)(?::?-([^}]*))?\}", lambda m: m.group(2) or "", text)
+def dotenv_example() -> dict[str, str]:
+    """The variables of .env.example and their values."""
+    lines = ENV_EXAMPLE.read_text(encoding="utf-8").splitlines()
+    pairs = [line.split("=", 1) for line in lines if line.strip() and not line.startswith("#")]
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
+# .env as docker-compose.yml and .env.example tell the operator to create it: random values.
+DOTENV = {name: secrets.token_hex(16) for name in dotenv_example()}
+
+
+def interpolated(value: Any, variables: dict[str, str]) -> str:
+    """Compose's interpolation with `variables` as the only ones set: ${VAR}, ${VAR:-default},
+    ${VAR:?error} (LookupError when VAR is unset or empty, as compose refuses), and $$ as $."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name, operator, argument = match.groups()
+        found = variables.get(name, "")
+        if operator == ":?" and not found:
+            raise LookupError(f"{name} is required: {argument}")
+        if operator in (":-", "-") and not found:
+            return argument
+        return found
+
+    text = re.sub(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}", substitute, str(value))
     return text.replace("$$", "$")
 
 
-def environment(service: dict[str, Any]) -> dict[str, str]:
+def environment(service: dict[str, Any], variables: dict[str, str] = DOTENV) -> dict[str, str]:
     env = service.get("environment", {})
     if isinstance(env, list):
         env = dict(item.split("=", 1) for item in env)
-    return {name: interpolated(value) for name, value in env.items()}
+    return {name: interpolated(value, variables) for name, value in env.items()}
 
 
 def test_compose_services_and_start_order() -> None:
@@ -720,6 +767,37 @@ def test_compose_provider_variables_are_settings_and_load(
     assert settings.compute.backend == "local" and settings.storage.backend == "s3"
     assert settings.store.url is not None and "@postgres:5432/" in settings.store.url
     assert settings.auth.bootstrap_admin_key is not None
+    assert settings.auth.bootstrap_admin_key.get_secret_value() == DOTENV["PROVIDER_ADMIN_KEY"]
+
+
+def test_compose_has_no_default_secrets_and_refuses_to_start_without_dotenv() -> None:
+    example = dotenv_example()
+    assert example and not any(example.values()), ".env.example must not hold values"
+    text = COMPOSE.read_text(encoding="utf-8")
+    required = set(re.findall(r"\$\{(\w+):\?[^}]+\}", text))
+    assert required == set(example), "the required variables are exactly those of .env.example"
+    defaulted = set(re.findall(r"\$\{(\w+):?-", text))
+    assert not [name for name in defaulted if re.search("PASSWORD|SECRET|KEY|TOKEN", name)], defaulted
+    for service in compose()["services"].values():
+        uses = {found for found in re.findall(r"\$\{(\w+)", json.dumps(service)) if found in required}
+        if uses:
+            with pytest.raises(LookupError):
+                environment(service, {})  # without .env
+            assert environment(service)  # with it
+    ignored_by_git = (REPO / ".gitignore").read_text(encoding="utf-8").splitlines()
+    assert "/.env" in ignored_by_git or ".env" in ignored_by_git
+    assert ignored(".env", dockerignore_patterns()), "the build context would carry .env"
+
+
+def test_compose_publishes_ports_on_loopback_only() -> None:
+    published = {
+        name: [str(port) for port in service.get("ports", [])]
+        for name, service in compose()["services"].items()
+    }
+    assert published["provider"] == ["127.0.0.1:8080:8080"]
+    for name, ports in published.items():
+        for port in ports:
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} on every interface"
 
 
 # --- the Helm chart ------------------------------------------------------------------------
@@ -832,8 +910,35 @@ def test_chart_config_keys_are_settings_and_load(clean_env: pytest.MonkeyPatch, 
     # As the chart renders it: the release namespace and service URL filled in.
     config["compute"]["kubernetes"].setdefault("namespace", "provider")
     config["compute"].setdefault("api_url", "http://provider.provider.svc.cluster.local:8080")
-    settings = load_with(clean_env, tmp_path, config, secret_env())
+    settings = load_with(clean_env, tmp_path, config, filled_secret_env())
     assert settings.compute.backend == "kubernetes" and settings.storage.backend == "s3"
     assert chart_values()["secret"]["existingSecret"] == the("Secret")["metadata"]["name"]
     for name in chart_values()["secret"]["values"]:
         setting_of_env(name)
+
+
+def test_chart_generates_the_service_secrets_it_creates_and_keeps_them(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """helm is not needed: the template is read, and what it generates is loaded as settings."""
+    assert chart_values()["secret"]["values"] == {}, "the chart ships no secret values"
+    template = templates()["secret.yaml"]
+    assert re.search(r'lookup "v1" "Secret" \.Release\.Namespace', template), "not kept on upgrades"
+    lengths = [int(n) for n in re.findall(r"randAlphaNum (\d+)", template)]
+    assert len(lengths) == 2 and min(lengths) >= 32
+    for name in ("PROVIDER_AUTH__BOOTSTRAP_ADMIN_KEY", "PROVIDER_TOKENS__SIGNING_KEYS"):
+        assert f'if not (get $values "{name}")' in template, f"{name} is not generated when unset"
+        assert f'get $current "{name}" | b64dec' in template, f"{name} is not kept on upgrades"
+        assert f'set $values "{name}"' in template
+    found = re.search(r"\(dict ((?:\"\w+\" )+)\(randAlphaNum (\d+)\)\)", template)
+    assert found, "the generated signing key is not a dict ending with its secret"
+    words = json.loads("[" + found.group(1).strip().replace('" "', '", "') + "]")
+    values = [*words[1::2], secrets.token_urlsafe(48)[: int(found.group(2))]]
+    signing_key = dict(zip(words[::2], values, strict=True))
+    generated = {
+        "PROVIDER_AUTH__BOOTSTRAP_ADMIN_KEY": secrets.token_urlsafe(48)[: lengths[0]],
+        "PROVIDER_TOKENS__SIGNING_KEYS": json.dumps([signing_key]),
+    }
+    settings = load_with(clean_env, tmp_path, None, generated)
+    assert settings.tokens.signing_keys[0].algorithm == "HS256"
+    assert settings.auth.bootstrap_admin_key is not None

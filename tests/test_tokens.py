@@ -64,7 +64,7 @@ def test_claims_round_trip_and_tampering_is_refused() -> None:
 
 def test_rs256_keys_from_files_and_rotation(tmp_path: Path) -> None:
     private, public = rsa_files(tmp_path)
-    old = {"kid": "old", "algorithm": "HS256", "secret": "o" * 40}
+    old = {"kid": "old", "algorithm": "HS256", "secret": "old-signing-secret-" + "o" * 21}
     settings = Settings(data_dir=tmp_path, tokens={"signing_keys": [old]})
     old_token = build_token_codec(settings).encode(token())
     new = {"kid": "new", "algorithm": "RS256", "private_key_file": private, "public_key_file": public}
