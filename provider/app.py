@@ -293,6 +293,9 @@ def build_components(
             token_margin_seconds=settings.executions.credential_margin_seconds,
             max_wait_seconds=settings.executions.max_wait_seconds,
             cache_seconds=settings.executions.cache_seconds,
+            max_attempts=settings.executions.retry.max_attempts,
+            retry_backoff_seconds=settings.executions.retry.backoff_seconds,
+            retry_max_backoff_seconds=settings.executions.retry.max_backoff_seconds,
         ),
         events,
         subscriptions,
@@ -446,6 +449,7 @@ def create_app(
         await components.sender.close()
         await components.provisioning.stop()
         await components.poster.close()
+        await components.executions.stop()
         await components.compute.stop()
         await components.imports.stop()
         await components.source.close()

@@ -201,7 +201,7 @@ class StsSettings(_Section):
     _urls = field_validator("endpoint_url", "admin_endpoint_url")(_http_url)
     check_on_start: bool = Field(
         default=True,
-        description="at start-up, try to escape a scratch workspace's credentials; refuse to start if one works",
+        description="try escaping a scratch workspace's credentials at start-up; refuse to start on success",
     )
     allow_role_chaining: bool = Field(
         default=False,
@@ -363,11 +363,24 @@ class ComputeSettings(_Section):
     kubernetes: KubernetesComputeSettings = Field(default_factory=KubernetesComputeSettings)
 
 
+class RetrySettings(_Section):
+    max_attempts: int = Field(
+        default=3,
+        ge=1,
+        le=20,
+        description="attempts per execution for system errors that are not the consumer's (1: no retries); "
+        "an asset's retry.max_attempts may lower it",
+    )
+    backoff_seconds: float = Field(default=5.0, gt=0, description="first retry delay; doubles, with jitter")
+    max_backoff_seconds: float = Field(default=300.0, gt=0)
+
+
 class ExecutionSettings(_Section):
     credential_margin_seconds: int = Field(
         default=900, ge=60, description="job credentials outlive the asset's maximum run time by this much"
     )
     max_wait_seconds: float = Field(default=60.0, gt=0, le=300, description="longest long-poll")
+    retry: RetrySettings = Field(default_factory=RetrySettings)
     cache_seconds: float = Field(
         default=1.0,
         ge=0,
@@ -388,7 +401,7 @@ class EdcConnectorSettings(_Section):
     )
     dataplane_assets: list[str] = Field(
         default_factory=list,
-        description="catalog asset ids that a workspace made by this connector's data-plane provisioner may run",
+        description="catalog asset ids that workspaces of this connector's data-plane provisioner may run",
     )
     callback_hosts: list[str] = Field(
         default_factory=list,

@@ -236,7 +236,7 @@ def free_port() -> int:
 
 
 async def live_api(
-    settings: Settings, contract: OpenApiContract
+    settings: Settings, contract: OpenApiContract, compute: Any = None
 ) -> tuple[Api, Callable[[], Awaitable[None]]]:
     """The service on a real port that its own job sidecars can reach (public_url matches)."""
     from aiohttp.test_utils import TestServer
@@ -245,7 +245,7 @@ async def live_api(
     server_settings = settings.server.model_copy(
         update={"port": port, "public_url": f"http://127.0.0.1:{port}"}
     )
-    app = create_app(settings.model_copy(update={"server": server_settings}))
+    app = create_app(settings.model_copy(update={"server": server_settings}), compute=compute)
     client = TestClient(TestServer(app, port=port))
     await client.start_server()
     return Api(client, contract, app), client.close

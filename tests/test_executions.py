@@ -398,13 +398,26 @@ async def test_restart_loses_running_local_executions_but_not_their_record(
     key, ws = await setup(api)
     running = await until(api, key, await run(api, key, ws, "sleepy"), {"RUNNING"})
     await close()  # the service stops; its worker processes die with it
-    again, close_again = await live_api(exec_settings, contract)
+    # With retries off, a lost execution ends SYSTEM_ERROR, reason Lost ...
+    no_retries = exec_settings.model_copy(
+        update={"executions": exec_settings.executions.model_validate({"retry": {"max_attempts": 1}})}
+    )
+    again, close_again = await live_api(no_retries, contract)
     try:
         lost = await again.json("GET", f"/api/v1/executions/{running['id']}", 200, key=key)
         assert lost["state"] == "SYSTEM_ERROR" and lost["reason"] == "Lost"
         assert "RUNNING" in lost["message"]
+        running = await until(again, key, await run(again, key, ws, "sleepy"), {"RUNNING"})
     finally:
         await close_again()
+    # ... and by default it runs again as its next attempt (tests/test_retries.py has the rest).
+    third, close_third = await live_api(exec_settings, contract)
+    try:
+        retried = await third.json("GET", f"/api/v1/executions/{running['id']}", 200, key=key)
+        assert retried["attempt"] == 2 and retried["state"] in ("QUEUED", "INITIALIZING", "RUNNING")
+        assert retried["attempts"][0]["reason"] == "Lost" and "RUNNING" in retried["attempts"][0]["message"]
+    finally:
+        await close_third()
 
 
 async def test_per_tenant_limit_keeps_a_busy_tenant_waiting_but_not_others(

@@ -172,8 +172,9 @@ async def test_restart_reconciliation(world) -> None:  # type: ignore[no-untyped
     assert compute.submitted == []
     await components.executions.reconcile()
     assert finished in compute.released and survivor not in compute.released  # job without execution: gone
-    lost = await components.executions.get(admin, running)
-    assert lost.state is State.SYSTEM_ERROR and lost.reason == "Lost" and "RUNNING" in (lost.message or "")
+    lost = await components.executions.get(admin, running)  # lost, and queued for its next attempt
+    assert lost.state is State.QUEUED and lost.attempt == 2 and lost.reason == "Retry"
+    assert lost.attempts[0].reason == "Lost" and "RUNNING" in (lost.attempts[0].message or "")
     assert (await components.executions.get(admin, canceling)).state is State.CANCELED
     assert (await components.executions.get(admin, survivor)).state is State.RUNNING
     assert [job.execution_id for job in compute.submitted] == [queued]  # submitted again

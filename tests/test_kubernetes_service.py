@@ -234,7 +234,10 @@ async def test_restart_reconciles_lost_executions_and_orphaned_jobs(
     }
     fake_kube.create_object("jobs", NS, stray)
 
-    api, close = await live_api(k8s_settings, contract)
+    no_retries = k8s_settings.model_copy(  # retries of lost executions: tests/test_retries.py
+        update={"executions": k8s_settings.executions.model_validate({"retry": {"max_attempts": 1}})}
+    )
+    api, close = await live_api(no_retries, contract)
     try:
         lost = await until(api, key, created, {"SYSTEM_ERROR", "COMPLETE"})
         assert lost["state"] == "SYSTEM_ERROR" and lost["reason"] == "Lost"

@@ -127,6 +127,15 @@ class LocalRunner(_Strict):
     env: dict[str, str] = Field(default_factory=dict)
 
 
+class RetryRule(_Strict):
+    """How often an execution of this asset may run again after a failure that is not its own
+    (capped by the operator's executions.retry.max_attempts), and whether the worker's own
+    failures (exit codes) are retried too."""
+
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
+    on_executor_error: bool = False
+
+
 class AssetSpec(_Strict):
     """Everything about an asset except its identity: the body of an admin `PUT`."""
 
@@ -144,6 +153,7 @@ class AssetSpec(_Strict):
     result_dir: str = "/results"
     resources: Resources = Field(default_factory=Resources)
     max_run_seconds: Annotated[int, Field(ge=1, le=MAX_RUN_SECONDS_LIMIT)] = 3600
+    retry: RetryRule | None = Field(default=None, description="None: the operator's retry settings")
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
     run_as_user: int | None = Field(

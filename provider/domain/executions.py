@@ -53,6 +53,57 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 }
 
 
+# Why a job may fail that is not the consumer's doing, and where running it again is safe: the
+# job was lost (node, service crash), evicted, its image did not pull, the cluster refused its
+# pod or its Secret, the API failed, or a stage (which only copies data) failed.
+RETRYABLE_REASONS = frozenset(
+    {
+        "Lost",
+        "Evicted",
+        "ImagePull",
+        "ContainerConfig",
+        "Submit",
+        "Backend",
+        "StageIn",
+        "StageOut",
+        "PodFailed",
+    }
+)
+
+
+def should_retry(
+    state: State, reason: str | None, attempt: int, max_attempts: int, executor_errors: bool
+) -> bool:
+    """Whether a failed attempt is run again: system errors not of the consumer's making, and
+    the worker's own failures only where the asset asks for it; never past `max_attempts`."""
+    if attempt >= max_attempts:
+        return False
+    if state is State.SYSTEM_ERROR:
+        return reason in RETRYABLE_REASONS
+    return state is State.EXECUTOR_ERROR and executor_errors
+
+
+def retry_delay(attempt: int, base_seconds: float, max_seconds: float, spread: float) -> float:
+    """Seconds before attempt `attempt + 1`: doubling from `base_seconds`, capped, with jitter
+    (`spread` in [0, 1) picks within the upper half, so that retries of many jobs spread out)."""
+    ceiling = min(max_seconds, base_seconds * 2.0 ** (attempt - 1))
+    return float(ceiling * (0.5 + spread / 2))
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """A finished attempt of an execution that was run again."""
+
+    number: int
+    state: State
+    reason: str | None
+    message: str | None
+    exit_code: int | None
+    started_at: datetime
+    ended_at: datetime
+    logs_key: str | None = None
+
+
 @dataclass(frozen=True)
 class Transition:
     state: State
@@ -92,6 +143,51 @@ class Execution:
     idempotency_key: str | None = None
     request_hash: str | None = None
     callback: dict[str, Any] | None = field(default=None)
+    attempts: tuple[Attempt, ...] = ()  # earlier attempts, oldest first
+    retry_at: datetime | None = None  # a QUEUED retry is submitted at this time
+
+    @property
+    def just_retried(self) -> bool:
+        """The latest change queued this execution again for its next attempt."""
+        last = self.history[-1]
+        return self.state is State.QUEUED and last.reason == "Retry" and last.at == self.updated_at
+
+    def retry(
+        self,
+        at: datetime,
+        retry_at: datetime,
+        state: State,
+        reason: str | None,
+        message: str | None,
+        exit_code: int | None,
+    ) -> Execution:
+        """The failed attempt (`state`, `reason`) is recorded and the execution QUEUED again as
+        the next attempt, to be submitted at `retry_at`; its outputs are not carried over."""
+        if self.state.final or self.state is State.CANCELING:
+            raise Conflict(f"execution {self.id} is {self.state.value} and cannot be retried")
+        started = self.history[0].at
+        for transition in reversed(self.history):
+            if transition.state is State.QUEUED:
+                started = transition.at
+                break
+        ended = Attempt(self.attempt, state, reason, message, exit_code, started, at, self.logs_key)
+        note = f"attempt {self.attempt} ended {state.value}"
+        note += f" ({reason}): {message}" if message else f" ({reason})"
+        return replace(
+            self,
+            state=State.QUEUED,
+            version=self.version + 1,
+            updated_at=at,
+            history=(*self.history, Transition(State.QUEUED, at, "Retry")),
+            attempt=self.attempt + 1,
+            attempts=(*self.attempts, ended),
+            retry_at=retry_at,
+            exit_code=None,
+            reason="Retry",
+            message=f"{note}; attempt {self.attempt + 1} starts at {retry_at.isoformat()}",
+            outputs=(),
+            logs_key=None,
+        )
 
     def advance(self, state: State, at: datetime, **details: Any) -> Execution:
         """The execution in `state`; raises Conflict when the table forbids the transition."""
@@ -131,5 +227,8 @@ def outputs_prefix(execution_id: str) -> str:
     return f"executions/{execution_id}/outputs/"
 
 
-def logs_key(execution_id: str) -> str:
-    return f"executions/{execution_id}/logs/worker.log"
+def logs_key(execution_id: str, attempt: int = 1) -> str:
+    """Where the worker's log is kept: one file per attempt (the first keeps the plain name)."""
+    if attempt == 1:
+        return f"executions/{execution_id}/logs/worker.log"
+    return f"executions/{execution_id}/logs/worker.attempt-{attempt}.log"

@@ -36,6 +36,20 @@ def execution_out(e: Execution) -> dict[str, Any]:
         "history": [{"state": h.state.value, "at": timestamp(h.at), "reason": h.reason} for h in e.history],
         "outputs": [{"name": o.name, "key": o.key, "size": o.size, "sha256": o.sha256} for o in e.outputs],
         "logs_key": e.logs_key,
+        "attempts": [
+            {
+                "attempt": a.number,
+                "state": a.state.value,
+                "reason": a.reason,
+                "message": a.message,
+                "exit_code": a.exit_code,
+                "started_at": timestamp(a.started_at),
+                "ended_at": timestamp(a.ended_at),
+                "logs_key": a.logs_key,
+            }
+            for a in e.attempts
+        ],
+        "retry_at": timestamp(e.retry_at),
         "created_at": timestamp(e.created_at),
         "updated_at": timestamp(e.updated_at),
     }

@@ -13,10 +13,12 @@ import contextvars
 import hashlib
 import json
 import logging
+import random
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 from provider.domain.assets import Asset, InputKind, grant_problem
@@ -39,6 +41,8 @@ from provider.domain.executions import (
     logs_key,
     outputs_from_manifest,
     outputs_prefix,
+    retry_delay,
+    should_retry,
 )
 from provider.domain.ids import new_id
 from provider.domain.notifications import Subscription
@@ -53,6 +57,7 @@ from provider.services.ports import (
     ComputeEvent,
     ExecutionFilter,
     JobSpec,
+    Reported,
     Storage,
     StorageAccess,
     Store,
@@ -102,6 +107,17 @@ class ExecutionPolicy:
     token_margin_seconds: int  # job credentials outlive the run time by this much
     max_wait_seconds: float
     cache_seconds: float = 1.0  # how long a read may be served from memory
+    max_attempts: int = 1  # attempts per execution for failures that are not the consumer's
+    retry_backoff_seconds: float = 5.0
+    retry_max_backoff_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class RetryLimit:
+    """What the operator and the asset allow for one execution's failures."""
+
+    max_attempts: int
+    executor_errors: bool
 
 
 class ExecutionCache:
@@ -183,6 +199,7 @@ class ExecutionService:
         self._job_tokens: dict[str, str] = {}
         self._waited: dict[str, int] = {}  # execution id -> long-poll waiters in this process
         self._poller: asyncio.Task[None] | None = None
+        self._retries: dict[str, asyncio.Task[None]] = {}  # execution id -> its waiting resubmission
 
     # --- create -------------------------------------------------------------------------------
 
@@ -367,6 +384,7 @@ class ExecutionService:
                     execution.env,
                     access,
                     execution.version,
+                    execution.attempt,
                 )
             )
         except Exception as exc:
@@ -508,18 +526,35 @@ class ExecutionService:
                 count += 1
 
     async def logs(
-        self, principal: Principal, execution_id: str, tail: int | None, follow: bool
+        self,
+        principal: Principal,
+        execution_id: str,
+        tail: int | None,
+        follow: bool,
+        attempt: int | None = None,
     ) -> AsyncIterator[bytes]:
+        """The worker's log: of the attempt under way (live from the backend) or, once it ended,
+        as kept in the workspace; `attempt` names an earlier attempt of a retried execution."""
         execution = await self.get(principal, execution_id)
-        if execution.state.final and execution.logs_key:
+        kept = execution.logs_key if execution.state.final else None
+        if attempt is not None and attempt != execution.attempt:
+            earlier = {a.number: a for a in execution.attempts}
+            if attempt not in earlier:
+                raise NotFound("attempt", f"{execution_id} {attempt}")
+            kept = earlier[attempt].logs_key
+            if kept is None:
+                return
+        if kept:
             workspace = await self.workspaces.get(principal, execution.workspace_id)
-            if await self.storage.head(workspace.location, execution.logs_key) is not None:
-                stream = await self.storage.open(workspace.location, execution.logs_key, None)
+            if await self.storage.head(workspace.location, kept) is not None:
+                stream = await self.storage.open(workspace.location, kept, None)
                 data = b"".join([chunk async for chunk in stream.chunks])
                 if tail is not None:
                     data = b"".join(data.splitlines(keepends=True)[-tail:]) if tail else b""
                 yield data
                 return
+            if attempt is not None and attempt != execution.attempt:
+                return  # that attempt wrote nothing
         async for chunk in self.compute.logs(execution_id, tail, follow and not execution.state.final):
             yield chunk
 
@@ -538,17 +573,24 @@ class ExecutionService:
 
     # --- events -------------------------------------------------------------------------------
 
-    async def on_event(self, event: ComputeEvent) -> None:
+    async def on_event(self, event: ComputeEvent) -> Reported:
         """A backend observed something: persist the transition, announce it, tidy up at the end.
 
-        A busy database is retried with backoff: an observed transition must not be lost.
+        A busy database is retried with backoff: an observed transition must not be lost. An
+        observation behind the execution's state (a replaced pod seen as QUEUED while the
+        execution is RUNNING, say) changes nothing and is answered STALE.
         """
         if event.manifest_in_storage and event.state is State.COMPLETE and not event.outputs:
             event = replace(event, outputs=await self._manifest_outputs(event.execution_id))
+        limit = (
+            await self._retry_limit(event)
+            if event.state in (State.SYSTEM_ERROR, State.EXECUTOR_ERROR)
+            else None
+        )
         delay = 0.05
         for attempt in range(10):
             try:
-                updated = await self._apply(event)
+                updated = await self._apply(event, limit)
                 break
             except Unavailable:
                 if attempt == 9:
@@ -556,15 +598,43 @@ class ExecutionService:
                 log.warning("store busy; retrying a transition", extra={"execution_id": event.execution_id})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
+        if updated is not None and _behind(updated.state, event.state):
+            log.info(
+                "an observation behind the execution is ignored: %s seen while it is %s",
+                event.state.value,
+                updated.state.value,
+                extra={"execution_id": event.execution_id},
+            )
+            return Reported.STALE
         if updated is not None and updated.state.final:
             await self._finish(updated)
+        elif updated is not None and updated.just_retried:
+            await self._end_attempt(updated)
+        return Reported.RECORDED
 
-    async def _apply(self, event: ComputeEvent) -> Execution | None:
+    async def _retry_limit(self, event: ComputeEvent) -> RetryLimit | None:
+        """The retry limit for a failure event; None when retries are off or the asset is gone."""
+        execution = await self._fetch(event.execution_id)
+        if execution is None or self.policy.max_attempts <= 1:
+            return None
+        try:
+            asset = await self.assets.get(execution.asset_id, execution.asset_version)
+        except NotFound:
+            return None
+        if asset.retry is None:
+            return RetryLimit(self.policy.max_attempts, False)
+        return RetryLimit(
+            min(self.policy.max_attempts, asset.retry.max_attempts), asset.retry.on_executor_error
+        )
+
+    async def _apply(self, event: ComputeEvent, limit: RetryLimit | None = None) -> Execution | None:
         async with self.store.transaction() as uow:
             current = await uow.executions.get(event.execution_id, for_update=True)
             now = self.clock()  # the change happens once this transaction holds the row
             if current is None or current.state.final:
                 return None  # unknown, or a late event after the end: the first final state stands
+            if event.attempt is not None and event.attempt != current.attempt:
+                return None  # a late report of an attempt that was already run again
             target = event.state
             if current.state is State.CANCELING and event.reason == "Lost":
                 target = State.CANCELED  # the job went away as the cancel asked (seen by another replica)
@@ -572,13 +642,43 @@ class ExecutionService:
                 if not target.final:
                     return None  # progress reports while a cancel is under way
                 target = State.CANCELED  # the job ended while being canceled
+            if _behind(current.state, target):
+                return current  # an older view of the job: nothing changes (see on_event)
             details: dict[str, Any] = {"reason": event.reason, "message": event.message}
+            if current.state is State.CANCELING and target is State.CANCELED:
+                # However the end was seen (the canceling replica's delete, the leader seeing the
+                # Job go, a reconciliation), a canceled execution says why: the cancel's words.
+                details = {"reason": "Canceled", "message": current.message}
             if event.exit_code is not None:
                 details["exit_code"] = event.exit_code
             if event.outputs:
                 details["outputs"] = event.outputs
             updated = current
-            if target is current.state:
+            if (
+                limit is not None
+                and target is event.state
+                and current.state is not State.CANCELING
+                and should_retry(
+                    target, event.reason, current.attempt, limit.max_attempts, limit.executor_errors
+                )
+            ):
+                wait = retry_delay(
+                    current.attempt,
+                    self.policy.retry_backoff_seconds,
+                    self.policy.retry_max_backoff_seconds,
+                    random.random(),  # noqa: S311 - jitter, not a secret
+                )
+                updated = current.retry(
+                    now, now + timedelta(seconds=wait), target, event.reason, event.message, event.exit_code
+                )
+                updated = replace(
+                    updated,
+                    attempts=(
+                        *updated.attempts[:-1],
+                        replace(updated.attempts[-1], logs_key=logs_key(current.id, current.attempt)),
+                    ),
+                )
+            elif target is current.state:
                 if all(getattr(current, k) == v for k, v in details.items()):
                     return None  # nothing new (a backend observing again after a restart)
                 updated = current.annotate(now, **details)
@@ -588,7 +688,7 @@ class ExecutionService:
             await uow.executions.update(updated)
             queued = (
                 self.events is not None
-                and updated.state is not current.state
+                and (updated.state is not current.state or updated.attempt != current.attempt)
                 and await self.events.execution_changed(uow, updated)
             )
         await self._announce(updated, queued)
@@ -622,18 +722,104 @@ class ExecutionService:
             if result is not None:
                 await result
 
+    async def _keep_logs(self, execution: Execution, attempt: int) -> str | None:
+        """Copy the job's log into the workspace under the attempt's key; the key, or None."""
+        chunks = [chunk async for chunk in self.compute.logs(execution.id, None, False)]
+        if not chunks:
+            return None
+        key = logs_key(execution.id, attempt)
+
+        async def body() -> AsyncIterator[bytes]:
+            for chunk in chunks:
+                yield chunk
+
+        await self.workspaces.put_import(execution.workspace_id, key, body(), None, None)
+        return key
+
+    async def _end_attempt(self, execution: Execution) -> None:
+        """A failed attempt that runs again: keep its logs, end its job, drop what it half-wrote
+        (so that the next attempt's outputs are its own), and submit the next one when due."""
+        failed = execution.attempts[-1]
+        try:
+            await self._keep_logs(execution, failed.number)
+        except NotFound:
+            pass  # the workspace is being deleted; the retry will find that out
+        except Exception:
+            log.exception("could not keep the logs of an attempt", extra={"execution_id": execution.id})
+        token_id = self._job_tokens.pop(execution.id, None)
+        if token_id is not None:
+            await self.workspaces.revoke_token_id(token_id)
+        await self.compute.release(execution.id)
+        await self._drop_outputs(execution)
+        log.info(
+            "execution retried",
+            extra={
+                "execution_id": execution.id,
+                "attempt": execution.attempt,
+                "reason": failed.reason,
+                "retry_at": execution.retry_at.isoformat() if execution.retry_at else None,
+            },
+        )
+        self._schedule_retry(execution)
+
+    async def _drop_outputs(self, execution: Execution) -> None:
+        async with self.store.read() as uow:
+            workspace = await uow.workspaces.get(execution.workspace_id)
+        if workspace is None:
+            return
+        prefix = outputs_prefix(execution.id)
+        page = PageRequest(500)
+        while True:
+            found = await self.storage.list(workspace.location, prefix, page)
+            for item in found.items:
+                await self.storage.delete(workspace.location, item.key)
+            if found.next_after is None:
+                return
+
+    def _schedule_retry(self, execution: Execution) -> None:
+        assert execution.retry_at is not None
+        wait = max(0.0, (execution.retry_at - self.clock()).total_seconds())
+        previous = self._retries.pop(execution.id, None)
+        if previous is not None:
+            previous.cancel()
+        task = asyncio.create_task(self._resubmit(execution.id, execution.attempt, wait))
+        self._retries[execution.id] = task
+        task.add_done_callback(
+            lambda _: (
+                self._retries.pop(execution.id, None) if self._retries.get(execution.id) is task else None
+            )
+        )
+
+    async def _resubmit(self, execution_id: str, attempt: int, wait: float) -> None:
+        await asyncio.sleep(wait)
+        async with self.store.read() as uow:
+            execution = await uow.executions.get(execution_id)
+            workspace = await uow.workspaces.get(execution.workspace_id) if execution else None
+        if execution is None or execution.state is not State.QUEUED or execution.attempt != attempt:
+            return  # canceled meanwhile, or another replica went on
+        try:
+            asset = await self.assets.get(execution.asset_id, execution.asset_version)
+            if workspace is None or not workspace.active:
+                raise NotFound("workspace", execution.workspace_id)
+        except NotFound as exc:
+            await self.on_event(
+                ComputeEvent(execution.id, State.SYSTEM_ERROR, reason="Lost", message=exc.detail)
+            )
+            return
+        await self._submit(execution, asset, workspace)
+
+    async def stop(self) -> None:
+        """Retries waiting in this process end here; reconciliation schedules them again at start."""
+        tasks = list(self._retries.values())
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     async def _finish(self, execution: Execution) -> None:
         """Keep the worker's logs in the workspace, revoke the job's token, release the job."""
         try:
-            chunks = [chunk async for chunk in self.compute.logs(execution.id, None, False)]
-            if chunks:
-                key = logs_key(execution.id)
-
-                async def body() -> AsyncIterator[bytes]:
-                    for chunk in chunks:
-                        yield chunk
-
-                await self.workspaces.put_import(execution.workspace_id, key, body(), None, None)
+            key = await self._keep_logs(execution, execution.attempt)
+            if key is not None:
                 async with self.store.transaction() as uow:
                     current = await uow.executions.get(execution.id, for_update=True)
                     annotated = current.annotate(self.clock(), logs_key=key) if current is not None else None
@@ -668,6 +854,10 @@ class ExecutionService:
             if execution.id in known:
                 continue
             if execution.state is State.QUEUED:
+                if execution.retry_at is not None and execution.retry_at > now:
+                    if execution.id not in self._retries:
+                        self._schedule_retry(execution)  # a retry that waited when we restarted
+                    continue
                 if (now - execution.updated_at).total_seconds() < queued_grace_seconds:
                     continue
                 try:
@@ -695,6 +885,11 @@ class ExecutionService:
         for orphan in known - {e.id for e in active}:
             log.info("releasing a job without an active execution", extra={"execution_id": orphan})
             await self.compute.release(orphan)
+
+
+def _behind(current: State, observed: State) -> bool:
+    """`observed` comes before `current` on the forward path: an older view, not a transition."""
+    return current in FORWARD and observed in FORWARD and FORWARD.index(observed) < FORWARD.index(current)
 
 
 def _path(current: State, target: State) -> list[State]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import enum
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -508,6 +509,7 @@ class JobSpec:
     env: dict[str, str]
     access: StorageAccess
     version: int
+    attempt: int = 1
 
 
 @dataclass(frozen=True)
@@ -522,10 +524,21 @@ class ComputeEvent:
     outputs: tuple[OutputFile, ...] = ()
     # COMPLETE from a backend that cannot carry the outputs itself: the sidecar's manifest in the
     # workspace (executions/<id>/outputs/manifest.json) lists them.
+    # The attempt the job ran for; None: not known (the service then judges by state alone).
+    attempt: int | None = None
     manifest_in_storage: bool = False
 
 
-EventSink = Callable[[ComputeEvent], Awaitable[None]]
+class Reported(enum.Enum):
+    """What the execution service made of a ComputeEvent."""
+
+    RECORDED = "recorded"  # a transition or a new detail, or nothing new
+    # Behind the state the execution has reached (an older view of the job, a replaced pod): the
+    # execution keeps its state; the backend need not report it again.
+    STALE = "stale"
+
+
+EventSink = Callable[[ComputeEvent], Awaitable[Reported | None]]
 # Compares the store with what the backend runs (see ExecutionService.reconcile); backends call it
 # when they become responsible for observing jobs, and the Kubernetes backend periodically after.
 Reconciler = Callable[[float], Awaitable[None]]

@@ -81,6 +81,7 @@ class ListQuery(PageQuery):
 class LogsQuery(QueryModel):
     tail: Annotated[int, Field(ge=0, le=100_000)] | None = None
     follow: bool = False
+    attempt: Annotated[int, Field(ge=1, le=100)] | None = None
 
 
 def _etag(execution: Execution) -> str:
@@ -180,7 +181,7 @@ async def cancel_execution(request: web.Request) -> web.Response:
 async def execution_logs(request: web.Request) -> web.StreamResponse:
     query = parse_query(request, LogsQuery)
     chunks = ctx(request).executions.logs(
-        principal(request), request.match_info["execution_id"], query.tail, query.follow
+        principal(request), request.match_info["execution_id"], query.tail, query.follow, query.attempt
     )
     first = await anext(chunks, None)  # errors (404) surface before the response starts
     response = web.StreamResponse(

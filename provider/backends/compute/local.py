@@ -168,7 +168,9 @@ class LocalCompute:
         if self._stopping:
             return  # the service is stopping: what a killed job seems to do is not its outcome
         assert self._sink is not None
-        await self._sink(ComputeEvent(entry.spec.execution_id, state, **details))  # type: ignore[arg-type]
+        await self._sink(
+            ComputeEvent(entry.spec.execution_id, state, attempt=entry.spec.attempt, **details)  # type: ignore[arg-type]
+        )
 
     async def _run(self, entry: _Job) -> None:
         spec = entry.spec

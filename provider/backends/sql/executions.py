@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from provider.backends.sql import tables as t
 from provider.backends.sql.common import id_page, insert_row
-from provider.domain.executions import Execution, OutputFile, State, Transition
+from provider.domain.executions import Attempt, Execution, OutputFile, State, Transition
 from provider.domain.pagination import Page, PageRequest
 from provider.services.ports import ExecutionFilter
 
@@ -45,7 +45,35 @@ def _values(e: Execution) -> dict[str, Any]:
         "callback": e.callback,
         "created_at": e.created_at,
         "updated_at": e.updated_at,
+        "attempts": [_attempt_json(a) for a in e.attempts] or None,
+        "retry_at": e.retry_at,
     }
+
+
+def _attempt_json(a: Attempt) -> dict[str, Any]:
+    return {
+        "number": a.number,
+        "state": a.state.value,
+        "reason": a.reason,
+        "message": a.message,
+        "exit_code": a.exit_code,
+        "started_at": a.started_at.isoformat(),
+        "ended_at": a.ended_at.isoformat(),
+        "logs_key": a.logs_key,
+    }
+
+
+def _attempt(item: dict[str, Any]) -> Attempt:
+    return Attempt(
+        item["number"],
+        State(item["state"]),
+        item["reason"],
+        item["message"],
+        item["exit_code"],
+        datetime.fromisoformat(item["started_at"]),
+        datetime.fromisoformat(item["ended_at"]),
+        item.get("logs_key"),
+    )
 
 
 @functools.cache
@@ -85,6 +113,8 @@ def _row(row: sa.Row[Any]) -> Execution:
         callback=row.callback,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        attempts=tuple(_attempt(a) for a in row.attempts or ()),
+        retry_at=row.retry_at,
     )
 
 

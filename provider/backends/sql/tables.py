@@ -156,6 +156,8 @@ executions = sa.Table(
     sa.Column("callback", JSONType, nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("attempts", JSONType, nullable=True),  # earlier attempts of a retried execution
+    sa.Column("retry_at", UTCDateTime(), nullable=True),
     sa.UniqueConstraint("tenant_id", "idempotency_key"),
 )
 
