@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
@@ -50,11 +51,18 @@ def utcnow() -> datetime:
 
 
 def openapi_document() -> dict[str, Any]:
-    """contracts/openapi.yaml: packaged inside the wheel, or read from the source tree."""
+    """contracts/openapi.yaml: packaged inside the wheel, or read from the source tree. Parsed
+    once per process and file version (it is large); callers must not change it."""
     packaged = Path(__file__).parent / "contracts" / "openapi.yaml"
     source = Path(__file__).resolve().parents[1] / "contracts" / "openapi.yaml"
     path = packaged if packaged.is_file() else source
-    document: dict[str, Any] = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return _parsed_yaml(str(path), path.stat().st_mtime_ns)
+
+
+@functools.cache
+def _parsed_yaml(path: str, version: int) -> dict[str, Any]:
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # libyaml when the wheel has it
+    document: dict[str, Any] = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=loader)  # noqa: S506 - a safe loader
     return document
 
 
