@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 
 from provider.api import build_api
 from provider.api.context import ApiContext
-from provider.api.metrics import HttpMetrics, NotificationMetrics
+from provider.api.metrics import HttpMetrics, KubernetesMetrics, NotificationMetrics
 from provider.backends.asset_files import read_asset_directory
 from provider.backends.compute.local import LocalCompute
 from provider.backends.http_callbacks import CallbackDestinations, HttpPoster
@@ -126,9 +126,9 @@ def build_storage(settings: Settings) -> Storage:
     return FilesystemStorage(settings.storage.fs.root or settings.data_dir / "workspaces")
 
 
-def build_compute(settings: Settings) -> Compute:
+def build_compute(settings: Settings, registry: CollectorRegistry) -> Compute:
     if settings.compute.backend == "kubernetes":
-        return build_kubernetes(settings)
+        return build_kubernetes(settings, registry)
     local = settings.compute.local
     return LocalCompute(
         local.root or settings.data_dir / "executions",
@@ -139,7 +139,7 @@ def build_compute(settings: Settings) -> Compute:
     )
 
 
-def build_kubernetes(settings: Settings) -> Compute:
+def build_kubernetes(settings: Settings, registry: CollectorRegistry) -> Compute:
     # Imported here: the kubernetes extra is needed only when this backend is chosen.
     from provider.backends.compute.kubernetes import JobSettings, KubernetesCompute, KubernetesOptions
 
@@ -171,7 +171,9 @@ def build_kubernetes(settings: Settings) -> Compute:
             reconcile_seconds=k.reconcile_seconds,
             request_timeout_seconds=k.request_timeout_seconds,
             image_pull_grace_seconds=k.image_pull_grace_seconds,
-        )
+            pod_create_grace_seconds=k.pod_create_grace_seconds,
+        ),
+        KubernetesMetrics(registry),
     )
 
 
@@ -288,7 +290,7 @@ def build_components(
         events,
     )
     assets = AssetService(store, clock)
-    compute = compute or build_compute(settings)
+    compute = compute or build_compute(settings, registry)
     executions = ExecutionService(
         store,
         compute,

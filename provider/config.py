@@ -331,6 +331,11 @@ class KubernetesComputeSettings(_Section):
     image_pull_grace_seconds: float = Field(
         default=120.0, ge=0, description="how long an image may fail to pull before SYSTEM_ERROR"
     )
+    pod_create_grace_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="how long the cluster may refuse a Job's pod (quota, admission) before SYSTEM_ERROR",
+    )
     lease_name: str = Field(default="provider-leader", pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
     lease_seconds: float = Field(
         default=15.0, ge=2, description="leadership lapses this long after a renewal"

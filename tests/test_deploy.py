@@ -49,6 +49,7 @@ OPTIONAL_MANIFESTS = {"secret.example.yaml"}
 ROLE_RULES = {
     ("batch", "jobs"): {"create", "list", "watch", "delete"},
     ("", "pods"): {"list", "watch"},
+    ("", "events"): {"list", "watch"},
     ("", "pods/log"): {"get"},
     ("", "secrets"): {"create", "patch", "delete"},
     ("coordination.k8s.io", "leases"): {"get", "create", "update"},

@@ -1052,6 +1052,75 @@ async def test_watch_all_namespaces_with_field_selector(fake_kube: FakeKube, api
     assert deleted["type"] == "DELETED" and deleted["object"]["status"]["phase"] == "Running"
 
 
+async def test_refused_pods_leave_failed_create_events_selected_by_field(
+    fake_kube: FakeKube,  # noqa: F811
+    api: client.ApiClient,
+) -> None:
+    batch = client.BatchV1Api(api)
+    core = client.CoreV1Api(api)
+    await batch.create_namespaced_job(NS, job_body())
+    selector = "involvedObject.kind=Job,reason=FailedCreate"
+    listed = await core.list_namespaced_event(NS, field_selector=selector, _preload_content=False)
+    since = json.loads(await listed.read())["metadata"]["resourceVersion"]
+    response = await core.list_namespaced_event(
+        NS, field_selector=selector, watch=True, resource_version=since, _preload_content=False
+    )
+    try:
+        fake_kube.refuse_pods(NS, "job-a", 'pod rejected: RuntimeClass "gvisor" not found')
+        with pytest.raises(KubeError) as refused:
+            fake_kube.create_job_pod(NS, "job-a")
+        assert refused.value.code == 403 and refused.value.reason == "Forbidden"
+        assert refused.value.message.startswith('pods "job-a-')
+        assert refused.value.message.endswith('" is forbidden: pod rejected: RuntimeClass "gvisor" not found')
+        with pytest.raises(KubeError):
+            fake_kube.create_job_pod(NS, "job-a", name="job-a-again")
+        # Events of other reasons and other objects are not in this watch.
+        other = {"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p", "namespace": NS}}
+        fake_kube.record_event(other, "Normal", "Scheduled", "Successfully assigned", "default-scheduler")
+        fake_kube.refuse_pods(NS, "job-a", None)
+        fake_kube.create_job_pod(NS, "job-a")
+        first, second = await read_events(response, 2)
+    finally:
+        response.release()
+    assert first["type"] == "ADDED"
+    event = first["object"]
+    assert event["kind"] == "Event" and event["type"] == "Warning" and event["reason"] == "FailedCreate"
+    assert event["message"] == f"Error creating: {refused.value.message}"
+    assert event["involvedObject"]["kind"] == "Job" and event["involvedObject"]["name"] == "job-a"
+    assert event["involvedObject"]["apiVersion"] == "batch/v1" and event["involvedObject"]["uid"]
+    assert event["source"] == {"component": "job-controller"} and event["count"] == 1
+    assert event["firstTimestamp"] == event["lastTimestamp"]
+    # Another pod name, so another message and another Event.
+    assert second["type"] == "ADDED"
+    assert second["object"]["message"].startswith('Error creating: pods "job-a-again" is forbidden')
+    assert len(fake_kube.objects("pods", NS)) == 1  # admitted again
+    everything = await core.list_namespaced_event(NS, _preload_content=False)
+    assert len(json.loads(await everything.read())["items"]) == 3
+    status = await expect_error(core.list_namespaced_event(NS, field_selector="involvedObject.bogus=x"), 400)
+    assert status["message"] == "field label not supported: involvedObject.bogus"
+
+
+async def test_identical_events_count_up(fake_kube: FakeKube) -> None:  # noqa: F811
+    job = fake_kube.create_object("jobs", NS, job_body())
+    first = fake_kube.record_event(job, "Warning", "FailedCreate", "Error creating: same")
+    again = fake_kube.record_event(job, "Warning", "FailedCreate", "Error creating: same")
+    assert again["metadata"]["name"] == first["metadata"]["name"] and again["count"] == 2
+    assert again["firstTimestamp"] == first["firstTimestamp"]
+    assert len(fake_kube.objects("events", NS)) == 1
+
+
+async def test_auto_pods_refused_records_the_event_and_creates_nothing(fake_kube: FakeKube) -> None:  # noqa: F811
+    fake_kube.auto_pods = True
+    fake_kube.refuse_pods(
+        NS, "job-a", "exceeded quota: pods, requested: pods=1, used: pods=1, limited: pods=1"
+    )
+    fake_kube.create_object("jobs", NS, job_body())
+    await fake_kube.settle()
+    assert fake_kube.objects("pods", NS) == []
+    [event] = fake_kube.objects("events", NS)
+    assert "is forbidden: exceeded quota: pods" in event["message"]
+
+
 # --------------------------------------------------------------------------- hooks
 
 
@@ -1284,6 +1353,19 @@ async def test_fault_injection_and_latency(fake_kube: FakeKube, api: client.ApiC
 
     reads = [r for r in fake_kube.requests if r.method == "GET" and r.path.endswith("/configmaps/c")]
     assert len(reads) == 3
+
+
+async def test_a_late_answer_comes_after_the_change_is_done(
+    fake_kube: FakeKube,  # noqa: F811
+    api: client.ApiClient,
+) -> None:
+    core = client.CoreV1Api(api)
+    await core.create_namespaced_config_map(NS, {"metadata": {"name": "c"}})
+    fake_kube.inject_fault("DELETE", r"/configmaps/c$", status=None, late=3.0)
+    deleting = asyncio.create_task(core.delete_namespaced_config_map("c", NS))
+    await fake_kube.wait_until(lambda: fake_kube.get("configmaps", NS, "c") is None)
+    assert not deleting.done()  # gone from the server, while the client still waits
+    await deleting
 
 
 # --------------------------------------------------------------------------- building blocks

@@ -11,6 +11,7 @@ import base64
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,8 @@ from provider.backends.compute.kubernetes.manifests import job_name, secret_name
 from provider.config import ConfigError
 from provider.domain.assets import Asset
 from provider.domain.executions import State
-from provider.services.ports import ComputeEvent, JobSpec, StorageAccess
+from provider.services.ports import ComputeEvent, JobSpec, Reported, StorageAccess
+from tests.fake_kube import KubeError
 from tests.fake_kube.fixtures import fake_kube  # noqa: F401
 from tests.fake_kube.server import FakeKube
 
@@ -307,7 +309,10 @@ async def test_states_in_order_from_two_watches_whatever_the_number_of_jobs(
             State.COMPLETE,
         ]
     watches = [w for w in fake_kube.watch_requests if w.get("namespace", NS) == NS]
-    assert len(watches) == 2, watches  # one for Jobs, one for Pods: not one per execution
+    # One for Jobs, one for Pods, one for the Job controller's FailedCreate Events: not one per execution.
+    assert sorted(w.resource for w in watches) == ["events", "jobs", "pods"], watches
+    [events] = [w for w in watches if w.resource == "events"]
+    assert events["fieldSelector"] == "involvedObject.kind=Job,reason=FailedCreate"
     logs = b"".join([c async for c in backend.logs(specs[0].execution_id, None, False)])
     assert logs == b"line one\nline two\n"
     tail = b"".join([c async for c in backend.logs(specs[0].execution_id, 1, False)])
@@ -436,6 +441,145 @@ async def test_unschedulable_is_visible_while_queued(
     await until(lambda: any(e.reason == "Unschedulable" for e in recorder.events), what="Unschedulable")
     event = next(e for e in recorder.events if e.reason == "Unschedulable")
     assert event.state is State.QUEUED and "Insufficient" in (event.message or "")
+
+
+QUOTA = "exceeded quota: pods, requested: pods=1, used: pods=4, limited: pods=4"
+
+
+def refuse(fake: FakeKube, execution_id: str, problem: str) -> None:
+    """The cluster refuses the Job's pod; the Job controller tries (and records FailedCreate)."""
+    fake.refuse_pods(NS, job_name(execution_id), problem)
+    with pytest.raises(KubeError):
+        fake.create_job_pod(NS, job_name(execution_id))
+
+
+async def test_a_refused_pod_keeps_it_queued_with_the_clusters_words_and_never_blames_the_worker(
+    start_backend: Callable[..., Awaitable[Backend]],
+    fake_kube: FakeKube,  # noqa: F811
+) -> None:
+    backend, recorder = await leader(start_backend, pod_create_grace_seconds=3600)
+    spec = job_spec()
+    await backend.submit(spec)
+    refuse(fake_kube, spec.execution_id, QUOTA)
+    queued = await recorder.wait_for(spec.execution_id, State.QUEUED)
+    assert queued.reason == "QuotaExceeded"
+    assert (queued.message or "").startswith(f'Error creating: pods "{job_name(spec.execution_id)}-')
+    assert (queued.message or "").endswith(f'" is forbidden: {QUOTA}')
+    # The controller tries again (another pod name, another message): still QUEUED, latest words.
+    refuse(fake_kube, spec.execution_id, QUOTA)
+    await until(lambda: len(recorder.states(spec.execution_id)) == 2, what="the second refusal")
+    assert recorder.states(spec.execution_id) == [State.QUEUED, State.QUEUED]
+    # The Job's deadline passes with no pod ever made: the cluster's fault, not the worker's.
+    fake_kube.set_job_condition(NS, job_name(spec.execution_id), "Failed", reason="DeadlineExceeded")
+    ended = await recorder.wait_for(spec.execution_id, State.SYSTEM_ERROR)
+    assert ended.reason == "QuotaExceeded" and QUOTA in (ended.message or "")
+    await until(lambda: fake_kube.get("jobs", NS, job_name(spec.execution_id)) is None, what="Job deleted")
+    assert State.EXECUTOR_ERROR not in recorder.states(spec.execution_id)
+
+
+async def test_a_pod_refused_past_the_grace_is_a_system_error_and_the_job_is_deleted(
+    start_backend: Callable[..., Awaitable[Backend]],
+    fake_kube: FakeKube,  # noqa: F811
+) -> None:
+    backend, recorder = await leader(start_backend, pod_create_grace_seconds=1.0)
+    spec = job_spec()
+    await backend.submit(spec)
+    refuse(fake_kube, spec.execution_id, 'pod rejected: RuntimeClass "gvisor" not found')
+    ended = await recorder.wait_for(spec.execution_id, State.SYSTEM_ERROR)
+    assert ended.reason == "PodCreateRefused"
+    assert (ended.message or "").endswith('is forbidden: pod rejected: RuntimeClass "gvisor" not found')
+    await until(lambda: fake_kube.get("jobs", NS, job_name(spec.execution_id)) is None, what="Job deleted")
+    assert [s for s in recorder.states(spec.execution_id) if s.final] == [State.SYSTEM_ERROR]
+
+
+async def test_a_pod_admitted_after_a_refusal_clears_the_reason(
+    start_backend: Callable[..., Awaitable[Backend]],
+    fake_kube: FakeKube,  # noqa: F811
+    kubelet: Kubelet,
+) -> None:
+    backend, recorder = await leader(start_backend, pod_create_grace_seconds=3600)
+    spec, other = job_spec(), job_spec()
+    for submitted in (spec, other):
+        await backend.submit(submitted)
+    refuse(fake_kube, spec.execution_id, QUOTA)
+    await recorder.wait_for(spec.execution_id, State.QUEUED)
+    fake_kube.refuse_pods(NS, job_name(spec.execution_id), None)  # capacity freed
+    pod = fake_kube.create_job_pod(NS, job_name(spec.execution_id), node=None)["metadata"]["name"]
+    await until(lambda: recorder.last(spec.execution_id).reason is None, what="the reason cleared")
+    assert recorder.last(spec.execution_id).state is State.QUEUED
+    kubelet.run_to(pod, "worker")
+    await recorder.wait_for(spec.execution_id, State.RUNNING)
+    assert recorder.states(other.execution_id) == []  # the refusal was about one Job only
+
+
+async def replace_pod(fake: FakeKube, execution_id: str, pod: str) -> str:
+    """The Job controller's replacement for `pod`, not yet scheduled, created a second later (pods
+    are told apart by their creationTimestamp, which counts whole seconds)."""
+    created = fake.get("pods", NS, pod)["metadata"]["creationTimestamp"]  # type: ignore[index]
+    await until(lambda: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") > created, what="the next second")
+    return str(fake.create_job_pod(NS, job_name(execution_id), node=None)["metadata"]["name"])
+
+
+class StaleRecorder(Recorder):
+    """The execution service's answer: an observation behind the last recorded state is STALE."""
+
+    FORWARD = [State.QUEUED, State.INITIALIZING, State.RUNNING, State.FINALIZING]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.recorded: dict[str, State] = {}
+
+    async def __call__(self, event: ComputeEvent) -> Reported:  # type: ignore[override]
+        await super().__call__(event)
+        seen = self.recorded.get(event.execution_id, State.QUEUED)
+        forward = self.FORWARD
+        if seen in forward and event.state in forward and forward.index(event.state) < forward.index(seen):
+            return Reported.STALE
+        self.recorded[event.execution_id] = event.state
+        return Reported.RECORDED
+
+
+class Counted:
+    def __init__(self) -> None:
+        self.stale = 0
+
+    def stale_observation(self) -> None:
+        self.stale += 1
+
+
+async def test_a_replaced_pod_behind_the_execution_is_counted_once_and_not_sent_again(
+    kubeconfig: Path,
+    fake_kube: FakeKube,  # noqa: F811
+    kubelet: Kubelet,
+) -> None:
+    recorder, counted = StaleRecorder(), Counted()
+    backend = KubernetesCompute(options(kubeconfig), counted)
+    await backend.start(recorder, recorder.reconcile)
+    try:
+        await until(lambda: backend.leading, what="leadership")
+        spec = job_spec()
+        await backend.submit(spec)
+        pod = kubelet.start_pod(spec.execution_id)
+        kubelet.run_to(pod, "worker")
+        await recorder.wait_for(spec.execution_id, State.RUNNING)
+        # The Job controller's replacement pod, not yet scheduled: newer, and QUEUED.
+        replacement = await replace_pod(fake_kube, spec.execution_id, pod)
+        await until(lambda: counted.stale == 1, what="the stale observation counted")
+        # It starts, still behind; then it catches up. Each observation is sent once.
+        kubelet.state(replacement, "stage-in", "running")
+        await until(lambda: counted.stale == 2, what="the second stale observation counted")
+        kubelet.run_to(replacement, "worker")
+        await until(lambda: recorder.states(spec.execution_id).count(State.RUNNING) == 2, what="RUNNING")
+        states = recorder.states(spec.execution_id)
+        assert states[states.index(State.RUNNING) :] == [
+            State.RUNNING,
+            State.QUEUED,
+            State.INITIALIZING,
+            State.RUNNING,
+        ]
+        assert counted.stale == 2
+    finally:
+        await backend.stop()
 
 
 async def test_cancel_deletes_the_job_and_reports_canceled(

@@ -23,7 +23,7 @@ from provider.backends.compute.kubernetes.manifests import (
     owner_reference,
     secret_patch,
 )
-from provider.backends.compute.kubernetes.observe import derive
+from provider.backends.compute.kubernetes.observe import Refusal, derive, refusal
 from provider.domain.assets import Asset
 from provider.domain.executions import State
 from provider.services.ports import JobSpec, StorageAccess
@@ -356,3 +356,63 @@ def test_a_pod_being_deleted_reports_nothing_until_it_is_gone() -> None:
 def test_stage_in_failure_names_the_sidecar_message() -> None:
     verdict = derive(job(), pod(init={"stage-in": done(1, message="sidecar: stage-in failed: 403")}), NOW, 60)
     assert verdict.observation is not None and "403" in (verdict.observation.message or "")
+
+
+# --- the cluster refusing the pod (the Job controller's FailedCreate Events) ---------------------
+
+QUOTA = 'Error creating: pods "j-x2k4m" is forbidden: exceeded quota: pods, requested: pods=1'
+RUNTIME = 'Error creating: pods "j-b5n7q" is forbidden: pod rejected: RuntimeClass "gvisor" not found'
+
+
+def failed_create(
+    message: str, first: datetime, last: datetime | None = None, uid: str = "u1"
+) -> dict[str, Any]:
+    stamp = "%Y-%m-%dT%H:%M:%SZ"
+    return {
+        "involvedObject": {"uid": uid},
+        "firstTimestamp": first.strftime(stamp),
+        "lastTimestamp": (last or first).strftime(stamp),
+        "message": message,
+    }
+
+
+@pytest.mark.parametrize(
+    ("job_obj", "message", "waited", "expected"),
+    [
+        (job(), QUOTA, 10, (State.QUEUED, "QuotaExceeded")),
+        (job(), RUNTIME, 10, (State.QUEUED, "PodCreateRefused")),
+        (job(), RUNTIME, 300, (State.SYSTEM_ERROR, "PodCreateRefused")),
+        # The deadline passes with no pod ever made: the cluster's doing, not the worker's.
+        (job("Failed", "DeadlineExceeded"), QUOTA, 10, (State.SYSTEM_ERROR, "QuotaExceeded")),
+        (job("FailureTarget", "DeadlineExceeded"), QUOTA, 10, (State.SYSTEM_ERROR, "QuotaExceeded")),
+    ],
+    ids=["quota", "runtime class", "past the grace", "deadline", "deadline (FailureTarget)"],
+)
+def test_a_refused_pod_is_queued_with_the_clusters_words_then_a_system_error(
+    job_obj: dict[str, Any], message: str, waited: float, expected: tuple[State, str]
+) -> None:
+    refused = Refusal(NOW - timedelta(seconds=waited), message)
+    verdict = derive(job_obj, None, NOW, 60, refused, create_grace_seconds=300)
+    seen = verdict.observation
+    assert seen is not None and (seen.state, seen.reason, seen.message) == (*expected, message)
+    if seen.state is State.QUEUED:
+        assert verdict.recheck_after == pytest.approx(300 - waited)  # judged again when the grace ends
+
+
+def test_a_refusal_no_longer_counts_once_there_is_a_pod() -> None:
+    verdict = derive(job(), pod(), NOW, 60, Refusal(NOW - timedelta(hours=1), QUOTA), 300)
+    assert verdict.observation is not None and verdict.observation.reason != "QuotaExceeded"
+
+
+def test_refusal_reads_the_events_of_this_job() -> None:
+    earlier, later = NOW - timedelta(seconds=90), NOW - timedelta(seconds=5)
+    events = [
+        failed_create(
+            "Error creating: of a Job of the same name, deleted", NOW - timedelta(hours=1), uid="old"
+        ),
+        failed_create(RUNTIME, earlier, later),
+        failed_create("(combined from similar events): " + QUOTA, later),  # as late: seen after
+    ]
+    found = refusal(events, "u1", NOW)
+    assert found == Refusal(earlier, QUOTA) and found.reason == "QuotaExceeded"
+    assert refusal(events[:1], "u1", NOW) is None

@@ -12,18 +12,29 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import logging
 import os
+import re
 import shutil
 import sys
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
+from provider.api.context import CONTEXT
+from provider.app import create_app
+from provider.backends.compute.kubernetes import KubernetesCompute
 from provider.backends.compute.kubernetes.manifests import SELECTOR, job_name
+from provider.backends.sql import SqlStore
 from provider.config import Settings
-from tests.conftest import Api, live_api
+from tests.conftest import POSTGRES_URL, Api, free_port, live_api, postgres_enabled
+from tests.fake_kube import KubeError
 from tests.fake_kube.fixtures import fake_kube  # noqa: F401
 from tests.fake_kube.server import FakeKube
 from tests.test_executions import REPO, run, setup, until
@@ -248,3 +259,195 @@ async def test_restart_reconciles_lost_executions_and_orphaned_jobs(
         assert fake_kube.get("jobs", NS, "provider-exe-stray") is None
     finally:
         await close()
+
+
+def with_kubernetes(settings: Settings, **changes: Any) -> Settings:
+    kubernetes = settings.compute.kubernetes.model_copy(update=changes)
+    return settings.model_copy(
+        update={"compute": settings.compute.model_copy(update={"kubernetes": kubernetes})}
+    )
+
+
+async def follow(
+    api: Api, key: str, execution: dict[str, Any], done: Any, limit: float = 30
+) -> dict[str, Any]:
+    """Long-poll the execution until `done(execution)` holds."""
+    current = execution
+    async with asyncio.timeout(limit):
+        while not done(current):
+            path = f"/api/v1/executions/{current['id']}?wait=5&version={current['version']}"
+            response = await api.request("GET", path, key=key)
+            if response.status == 200:
+                current = await response.json()
+    return current
+
+
+def refuse(fake: FakeKube, execution_id: str, problem: str) -> None:
+    """The cluster refuses the Job's pod; the Job controller tries and records FailedCreate."""
+    fake.refuse_pods(NS, job_name(execution_id), problem)
+    with pytest.raises(KubeError):
+        fake.create_job_pod(NS, job_name(execution_id))
+
+
+async def test_a_pod_the_cluster_refuses_shows_why_and_never_blames_the_worker(
+    k8s_settings: Settings,
+    contract,  # type: ignore[no-untyped-def]
+    fake_kube: FakeKube,  # noqa: F811
+) -> None:
+    quota = "exceeded quota: pods, requested: pods=1, used: pods=4, limited: pods=4"
+    api, close = await live_api(with_kubernetes(k8s_settings, pod_create_grace_seconds=3600), contract)
+    try:
+        key, ws = await setup(api)
+        await api.json("PUT", f"/api/v1/workspaces/{ws}/objects/in.bin", 201, key=key, data=b"x")
+        created = await run(api, key, ws, "dummy", inputs={"source": "in.bin"})
+        refuse(fake_kube, created["id"], quota)
+        queued = await follow(api, key, created, lambda e: e["reason"] is not None)
+        assert (queued["state"], queued["reason"]) == ("QUEUED", "QuotaExceeded")
+        assert queued["message"].startswith("Error creating: pods ") and queued["message"].endswith(quota)
+        # The Job controller gives up at the Job's deadline; no pod was ever made.
+        fake_kube.set_job_condition(NS, job_name(created["id"]), "Failed", reason="DeadlineExceeded")
+        ended = await until(api, key, queued, {"SYSTEM_ERROR", "EXECUTOR_ERROR", "COMPLETE"})
+        assert (ended["state"], ended["reason"]) == ("SYSTEM_ERROR", "QuotaExceeded")
+        assert ended["message"] == queued["message"]
+    finally:
+        await close()
+
+
+async def test_a_pod_refused_past_the_grace_ends_the_execution_and_its_job(
+    k8s_settings: Settings,
+    contract,  # type: ignore[no-untyped-def]
+    fake_kube: FakeKube,  # noqa: F811
+) -> None:
+    api, close = await live_api(with_kubernetes(k8s_settings, pod_create_grace_seconds=1), contract)
+    try:
+        key, ws = await setup(api)
+        await api.json("PUT", f"/api/v1/workspaces/{ws}/objects/in.bin", 201, key=key, data=b"x")
+        created = await run(api, key, ws, "dummy", inputs={"source": "in.bin"})
+        refuse(fake_kube, created["id"], 'pod rejected: RuntimeClass "gvisor" not found')
+        ended = await until(api, key, created, {"SYSTEM_ERROR", "EXECUTOR_ERROR", "COMPLETE"})
+        assert (ended["state"], ended["reason"]) == ("SYSTEM_ERROR", "PodCreateRefused")
+        assert ended["message"].endswith('is forbidden: pod rejected: RuntimeClass "gvisor" not found')
+        assert [h["state"] for h in ended["history"]] == ["QUEUED", "SYSTEM_ERROR"]
+        await fake_kube.wait_until(lambda: fake_kube.get("jobs", NS, job_name(created["id"])) is None)
+    finally:
+        await close()
+
+
+async def stale_observations(api: Api) -> float:
+    text = await (await api.request("GET", "/metrics", check=False)).text()
+    found = re.search(r"^provider_kubernetes_stale_observations_total (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0
+
+
+async def test_a_replaced_pod_behind_the_execution_changes_nothing_and_is_counted(
+    live: Api,
+    fake_kube: FakeKube,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="provider")
+    key, ws = await setup(live)
+    await live.json("PUT", f"/api/v1/workspaces/{ws}/objects/in.bin", 201, key=key, data=b"x")
+    created = await run(live, key, ws, "dummy", inputs={"source": "in.bin"})
+    pod = fake_kube.create_job_pod(NS, job_name(created["id"]))["metadata"]["name"]
+    fake_kube.set_container_state(NS, pod, "stage-in", "terminated", exit_code=0)
+    fake_kube.set_container_state(NS, pod, "worker", "running")
+    running = await until(live, key, created, {"RUNNING"})
+    # The Job controller's replacement pod, pending and newer (creationTimestamp counts seconds):
+    # the Job now looks QUEUED.
+    started = pod_created(fake_kube, pod)
+    await fake_kube.wait_until(lambda: now_stamp() > started, within=5)
+    fake_kube.create_job_pod(NS, job_name(created["id"]), node=None)
+    async with asyncio.timeout(30):
+        while True:  # counted, or (before this was a known case) an error logged
+            if await stale_observations(live) >= 1 or errors(caplog):
+                break
+            await asyncio.sleep(0.05)
+    assert errors(caplog) == []  # no traceback, no retry loop
+    assert await stale_observations(live) == 1
+    behind = [r for r in caplog.records if "behind the execution" in r.getMessage()]
+    assert len(behind) == 1 and behind[0].levelno == logging.INFO and behind[0].exc_info is None
+    now = await live.json("GET", f"/api/v1/executions/{created['id']}", 200, key=key)
+    assert (now["state"], now["version"]) == ("RUNNING", running["version"])  # it keeps its state
+
+
+def errors(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def pod_created(fake: FakeKube, pod: str) -> str:
+    found = fake.get("pods", NS, pod)
+    assert found is not None
+    return str(found["metadata"]["creationTimestamp"])
+
+
+def now_stamp() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@pytest.fixture
+async def shared_schema() -> AsyncIterator[str]:
+    """A fresh PostgreSQL schema for two replicas (a SQLite database is one process's alone)."""
+    if not postgres_enabled():
+        pytest.skip("PROVIDER_TEST_POSTGRES_URL is off")
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    admin = await asyncpg.connect(POSTGRES_URL.replace("postgresql+asyncpg", "postgresql"))
+    try:
+        await admin.execute(f'CREATE SCHEMA "{schema}"')
+        yield schema
+    finally:
+        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await admin.close()
+
+
+async def replica(
+    settings: Settings, contract: Any, schema: str, identity: str
+) -> tuple[Api, Callable[[], Awaitable[None]]]:
+    """One replica of the service: its own port and Lease identity, the shared database."""
+    port = free_port()
+    server = settings.server.model_copy(update={"port": port, "public_url": f"http://127.0.0.1:{port}"})
+    app = create_app(
+        with_kubernetes(settings, identity=identity).model_copy(update={"server": server}),
+        store=SqlStore(POSTGRES_URL, schema=schema, pool_size=5),
+    )
+    client = TestClient(TestServer(app, port=port))
+    await client.start_server()
+    return Api(client, contract, app), client.close
+
+
+async def test_a_cancel_through_another_replica_ends_canceled_whoever_sees_the_job_go(
+    k8s_settings: Settings,
+    contract,  # type: ignore[no-untyped-def]
+    fake_kube: FakeKube,  # noqa: F811
+    shared_schema: str,
+) -> None:
+    first, close_first = await replica(k8s_settings, contract, shared_schema, "replica-a")
+    try:
+        leader = first.app[CONTEXT].executions.compute
+        assert isinstance(leader, KubernetesCompute)
+        await fake_kube.wait_until(lambda: leader.leading, within=10)
+        second, close_second = await replica(k8s_settings, contract, shared_schema, "replica-b")
+        try:
+            other = second.app[CONTEXT].executions.compute
+            assert isinstance(other, KubernetesCompute) and not other.leading
+            key, ws = await setup(second)
+            await second.json("PUT", f"/api/v1/workspaces/{ws}/objects/in.bin", 201, key=key, data=b"x")
+            created = await run(second, key, ws, "dummy", inputs={"source": "in.bin"})
+            pod = fake_kube.create_job_pod(NS, job_name(created["id"]))["metadata"]["name"]
+            fake_kube.set_container_state(NS, pod, "stage-in", "terminated", exit_code=0)
+            fake_kube.set_container_state(NS, pod, "worker", "running")
+            running = await until(second, key, created, {"RUNNING"})
+            # The replica that cancels deletes the Job and hears back only later: the leader's
+            # watch sees the Job go first.
+            job = job_name(created["id"])
+            fake_kube.inject_fault("DELETE", rf"/jobs/{job}$", status=None, late=3.0)
+            canceled = await second.json("POST", f"/api/v1/executions/{created['id']}/cancel", 202, key=key)
+            assert canceled["state"] == "CANCELING"
+            for api in (first, second):
+                final = await until(api, key, running, {"CANCELED", "SYSTEM_ERROR", "COMPLETE"})
+                outcome = (final["state"], final["reason"], final["message"])
+                assert outcome == ("CANCELED", "Canceled", "canceled on request"), final
+            assert leader.leading and not other.leading
+        finally:
+            await close_second()
+    finally:
+        await close_first()

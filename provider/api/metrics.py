@@ -55,3 +55,17 @@ class NotificationMetrics:
 
     def outbox_depth(self, pending: int) -> None:
         self.depth.set(pending)
+
+
+class KubernetesMetrics:
+    """What the Kubernetes backend counts beside execution states (it reports through its observer)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.stale = Counter(
+            "provider_kubernetes_stale_observations",
+            "Observations of a Job behind its execution's state (a replaced pod, say), ignored",
+            registry=registry,
+        )
+
+    def stale_observation(self) -> None:
+        self.stale.inc()

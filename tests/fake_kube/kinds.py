@@ -83,6 +83,23 @@ POD_FIELDS: dict[str, Callable[[Mapping[str, Any]], str]] = {
     "status.nominatedNodeName": lambda o: str(_path(o, "status", "nominatedNodeName")),
 }
 
+
+def _involved(key: str) -> Callable[[Mapping[str, Any]], str]:
+    return lambda event: str(_path(event, "involvedObject", key))
+
+
+# pkg/registry/core/event GetAttrs: what an events list or watch may select on.
+EVENT_FIELDS: dict[str, Callable[[Mapping[str, Any]], str]] = {
+    **{
+        f"involvedObject.{key}": _involved(key)
+        for key in ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")
+    },
+    "reason": lambda o: str(o.get("reason", "")),
+    "reportingComponent": lambda o: str(o.get("reportingComponent", "")),
+    "source": lambda o: str(_path(o, "source", "component") or o.get("reportingComponent", "")),
+    "type": lambda o: str(o.get("type", "")),
+}
+
 RESOURCES: dict[str, Resource] = {
     r.plural: r
     for r in (
@@ -103,6 +120,7 @@ RESOURCES: dict[str, Resource] = {
             selectable=POD_FIELDS,
         ),
         Resource("configmaps", "configmap", "ConfigMap"),
+        Resource("events", "event", "Event", selectable=EVENT_FIELDS),
         Resource("secrets", "secret", "Secret", selectable={"type": lambda o: str(o.get("type", ""))}),
         Resource(
             "jobs",
@@ -125,7 +143,7 @@ RESOURCES: dict[str, Resource] = {
 }
 
 GROUP_VERSIONS: dict[str, frozenset[str]] = {
-    "v1": frozenset({"namespaces", "pods", "configmaps", "secrets"}),
+    "v1": frozenset({"namespaces", "pods", "configmaps", "secrets", "events"}),
     "batch/v1": frozenset({"jobs"}),
     "coordination.k8s.io/v1": frozenset({"leases"}),
 }
@@ -257,6 +275,12 @@ def normalize_times(resource: Resource, obj: dict[str, Any]) -> None:
         for key in ("acquireTime", "renewTime"):
             if spec.get(key) is not None:
                 spec[key] = normalize_time(spec[key], micro=True)
+    if resource.plural == "events":
+        for key in ("firstTimestamp", "lastTimestamp"):
+            if obj.get(key) is not None:
+                obj[key] = normalize_time(obj[key], micro=False)
+        if obj.get("eventTime") is not None:
+            obj["eventTime"] = normalize_time(obj["eventTime"], micro=True)
     if resource.plural in ("jobs", "pods", "namespaces"):
         for key in ("startTime", "completionTime"):
             if status.get(key) is not None:
@@ -513,6 +537,8 @@ def validate(resource: Resource, obj: Mapping[str, Any]) -> list[validation.Fiel
         return validation.validate_configmap(obj)
     if resource.plural == "leases":
         return validation.validate_lease(obj)
+    if resource.plural == "events":
+        return validation.validate_event(obj)
     return validation.validate_namespace(obj)
 
 

@@ -12,7 +12,9 @@ There are no controllers beyond a garbage collector, a namespace cleaner, a kube
 deleting pods and a Job controller that counts its pods; tests play the scheduler, kubelet and
 the rest of the Job controller through the hook methods (`create_job_pod`, `set_container_state`,
 `set_job_condition`, `write_log`, ...), each of which writes through the same path as the API so
-watchers see ordinary events.
+watchers see ordinary events. Pods the cluster refuses (`refuse_pods`: a quota, a missing
+RuntimeClass, an admission webhook) make the Job controller's attempts fail with the `FailedCreate`
+Event it records on the Job, deduplicated by count as client-go's event recorder does.
 """
 
 from __future__ import annotations
@@ -171,6 +173,7 @@ class Fault:
     delay: float
     disconnect: bool
     retry_after: int | None
+    late: float = 0.0
     hits: int = 0
 
     def matches(self, method: str, path: str, path_qs: str) -> bool:
@@ -258,6 +261,7 @@ class FakeKube:
         self._job_keys: dict[str, tuple[str, str]] = {}
         self._pods_of_job: dict[str, set[tuple[str, str]]] = {}
         self._kubelet_handles: set[asyncio.TimerHandle] = set()
+        self._refused_pods: dict[tuple[str, str], str] = {}  # (namespace, Job) -> why
         self._runner: web.AppRunner | None = None
         self._port = 0
         self._create_namespace("default")
@@ -392,8 +396,10 @@ class FakeKube:
         *,
         disconnect: bool = False,
         retry_after: int | None = None,
+        late: float = 0.0,
     ) -> Fault:
-        """Make the next `count` matching requests (None: all) fail, stall or drop the connection.
+        """Make the next `count` matching requests (None: all) fail, stall, drop the connection,
+        or (`late`) be carried out at once but answered only `late` seconds after.
 
         `path` is a regular expression searched in the request path, and failing that in the path
         with its query string (so `r"/jobs$"` matches a list with a labelSelector, and `r"watch="`
@@ -410,6 +416,7 @@ class FakeKube:
             delay=delay,
             disconnect=disconnect,
             retry_after=retry_after,
+            late=late,
         )
         self._faults.append(fault)
         return fault
@@ -441,15 +448,91 @@ class FakeKube:
 
     # ------------------------------------------------------------- controller hooks
 
+    def refuse_pods(self, namespace: str, job_name: str, problem: str | None) -> None:
+        """Refuse the Job's pods as a ResourceQuota, the RuntimeClass admission plugin or a
+        webhook does (403 `pods "<name>" is forbidden: <problem>`); None admits them again.
+
+        While refused, each attempt of the Job controller (`create_job_pod`, or `auto_pods`)
+        fails and records a Warning Event `FailedCreate` on the Job, `Error creating: <error>`."""
+        if problem is None:
+            self._refused_pods.pop((namespace, job_name), None)
+        else:
+            self._refused_pods[(namespace, job_name)] = problem
+
+    def record_event(
+        self,
+        involved: Mapping[str, Any],
+        type: str,
+        reason: str,
+        message: str,
+        component: str = "job-controller",
+    ) -> dict[str, Any]:
+        """A core/v1 Event about `involved`, written as client-go's recorder does: an event like
+        one already there (same source, object, type, reason and message) counts up instead."""
+        meta = _meta(involved)
+        namespace = meta.get("namespace", "")
+        reference = {
+            "kind": involved.get("kind", ""),
+            "namespace": namespace,
+            "name": meta["name"],
+            "uid": meta.get("uid", ""),
+            "apiVersion": involved.get("apiVersion", ""),
+            "resourceVersion": meta.get("resourceVersion", ""),
+        }
+        events = RESOURCES["events"]
+        now = _ts(_now())
+        for key, existing in self._store["events"].items():
+            same = {k: existing["involvedObject"].get(k) for k in ("kind", "name", "uid", "apiVersion")}
+            if (
+                key[0] == namespace
+                and same == {k: reference[k] for k in same}
+                and (existing.get("type"), existing.get("reason"), existing.get("message"))
+                == (type, reason, message)
+                and (existing.get("source") or {}).get("component") == component
+            ):
+                updated = copy.deepcopy(existing)
+                updated["count"] = int(existing.get("count") or 1) + 1
+                updated["lastTimestamp"] = now
+                return self._commit(events, key, updated, "MODIFIED")
+        name = f"{meta['name']}.{time.time_ns():x}"
+        event = {
+            "kind": "Event",
+            "apiVersion": "v1",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "uid": str(uuid.uuid4()),
+                "creationTimestamp": now,
+            },
+            "involvedObject": reference,
+            "reason": reason,
+            "message": message,
+            "source": {"component": component},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "type": type,
+            "reportingComponent": component,
+            "reportingInstance": "",
+        }
+        return self._commit(events, (namespace, name), event, "ADDED")
+
     def create_job_pod(
         self, namespace: str, job_name: str, node: str | None = "node-1", *, name: str | None = None
     ) -> dict[str, Any]:
-        """Create a pod for the Job as the Job controller and scheduler would."""
+        """Create a pod for the Job as the Job controller and scheduler would; a refused pod
+        (`refuse_pods`) raises the API server's KubeError after the controller's Event."""
         jobs = RESOURCES["jobs"]
         job = self._require(jobs, namespace, job_name)
         template = copy.deepcopy(job["spec"]["template"])
         template_meta = template.get("metadata") or {}
         pod_name = name or _generate_name(f"{job_name}-")
+        problem = self._refused_pods.get((namespace, job_name))
+        if problem is not None:
+            # The name is generated before admission runs, so the message names the pod.
+            refused = errors.forbidden(RESOURCES["pods"], pod_name, problem)
+            self.record_event(job, "Warning", "FailedCreate", f"Error creating: {refused.message}")
+            raise refused
         spec = template.get("spec") or {}
         kinds.default_pod_spec(spec, for_pod=True)
         now = _ts(_now())
@@ -820,9 +903,12 @@ class FakeKube:
                 raise KubeError(
                     413, "RequestEntityTooLarge", f"Request entity too large: limit is {MAX_BODY_BYTES}"
                 )
-            return await self._route(request, raw)
+            response = await self._route(request, raw)
         except KubeError as error:
-            return self._error_response(error)
+            response = self._error_response(error)
+        if fault is not None and fault.late:
+            await asyncio.sleep(fault.late)  # done already; only the answer is slow
+        return response
 
     def _fault_response(self, fault: Fault) -> web.Response:
         status = fault.status or 500
@@ -2357,7 +2443,8 @@ class FakeKube:
         )
         untouched = status.get("succeeded", 0) == 0 and status.get("failed", 0) == 0
         if self.auto_pods and not owned and not finished and untouched and not job["spec"].get("suspend"):
-            self.create_job_pod(namespace, job_key[1])
+            with contextlib.suppress(KubeError):  # refused: the Event is recorded, the Job waits
+                self.create_job_pod(namespace, job_key[1])
             return self.get("jobs", namespace, job_key[1])
         active = [
             pod

@@ -527,5 +527,17 @@ def validate_lease(lease: Mapping[str, Any]) -> list[FieldError]:
     return errors
 
 
+def validate_event(event: Mapping[str, Any]) -> list[FieldError]:
+    """ValidateEvent (core/v1) for what a recorder writes: an involved object in the event's namespace."""
+    meta = event.get("metadata") or {}
+    errors = validate_object_meta(meta)
+    involved = event.get("involvedObject") or {}
+    if involved.get("namespace", "") not in ("", meta.get("namespace")):
+        errors.append(
+            invalid("involvedObject.namespace", involved.get("namespace"), "does not match event.namespace")
+        )
+    return errors
+
+
 def validate_namespace(namespace: Mapping[str, Any]) -> list[FieldError]:
     return validate_object_meta(namespace.get("metadata") or {}, label_names=True)

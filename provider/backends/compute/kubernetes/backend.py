@@ -1,9 +1,10 @@
 """The Kubernetes compute backend: each execution is a batch/v1 Job (see manifests.py).
 
 Every replica creates and deletes Jobs for the API requests it serves. Exactly one replica, the
-holder of the Lease, observes: two namespace-wide watches (Jobs and Pods, by label), whatever the
-number of executions, feeding a keyed work queue that turns what changed into execution events
-one execution at a time, and a periodic reconciliation of Jobs against the store.
+holder of the Lease, observes: three namespace-wide watches (Jobs and Pods by label, the Job
+controller's FailedCreate Events by field), whatever the number of executions, feeding a keyed
+work queue that turns what changed into execution events one execution at a time, and a periodic
+reconciliation of Jobs against the store.
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from provider.backends.compute.kubernetes.client import Kube, KubeError, load_configuration
 from provider.backends.compute.kubernetes.lease import LeaseElector
 from provider.backends.compute.kubernetes.manifests import (
     EXECUTION,
+    JOB_PREFIX,
     SELECTOR,
     WORKER,
     JobSettings,
@@ -35,12 +37,25 @@ from provider.backends.compute.kubernetes.manifests import (
     secret_name,
     secret_patch,
 )
-from provider.backends.compute.kubernetes.observe import derive
+from provider.backends.compute.kubernetes.observe import derive, refusal
 from provider.backends.compute.kubernetes.watch import NamespaceWatch
 from provider.domain.executions import State
-from provider.services.ports import ComputeEvent, EventSink, JobSpec, Reconciler
+from provider.services.ports import ComputeEvent, EventSink, JobSpec, Reconciler, Reported
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# The Job controller's Events when the cluster refuses a Job's pod (RealPodControl.CreatePods).
+REFUSALS = "involvedObject.kind=Job,reason=FailedCreate"
+# Reasons after which nothing more will come of a Job: it is deleted at once, not at its deadline.
+HOPELESS = {"Lost", "ImagePull", "ContainerConfig", "QuotaExceeded", "PodCreateRefused"}
+
+
+class KubernetesObserver(Protocol):
+    """What the backend counts beside execution states (metrics)."""
+
+    def stale_observation(self) -> None:
+        """The execution service found an observation behind the execution's state."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,7 @@ class KubernetesOptions:
     reconcile_seconds: float = 60.0
     request_timeout_seconds: float = 30.0
     image_pull_grace_seconds: float = 120.0
+    pod_create_grace_seconds: float = 300.0  # the cluster refusing the pod this long: SYSTEM_ERROR
     queued_grace_seconds: float = 30.0  # a QUEUED execution this young may be being submitted elsewhere
     workers: int = 8  # executions evaluated at once
     max_retry_seconds: float = 60.0
@@ -77,8 +93,9 @@ class _Tracked:
 class KubernetesCompute:
     name = "kubernetes"
 
-    def __init__(self, options: KubernetesOptions) -> None:
+    def __init__(self, options: KubernetesOptions, observer: KubernetesObserver | None = None) -> None:
         self.options = options
+        self.observer = observer
         self.identity = options.identity or socket.gethostname()
         self.kube: Kube | None = None
         self.elector: LeaseElector | None = None
@@ -90,11 +107,14 @@ class KubernetesCompute:
         self._retries: dict[str, asyncio.Task[None]] = {}
         self._tracked: dict[str, _Tracked] = {}
         self._canceling: set[str] = set()
+        # FailedCreate Events by Job name, then Event name; and the execution of each tracked Job.
+        self._refusals: dict[str, dict[str, dict[str, Any]]] = {}
+        self._by_job: dict[str, str] = {}
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._pending: set[str] = set()
         self._busy: set[str] = set()
         # Store work under way (reports, reconciliations): never cut off halfway (see _protected).
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight: set[asyncio.Future[Any]] = set()
 
     @property
     def leading(self) -> bool:
@@ -136,6 +156,9 @@ class KubernetesCompute:
         self.watches = [
             NamespaceWatch(self.kube, "jobs", SELECTOR, self._on_job, self._sync_jobs, timeout),
             NamespaceWatch(self.kube, "pods", SELECTOR, self._on_pod, self._sync_pods, timeout),
+            NamespaceWatch(
+                self.kube, "events", "", self._on_refusal, self._sync_refusals, timeout, fields=REFUSALS
+            ),
         ]
         tasks = [asyncio.create_task(w.run(), name=f"watch {w.resource}") for w in self.watches]
         tasks += [
@@ -153,13 +176,18 @@ class KubernetesCompute:
         if self._inflight:  # let reports under way finish their transactions
             await asyncio.wait(self._inflight, timeout=10)
         self._tracked.clear()
+        self._refusals.clear()
+        self._by_job.clear()
         self._pending.clear()
         self._busy.clear()
         self._queue = asyncio.Queue()
 
     async def _reconcile_loop(self) -> None:
         for watch in self.watches:
-            await watch.synced.wait()  # judge Jobs only once both watches show everything
+            # Judge Jobs only once their watch and their pods' show everything; Events only add
+            # reasons, and a Role without them must not stop reconciliation.
+            if watch.resource != "events":
+                await watch.synced.wait()
         while True:
             assert self._reconcile is not None
             try:
@@ -310,6 +338,8 @@ class KubernetesCompute:
         assert self.kube is not None
         self._tracked.pop(execution_id, None)
         self._canceling.discard(execution_id)
+        self._by_job.pop(job_name(execution_id), None)
+        self._refusals.pop(job_name(execution_id), None)
         try:
             await self.kube.delete("Job", job_name(execution_id))
             await self.kube.delete("Secret", secret_name(execution_id))
@@ -360,6 +390,7 @@ class KubernetesCompute:
             if kind == "DELETED":
                 return None  # the end of something already released
             tracked = self._tracked[execution_id] = _Tracked()
+            self._by_job[job_name(execution_id)] = execution_id
         return execution_id, tracked
 
     async def _on_job(self, kind: str, obj: dict[str, Any]) -> None:
@@ -406,6 +437,33 @@ class KubernetesCompute:
                 self._touch(execution_id)
         for pod in items:
             await self._on_pod("ADDED", pod)
+
+    async def _on_refusal(self, kind: str, obj: dict[str, Any]) -> None:
+        """A FailedCreate Event: kept (until it expires) by the name of the Job it is about."""
+        involved = obj.get("involvedObject") or {}
+        job = str(involved.get("name") or "")
+        if involved.get("apiVersion") != "batch/v1" or not job.startswith(JOB_PREFIX):
+            return
+        name = str((obj.get("metadata") or {}).get("name") or "")
+        if kind == "DELETED":
+            events = self._refusals.get(job, {})
+            events.pop(name, None)
+            if not events:
+                self._refusals.pop(job, None)
+        else:
+            self._refusals.setdefault(job, {})[name] = _slim_event(obj)
+        execution_id = self._by_job.get(job)
+        if execution_id is not None:
+            self._touch(execution_id)
+
+    async def _sync_refusals(self, items: list[dict[str, Any]]) -> None:
+        before, self._refusals = self._refusals, {}
+        for event in items:
+            await self._on_refusal("ADDED", event)
+        for job in before.keys() - self._refusals.keys():  # expired while the watch was away
+            execution_id = self._by_job.get(job)
+            if execution_id is not None:
+                self._touch(execution_id)
 
     def _touch(self, execution_id: str) -> None:
         """Mark an execution for evaluation; each is evaluated by one worker at a time, in order."""
@@ -459,7 +517,19 @@ class KubernetesCompute:
             )
         else:
             pod = tracked.pods[_newest(tracked.pods)] if tracked.pods else None
-            verdict = derive(job, pod, datetime.now(UTC), self.options.image_pull_grace_seconds)
+            now = datetime.now(UTC)
+            events = self._refusals.get(job_name(execution_id))
+            refused = None
+            if job is not None and events:
+                refused = refusal(events.values(), job["metadata"].get("uid"), now)
+            verdict = derive(
+                job,
+                pod,
+                now,
+                self.options.image_pull_grace_seconds,
+                refused,
+                self.options.pod_create_grace_seconds,
+            )
             if verdict.recheck_after is not None:
                 asyncio.get_running_loop().call_later(
                     max(verdict.recheck_after, 0.05), self._touch, execution_id
@@ -478,24 +548,26 @@ class KubernetesCompute:
             )
         if event.state.final:
             tracked.final = True
-            if event.reason in ("Lost", "ImagePull", "ContainerConfig") and not tracked.job_deleted:
+            if event.reason in HOPELESS and not tracked.job_deleted:
                 # Nothing more will come of this Job: stop it now rather than at its deadline.
                 assert self.kube is not None
                 with contextlib.suppress(KubeError):
                     await self.kube.delete("Job", job_name(execution_id))
-        await self._emit(event)
+        if await self._emit(event) is Reported.STALE and self.observer is not None:
+            # Already further along (a replaced pod, say): kept as reported, not sent again.
+            self.observer.stale_observation()
 
-    async def _emit(self, event: ComputeEvent) -> None:
+    async def _emit(self, event: ComputeEvent) -> Reported | None:
         assert self._sink is not None
-        await self._protected(self._sink(event))
+        return await self._protected(self._sink(event))
 
-    async def _protected(self, work: Awaitable[None]) -> None:
+    async def _protected(self, work: Awaitable[T]) -> T:
         """Run store work so that cancelling the caller (a step-down, a stop) does not cut it off
         inside a transaction; _step_down waits for it."""
         task = asyncio.ensure_future(work)
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
-        await asyncio.shield(task)
+        return await asyncio.shield(task)
 
 
 def _slim(obj: dict[str, Any]) -> dict[str, Any]:
@@ -504,10 +576,19 @@ def _slim(obj: dict[str, Any]) -> dict[str, Any]:
     metadata = obj.get("metadata") or {}
     return {
         "metadata": {
-            k: metadata[k] for k in ("name", "creationTimestamp", "deletionTimestamp") if k in metadata
+            k: metadata[k] for k in ("name", "uid", "creationTimestamp", "deletionTimestamp") if k in metadata
         },
         "status": obj.get("status") or {},
     }
+
+
+def _slim_event(event: dict[str, Any]) -> dict[str, Any]:
+    """What a refusal needs of a FailedCreate Event: its Job's uid, its times and its message."""
+    slim: dict[str, Any] = {
+        k: event[k] for k in ("firstTimestamp", "lastTimestamp", "eventTime", "message") if k in event
+    }
+    slim["involvedObject"] = {"uid": (event.get("involvedObject") or {}).get("uid")}
+    return slim
 
 
 def _newest(pods: dict[str, dict[str, Any]]) -> str:

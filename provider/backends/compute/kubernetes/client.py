@@ -137,13 +137,15 @@ class Kube:
             raise
         return True
 
-    async def list(self, resource: str, selector: str) -> tuple[list[dict[str, Any]], str]:
-        """Every matching object (paged) and the list's resourceVersion."""
+    async def list(
+        self, resource: str, selector: str, fields: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """Every object matching the label (and field) selector, paged, and the list's resourceVersion."""
         method = self._lister(resource)
         items: list[dict[str, Any]] = []
         token: str | None = None
         while True:
-            kwargs: dict[str, Any] = {"label_selector": selector, "limit": 500}
+            kwargs: dict[str, Any] = {**_selectors(selector, fields), "limit": 500}
             if token:
                 kwargs["_continue"] = token
             page = await self._call(method, self.namespace, **kwargs)
@@ -157,17 +159,23 @@ class Kube:
         listers: dict[str, Callable[..., Awaitable[Any]]] = {
             "jobs": self.batch.list_namespaced_job,
             "pods": self.core.list_namespaced_pod,
+            "events": self.core.list_namespaced_event,
         }
         return listers[resource]
 
     async def watch(
-        self, resource: str, selector: str, resource_version: str, timeout_seconds: int
+        self,
+        resource: str,
+        selector: str,
+        resource_version: str,
+        timeout_seconds: int,
+        fields: str | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Watch events as the server sends them, until it ends the stream (timeout) or it breaks."""
         response = await self._open(
             self._lister(resource),
             self.namespace,
-            label_selector=selector,
+            **_selectors(selector, fields),
             watch=True,
             resource_version=resource_version,
             allow_watch_bookmarks=True,
@@ -211,6 +219,13 @@ class Kube:
                 body = await response.read()
             raise _error(response.status, _json(body), body)
         return response
+
+
+def _selectors(labels: str, fields: str | None) -> dict[str, str]:
+    selectors = {"label_selector": labels} if labels else {}
+    if fields:
+        selectors["field_selector"] = fields
+    return selectors
 
 
 def _json(body: bytes) -> dict[str, Any]:

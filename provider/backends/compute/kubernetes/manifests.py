@@ -53,9 +53,12 @@ class JobSettings:
     staging_seconds: int = 600
 
 
+JOB_PREFIX = "provider-"
+
+
 def job_name(execution_id: str) -> str:
     """DNS-1123 label: the Job's pods are named after it (+6 characters)."""
-    return "provider-" + execution_id.lower().replace("_", "-")
+    return JOB_PREFIX + execution_id.lower().replace("_", "-")
 
 
 def secret_name(execution_id: str) -> str:

@@ -1,11 +1,13 @@
 """From what the API server shows of a Job and its pod to an execution state. Pure: no I/O.
 
 The pod tells most (which container runs, how each ended); the Job tells what the pod cannot,
-such as its deadline. Reasons name the cause in words an operator can look up.
+such as its deadline; and while there is no pod, the Job controller's `FailedCreate` Events tell
+why the cluster refuses to make one. Reasons name the cause in words an operator can look up.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -18,6 +20,8 @@ PULL_FAILURES = {"ErrImagePull", "ImagePullBackOff", "RegistryUnavailable"}
 PULL_FATAL = {"InvalidImageName", "ErrImageNeverPull"}
 # Waiting reasons that heal by themselves within the grace (a Secret being created, say).
 CONFIG_FAILURES = {"CreateContainerConfigError", "CreateContainerError", "RunContainerError"}
+# client-go's event recorder folds many similar Events into one whose message starts so.
+COMBINED = "(combined from similar events): "
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,33 @@ class Observation:
 
 
 @dataclass(frozen=True)
+class Refusal:
+    """The cluster refuses to create the Job's pod (a quota, a missing RuntimeClass, an admission
+    webhook), as the Job controller's FailedCreate Events say: since when, and its latest words."""
+
+    since: datetime
+    message: str
+
+    @property
+    def reason(self) -> str:
+        return "QuotaExceeded" if "exceeded quota" in self.message else "PodCreateRefused"
+
+
+def refusal(events: Iterable[dict[str, Any]], job_uid: str | None, now: datetime) -> Refusal | None:
+    """What the FailedCreate Events about one Job (in the order they were seen) say; those about
+    an earlier Job of the same name (its uid differs) do not count."""
+    mine = [
+        e for e in events if not job_uid or (e.get("involvedObject") or {}).get("uid") in ("", None, job_uid)
+    ]
+    if not mine:
+        return None
+    since = min(_time(e.get("firstTimestamp") or e.get("eventTime"), now) for e in mine)
+    # Times count whole seconds: of Events as late as each other, the one seen last.
+    latest = max(reversed(mine), key=lambda e: _time(e.get("lastTimestamp") or e.get("eventTime"), now))
+    return Refusal(since, str(latest.get("message") or "").removeprefix(COMBINED))
+
+
+@dataclass(frozen=True)
 class Verdict:
     observation: Observation | None
     # A container has been failing to start: look again once its grace is over.
@@ -45,9 +76,21 @@ def derive(
     pod: dict[str, Any] | None,
     now: datetime,
     pull_grace_seconds: float,
+    refused: Refusal | None = None,
+    create_grace_seconds: float = 300.0,
 ) -> Verdict:
     # FailureTarget comes first on recent clusters: the Job controller then terminates the pod.
     failed = _condition(job, "Failed") or _condition(job, "FailureTarget")
+    if pod is None and refused is not None and _condition(job, "Complete") is None:
+        # No pod could be made: the cluster's doing, never the worker's, even once the Job's
+        # deadline passes. QUEUED while the Job controller tries again, within the grace.
+        waited = (now - refused.since).total_seconds()
+        if failed is not None or waited >= create_grace_seconds:
+            return Verdict(Observation(State.SYSTEM_ERROR, refused.reason, refused.message))
+        return Verdict(
+            Observation(State.QUEUED, refused.reason, refused.message),
+            recheck_after=create_grace_seconds - waited,
+        )
     if failed is not None and failed.get("reason") == "DeadlineExceeded":
         return Verdict(
             Observation(
@@ -163,7 +206,10 @@ def _condition(job: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
 
 
 def _created(obj: dict[str, Any], default: datetime) -> datetime:
-    stamp = (obj.get("metadata") or {}).get("creationTimestamp")
+    return _time((obj.get("metadata") or {}).get("creationTimestamp"), default)
+
+
+def _time(stamp: object, default: datetime) -> datetime:
     if not stamp:
         return default
     try:

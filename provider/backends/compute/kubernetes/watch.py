@@ -1,5 +1,7 @@
 """One list-then-watch loop per resource and namespace, however many executions there are.
 
+Objects are selected by label, or by field where they carry no labels of ours (Events).
+
 It lists once, then watches from the list's resourceVersion with bookmarks on, so that a
 reconnect resumes where the stream stopped. `410 Gone` (the server no longer has that version)
 means a relist: the handler receives the complete set again and reconciles the difference.
@@ -32,10 +34,12 @@ class NamespaceWatch:
         on_sync: OnSync,
         timeout_seconds: int = 300,
         max_backoff: float = 30.0,
+        fields: str | None = None,
     ) -> None:
         self.kube = kube
         self.resource = resource
         self.selector = selector
+        self.fields = fields
         self.on_event = on_event
         self.on_sync = on_sync
         self.timeout_seconds = timeout_seconds
@@ -50,7 +54,9 @@ class NamespaceWatch:
         while True:
             try:
                 if self.resource_version is None:
-                    items, self.resource_version = await self.kube.list(self.resource, self.selector)
+                    items, self.resource_version = await self.kube.list(
+                        self.resource, self.selector, self.fields
+                    )
                     self.relists += 1
                     await self.on_sync(items)
                     self.synced.set()
@@ -72,7 +78,7 @@ class NamespaceWatch:
     async def _follow(self) -> None:
         assert self.resource_version is not None
         async for event in self.kube.watch(
-            self.resource, self.selector, self.resource_version, self.timeout_seconds
+            self.resource, self.selector, self.resource_version, self.timeout_seconds, self.fields
         ):
             kind = event.get("type")
             obj = event.get("object") or {}
