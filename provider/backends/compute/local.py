@@ -2,8 +2,12 @@
 
 stage-in (the sidecar), the asset's `local` command, stage-out (the sidecar), in a working
 directory of its own. The worker gets only the asset's environment, never the service's or the
-storage credentials; the sidecar gets the scoped credentials and nothing else. Processes die with
-the service, which reconciliation reports as SYSTEM_ERROR (Lost) at the next start.
+storage credentials; the sidecar gets the scoped credentials and nothing else.
+
+Processes die with the service, however it ends: each stage runs as a process group under a guard
+(local_guard.py) that kills the group once the service's end of a pipe closes. The next start
+kills any group that its records name and that is still there, and only then reconciles: the
+executions of the earlier run become SYSTEM_ERROR (Lost).
 """
 
 from __future__ import annotations
@@ -23,6 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from provider.backends.compute.common import sidecar_job
+from provider.backends.compute.process_groups import (
+    GROUP_RECORD,
+    GUARD_MODULE,
+    kill_recorded_groups,
+    record_group,
+)
 from provider.domain.executions import State, outputs_from_manifest
 from provider.services.ports import ComputeEvent, EventSink, JobSpec, Reconciler
 
@@ -65,11 +75,17 @@ class LocalCompute:
         self._jobs: dict[str, _Job] = {}
         self._sink: EventSink | None = None
         self._stopping = False
+        # Guards watch the read end; the write end stays in this process, and closes when it ends.
+        self._lifeline: tuple[int, int] | None = None
 
     async def start(self, sink: EventSink, reconcile: Reconciler) -> None:
         self._sink = sink
         self.root.mkdir(parents=True, exist_ok=True)
-        await reconcile(0.0)  # every job of an earlier run died with it
+        self._lifeline = os.pipe()  # neither end is inherited by anything but the guards
+        # Jobs of an earlier run died with it; any process that did not is killed before its
+        # execution is reported Lost and its directory removed.
+        await asyncio.to_thread(kill_recorded_groups, self.root)
+        await reconcile(0.0)
 
     async def ping(self) -> None:
         def writable() -> None:
@@ -130,6 +146,10 @@ class LocalCompute:
             if entry.process is not None and entry.process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(entry.process.pid, signal.SIGKILL)
+        if self._lifeline is not None:
+            for end in self._lifeline:
+                os.close(end)
+            self._lifeline = None
         tasks = [e.task for e in self._jobs.values() if e.task is not None and not e.task.done()]
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=10)
@@ -298,15 +318,24 @@ class LocalCompute:
         cwd: Path | None = None,
         capture: Path | None = None,
     ) -> tuple[int, str]:
-        """Run one process in its own group; output appended to `log_path` (stdout to `capture`
-        when given). Returns the exit code and the last lines of the log."""
+        """Run one process in its own group under a guard; output appended to `log_path` (stdout
+        to `capture` when given). Returns the exit code and the last lines of the log."""
         if self._stopping:
             raise asyncio.CancelledError  # no new processes once the service stops
+        assert self._lifeline is not None, "start() first"
+        watched = self._lifeline[0]
+        record = entry.directory / GROUP_RECORD
         with contextlib.ExitStack() as files:
             log_file = files.enter_context(log_path.open("ab"))
             out = files.enter_context(capture.open("wb")) if capture else log_file
             process = await asyncio.create_subprocess_exec(
                 *self._prefix,
+                sys.executable,
+                "-I",  # isolated: the job's PYTHON* variables and working directory do not apply
+                "-m",
+                GUARD_MODULE,
+                str(watched),
+                "--",
                 *command,
                 cwd=cwd,
                 env=env,
@@ -314,13 +343,17 @@ class LocalCompute:
                 stderr=log_file,
                 stdin=asyncio.subprocess.DEVNULL,
                 start_new_session=True,
+                pass_fds=(watched,),
             )
             entry.process = process
             try:
+                record_group(record, process.pid)
                 code = await process.wait()
             except asyncio.CancelledError:
                 await self._terminate(process)
                 raise
+            finally:
+                record.unlink(missing_ok=True)
         data = await asyncio.to_thread(log_path.read_bytes)
         tail = data[-2000:].decode("utf-8", "replace").strip().splitlines()[-5:]
         return code, "\n".join(tail)
