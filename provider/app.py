@@ -20,6 +20,7 @@ from provider.api.context import ApiContext
 from provider.api.metrics import HttpMetrics, KubernetesMetrics, NotificationMetrics
 from provider.backends.asset_files import read_asset_directory
 from provider.backends.compute.local import LocalCompute
+from provider.backends.data_lock import DataLock, DataLocks
 from provider.backends.http_callbacks import CallbackDestinations, HttpPoster
 from provider.backends.http_source import HttpSource
 from provider.backends.jwt_tokens import JwtTokenCodec, SigningKey
@@ -392,6 +393,19 @@ async def prepare_store(components: Components) -> None:
         log.info("bootstrap admin key registered")
 
 
+def local_data_locks(store: SqlStore, compute: Compute) -> DataLocks:
+    """The local data that this service alone may use while it runs: a SQLite database, and the
+    local compute backend's directory (another service would take its jobs for lost and delete
+    them). PostgreSQL, S3 and the filesystem storage's directory may be shared by replicas."""
+    locks = []
+    if store.dialect == "sqlite" and store.url.database not in (None, "", ":memory:"):
+        database = Path(str(store.url.database)).resolve()
+        locks.append(DataLock(database.with_name(database.name + ".lock"), f"the SQLite database {database}"))
+    if isinstance(compute, LocalCompute):
+        locks.append(DataLock(compute.root / ".lock", f"the local compute directory {compute.root}"))
+    return DataLocks(locks)
+
+
 def read_assets(settings: Settings) -> list[Asset]:
     """Asset files are read before start-up so that a bad one stops the process at once."""
     directory = settings.assets.directory
@@ -437,6 +451,13 @@ def create_app(
         },
     )
     app = build_api(context, settings.server.max_body_bytes, settings.server.header_timeout_seconds)
+    locks = local_data_locks(components.store, components.compute)
+
+    async def hold_data(_: web.Application) -> None:
+        locks.acquire()  # before anything reads or changes the data: it may be another's
+
+    async def let_go_of_data(_: web.Application) -> None:
+        locks.release()
 
     async def startup(_: web.Application) -> None:
         await prepare_store(components)
@@ -466,6 +487,8 @@ def create_app(
         await components.storage.close()
         await components.store.close()
 
+    app.on_startup.append(hold_data)
     app.on_startup.append(startup)
     app.on_cleanup.append(cleanup)
+    app.on_cleanup.append(let_go_of_data)  # last: the jobs are gone by now
     return app

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from provider import __version__
 from provider.backends.asset_files import AssetFileError
+from provider.backends.data_lock import DataInUse
 from provider.client import ApiClient, ApiError
 from provider.config import ConfigError, Settings, load_settings
 
@@ -102,14 +103,21 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from provider.backends.asset_files import example_asset_directory
     from provider.demo import run_demo
     from provider.logs import configure_logging
 
-    settings = _settings(args)
-    configure_logging("WARNING", "text")
-    if args.url and not args.key:
-        raise CliError("--url needs --key (or PROVIDER_API_KEY)")
-    return run_demo(settings, args.url, args.key if args.url else None, Path(args.folder), args.sleep)
+    with tempfile.TemporaryDirectory(prefix="provider-demo-") as scratch:
+        # Data of its own unless told otherwise, so that it never touches a service's (./data);
+        # the dummy asset from the package, so that it runs from any directory.
+        data_dir = Path(args.data_dir) if args.data_dir else Path(scratch)
+        settings = _settings(args, data_dir=data_dir, assets={"directory": example_asset_directory()})
+        configure_logging("WARNING", "text")
+        if args.url and not args.key:
+            raise CliError("--url needs --key (or PROVIDER_API_KEY)")
+        return run_demo(settings, args.url, args.key if args.url else None, Path(args.folder), args.sleep)
 
 
 def cmd_version(args: argparse.Namespace) -> int:
@@ -403,6 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--folder", default="demo", help="where the input and output files go (default: ./demo)"
     )
     demo.add_argument("--sleep", type=float, default=1.0, help="seconds the dummy asset waits (default 1)")
+    demo.add_argument(
+        "--data-dir",
+        help="the in-process service's data_dir, kept afterwards (default: a temporary directory, "
+        "removed at the end)",
+    )
     demo.set_defaults(func=cmd_demo)
     version = sub.add_parser("version", help="print the version", description="print the version")
     version.set_defaults(func=cmd_version)
@@ -498,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, AssetFileError) as exc:
         print(f"provider: {exc}", file=sys.stderr)
         return 2
-    except (CliError, ApiError) as exc:
+    except (CliError, ApiError, DataInUse) as exc:
         print(f"provider: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

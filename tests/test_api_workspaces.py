@@ -178,7 +178,9 @@ async def test_byte_quota_is_413_naming_the_limit(
 ) -> None:  # type: ignore[no-untyped-def]
     small = settings.model_copy(
         update={
-            "workspaces": settings.workspaces.model_copy(update={"quota_bytes": 1000, "quota_objects": 3})
+            # A service of its own beside `api`'s: data of its own too (one service per database).
+            "data_dir": settings.data_dir.with_name("small"),
+            "workspaces": settings.workspaces.model_copy(update={"quota_bytes": 1000, "quota_objects": 3}),
         }
     )
     client = await aiohttp_client(create_app(small))

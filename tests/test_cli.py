@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -222,8 +221,9 @@ async def test_workspace_put_get_ls_import_and_rm(
         await server.close()
 
 
-def test_demo_runs_the_main_job_on_embedded_defaults(tmp_path: Path) -> None:
-    shutil.copytree(REPO / "config" / "assets", tmp_path / "config" / "assets")
+def test_demo_runs_the_main_job_from_any_directory_on_data_of_its_own(tmp_path: Path) -> None:
+    # Outside the source tree, with no asset files and no data here: the demo brings its own.
+    assert not tmp_path.is_relative_to(REPO)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROVIDER_")}
     result = subprocess.run(
         [sys.executable, "-m", "provider", "demo", "--sleep", "0"],
@@ -238,3 +238,40 @@ def test_demo_runs_the_main_job_on_embedded_defaults(tmp_path: Path) -> None:
     for state in ("QUEUED", "INITIALIZING", "RUNNING", "FINALIZING", "COMPLETE"):
         assert f"state {state}" in result.stdout
     assert (tmp_path / "demo" / "output.bin").read_bytes() == (tmp_path / "demo" / "input.bin").read_bytes()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # no ./data: a service's data is safe
+
+
+def test_demo_with_a_data_dir_in_use_refuses_and_names_the_holder(tmp_path: Path) -> None:
+    from provider.backends.data_lock import DataLock
+
+    holder = DataLock(tmp_path / "data" / "provider.db.lock", "the database")
+    holder.acquire()
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PROVIDER_")}
+        result = subprocess.run(
+            [sys.executable, "-m", "provider", "demo", "--sleep", "0", "--data-dir", "data"],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        holder.release()
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"is in use by process {os.getpid()}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "demo" / "output.bin").exists()
+
+
+def test_the_wheel_ships_the_example_assets_where_the_demo_finds_them() -> None:
+    import tomllib
+
+    from provider.backends.asset_files import example_asset_directory
+
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    shipped = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]["force-include"]
+    assert shipped["config/assets"] == "provider/assets"
+    # In this source tree the one copy is config/assets; in a wheel, provider/assets.
+    assert example_asset_directory() == REPO / "config" / "assets"
+    assert (example_asset_directory() / "dummy.yaml").is_file()

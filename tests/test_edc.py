@@ -278,9 +278,11 @@ async def test_wrong_secret_unknown_connector_or_source_is_404(
     await live.json("POST", f"/edc/other/{SECRET}/provision", 404, json=body)
     guarded = edc_settings.model_copy(
         update={
+            # A service of its own beside `live`: data of its own too (one service per database).
+            "data_dir": edc_settings.data_dir.with_name("guarded"),
             "edc": edc_settings.edc.model_validate(
                 {"connectors": {"main": {"secret": SECRET, "allowed_networks": ["10.0.0.0/8"]}}}
-            )
+            ),
         }
     )
     api, close = await live_api(guarded, contract)

@@ -1,7 +1,8 @@
-"""`provider serve` as a real process: killed with SIGKILL, then restarted.
+"""`provider serve` as a real process: killed with SIGKILL, started twice, restarted.
 
-Job processes of the local backend die with the service, and a restart kills any survivor its
-records name (and nothing else) before it reports the executions Lost.
+Job processes of the local backend die with the service, a restart kills any survivor its records
+name (and nothing else) before it reports the executions Lost, and a second service on the same
+data directory refuses to start instead of taking the first one's jobs for lost.
 """
 
 from __future__ import annotations
@@ -312,3 +313,28 @@ async def test_job_processes_die_with_a_killed_service_and_a_restart_kills_only_
     finally:
         os.close(holder_write)
 
+
+async def test_a_second_service_on_the_same_data_refuses_to_start_and_names_the_first(
+    tmp_path: Path, services: Callable[[Path], Service]
+) -> None:
+    data = tmp_path / "data"
+    first = services(data)
+    first.start()
+    await first.ready()
+    async with first.admin() as api:
+        workspace = (await api.json("POST", "/api/v1/workspaces", json={}))["id"]
+        await api.json("PUT", f"/api/v1/workspaces/{workspace}/objects/in.bin", data=b"input")
+        execution = await running(api, await execution_in(api, workspace, "dummy"))
+
+        second = services(data)
+        process = second.start()
+        assert await asyncio.to_thread(process.wait, 90) != 0
+        message = second.log()
+        assert first.process is not None
+        assert f"process {first.process.pid}" in message, message
+        assert "Traceback" not in message, message
+
+        # The first one's execution is untouched: still running, its directory still there.
+        current = await api.json("GET", f"/api/v1/executions/{execution['id']}")
+        assert current["state"] == "RUNNING", current
+        assert (data / "executions" / execution["id"] / "worker.log").is_file()

@@ -23,6 +23,15 @@ class AssetFileError(Exception):
         return "invalid asset file\n  " + "\n  ".join(lines)
 
 
+def example_asset_directory() -> Path:
+    """The asset definitions that ship with the package (the `dummy` asset), wherever it runs:
+    provider/assets in an installed wheel (pyproject.toml copies config/assets there), else
+    config/assets of the source tree, their one copy."""
+    package = Path(__file__).resolve().parents[1]
+    packaged = package / "assets"
+    return packaged if packaged.is_dir() else package.parent / "config" / "assets"
+
+
 def read_asset_file(path: Path) -> Asset:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
