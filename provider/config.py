@@ -11,7 +11,7 @@ import ipaddress
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args, get_origin
 from urllib.parse import unquote, urlsplit
 
 import yaml
@@ -25,10 +25,13 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
+    EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     YamlConfigSettingsSource,
 )
 
@@ -556,6 +559,44 @@ class ConfigError(Exception):
     """Configuration that cannot be used; the message names each key and its problem."""
 
 
+class _UnreadableVariable(ValueError):
+    """An environment variable whose value is not what its setting takes; names the variable."""
+
+
+def _list_of_scalars(annotation: Any) -> bool:
+    if get_origin(annotation) not in (list, set, frozenset, tuple):
+        return False
+    return all(
+        not (isinstance(item, type) and issubclass(item, BaseModel)) and get_origin(item) not in (list, dict)
+        for item in get_args(annotation)
+    )
+
+
+class _EnvironmentSource(EnvSettingsSource):
+    """PROVIDER_* variables. A list of plain values is read as JSON when it starts with `[`, else
+    as values separated by commas (PROVIDER_IMPORTS__ALLOWED_NETWORKS=127.0.0.0/8,10.0.0.0/8);
+    other structured values (sections, lists of objects) as JSON."""
+
+    def decode_complex_value(self, field_name: str, field: FieldInfo | None, value: Any) -> Any:
+        listed = field is not None and _list_of_scalars(field.annotation)
+        if listed and isinstance(value, str) and not value.lstrip().startswith("["):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        try:
+            return super().decode_complex_value(field_name, field, value)  # type: ignore[arg-type]
+        except ValueError as exc:
+            problem = "starts with [ but is not a JSON array" if listed else "is not JSON"
+            raise _UnreadableVariable(f"{self._variable(field_name, value)}: {problem} ({exc})") from None
+
+    def _variable(self, field_name: str, value: Any) -> str:
+        """The variable that holds `value` for the setting `field_name`, as the operator spelled it."""
+        suffix = field_name.lower()
+        names = [
+            name for name, held in self.env_vars.items() if held == value and name.lower().endswith(suffix)
+        ]
+        spelled = {name.lower(): name for name in os.environ}
+        return " or ".join(spelled.get(name.lower(), name.upper()) for name in names) or field_name
+
+
 def _settings_class(yaml_path: Path | None) -> type[Settings]:
     class _FromFile(Settings):
         @classmethod
@@ -567,7 +608,7 @@ def _settings_class(yaml_path: Path | None) -> type[Settings]:
             dotenv_settings: PydanticBaseSettingsSource,
             file_secret_settings: PydanticBaseSettingsSource,
         ) -> tuple[PydanticBaseSettingsSource, ...]:
-            sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+            sources: list[PydanticBaseSettingsSource] = [init_settings, _EnvironmentSource(settings_cls)]
             if yaml_path is not None:
                 sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=yaml_path))
             return tuple(sources)
@@ -601,6 +642,8 @@ def load_settings(config_path: str | Path | None = None, **overrides: Any) -> Se
         settings = _settings_class(path)(**overrides)
     except ValidationError as exc:
         raise ConfigError(describe_errors(exc, path)) from exc
+    except SettingsError as exc:
+        raise ConfigError(f"invalid configuration (PROVIDER_* environment): {exc.__cause__ or exc}") from exc
     return settings
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -113,3 +117,55 @@ def test_example_configuration_documents_every_key() -> None:
 
     missing = sorted(k for k in keys(Settings) if not present(k))
     assert missing == [], f"undocumented keys: {missing}"
+
+
+def test_list_settings_from_the_environment_take_commas_or_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What the loopback-import refusal tells operators to set, as they would type it.
+    monkeypatch.setenv("PROVIDER_IMPORTS__ALLOWED_NETWORKS", "127.0.0.0/8, 10.0.0.0/8")
+    monkeypatch.setenv("PROVIDER_IMPORTS__ALLOWED_SCHEMES", "https")
+    monkeypatch.setenv("PROVIDER_NOTIFICATIONS__ALLOWED_NETWORKS", '["192.168.0.0/16"]')
+    monkeypatch.setenv("PROVIDER_COMPUTE__KUBERNETES__IMAGE_PULL_SECRETS", "registry-a,registry-b")
+    monkeypatch.setenv(
+        "PROVIDER_EDC__CONNECTORS", json.dumps({"main": {"secret": "x" * 8 + "0123456789abcdef" * 2}})
+    )
+    monkeypatch.setenv("PROVIDER_EDC__CONNECTORS__MAIN__CALLBACK_HOSTS", "edc-controlplane,edc.example.org")
+    settings = load_settings()
+    assert settings.imports.allowed_networks == ["127.0.0.0/8", "10.0.0.0/8"]
+    assert settings.imports.allowed_schemes == ["https"]
+    assert settings.notifications.allowed_networks == ["192.168.0.0/16"]
+    assert settings.compute.kubernetes.image_pull_secrets == ["registry-a", "registry-b"]
+    assert settings.edc.connectors["main"].callback_hosts == ["edc-controlplane", "edc.example.org"]
+
+
+def serve_with(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("PROVIDER_")}
+    return subprocess.run(
+        [sys.executable, "-m", "provider", "serve", "--port", "0"],
+        cwd=tmp_path,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+# A value that cannot be read at all is one line naming the variable; one that reads but is
+# invalid is the usual message: a line, then the key and its problem.
+@pytest.mark.parametrize(
+    ("name", "value", "named", "lines"),
+    [
+        ("PROVIDER_IMPORTS__ALLOWED_NETWORKS", '["127.0.0.0/8"', "PROVIDER_IMPORTS__ALLOWED_NETWORKS: ", 1),
+        ("PROVIDER_TOKENS__SIGNING_KEYS", "k1", "PROVIDER_TOKENS__SIGNING_KEYS: is not JSON", 1),
+        ("PROVIDER_SERVER", "port=9000", "PROVIDER_SERVER: is not JSON", 1),
+        ("PROVIDER_IMPORTS__ALLOWED_NETWORKS", "127.0.0.0/8,loopback", "imports.allowed_networks: ", 2),
+        ("PROVIDER_SERVER__MAX_CONNECTIONS", "many", "server.max_connections: ", 2),
+    ],
+)
+def test_a_bad_setting_in_the_environment_stops_serve_with_one_message_naming_it(
+    tmp_path: Path, name: str, value: str, named: str, lines: int
+) -> None:
+    result = serve_with(tmp_path, **{name: value})
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("provider: invalid configuration"), result.stderr
+    assert named in result.stderr and len(result.stderr.strip().splitlines()) == lines, result.stderr
