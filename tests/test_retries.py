@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
 from provider.api.context import CONTEXT
 from provider.app import build_compute
@@ -106,7 +107,7 @@ async def retrying(
             ),
         }
     )
-    compute = EvictingCompute(build_compute(settings), evictions=1)
+    compute = EvictingCompute(build_compute(settings, CollectorRegistry()), evictions=1)
     api, close = await live_api(settings, contract, compute=compute)
     yield api, compute
     await close()
@@ -222,7 +223,7 @@ async def test_a_retry_waiting_when_the_service_stops_runs_after_the_restart(
             ),
         }
     )
-    first = EvictingCompute(build_compute(settings), evictions=1)
+    first = EvictingCompute(build_compute(settings, CollectorRegistry()), evictions=1)
     api, close = await live_api(settings, contract, compute=first)
     key, ws = await setup(api)
     started = await run(api, key, ws, "copy", env={"EVICT": "yes"})
@@ -234,7 +235,7 @@ async def test_a_retry_waiting_when_the_service_stops_runs_after_the_restart(
         if answer.status == 200:
             waiting = await answer.json()
     await close()  # stopped while the retry waits for its turn
-    second = EvictingCompute(build_compute(settings), evictions=1)
+    second = EvictingCompute(build_compute(settings, CollectorRegistry()), evictions=1)
     api, close = await live_api(settings, contract, compute=second)
     try:
         done = await until(api, key, waiting, FINAL)

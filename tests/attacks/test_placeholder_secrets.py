@@ -48,7 +48,7 @@ SECRET_VALUES = [
     # URL passwords: "postgresql+asyncpg://user:...@host"
     re.compile(r"://[^/:@\s]+:(?P<value>[^@\s/]+)@"),
     # anything marked as a placeholder
-    re.compile(r"(?i)(?P<value>[\w.+/-]*(?:replace-?me|change-?me)[\w.+/-]*)"),
+    re.compile(r"(?i)(?P<value>[\w.+/-]*(?:replace-?me|change-?me)(?![a-z])[\w.+/-]*)"),
 ]
 
 
