@@ -275,3 +275,19 @@ def test_the_wheel_ships_the_example_assets_where_the_demo_finds_them() -> None:
     # In this source tree the one copy is config/assets; in a wheel, provider/assets.
     assert example_asset_directory() == REPO / "config" / "assets"
     assert (example_asset_directory() / "dummy.yaml").is_file()
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["version"], ["--version"], ["workspace", "--help"]])
+def test_help_and_version_import_nothing_heavy(argv: list[str]) -> None:
+    """They start at once: no web framework, no validation library, no database driver is loaded."""
+    code = (
+        "import sys\n"
+        "from provider.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "heavy = ('aiohttp', 'pydantic', 'sqlalchemy', 'yaml', 'rich', 'botocore', 'kubernetes_asyncio')\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules if m.startswith(heavy)}))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
