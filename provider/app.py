@@ -192,7 +192,7 @@ def local_token_secret(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def build_token_codec(settings: Settings) -> JwtTokenCodec:
+def build_token_codec(settings: Settings, clock: Clock = utcnow) -> JwtTokenCodec:
     keys: list[SigningKey] = []
     for key in settings.tokens.signing_keys:
         if key.algorithm == "HS256":
@@ -206,7 +206,7 @@ def build_token_codec(settings: Settings) -> JwtTokenCodec:
     if not keys:
         secret = local_token_secret(settings.data_dir)
         keys.append(SigningKey("local", "HS256", secret, secret))
-    return JwtTokenCodec(keys, issuer=settings.public_url, audience=settings.tokens.audience)
+    return JwtTokenCodec(keys, issuer=settings.public_url, audience=settings.tokens.audience, clock=clock)
 
 
 def build_delivery_policy(settings: Settings) -> DeliveryPolicy:
@@ -250,7 +250,7 @@ def build_components(
         if notifications.deliver
         else None
     )
-    codec = build_token_codec(settings)
+    codec = build_token_codec(settings, clock)
     key_cache = PrincipalCache(settings.auth.key_cache_seconds)
     token_cache = PrincipalCache(settings.auth.key_cache_seconds)
     tenants = TenantService(

@@ -3,14 +3,18 @@ and an HTTP client whose every response is checked against contracts/openapi.yam
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import os
 import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -18,7 +22,7 @@ import pytest
 from aiohttp import ClientResponse, web
 from aiohttp.test_utils import TestClient
 
-from provider.app import create_app
+from provider.app import create_app, utcnow
 from provider.backends.sql import SqlStore, default_sqlite_url
 from provider.backends.sql import migrate as migrations
 from provider.config import Settings
@@ -44,6 +48,48 @@ S3_BUCKET_PATTERN = "pt-*"
 
 def postgres_enabled() -> bool:
     return POSTGRES_URL.lower() not in ("", "none", "off")
+
+
+# How long a test waits for something that should happen: far longer than a working system needs
+# even on a loaded machine, so that only a fault reaches it.
+WAIT_SECONDS = 60.0
+T = TypeVar("T")
+
+
+async def poll_until(
+    condition: Callable[[], T | Awaitable[T]], what: str | Callable[[], str], within: float = WAIT_SECONDS
+) -> T:
+    """Poll `condition` (plain or async) until it returns something true, and return that; fail
+    naming `what` (a text, or a function giving one) after `within` seconds."""
+    deadline = time.monotonic() + within
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return result  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"waited {within:g} s for {what() if callable(what) else what}")
+        await asyncio.sleep(0.05)
+
+
+class MovableClock:
+    """The service's clock in tests: the wall clock plus an offset that a test moves forward, so
+    that expiry decided by the service is reached at once instead of waited for."""
+
+    def __init__(self) -> None:
+        self.offset = timedelta()
+
+    def __call__(self) -> datetime:
+        return utcnow() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> MovableClock:
+    return MovableClock()
 
 
 @pytest.fixture(scope="session")
@@ -221,8 +267,9 @@ async def api(
     aiohttp_client: Callable[[web.Application], Awaitable[TestClient[web.Request, web.Application]]],
     settings: Settings,
     contract: OpenApiContract,
+    clock: MovableClock,
 ) -> Api:
-    app = create_app(settings)
+    app = create_app(settings, clock=clock)
     client = await aiohttp_client(app)
     return Api(client, contract, app)
 

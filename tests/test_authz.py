@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
 from provider.api.routing import ANY_SCOPE, ROUTES, Access, Route
 from provider.config import NotificationSettings, Settings
-from tests.conftest import ADMIN_KEY, Api, Consumer
+from tests.conftest import ADMIN_KEY, Api, Consumer, MovableClock
 
 # Routes EDC calls without bearer credentials: a secret path segment or an access code guards them
 # (tests/test_edc.py covers them with and without their secret).
@@ -42,7 +41,7 @@ class World:
 
 
 @pytest.fixture
-async def world(api: Api, new_consumer) -> World:  # type: ignore[no-untyped-def]
+async def world(api: Api, new_consumer, clock: MovableClock) -> World:  # type: ignore[no-untyped-def]
     owner, other, revoked = await new_consumer("did:web:owner"), await new_consumer(), await new_consumer()
     revoked_me = await api.json("GET", "/api/v1/me", 200, key=revoked.key)
     await api.json(
@@ -56,10 +55,11 @@ async def world(api: Api, new_consumer) -> World:  # type: ignore[no-untyped-def
         f"/api/v1/tenants/{other.tenant_id}/api-keys",
         201,
         key=ADMIN_KEY,
-        json={"expires_at": (datetime.now(UTC) + timedelta(seconds=1)).isoformat()},
+        json={"expires_at": (clock() + timedelta(minutes=1)).isoformat()},
     )
     owner_me = await api.json("GET", "/api/v1/me", 200, key=owner.key)
-    await asyncio.sleep(1.1)  # let the short key expire
+    await api.json("GET", "/api/v1/me", 200, key=short["key"])  # valid until it expires
+    clock.advance(120)  # the short key expires
     return World(owner, other, revoked.key, short["key"], owner_me["credential"]["id"])
 
 

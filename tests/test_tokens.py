@@ -62,6 +62,23 @@ def test_claims_round_trip_and_tampering_is_refused() -> None:
         codec.decode(expired)
 
 
+def test_expiry_follows_the_service_clock() -> None:
+    from tests.conftest import MovableClock
+
+    clock = MovableClock()
+    codec = JwtTokenCodec(
+        [SigningKey("k1", "HS256", "s" * 32, "s" * 32)], "https://p.example", "provider", clock
+    )
+    jwt = codec.encode(token())  # valid for an hour from NOW
+    clock.advance(3600 + 60)
+    with pytest.raises(Unauthenticated, match="expired"):
+        codec.decode(jwt)
+    # A token issued by a clock that has moved on is valid by that clock.
+    later = clock()
+    issued = codec.encode(token(created_at=later, expires_at=later + timedelta(hours=1)))
+    assert codec.decode(issued).token_id == "tok_1"
+
+
 def test_rs256_keys_from_files_and_rotation(tmp_path: Path) -> None:
     private, public = rsa_files(tmp_path)
     old = {"kid": "old", "algorithm": "HS256", "secret": "old-signing-secret-" + "o" * 21}

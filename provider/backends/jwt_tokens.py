@@ -10,6 +10,9 @@ import jwt
 from provider.domain.errors import Unauthenticated
 from provider.domain.tokens import TokenClaims, WorkspaceToken
 from provider.domain.workspaces import Scope
+from provider.services.ports import Clock
+
+LEEWAY_SECONDS = 5  # clock skew between the replicas that sign and those that verify
 
 
 @dataclass(frozen=True)
@@ -23,13 +26,16 @@ class SigningKey:
 class JwtTokenCodec:
     """The first key signs; every key verifies, so tokens outlive a rotation until they expire."""
 
-    def __init__(self, keys: list[SigningKey], issuer: str, audience: str) -> None:
+    def __init__(
+        self, keys: list[SigningKey], issuer: str, audience: str, clock: Clock = lambda: datetime.now(UTC)
+    ) -> None:
         if not keys or keys[0].signing is None:
             raise ValueError("the first token key must be able to sign")
         self.keys = {k.kid: k for k in keys}
         self.active = keys[0]
         self.issuer = issuer
         self.audience = audience
+        self.clock = clock
 
     def encode(self, token: WorkspaceToken) -> str:
         claims = {
@@ -59,9 +65,19 @@ class JwtTokenCodec:
                 algorithms=[key.algorithm],
                 audience=self.audience,
                 issuer=self.issuer,
-                options={"require": ["exp", "iat", "jti", "sub", "aud", "iss"]},
-                leeway=5,
+                # Expiry is judged by the service's clock, like every other expiry (pyjwt's is
+                # the wall clock), so that both agree on when a token ends.
+                options={
+                    "require": ["exp", "iat", "jti", "sub", "aud", "iss"],
+                    "verify_exp": False,
+                    "verify_iat": False,
+                },
             )
+            now = self.clock().timestamp()
+            if int(claims["exp"]) <= now - LEEWAY_SECONDS:
+                raise jwt.ExpiredSignatureError("expired")
+            if int(claims["iat"]) > now + LEEWAY_SECONDS:
+                raise jwt.ImmatureSignatureError("issued in the future")
             scopes = frozenset(Scope(s) for s in str(claims.get("scope", "")).split())
             return TokenClaims(
                 token_id=str(claims["jti"]),
