@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +15,7 @@ from aiohttp.test_utils import TestServer
 
 from provider.app import create_app
 from provider.config import Settings
-from tests.conftest import ADMIN_KEY, Api
+from tests.conftest import ADMIN_KEY, WAIT_SECONDS, Api, poll_until
 
 DATA = os.urandom(3 * 1024 * 1024 + 17)
 SHA = hashlib.sha256(DATA).hexdigest()
@@ -31,6 +30,7 @@ class Source:
     ranges_seen: list[str] = field(default_factory=list)
     authorizations: list[str | None] = field(default_factory=list)
     release: asyncio.Event = field(default_factory=asyncio.Event)
+    started: asyncio.Event = field(default_factory=asyncio.Event)  # /slow has sent its first bytes
 
     def url(self, path: str) -> str:
         return str(self.server.make_url(path))
@@ -85,6 +85,7 @@ async def source() -> AsyncIterator[Source]:
         response = web.StreamResponse(headers={"Content-Length": str(len(DATA))})
         await response.prepare(request)
         await response.write(DATA[:1000])
+        state.started.set()
         await state.release.wait()
         await response.write(DATA[1000:])
         return response
@@ -142,14 +143,25 @@ async def setup_workspace(api: Api) -> tuple[str, str]:
     return key, ws["id"]
 
 
-async def finished(api: Api, key: str, ws: str, import_id: str, limit: float = 20) -> dict[str, Any]:
-    deadline = time.monotonic() + limit
-    while True:
+async def finished(api: Api, key: str, ws: str, import_id: str) -> dict[str, Any]:
+    async def final() -> dict[str, Any] | None:
         item = await api.json("GET", f"/api/v1/workspaces/{ws}/imports/{import_id}", 200, key=key)
-        if item["state"] in ("succeeded", "failed", "canceled"):
-            return dict(item)
-        assert time.monotonic() < deadline, item
-        await asyncio.sleep(0.05)
+        return dict(item) if item["state"] in ("succeeded", "failed", "canceled") else None
+
+    return await poll_until(final, f"import {import_id} to end")
+
+
+async def slow_source_reached(source: Source) -> None:
+    """The import is running: the source has sent its first bytes and waits to be released."""
+    await asyncio.wait_for(source.started.wait(), WAIT_SECONDS)
+
+
+async def stopped(api: Api, import_id: str) -> None:
+    """The import's task has ended: nothing more can come of it."""
+    from provider.api.context import CONTEXT
+
+    imports = api.app[CONTEXT].imports
+    await poll_until(lambda: import_id not in imports._tasks, f"the task of import {import_id} to end")
 
 
 async def start(api: Api, key: str, ws: str, **body: Any) -> dict[str, Any]:
@@ -235,13 +247,13 @@ async def test_wrong_checksum_or_size_fails_and_stores_nothing(iapi: Api, source
 async def test_cancel_stops_a_running_import(iapi: Api, source: Source) -> None:
     key, ws = await setup_workspace(iapi)
     item = await start(iapi, key, ws, source_url=source.url("/slow"), target_key="s")
-    await asyncio.sleep(0.3)
+    await slow_source_reached(source)
     canceled = await iapi.json("POST", f"/api/v1/workspaces/{ws}/imports/{item['id']}/cancel", 200, key=key)
     assert canceled["state"] == "canceled"
     problem = await iapi.json("POST", f"/api/v1/workspaces/{ws}/imports/{item['id']}/cancel", 409, key=key)
     assert "canceled" in problem["detail"]
-    source.release.set()
-    await asyncio.sleep(0.2)
+    source.release.set()  # the rest of the data would now arrive, were the import still running
+    await stopped(iapi, item["id"])
     assert (await finished(iapi, key, ws, item["id"]))["state"] == "canceled"
     await iapi.json("GET", f"/api/v1/workspaces/{ws}/objects/s", 404, key=key)
 
@@ -304,7 +316,7 @@ async def test_an_interrupted_import_resumes_after_a_restart(
     api = Api(first, contract, first.app)
     key, ws = await setup_workspace(api)
     item = await start(api, key, ws, source_url=source.url("/slow"), target_key="later")
-    await asyncio.sleep(0.3)
+    await slow_source_reached(source)
     assert (await api.json("GET", f"/api/v1/workspaces/{ws}/imports/{item['id']}", 200, key=key))[
         "state"
     ] == "running"
@@ -320,7 +332,7 @@ async def test_an_interrupted_import_resumes_after_a_restart(
 async def test_deleting_the_workspace_cancels_its_imports(iapi: Api, source: Source) -> None:
     key, ws = await setup_workspace(iapi)
     item = await start(iapi, key, ws, source_url=source.url("/slow"), target_key="s")
-    await asyncio.sleep(0.3)
+    await slow_source_reached(source)
     await iapi.json("DELETE", f"/api/v1/workspaces/{ws}", 204, key=key)
     from provider.api.context import CONTEXT
 
