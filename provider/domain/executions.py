@@ -53,20 +53,68 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 }
 
 
+# The forward path; a backend may report a later state directly (a fast job skips RUNNING).
+FORWARD = (State.QUEUED, State.INITIALIZING, State.RUNNING, State.FINALIZING, State.COMPLETE)
+
+
+def behind(current: State, observed: State) -> bool:
+    """`observed` comes before `current` on the forward path: an older view, not a transition."""
+    return current in FORWARD and observed in FORWARD and FORWARD.index(observed) < FORWARD.index(current)
+
+
+def path(current: State, target: State) -> list[State]:
+    """The states to pass through from `current` to `target` (just `[target]` off the forward path)."""
+    if current in FORWARD and target in FORWARD and FORWARD.index(target) > FORWARD.index(current):
+        return list(FORWARD[FORWARD.index(current) + 1 : FORWARD.index(target) + 1])
+    return [target]
+
+
+class Reason(enum.StrEnum):
+    """Why an execution is where it is, in words an operator can look up (the `reason` field).
+
+    Backends may also pass on a reason of their own system (the API server's, a pod's status) or
+    `Signal<n>` (the local worker killed by signal n); these are plain strings.
+    """
+
+    # Said by the service
+    CANCELED = "Canceled"  # canceled on request (or its workspace went away)
+    RETRY = "Retry"  # queued again for its next attempt
+    LOST = "Lost"  # the backend no longer knows the job (a restart, a deleted Job or pod)
+    SUBMIT = "Submit"  # the job could not be handed to the backend
+    # Said by the backends
+    BACKEND = "Backend"  # the local backend itself failed
+    STAGE_IN = "StageIn"
+    STAGE_OUT = "StageOut"
+    EXIT_CODE = "ExitCode"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    OOM_KILLED = "OOMKilled"
+    MISSING_OUTPUT = "MissingOutput"  # the worker ended well but left out a required output
+    EVICTED = "Evicted"
+    IMAGE_PULL = "ImagePull"
+    CONTAINER_CONFIG = "ContainerConfig"
+    POD_FAILED = "PodFailed"
+    JOB_FAILED = "JobFailed"
+    REJECTED = "Rejected"  # the API server refused the Job
+    QUOTA_EXCEEDED = "QuotaExceeded"
+    POD_CREATE_REFUSED = "PodCreateRefused"
+    API_UNAVAILABLE = "ApiUnavailable"
+    UNSCHEDULABLE = "Unschedulable"
+
+
 # Why a job may fail that is not the consumer's doing, and where running it again is safe: the
 # job was lost (node, service crash), evicted, its image did not pull, the cluster refused its
 # pod or its Secret, the API failed, or a stage (which only copies data) failed.
 RETRYABLE_REASONS = frozenset(
     {
-        "Lost",
-        "Evicted",
-        "ImagePull",
-        "ContainerConfig",
-        "Submit",
-        "Backend",
-        "StageIn",
-        "StageOut",
-        "PodFailed",
+        Reason.LOST,
+        Reason.EVICTED,
+        Reason.IMAGE_PULL,
+        Reason.CONTAINER_CONFIG,
+        Reason.SUBMIT,
+        Reason.BACKEND,
+        Reason.STAGE_IN,
+        Reason.STAGE_OUT,
+        Reason.POD_FAILED,
     }
 )
 
@@ -150,7 +198,7 @@ class Execution:
     def just_retried(self) -> bool:
         """The latest change queued this execution again for its next attempt."""
         last = self.history[-1]
-        return self.state is State.QUEUED and last.reason == "Retry" and last.at == self.updated_at
+        return self.state is State.QUEUED and last.reason == Reason.RETRY and last.at == self.updated_at
 
     def retry(
         self,
@@ -161,8 +209,9 @@ class Execution:
         message: str | None,
         exit_code: int | None,
     ) -> Execution:
-        """The failed attempt (`state`, `reason`) is recorded and the execution QUEUED again as
-        the next attempt, to be submitted at `retry_at`; its outputs are not carried over."""
+        """The failed attempt (`state`, `reason`) is recorded, with the key its log is kept
+        under, and the execution QUEUED again as the next attempt, to be submitted at
+        `retry_at`; its outputs are not carried over."""
         if self.state.final or self.state is State.CANCELING:
             raise Conflict(f"execution {self.id} is {self.state.value} and cannot be retried")
         started = self.history[0].at
@@ -170,7 +219,9 @@ class Execution:
             if transition.state is State.QUEUED:
                 started = transition.at
                 break
-        ended = Attempt(self.attempt, state, reason, message, exit_code, started, at, self.logs_key)
+        ended = Attempt(
+            self.attempt, state, reason, message, exit_code, started, at, logs_key(self.id, self.attempt)
+        )
         note = f"attempt {self.attempt} ended {state.value}"
         note += f" ({reason}): {message}" if message else f" ({reason})"
         return replace(
@@ -178,12 +229,12 @@ class Execution:
             state=State.QUEUED,
             version=self.version + 1,
             updated_at=at,
-            history=(*self.history, Transition(State.QUEUED, at, "Retry")),
+            history=(*self.history, Transition(State.QUEUED, at, Reason.RETRY)),
             attempt=self.attempt + 1,
             attempts=(*self.attempts, ended),
             retry_at=retry_at,
             exit_code=None,
-            reason="Retry",
+            reason=Reason.RETRY,
             message=f"{note}; attempt {self.attempt + 1} starts at {retry_at.isoformat()}",
             outputs=(),
             logs_key=None,
@@ -212,6 +263,53 @@ class Execution:
             if transition.state is state:
                 return transition.at
         return None
+
+
+def observed_target(current: State, observed: State, reason: str | None) -> State | None:
+    """Where a backend's observation (`observed`, `reason`) takes an execution in `current`;
+    None when it is ignored.
+
+    While a cancel is under way, progress reports are ignored and every end is the cancel's:
+    a job that went away (Lost, seen by another replica, say) or ended meanwhile is CANCELED;
+    only a SYSTEM_ERROR stands.
+    """
+    if current is not State.CANCELING:
+        return observed
+    if reason == Reason.LOST:
+        return State.CANCELED
+    if observed in (State.CANCELED, State.SYSTEM_ERROR):
+        return observed
+    return State.CANCELED if observed.final else None
+
+
+def reach(
+    execution: Execution,
+    target: State,
+    at: datetime,
+    reason: str | None,
+    message: str | None,
+    exit_code: int | None = None,
+    outputs: tuple[OutputFile, ...] = (),
+) -> Execution | None:
+    """The execution in `target` with the observation's details, through the states of the
+    forward path it skipped; the details alone when it is in `target` already; None when that
+    says nothing new (a backend observing again after a restart)."""
+    details: dict[str, Any] = {"reason": reason, "message": message}
+    if execution.state is State.CANCELING and target is State.CANCELED:
+        # However the end was seen (the canceling replica's delete, the leader seeing the Job
+        # go, a reconciliation), a canceled execution says why: the cancel's words.
+        details = {"reason": Reason.CANCELED, "message": execution.message}
+    if exit_code is not None:
+        details["exit_code"] = exit_code
+    if outputs:
+        details["outputs"] = outputs
+    if target is execution.state:
+        if all(getattr(execution, k) == v for k, v in details.items()):
+            return None
+        return execution.annotate(at, **details)
+    for step in path(execution.state, target):
+        execution = execution.advance(step, at, **(details if step is target else {"reason": None}))
+    return execution
 
 
 def outputs_from_manifest(manifest: dict[str, Any]) -> tuple[OutputFile, ...]:

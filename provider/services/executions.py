@@ -19,7 +19,6 @@ from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
-from typing import Any
 
 from provider.domain.assets import Asset, InputKind, grant_problem
 from provider.domain.errors import (
@@ -36,11 +35,15 @@ from provider.domain.errors import (
 from provider.domain.executions import (
     Execution,
     OutputFile,
+    Reason,
     State,
     Transition,
+    behind,
     logs_key,
+    observed_target,
     outputs_from_manifest,
     outputs_prefix,
+    reach,
     retry_delay,
     should_retry,
 )
@@ -65,9 +68,6 @@ from provider.services.ports import (
 from provider.services.workspaces import WorkspaceService
 
 log = logging.getLogger(__name__)
-
-# The forward path; a backend may report a later state directly (a fast job skips RUNNING).
-FORWARD = [State.QUEUED, State.INITIALIZING, State.RUNNING, State.FINALIZING, State.COMPLETE]
 
 
 @dataclass(frozen=True)
@@ -391,7 +391,10 @@ class ExecutionService:
             log.exception("could not submit execution", extra={"execution_id": execution.id})
             await self.on_event(
                 ComputeEvent(
-                    execution.id, State.SYSTEM_ERROR, reason="Submit", message=f"{type(exc).__name__}: {exc}"
+                    execution.id,
+                    State.SYSTEM_ERROR,
+                    reason=Reason.SUBMIT,
+                    message=f"{type(exc).__name__}: {exc}",
                 )
             )
 
@@ -497,7 +500,7 @@ class ExecutionService:
             raise Conflict(f"execution {execution_id} is {execution.state.value}; there is nothing to cancel")
         target = State.CANCELED if execution.state is State.QUEUED else State.CANCELING
         updated = await self._apply(
-            ComputeEvent(execution_id, target, reason="Canceled", message="canceled on request")
+            ComputeEvent(execution_id, target, reason=Reason.CANCELED, message="canceled on request")
         )
         await self.compute.cancel(execution_id)
         if updated is not None and updated.state.final:  # a queued execution ends here
@@ -518,7 +521,7 @@ class ExecutionService:
                 return count
             for execution in page.items:
                 target = State.CANCELED if execution.state is State.QUEUED else State.CANCELING
-                event = ComputeEvent(execution.id, target, reason="Canceled", message=message)
+                event = ComputeEvent(execution.id, target, reason=Reason.CANCELED, message=message)
                 updated = await self._apply(event)
                 await self.compute.cancel(execution.id)
                 if updated is not None and updated.state.final:
@@ -598,7 +601,7 @@ class ExecutionService:
                 log.warning("store busy; retrying a transition", extra={"execution_id": event.execution_id})
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
-        if updated is not None and _behind(updated.state, event.state):
+        if updated is not None and behind(updated.state, event.state):
             log.info(
                 "an observation behind the execution is ignored: %s seen while it is %s",
                 event.state.value,
@@ -635,28 +638,13 @@ class ExecutionService:
                 return None  # unknown, or a late event after the end: the first final state stands
             if event.attempt is not None and event.attempt != current.attempt:
                 return None  # a late report of an attempt that was already run again
-            target = event.state
-            if current.state is State.CANCELING and event.reason == "Lost":
-                target = State.CANCELED  # the job went away as the cancel asked (seen by another replica)
-            if current.state is State.CANCELING and target not in (State.CANCELED, State.SYSTEM_ERROR):
-                if not target.final:
-                    return None  # progress reports while a cancel is under way
-                target = State.CANCELED  # the job ended while being canceled
-            if _behind(current.state, target):
+            target = observed_target(current.state, event.state, event.reason)
+            if target is None:
+                return None  # progress reports while a cancel is under way
+            if behind(current.state, target):
                 return current  # an older view of the job: nothing changes (see on_event)
-            details: dict[str, Any] = {"reason": event.reason, "message": event.message}
-            if current.state is State.CANCELING and target is State.CANCELED:
-                # However the end was seen (the canceling replica's delete, the leader seeing the
-                # Job go, a reconciliation), a canceled execution says why: the cancel's words.
-                details = {"reason": "Canceled", "message": current.message}
-            if event.exit_code is not None:
-                details["exit_code"] = event.exit_code
-            if event.outputs:
-                details["outputs"] = event.outputs
-            updated = current
             if (
                 limit is not None
-                and target is event.state
                 and current.state is not State.CANCELING
                 and should_retry(
                     target, event.reason, current.attempt, limit.max_attempts, limit.executor_errors
@@ -668,23 +656,15 @@ class ExecutionService:
                     self.policy.retry_max_backoff_seconds,
                     random.random(),  # noqa: S311 - jitter, not a secret
                 )
-                updated = current.retry(
+                updated: Execution | None = current.retry(
                     now, now + timedelta(seconds=wait), target, event.reason, event.message, event.exit_code
                 )
-                updated = replace(
-                    updated,
-                    attempts=(
-                        *updated.attempts[:-1],
-                        replace(updated.attempts[-1], logs_key=logs_key(current.id, current.attempt)),
-                    ),
-                )
-            elif target is current.state:
-                if all(getattr(current, k) == v for k, v in details.items()):
-                    return None  # nothing new (a backend observing again after a restart)
-                updated = current.annotate(now, **details)
             else:
-                for step in _path(current.state, target):
-                    updated = updated.advance(step, now, **(details if step is target else {"reason": None}))
+                updated = reach(
+                    current, target, now, event.reason, event.message, event.exit_code, event.outputs
+                )
+            if updated is None:
+                return None  # nothing new
             await uow.executions.update(updated)
             queued = (
                 self.events is not None
@@ -803,7 +783,7 @@ class ExecutionService:
                 raise NotFound("workspace", execution.workspace_id)
         except NotFound as exc:
             await self.on_event(
-                ComputeEvent(execution.id, State.SYSTEM_ERROR, reason="Lost", message=exc.detail)
+                ComputeEvent(execution.id, State.SYSTEM_ERROR, reason=Reason.LOST, message=exc.detail)
             )
             return
         await self._submit(execution, asset, workspace)
@@ -868,7 +848,7 @@ class ExecutionService:
                         raise NotFound("workspace", execution.workspace_id)
                 except NotFound as exc:
                     await self.on_event(
-                        ComputeEvent(execution.id, State.SYSTEM_ERROR, reason="Lost", message=exc.detail)
+                        ComputeEvent(execution.id, State.SYSTEM_ERROR, reason=Reason.LOST, message=exc.detail)
                     )
                     continue
                 await self._submit(execution, asset, workspace)
@@ -878,22 +858,10 @@ class ExecutionService:
                 ComputeEvent(
                     execution.id,
                     target,
-                    reason="Lost",
+                    reason=Reason.LOST,
                     message=f"the {self.compute.name} backend lost the job while {execution.state.value}",
                 )
             )
         for orphan in known - {e.id for e in active}:
             log.info("releasing a job without an active execution", extra={"execution_id": orphan})
             await self.compute.release(orphan)
-
-
-def _behind(current: State, observed: State) -> bool:
-    """`observed` comes before `current` on the forward path: an older view, not a transition."""
-    return current in FORWARD and observed in FORWARD and FORWARD.index(observed) < FORWARD.index(current)
-
-
-def _path(current: State, target: State) -> list[State]:
-    """The states to pass through from `current` to `target` (just `[target]` off the forward path)."""
-    if current in FORWARD and target in FORWARD and FORWARD.index(target) > FORWARD.index(current):
-        return FORWARD[FORWARD.index(current) + 1 : FORWARD.index(target) + 1]
-    return [target]
