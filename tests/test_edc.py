@@ -3,11 +3,9 @@ and a callback receiver that enforces EDC's rules."""
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import json
 import shutil
-import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,7 @@ from aiohttp.test_utils import TestServer
 from jsonschema import Draft202012Validator
 
 from provider.config import Settings
-from tests.conftest import ADMIN_KEY, REPO, Api, live_api
+from tests.conftest import ADMIN_KEY, REPO, Api, live_api, poll_until
 
 EDC = REPO / "contracts" / "edc"
 SECRET = "connector-secret-" + "s" * 32
@@ -44,11 +42,13 @@ class Connector:
     known: set[str] = field(default_factory=set)
     busy_first: int = 2  # 409 for the first calls: the process is leased right after our 200
     calls: dict[str, int] = field(default_factory=dict)
+    requests: dict[str, int] = field(default_factory=dict)  # every request, known process or not
     accepted: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     refused: list[str] = field(default_factory=list)
 
     async def handle(self, request: web.Request) -> web.Response:
         process = request.match_info["process"]
+        self.requests[process] = self.requests.get(process, 0) + 1
         if request.headers.get("x-api-key") != API_KEY:
             self.refused.append("x-api-key")
             return web.Response(status=401)
@@ -134,12 +134,20 @@ def request_for(connector: Connector, kind: str = "provision", **changes: Any) -
     return body
 
 
-async def accepted(connector: Connector, process: str, count: int = 1, limit: float = 15) -> dict[str, Any]:
-    deadline = time.monotonic() + limit
-    while len(connector.accepted.get(process, [])) < count:
-        assert time.monotonic() < deadline, (connector.calls, connector.refused)
-        await asyncio.sleep(0.05)
+async def accepted(connector: Connector, process: str, count: int = 1) -> dict[str, Any]:
+    await poll_until(
+        lambda: len(connector.accepted.get(process, [])) >= count,
+        lambda: f"callback {count} of {process} (calls {connector.calls}, refused {connector.refused})",
+    )
     return connector.accepted[process][-1]
+
+
+async def execution_in(api: Api, execution_id: str, state: str) -> dict[str, Any]:
+    async def reached() -> dict[str, Any] | None:
+        execution = await api.json("GET", f"/api/v1/executions/{execution_id}", 200, key=ADMIN_KEY)
+        return dict(execution) if execution["state"] == state else None
+
+    return await poll_until(reached, f"execution {execution_id} {state}")
 
 
 WEBHOOK = f"/edc/main/{SECRET}/provision"
@@ -217,25 +225,17 @@ async def test_deprovision_answers_exactly_200_cancels_executions_and_removes_ev
     running = await live.json(
         "POST", "/api/v1/executions", 201, key=token, json={"asset_id": "sleepy", "workspace_id": workspace}
     )
-    for _ in range(100):
-        running = await live.json("GET", f"/api/v1/executions/{running['id']}", 200, key=ADMIN_KEY)
-        if running["state"] == "RUNNING":
-            break
-        await asyncio.sleep(0.1)
+    await execution_in(live, running["id"], "RUNNING")
     response = await live.request("POST", WEBHOOK, json={**body, "type": "deprovision"})
     assert response.status == 200  # exactly 200: 202 or 204 would be fatal for EDC
     await live.json("GET", f"/api/v1/workspaces/{workspace}", 401, key=token)  # tokens revoked at once
-    for _ in range(100):
-        ended = await live.json("GET", f"/api/v1/executions/{running['id']}", 200, key=ADMIN_KEY)
-        if ended["state"] == "CANCELED":
-            break
-        await asyncio.sleep(0.1)
-    assert ended["state"] == "CANCELED"
-    for _ in range(100):  # no retention configured: the data goes right away
-        if (await live.request("GET", f"/api/v1/workspaces/{workspace}", key=ADMIN_KEY)).status == 404:
-            break
-        await asyncio.sleep(0.1)
-    await live.json("GET", f"/api/v1/workspaces/{workspace}", 404, key=ADMIN_KEY)
+    await execution_in(live, running["id"], "CANCELED")
+
+    async def workspace_gone() -> bool:  # no retention configured: the data goes right away
+        response = await live.request("GET", f"/api/v1/workspaces/{workspace}", key=ADMIN_KEY)
+        return response.status == 404
+
+    await poll_until(workspace_gone, "the workspace deleted")
     assert not (edc_settings.data_dir / "workspaces" / document["workspace_id"]).exists()
     await live.json(
         "GET",
@@ -299,15 +299,25 @@ async def test_an_unknown_process_fails_the_provisioning_without_endless_retries
     body = request_for(connector)
     connector.known.discard(body["transferProcessId"])  # the connector answers 404
     await live.json("POST", WEBHOOK, 200, json=body)
-    await asyncio.sleep(1.0)
-    assert connector.calls == {} and connector.accepted == {}
     from provider.api.context import CONTEXT
 
-    async with live.app[CONTEXT].store.read() as uow:
-        item = await uow.provisionings.find("main", body["transferProcessId"], body["resourceDefinitionId"])
-    assert (
-        item is not None and item.state.value == "failed" and item.last_status == 404 and item.attempts == 1
-    )
+    async def failed() -> Any:
+        async with live.app[CONTEXT].store.read() as uow:
+            item = await uow.provisionings.find(
+                "main", body["transferProcessId"], body["resourceDefinitionId"]
+            )
+        return item if item is not None and item.state.value == "failed" else None
+
+    item = await poll_until(failed, "the provisioning failed")
+    # A later provisioning is called back after retries of its own: the worker has had rounds
+    # enough to retry the first one too, had it not given up.
+    later = request_for(connector, transferProcessId="tp-later", resourceDefinitionId="rd-later")
+    await live.json("POST", WEBHOOK, 200, json=later)
+    await accepted(connector, later["transferProcessId"])
+    assert connector.requests[body["transferProcessId"]] == 1
+    assert body["transferProcessId"] not in connector.accepted
+    item = await failed()
+    assert item is not None and item.last_status == 404 and item.attempts == 1
 
 
 async def test_pending_callbacks_survive_a_restart(
@@ -317,8 +327,8 @@ async def test_pending_callbacks_survive_a_restart(
     connector.busy_first = 10_000  # the connector stays busy while the service runs
     first, close = await live_api(edc_settings, contract)
     workspace = (await first.json("POST", WEBHOOK, 200, json=body))["workspace_id"]
-    await asyncio.sleep(0.5)
-    assert connector.calls[body["transferProcessId"]] >= 2 and not connector.accepted
+    await poll_until(lambda: connector.calls.get(body["transferProcessId"], 0) >= 2, "a retried callback")
+    assert not connector.accepted
     await close()  # the service stops with the callback still pending
     connector.busy_first = 0
     connector.calls.clear()
@@ -381,6 +391,16 @@ async def consumer_workspace(api: Api) -> tuple[str, str]:
     return key, (await api.json("POST", "/api/v1/workspaces", 201, key=key, json={}))["id"]
 
 
+async def imported(api: Api, key: str, ws: str, object_key: str) -> Any:
+    """The object once its import has stored it."""
+
+    async def stored() -> Any:
+        response = await api.request("GET", f"/api/v1/workspaces/{ws}/objects/{object_key}", key=key)
+        return response if response.status == 200 else None
+
+    return await poll_until(stored, f"{object_key} imported")
+
+
 async def test_a_started_transfer_imports_into_the_registered_workspace(events_api: Api, data_plane) -> None:  # type: ignore[no-untyped-def]
     server, seen = data_plane
     key, ws = await consumer_workspace(events_api)
@@ -401,13 +421,7 @@ async def test_a_started_transfer_imports_into_the_registered_workspace(events_a
     )
     assert answer == {"imports_started": 1}
     token = properties["https://w3id.org/edc/v0.0.1/ns/authorization"]
-    for _ in range(100):
-        response = await events_api.request(
-            "GET", f"/api/v1/workspaces/{ws}/objects/inputs/remote.csv", key=key
-        )
-        if response.status == 200:
-            break
-        await asyncio.sleep(0.05)
+    response = await imported(events_api, key, ws, "inputs/remote.csv")
     assert await response.read() == b"rows,from,the,other,provider\n"
     assert seen == [f"Bearer {token}"]  # authType bearer: the prefix the EDR asks for
     listed = await events_api.json("GET", f"/api/v1/workspaces/{ws}/edc-transfers", 200, key=key)
@@ -445,10 +459,7 @@ async def test_plain_keys_and_authorization_sent_exactly_as_given(events_api: Ap
     assert (
         await events_api.json("POST", "/edc/events", 200, json=event, headers={"X-Api-Key": EVENTS_SECRET})
     )["imports_started"] == 1
-    for _ in range(100):
-        if seen:
-            break
-        await asyncio.sleep(0.05)
+    await imported(events_api, key, ws, "in.csv")
     assert seen == ["raw-code"]
 
 
@@ -519,10 +530,7 @@ async def test_data_plane_provisioner_round_trip(
     assert list(schema("dataplane-provision-request").iter_errors(body)) == []
     webhook = f"/edc/main/{SECRET}/dataplane/provision"
     workspace = (await live.json("POST", webhook, 200, json=body))["workspace_id"]
-    for _ in range(200):
-        if data_plane_connector["provision"]:
-            break
-        await asyncio.sleep(0.05)
+    await poll_until(lambda: data_plane_connector["provision"], "the provision callback")
     flow, resource, callback = data_plane_connector["provision"][0]
     assert (flow, resource) == (body["flowId"], body["provisionResourceId"])
     address = callback["dataAddress"]["properties"]
@@ -534,10 +542,7 @@ async def test_data_plane_provisioner_round_trip(
     assert me["tenant"]["participant_id"] == "connector:main"
     answer = await live.request("POST", webhook, json={**body, "type": "deprovision"})
     assert answer.status == 200
-    for _ in range(200):
-        if data_plane_connector["deprovision"]:
-            break
-        await asyncio.sleep(0.05)
+    await poll_until(lambda: data_plane_connector["deprovision"], "the deprovision callback")
     assert data_plane_connector["deprovision"] == [(body["flowId"], body["provisionResourceId"], {})]
     await live.json("GET", f"/api/v1/workspaces/{workspace}", 404, key=ADMIN_KEY)
     await live.json("POST", webhook, 400, json={**body, "flowId": ""})
