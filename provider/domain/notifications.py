@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from provider.domain.errors import FieldProblem, InvalidInput
+
 EVENT_VERSION = 1
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the format's prefix, not a secret
 
@@ -52,6 +54,17 @@ def type_problem(pattern: str) -> str | None:
     if pattern in EVENT_PATTERNS:
         return None
     return f"unknown event type {pattern!r} (known: {', '.join(EVENT_PATTERNS)})"
+
+
+def check_types(patterns: Iterable[str], field: str) -> tuple[str, ...]:
+    """The patterns, if there is at least one and each names event types; else InvalidInput."""
+    patterns = tuple(patterns)
+    problems = [FieldProblem(f"{field}.{i}", p) for i, x in enumerate(patterns) if (p := type_problem(x))]
+    if not patterns:
+        problems.append(FieldProblem(field, "name at least one event type"))
+    if problems:
+        raise InvalidInput("unknown event types", problems)
+    return patterns
 
 
 # --- secrets and signatures (https://www.standardwebhooks.com) ---------------------------------

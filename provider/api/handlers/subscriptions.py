@@ -157,7 +157,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     problems = [FieldProblem("query.types", p) for p in (type_problem(x) for x in patterns) if p]
     if problems:
         raise ProblemError(400, "invalid-query", "unknown event types", problems)
-    events = await context.subscriptions.stream(
+    events = await context.subscriptions.streams.open(
         principal(request),
         patterns,
         query.execution_id,
