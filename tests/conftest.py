@@ -57,10 +57,13 @@ T = TypeVar("T")
 
 
 async def poll_until(
-    condition: Callable[[], T | Awaitable[T]], what: str | Callable[[], str], within: float = WAIT_SECONDS
+    condition: Callable[[], T | Awaitable[T]],
+    what: str | Callable[[], str],
+    within: float = WAIT_SECONDS,
+    every: float = 0.05,
 ) -> T:
-    """Poll `condition` (plain or async) until it returns something true, and return that; fail
-    naming `what` (a text, or a function giving one) after `within` seconds."""
+    """Poll `condition` (plain or async) every `every` seconds until it returns something true, and
+    return that; fail naming `what` (a text, or a function giving one) after `within` seconds."""
     deadline = time.monotonic() + within
     while True:
         result = condition()
@@ -70,7 +73,7 @@ async def poll_until(
             return result  # type: ignore[return-value]
         if time.monotonic() > deadline:
             raise AssertionError(f"waited {within:g} s for {what() if callable(what) else what}")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(every)
 
 
 class MovableClock:
