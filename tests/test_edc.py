@@ -18,6 +18,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from jsonschema import Draft202012Validator
 
+from provider.app import create_app
+from provider.backends.sql import SqlStore
 from provider.config import Settings
 from tests.conftest import ADMIN_KEY, REPO, Api, live_api, poll_until
 
@@ -151,6 +153,22 @@ async def execution_in(api: Api, execution_id: str, state: str) -> dict[str, Any
 
 
 WEBHOOK = f"/edc/main/{SECRET}/provision"
+
+
+async def provisioned_workspace(
+    live: Api, connector: Connector, body: dict[str, Any] | None = None
+) -> tuple[str, str]:
+    """Provision through the webhook as EDC does; the workspace id and its access token."""
+    body = body or request_for(connector)
+    workspace = (await live.json("POST", WEBHOOK, 200, json=body))["workspace_id"]
+    address = (await accepted(connector, body["transferProcessId"]))["contentDataAddress"]["properties"]
+    document = await live.json(
+        "GET",
+        f"/api/v1/workspaces/{workspace}/access",
+        200,
+        headers={address["authKey"]: address["authCode"]},
+    )
+    return workspace, str(document["token"])
 
 
 def test_examples_match_their_schemas() -> None:
@@ -585,3 +603,48 @@ async def test_amazon_s3_content_address_points_at_the_bucket(
         await api.request("POST", WEBHOOK, json={**body, "type": "deprovision"})
     finally:
         await close()
+
+
+@pytest.fixture
+async def edc_store_api(store: SqlStore, aiohttp_client: Any, edc_settings: Settings, contract: Any) -> Api:
+    """The webhooks over the parametrized store (SQLite and PostgreSQL), events enabled."""
+    settings = edc_settings.model_copy(
+        update={
+            "edc": edc_settings.edc.model_copy(
+                update={"events": edc_settings.edc.events.model_validate({"auth_code": EVENTS_SECRET})}
+            )
+        }
+    )
+    app = create_app(settings, store=store)
+    return Api(await aiohttp_client(app), contract, app)
+
+
+def _with_nul(body: dict[str, Any], field: str) -> bytes:
+    return json.dumps({**body, field: body[field] + "\u0000"}).encode()
+
+
+async def test_webhooks_answer_400_never_500_for_json_beyond_the_limits_or_with_nul(
+    edc_store_api: Api, connector: Connector
+) -> None:
+    """EDC retries a 500 (and any 5xx) for ever; a request that can never succeed must be a 400."""
+    from tests.test_api_errors import JSON_LIMIT_CASES
+
+    webhooks = [
+        (f"/edc/main/{SECRET}/provision", {}, request_for(connector), "transferProcessId"),
+        (
+            f"/edc/main/{SECRET}/dataplane/provision",
+            {},
+            {**example("dataplane-provision-request"), "callbackAddress": connector.url},
+            "flowId",
+        ),
+        ("/edc/events", {"X-Api-Key": EVENTS_SECRET}, example("transfer-started-event"), "type"),
+    ]
+    for path, headers, body, text_field in webhooks:
+        cases = [*JSON_LIMIT_CASES, ("NUL", _with_nul(body, text_field))]
+        for label, data in cases:
+            response = await edc_store_api.request(
+                "POST", path, data=data, headers={**headers, "Content-Type": "application/json"}
+            )
+            assert response.status == 400, f"{path} {label}: {response.status} {await response.text()}"
+            assert response.content_type == "application/problem+json"
+    assert (await edc_store_api.json("GET", "/api/v1/workspaces", 200, key=ADMIN_KEY))["items"] == []

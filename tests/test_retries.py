@@ -90,23 +90,28 @@ ASSETS = {
 }
 
 
-@pytest.fixture
-async def retrying(
-    settings: Settings, tmp_path: Path, contract
-) -> AsyncIterator[tuple[Api, EvictingCompute]]:  # type: ignore[no-untyped-def]
+def retry_settings(settings: Settings, tmp_path: Path, backoff: float) -> Settings:
+    """The test assets, and retries after `backoff` seconds (not doubling past 4x)."""
     assets = tmp_path / "assets"
     assets.mkdir()
     shutil.copy(REPO / "config" / "assets" / "dummy.yaml", assets)
     for name, spec in ASSETS.items():
         (assets / f"{name}.yaml").write_text(yaml.safe_dump(spec))
-    settings = settings.model_copy(
+    return settings.model_copy(
         update={
             "assets": settings.assets.model_copy(update={"directory": assets}),
             "executions": settings.executions.model_validate(
-                {"retry": {"max_attempts": 3, "backoff_seconds": 0.05, "max_backoff_seconds": 0.2}}
+                {"retry": {"max_attempts": 3, "backoff_seconds": backoff, "max_backoff_seconds": backoff * 4}}
             ),
         }
     )
+
+
+@pytest.fixture
+async def retrying(
+    settings: Settings, tmp_path: Path, contract
+) -> AsyncIterator[tuple[Api, EvictingCompute]]:  # type: ignore[no-untyped-def]
+    settings = retry_settings(settings, tmp_path, backoff=0.05)
     compute = EvictingCompute(build_compute(settings, CollectorRegistry()), evictions=1)
     api, close = await live_api(settings, contract, compute=compute)
     yield api, compute
@@ -180,8 +185,8 @@ async def test_an_asset_may_ask_for_its_own_failures_to_be_retried_and_keeps_eac
 
 async def test_a_retry_waiting_for_its_turn_can_be_canceled(retrying: tuple[Api, EvictingCompute]) -> None:
     api, compute = retrying
-    executions = api.app[CONTEXT].executions  # a wait long enough to cancel inside it
-    executions.policy = replace(executions.policy, retry_backoff_seconds=60, retry_max_backoff_seconds=60)
+    observation = api.app[CONTEXT].executions.observation  # a wait long enough to cancel inside it
+    observation.policy = replace(observation.policy, retry_backoff_seconds=60, retry_max_backoff_seconds=60)
     key, ws = await setup(api)
     started = await run(api, key, ws, "copy", env={"EVICT": "yes"})
     waiting = started
@@ -212,17 +217,7 @@ def test_which_failures_are_retried() -> None:
 async def test_a_retry_waiting_when_the_service_stops_runs_after_the_restart(
     settings: Settings, tmp_path: Path, contract
 ) -> None:  # type: ignore[no-untyped-def]
-    assets = tmp_path / "assets"
-    assets.mkdir()
-    (assets / "copy.yaml").write_text(yaml.safe_dump(ASSETS["copy"]))
-    settings = settings.model_copy(
-        update={
-            "assets": settings.assets.model_copy(update={"directory": assets}),
-            "executions": settings.executions.model_validate(
-                {"retry": {"max_attempts": 3, "backoff_seconds": 1.5, "max_backoff_seconds": 1.5}}
-            ),
-        }
-    )
+    settings = retry_settings(settings, tmp_path, backoff=1.5)
     first = EvictingCompute(build_compute(settings, CollectorRegistry()), evictions=1)
     api, close = await live_api(settings, contract, compute=first)
     key, ws = await setup(api)

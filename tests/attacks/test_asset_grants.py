@@ -4,26 +4,10 @@ limit on a tenant holds the same way."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from tests.conftest import ADMIN_KEY, Api
-from tests.test_edc import SECRET, WEBHOOK, Connector, accepted, example, request_for
+from tests.test_edc import SECRET, WEBHOOK, Connector, example, provisioned_workspace, request_for
 
 GRANT_PROBLEM = "urn:provider:problem:asset-not-granted"
-
-
-async def provisioned_workspace(live: Api, connector: Connector, **changes: Any) -> tuple[str, str]:
-    """Provision through the webhook as EDC does; the workspace id and its access token."""
-    body = request_for(connector, **changes)
-    workspace = (await live.json("POST", WEBHOOK, 200, json=body))["workspace_id"]
-    address = (await accepted(connector, body["transferProcessId"]))["contentDataAddress"]["properties"]
-    document = await live.json(
-        "GET",
-        f"/api/v1/workspaces/{workspace}/access",
-        200,
-        headers={address["authKey"]: address["authCode"]},
-    )
-    return workspace, document["token"]
 
 
 async def test_a_transfer_for_one_offering_runs_only_what_that_offering_grants(
