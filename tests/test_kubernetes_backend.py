@@ -20,11 +20,13 @@ import pytest
 import yaml
 
 from provider.backends.compute.kubernetes import JobSettings, KubernetesCompute, KubernetesOptions
+from provider.backends.compute.kubernetes import client as kube_client
 from provider.backends.compute.kubernetes.manifests import job_name, secret_name
 from provider.config import ConfigError
 from provider.domain.assets import Asset
 from provider.domain.executions import State
 from provider.services.ports import ComputeEvent, JobSpec, Reported, StorageAccess
+from tests.conftest import free_port
 from tests.fake_kube import KubeError
 from tests.fake_kube.fixtures import fake_kube  # noqa: F401
 from tests.fake_kube.server import FakeKube
@@ -834,3 +836,43 @@ async def test_no_cluster_to_reach_is_a_configuration_error_naming_the_key(tmp_p
     recorder = Recorder()
     with pytest.raises(ConfigError, match=r"compute\.kubernetes\.kubeconfig"):
         await backend.start(recorder, recorder.reconcile)
+
+
+async def test_each_refusal_is_raised_as_the_kind_its_status_stands_for(
+    kubeconfig: Path,
+    fake_kube: FakeKube,  # noqa: F811
+) -> None:
+    quota = 'pods "p" is forbidden: exceeded quota: pods, requested: pods=1, used: pods=4, limited: pods=4'
+    cases: list[tuple[int, str | None, type[kube_client.KubeError], bool]] = [
+        (400, None, kube_client.KubeBadRequest, False),
+        (401, None, kube_client.KubeError, False),
+        (403, 'leases "l" is forbidden: User cannot get', kube_client.KubeForbidden, False),
+        (403, quota, kube_client.KubeForbidden, True),  # capacity may free up
+        (404, None, kube_client.KubeNotFound, False),
+        (409, None, kube_client.KubeConflict, False),
+        (410, None, kube_client.KubeGone, False),
+        (422, None, kube_client.KubeInvalid, False),
+        (429, None, kube_client.KubeUnavailable, True),
+        (503, None, kube_client.KubeUnavailable, True),
+    ]
+    kube = kube_client.Kube(await kube_client.load_configuration(kubeconfig, None), NS, 5)
+    try:
+        for status, message, kind, retryable in cases:
+            fake_kube.inject_fault("GET", r"/leases/", status=status, message=message)
+            with pytest.raises(kube_client.KubeError) as caught:
+                await kube.get_lease("any")
+            assert (type(caught.value), caught.value.status) == (kind, status)
+            assert caught.value.retryable is retryable, status
+        with pytest.raises(kube_client.KubeNotFound):  # the server's own answer, not a fault
+            await kube.get_lease("missing")
+    finally:
+        await kube.close()
+    configuration = await kube_client.load_configuration(kubeconfig, None)
+    configuration.host = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    unreachable = kube_client.Kube(configuration, NS, 5)
+    try:
+        with pytest.raises(kube_client.KubeUnavailable) as caught:
+            await unreachable.get_lease("any")
+        assert caught.value.status == 0 and caught.value.retryable
+    finally:
+        await unreachable.close()

@@ -19,9 +19,21 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
-from provider.backends.compute.kubernetes.client import Kube, KubeError, load_configuration
+from provider.backends.compute.kubernetes.client import (
+    EVENTS,
+    JOBS,
+    PODS,
+    Kube,
+    KubeBadRequest,
+    KubeConflict,
+    KubeError,
+    KubeForbidden,
+    KubeNotFound,
+    KubeUnavailable,
+    load_configuration,
+)
 from provider.backends.compute.kubernetes.lease import LeaseElector
 from provider.backends.compute.kubernetes.manifests import (
     EXECUTION,
@@ -37,9 +49,10 @@ from provider.backends.compute.kubernetes.manifests import (
     secret_name,
     secret_patch,
 )
+from provider.backends.compute.kubernetes.objects import Event, Job, ObjectMeta, Pod
 from provider.backends.compute.kubernetes.observe import derive, refusal
 from provider.backends.compute.kubernetes.watch import NamespaceWatch
-from provider.domain.executions import State
+from provider.domain.executions import Reason, State
 from provider.services.ports import ComputeEvent, EventSink, JobSpec, Reconciler, Reported
 
 log = logging.getLogger(__name__)
@@ -48,7 +61,13 @@ T = TypeVar("T")
 # The Job controller's Events when the cluster refuses a Job's pod (RealPodControl.CreatePods).
 REFUSALS = "involvedObject.kind=Job,reason=FailedCreate"
 # Reasons after which nothing more will come of a Job: it is deleted at once, not at its deadline.
-HOPELESS = {"Lost", "ImagePull", "ContainerConfig", "QuotaExceeded", "PodCreateRefused"}
+HOPELESS = {
+    Reason.LOST,
+    Reason.IMAGE_PULL,
+    Reason.CONTAINER_CONFIG,
+    Reason.QUOTA_EXCEEDED,
+    Reason.POD_CREATE_REFUSED,
+}
 
 
 class KubernetesObserver(Protocol):
@@ -81,8 +100,8 @@ class KubernetesOptions:
 class _Tracked:
     """What the watches last showed of one execution's Job and pod(s)."""
 
-    job: dict[str, Any] | None = None
-    pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    job: Job | None = None
+    pods: dict[str, Pod] = field(default_factory=dict)
     job_deleted: bool = False
     pod_deleted: bool = False
     # Executions start QUEUED: a Job without a pod yet is nothing new to report.
@@ -99,7 +118,7 @@ class KubernetesCompute:
         self.identity = options.identity or socket.gethostname()
         self.kube: Kube | None = None
         self.elector: LeaseElector | None = None
-        self.watches: list[NamespaceWatch] = []
+        self.watches: list[NamespaceWatch[Any]] = []
         self._sink: EventSink | None = None
         self._reconcile: Reconciler | None = None
         self._campaign: asyncio.Task[None] | None = None
@@ -108,7 +127,7 @@ class KubernetesCompute:
         self._tracked: dict[str, _Tracked] = {}
         self._canceling: set[str] = set()
         # FailedCreate Events by Job name, then Event name; and the execution of each tracked Job.
-        self._refusals: dict[str, dict[str, dict[str, Any]]] = {}
+        self._refusals: dict[str, dict[str, Event]] = {}
         self._by_job: dict[str, str] = {}
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._pending: set[str] = set()
@@ -154,10 +173,10 @@ class KubernetesCompute:
         assert self.kube is not None
         timeout = self.options.watch_timeout_seconds
         self.watches = [
-            NamespaceWatch(self.kube, "jobs", SELECTOR, self._on_job, self._sync_jobs, timeout),
-            NamespaceWatch(self.kube, "pods", SELECTOR, self._on_pod, self._sync_pods, timeout),
+            NamespaceWatch(self.kube, JOBS, SELECTOR, self._on_job, self._sync_jobs, timeout),
+            NamespaceWatch(self.kube, PODS, SELECTOR, self._on_pod, self._sync_pods, timeout),
             NamespaceWatch(
-                self.kube, "events", "", self._on_refusal, self._sync_refusals, timeout, fields=REFUSALS
+                self.kube, EVENTS, "", self._on_refusal, self._sync_refusals, timeout, fields=REFUSALS
             ),
         ]
         tasks = [asyncio.create_task(w.run(), name=f"watch {w.resource}") for w in self.watches]
@@ -186,7 +205,7 @@ class KubernetesCompute:
         for watch in self.watches:
             # Judge Jobs only once their watch and their pods' show everything; Events only add
             # reasons, and a Role without them must not stop reconciliation.
-            if watch.resource != "events":
+            if watch.collection is not EVENTS:
                 await watch.synced.wait()
         while True:
             assert self._reconcile is not None
@@ -203,18 +222,15 @@ class KubernetesCompute:
     async def ping(self) -> None:
         """The Lease is read on every renewal anyway; a 404 still proves the API server answers."""
         if self.kube is None:
-            raise KubeError(0, "NotStarted", "the Kubernetes backend has not started")
-        try:
+            raise KubeUnavailable(0, "NotStarted", "the Kubernetes backend has not started")
+        with contextlib.suppress(KubeNotFound):
             await self.kube.get_lease(self.options.lease_name)
-        except KubeError as exc:
-            if exc.status != 404:
-                raise
 
     async def submit(self, job: JobSpec) -> None:
         try:
             await self._create(job)
         except KubeError as exc:
-            if exc.quota or exc.retryable:
+            if exc.retryable:
                 await self._queued(job.execution_id, exc)
                 self._retries[job.execution_id] = asyncio.create_task(
                     self._retry(job), name=f"submit {job.execution_id}", context=_fresh()
@@ -228,7 +244,7 @@ class KubernetesCompute:
             ComputeEvent(
                 execution_id,
                 State.SYSTEM_ERROR,
-                reason=exc.reason or "Rejected",
+                reason=exc.reason or Reason.REJECTED,
                 message=f"the API server refused the Job: {exc.message}",
             )
         )
@@ -241,10 +257,8 @@ class KubernetesCompute:
         assert self.kube is not None
         settings = self.options.job
         try:
-            created = await self.kube.create("Job", build_job(job, settings))
-        except KubeError as exc:
-            if exc.status != 409:
-                raise
+            created = await self.kube.create_job(build_job(job, settings))
+        except KubeConflict:
             # Created already: by a request that timed out but went through, or by another replica.
             existing = await self._job(job.execution_id)
             if existing is None:
@@ -253,29 +267,28 @@ class KubernetesCompute:
         try:
             await self._put_secret(build_secret(job, settings, owner_reference(created)))
         except KubeError as exc:
-            if not (exc.quota or exc.retryable):
+            if not exc.retryable:
                 with contextlib.suppress(KubeError):  # its pod could never start
                     await self.kube.delete("Job", job_name(job.execution_id))
             raise
 
-    async def _job(self, execution_id: str) -> dict[str, Any] | None:
+    async def _job(self, execution_id: str) -> Job | None:
         assert self.kube is not None
-        jobs, _ = await self.kube.list("jobs", f"{SELECTOR},{EXECUTION}={execution_id}")
-        return next((j for j in jobs if j["metadata"].get("name") == job_name(execution_id)), None)
+        jobs, _ = await self.kube.list(JOBS, f"{SELECTOR},{EXECUTION}={execution_id}")
+        return next((j for j in jobs if _metadata(j).get("name") == job_name(execution_id)), None)
 
     async def _put_secret(self, secret: dict[str, Any]) -> None:
         assert self.kube is not None
         try:
-            await self.kube.create("Secret", secret)
-        except KubeError as exc:
-            if exc.status != 409:
-                raise
+            await self.kube.create_secret(secret)
+        except KubeConflict:
             # Left by an attempt that went through unanswered, or written by another replica
             # submitting the same execution: these credentials and this owner replace its own.
             await self.kube.patch_secret(secret["metadata"]["name"], secret_patch(secret))
 
     async def _queued(self, execution_id: str, exc: KubeError) -> None:
-        reason = "QuotaExceeded" if exc.quota else "ApiUnavailable"
+        quota = isinstance(exc, KubeForbidden) and exc.quota
+        reason = Reason.QUOTA_EXCEEDED if quota else Reason.API_UNAVAILABLE
         message = f"waiting to create the Job: {exc.message or exc.reason}"
         await self._emit(ComputeEvent(execution_id, State.QUEUED, reason=reason, message=message))
 
@@ -290,7 +303,7 @@ class KubernetesCompute:
                     await self._emit(ComputeEvent(job.execution_id, State.QUEUED, reason=None, message=None))
                     return
                 except KubeError as exc:
-                    if not (exc.quota or exc.retryable):
+                    if not exc.retryable:
                         await self._refused(job.execution_id, exc)
                         return
                     await self._queued(job.execution_id, exc)
@@ -316,7 +329,7 @@ class KubernetesCompute:
                 self._delete_later(execution_id), name=f"cancel {execution_id}", context=_fresh()
             )
             return
-        await self._emit(ComputeEvent(execution_id, State.CANCELED, reason="Canceled"))
+        await self._emit(ComputeEvent(execution_id, State.CANCELED, reason=Reason.CANCELED))
 
     async def _delete_later(self, execution_id: str) -> None:
         assert self.kube is not None
@@ -329,7 +342,7 @@ class KubernetesCompute:
                 except KubeError:
                     failures += 1
                     continue
-                await self._emit(ComputeEvent(execution_id, State.CANCELED, reason="Canceled"))
+                await self._emit(ComputeEvent(execution_id, State.CANCELED, reason=Reason.CANCELED))
                 return
         finally:
             self._retries.pop(execution_id, None)
@@ -349,7 +362,7 @@ class KubernetesCompute:
 
     async def known(self) -> set[str]:
         assert self.kube is not None
-        jobs, _ = await self.kube.list("jobs", SELECTOR)
+        jobs, _ = await self.kube.list(JOBS, SELECTOR)
         return {i for i in (execution_of(j) for j in jobs) if i is not None}
 
     # --- logs ---------------------------------------------------------------------------------
@@ -364,11 +377,11 @@ class KubernetesCompute:
                 async for chunk in self.kube.pod_log(pod, WORKER, tail, follow):
                     yield chunk
                 return
-            except KubeError as exc:
-                if exc.status == 404:
+            except KubeBadRequest:  # the worker has not started: nothing to show yet
+                if not follow:
                     return
-                if exc.status != 400 or not follow:
-                    return  # 400: the worker has not started; there is nothing to show yet
+            except KubeError:
+                return
             await asyncio.sleep(1.0)
 
     async def _pod_name(self, execution_id: str) -> str | None:
@@ -376,12 +389,12 @@ class KubernetesCompute:
         if tracked is not None and tracked.pods:
             return _newest(tracked.pods)
         assert self.kube is not None
-        pods, _ = await self.kube.list("pods", f"{SELECTOR},{EXECUTION}={execution_id}")
-        return _newest({p["metadata"]["name"]: p for p in pods}) if pods else None
+        pods, _ = await self.kube.list(PODS, f"{SELECTOR},{EXECUTION}={execution_id}")
+        return _newest({_metadata(p).get("name", ""): p for p in pods}) if pods else None
 
     # --- observing ----------------------------------------------------------------------------
 
-    def _track(self, kind: str, obj: dict[str, Any]) -> tuple[str, _Tracked] | None:
+    def _track(self, kind: str, obj: Job | Pod) -> tuple[str, _Tracked] | None:
         execution_id = execution_of(obj)
         if execution_id is None:
             return None
@@ -393,7 +406,7 @@ class KubernetesCompute:
             self._by_job[job_name(execution_id)] = execution_id
         return execution_id, tracked
 
-    async def _on_job(self, kind: str, obj: dict[str, Any]) -> None:
+    async def _on_job(self, kind: str, obj: Job) -> None:
         found = self._track(kind, obj)
         if found is None:
             return
@@ -404,12 +417,12 @@ class KubernetesCompute:
             tracked.job = _slim(obj)
         self._touch(execution_id)
 
-    async def _on_pod(self, kind: str, obj: dict[str, Any]) -> None:
+    async def _on_pod(self, kind: str, obj: Pod) -> None:
         found = self._track(kind, obj)
         if found is None:
             return
         execution_id, tracked = found
-        name = obj["metadata"]["name"]
+        name = _metadata(obj).get("name", "")
         if kind == "DELETED":
             tracked.pods.pop(name, None)
             tracked.pod_deleted = True
@@ -417,7 +430,7 @@ class KubernetesCompute:
             tracked.pods[name] = _slim(obj)
         self._touch(execution_id)
 
-    async def _sync_jobs(self, items: list[dict[str, Any]]) -> None:
+    async def _sync_jobs(self, items: list[Job]) -> None:
         listed = {execution_of(j): j for j in items}
         for execution_id, tracked in self._tracked.items():
             if tracked.job is not None and execution_id not in listed:
@@ -426,8 +439,8 @@ class KubernetesCompute:
         for job in items:
             await self._on_job("ADDED", job)
 
-    async def _sync_pods(self, items: list[dict[str, Any]]) -> None:
-        listed = {p["metadata"]["name"] for p in items}
+    async def _sync_pods(self, items: list[Pod]) -> None:
+        listed = {_metadata(p).get("name", "") for p in items}
         for execution_id, tracked in self._tracked.items():
             gone = [name for name in tracked.pods if name not in listed]
             for name in gone:
@@ -438,13 +451,13 @@ class KubernetesCompute:
         for pod in items:
             await self._on_pod("ADDED", pod)
 
-    async def _on_refusal(self, kind: str, obj: dict[str, Any]) -> None:
+    async def _on_refusal(self, kind: str, obj: Event) -> None:
         """A FailedCreate Event: kept (until it expires) by the name of the Job it is about."""
         involved = obj.get("involvedObject") or {}
         job = str(involved.get("name") or "")
         if involved.get("apiVersion") != "batch/v1" or not job.startswith(JOB_PREFIX):
             return
-        name = str((obj.get("metadata") or {}).get("name") or "")
+        name = _metadata(obj).get("name", "")
         if kind == "DELETED":
             events = self._refusals.get(job, {})
             events.pop(name, None)
@@ -456,7 +469,7 @@ class KubernetesCompute:
         if execution_id is not None:
             self._touch(execution_id)
 
-    async def _sync_refusals(self, items: list[dict[str, Any]]) -> None:
+    async def _sync_refusals(self, items: list[Event]) -> None:
         before, self._refusals = self._refusals, {}
         for event in items:
             await self._on_refusal("ADDED", event)
@@ -503,17 +516,17 @@ class KubernetesCompute:
             for c in ((job or {}).get("status") or {}).get("conditions") or []
             if c.get("status") == "True"
         }
-        deadline = "DeadlineExceeded" in {
+        deadline = Reason.DEADLINE_EXCEEDED in {
             (conditions.get("Failed") or {}).get("reason"),
             (conditions.get("FailureTarget") or {}).get("reason"),
         }
         if tracked.job_deleted:
             event = ComputeEvent(
-                execution_id, State.SYSTEM_ERROR, reason="Lost", message="the Job was deleted"
+                execution_id, State.SYSTEM_ERROR, reason=Reason.LOST, message="the Job was deleted"
             )
         elif tracked.pod_deleted and not tracked.pods and not deadline and "Complete" not in conditions:
             event = ComputeEvent(
-                execution_id, State.SYSTEM_ERROR, reason="Lost", message="the pod was deleted"
+                execution_id, State.SYSTEM_ERROR, reason=Reason.LOST, message="the pod was deleted"
             )
         else:
             pod = tracked.pods[_newest(tracked.pods)] if tracked.pods else None
@@ -521,7 +534,7 @@ class KubernetesCompute:
             events = self._refusals.get(job_name(execution_id))
             refused = None
             if job is not None and events:
-                refused = refusal(events.values(), job["metadata"].get("uid"), now)
+                refused = refusal(events.values(), _metadata(job).get("uid"), now)
             verdict = derive(
                 job,
                 pod,
@@ -570,29 +583,47 @@ class KubernetesCompute:
         return await asyncio.shield(task)
 
 
-def _slim(obj: dict[str, Any]) -> dict[str, Any]:
+SlimT = TypeVar("SlimT", Job, Pod)
+_SLIM_METADATA: tuple[Literal["name", "uid", "creationTimestamp", "deletionTimestamp"], ...] = (
+    "name",
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+)
+_SLIM_EVENT: tuple[Literal["firstTimestamp", "lastTimestamp", "eventTime", "message"], ...] = (
+    "firstTimestamp",
+    "lastTimestamp",
+    "eventTime",
+    "message",
+)
+
+
+def _slim(obj: SlimT) -> SlimT:
     """What observing needs of a Job or pod (its status and a few names and times), not the whole
     object with its spec: a thousand executions then cost little memory."""
-    metadata = obj.get("metadata") or {}
-    return {
-        "metadata": {
-            k: metadata[k] for k in ("name", "uid", "creationTimestamp", "deletionTimestamp") if k in metadata
-        },
-        "status": obj.get("status") or {},
-    }
+    metadata = _metadata(obj)
+    slim_metadata = ObjectMeta()
+    for key in _SLIM_METADATA:
+        if key in metadata:
+            slim_metadata[key] = metadata[key]
+    return {"metadata": slim_metadata, "status": obj.get("status") or {}}
 
 
-def _slim_event(event: dict[str, Any]) -> dict[str, Any]:
+def _slim_event(event: Event) -> Event:
     """What a refusal needs of a FailedCreate Event: its Job's uid, its times and its message."""
-    slim: dict[str, Any] = {
-        k: event[k] for k in ("firstTimestamp", "lastTimestamp", "eventTime", "message") if k in event
-    }
-    slim["involvedObject"] = {"uid": (event.get("involvedObject") or {}).get("uid")}
+    slim = Event(involvedObject={"uid": (event.get("involvedObject") or {}).get("uid", "")})
+    for key in _SLIM_EVENT:
+        if key in event:
+            slim[key] = event[key]
     return slim
 
 
-def _newest(pods: dict[str, dict[str, Any]]) -> str:
-    return max(pods, key=lambda n: str(pods[n]["metadata"].get("creationTimestamp") or ""))
+def _metadata(obj: Job | Pod | Event) -> ObjectMeta:
+    return obj.get("metadata") or {}
+
+
+def _newest(pods: dict[str, Pod]) -> str:
+    return max(pods, key=lambda n: _metadata(pods[n]).get("creationTimestamp", ""))
 
 
 def _fresh() -> contextvars.Context:

@@ -1,4 +1,5 @@
-"""A thin, honest layer over kubernetes-asyncio: raw JSON in and out, errors as `KubeError`.
+"""A thin, honest layer over kubernetes-asyncio: raw JSON in and out, typed as what the backend
+reads (objects.py), and each refusal as the KubeError subclass its status stands for.
 
 kubernetes-asyncio loads the configuration (in-cluster or kubeconfig), authenticates and builds
 the requests; answers are read here as plain dicts (`_preload_content=False`), which is faster than
@@ -9,15 +10,26 @@ are read line by line as they arrive.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic
 
 import aiohttp
 from kubernetes_asyncio import client as k8s
 from kubernetes_asyncio import config as k8s_config
 from kubernetes_asyncio.config.config_exception import ConfigException
 
+from provider.backends.compute.kubernetes.objects import (
+    Event,
+    Job,
+    Lease,
+    ObjectList,
+    ObjectT,
+    Pod,
+    Status,
+    WatchEvent,
+)
 from provider.config import ConfigError
 
 # Statuses after which the same request may succeed later.
@@ -25,7 +37,7 @@ RETRYABLE = {408, 425, 429, 500, 502, 503, 504}
 
 
 class KubeError(Exception):
-    """The API server refused a request (`status` 0: it could not be reached)."""
+    """The API server refused a request; the subclass says how (see `error_for`)."""
 
     def __init__(self, status: int, reason: str, message: str) -> None:
         super().__init__(f"{status} {reason}: {message}")
@@ -35,12 +47,79 @@ class KubeError(Exception):
 
     @property
     def retryable(self) -> bool:
-        return self.status == 0 or self.status in RETRYABLE
+        """The same request may succeed later, unchanged."""
+        return False
+
+
+class KubeUnavailable(KubeError):
+    """The API server could not be reached (`status` 0), or answered that it cannot serve now
+    (429, 5xx, ...)."""
+
+    @property
+    def retryable(self) -> bool:
+        return True
+
+
+class KubeBadRequest(KubeError):
+    """400: the request cannot be served as it is (a log of a container not started yet, say)."""
+
+
+class KubeForbidden(KubeError):
+    """403: RBAC, an admission plugin or webhook, or a ResourceQuota refused it."""
 
     @property
     def quota(self) -> bool:
         """A ResourceQuota refused the object: capacity may free up later."""
-        return self.status == 403 and "exceeded quota" in self.message
+        return "exceeded quota" in self.message
+
+    @property
+    def retryable(self) -> bool:
+        return self.quota
+
+
+class KubeNotFound(KubeError):
+    """404: no such object."""
+
+
+class KubeConflict(KubeError):
+    """409: the object exists already, or changed since it was read (a failed compare-and-swap)."""
+
+
+class KubeGone(KubeError):
+    """410: the resourceVersion asked for is older than the server keeps; list again."""
+
+
+class KubeInvalid(KubeError):
+    """422: the object breaks the API's validation; sending it again will not help."""
+
+
+_BY_STATUS: dict[int, type[KubeError]] = {
+    400: KubeBadRequest,
+    403: KubeForbidden,
+    404: KubeNotFound,
+    409: KubeConflict,
+    410: KubeGone,
+    422: KubeInvalid,
+}
+
+
+def error_for(status: int, reason: str, message: str) -> KubeError:
+    """The error a status stands for (0: the server could not be reached)."""
+    if status == 0 or status in RETRYABLE:
+        return KubeUnavailable(status, reason, message)
+    return _BY_STATUS.get(status, KubeError)(status, reason, message)
+
+
+@dataclass(frozen=True)
+class Collection(Generic[ObjectT]):
+    """A namespaced collection the backend lists and watches, by its name in the API's paths."""
+
+    plural: str
+
+
+JOBS = Collection[Job]("jobs")
+PODS = Collection[Pod]("pods")
+EVENTS = Collection[Event]("events")
 
 
 async def load_configuration(kubeconfig: Path | None, context: str | None) -> k8s.Configuration:
@@ -85,95 +164,110 @@ class Kube:
     async def _send(
         self, method: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
     ) -> aiohttp.ClientResponse:
-        """The raw answer; a server that cannot be reached is KubeError 0."""
+        """The raw answer; a server that cannot be reached is KubeUnavailable 0."""
         try:
             response: aiohttp.ClientResponse = await method(*args, _preload_content=False, **kwargs)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise KubeError(0, "Unreachable", f"{type(exc).__name__}: {exc}") from exc
+            raise _unreachable(exc) from exc
         return response
 
-    async def _call(self, method: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    async def _call(self, method: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+        """The answer's JSON (typed by the caller, as the API promises it)."""
         response = await self._send(method, *args, _request_timeout=self.timeout, **kwargs)
         async with response:
             try:
                 body = await response.read()
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise KubeError(0, "Unreachable", f"{type(exc).__name__}: {exc}") from exc
-        data = _json(body)
+                raise _unreachable(exc) from exc
         if not 200 <= response.status < 300:
-            raise _error(response.status, data, body)
-        return data
+            raise _error(response.status, body)
+        return _json(body)
 
     # --- objects ------------------------------------------------------------------------------
 
-    async def create(self, kind: str, body: dict[str, Any]) -> dict[str, Any]:
-        method = {
-            "Job": self.batch.create_namespaced_job,
-            "Secret": self.core.create_namespaced_secret,
-            "Lease": self.coordination.create_namespaced_lease,
-        }[kind]
-        return await self._call(method, self.namespace, body)
+    async def create_job(self, body: Mapping[str, object]) -> Job:
+        job: Job = await self._call(self.batch.create_namespaced_job, self.namespace, body)
+        return job
 
-    async def get_lease(self, name: str) -> dict[str, Any]:
-        return await self._call(self.coordination.read_namespaced_lease, name, self.namespace)
+    async def create_secret(self, body: Mapping[str, object]) -> None:
+        await self._call(self.core.create_namespaced_secret, self.namespace, body)
 
-    async def replace_lease(self, name: str, body: dict[str, Any]) -> dict[str, Any]:
-        return await self._call(self.coordination.replace_namespaced_lease, name, self.namespace, body)
+    async def patch_secret(self, name: str, patch: Mapping[str, object]) -> None:
+        await self._call(self.core.patch_namespaced_secret, name, self.namespace, patch)
 
-    async def patch_secret(self, name: str, patch: dict[str, Any]) -> dict[str, Any]:
-        return await self._call(self.core.patch_namespaced_secret, name, self.namespace, patch)
+    async def create_lease(self, body: Lease) -> Lease:
+        lease: Lease = await self._call(self.coordination.create_namespaced_lease, self.namespace, body)
+        return lease
 
-    async def delete(self, kind: str, name: str) -> bool:
-        """Delete with Background propagation (dependents go too); False if it was not there."""
+    async def get_lease(self, name: str) -> Lease:
+        lease: Lease = await self._call(self.coordination.read_namespaced_lease, name, self.namespace)
+        return lease
+
+    async def replace_lease(self, name: str, body: Lease) -> Lease:
+        """A compare-and-swap: KubeConflict when the Lease changed since `body` was read."""
+        lease: Lease = await self._call(
+            self.coordination.replace_namespaced_lease, name, self.namespace, body
+        )
+        return lease
+
+    async def delete(self, kind: str, name: str, uid: str | None = None) -> bool:
+        """Delete with Background propagation (dependents go too); False if it was not there.
+
+        With `uid`, only that object: one made since under the same name is KubeConflict."""
         method = {
             "Job": self.batch.delete_namespaced_job,
             "Secret": self.core.delete_namespaced_secret,
         }[kind]
+        # DeleteOptions come from the body or from the query, never both.
+        options: dict[str, Any] = (
+            {"body": {"propagationPolicy": "Background", "preconditions": {"uid": uid}}}
+            if uid
+            else {"propagation_policy": "Background"}
+        )
         try:
-            await self._call(method, name, self.namespace, propagation_policy="Background")
-        except KubeError as exc:
-            if exc.status == 404:
-                return False
-            raise
+            await self._call(method, name, self.namespace, **options)
+        except KubeNotFound:
+            return False
         return True
 
     async def list(
-        self, resource: str, selector: str, fields: str | None = None
-    ) -> tuple[list[dict[str, Any]], str]:
+        self, collection: Collection[ObjectT], selector: str, fields: str | None = None
+    ) -> tuple[list[ObjectT], str]:
         """Every object matching the label (and field) selector, paged, and the list's resourceVersion."""
-        method = self._lister(resource)
-        items: list[dict[str, Any]] = []
+        method = self._lister(collection)
+        items: list[ObjectT] = []
         token: str | None = None
         while True:
             kwargs: dict[str, Any] = {**_selectors(selector, fields), "limit": 500}
             if token:
                 kwargs["_continue"] = token
-            page = await self._call(method, self.namespace, **kwargs)
+            page: ObjectList[ObjectT] = await self._call(method, self.namespace, **kwargs)
             items.extend(page.get("items") or [])
             metadata = page.get("metadata") or {}
             token = metadata.get("continue")
             if not token:
                 return items, str(metadata.get("resourceVersion", ""))
 
-    def _lister(self, resource: str) -> Callable[..., Awaitable[Any]]:
+    def _lister(self, collection: Collection[ObjectT]) -> Callable[..., Awaitable[Any]]:
         listers: dict[str, Callable[..., Awaitable[Any]]] = {
-            "jobs": self.batch.list_namespaced_job,
-            "pods": self.core.list_namespaced_pod,
-            "events": self.core.list_namespaced_event,
+            JOBS.plural: self.batch.list_namespaced_job,
+            PODS.plural: self.core.list_namespaced_pod,
+            EVENTS.plural: self.core.list_namespaced_event,
         }
-        return listers[resource]
+        return listers[collection.plural]
 
     async def watch(
         self,
-        resource: str,
+        collection: Collection[ObjectT],
         selector: str,
         resource_version: str,
         timeout_seconds: int,
         fields: str | None = None,
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Watch events as the server sends them, until it ends the stream (timeout) or it breaks."""
+    ) -> AsyncIterator[WatchEvent[ObjectT]]:
+        """Watch events as the server sends them, until it ends the stream (timeout) or it breaks;
+        an ERROR event is raised as the error its Status stands for (KubeGone: list again)."""
         response = await self._open(
-            self._lister(resource),
+            self._lister(collection),
             self.namespace,
             **_selectors(selector, fields),
             watch=True,
@@ -188,10 +282,17 @@ class Kube:
         async with response:
             try:
                 while line := await response.content.readline():
-                    if line.strip():
-                        yield json.loads(line)
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    if not (isinstance(event, dict) and isinstance(event.get("object"), dict)):
+                        continue  # nothing to read
+                    if event.get("type") == "ERROR":
+                        status: Status = event["object"]
+                        raise _status_error(int(status.get("code") or 500), status)
+                    yield {"type": str(event.get("type") or ""), "object": event["object"]}
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise KubeError(0, "Unreachable", f"watch broke: {type(exc).__name__}: {exc}") from exc
+                raise _unreachable(exc, "watch broke: ") from exc
 
     async def pod_log(self, pod: str, container: str, tail: int | None, follow: bool) -> AsyncIterator[bytes]:
         kwargs: dict[str, Any] = {"container": container, "follow": follow}
@@ -217,7 +318,7 @@ class Kube:
         if response.status != 200:
             async with response:
                 body = await response.read()
-            raise _error(response.status, _json(body), body)
+            raise _error(response.status, body)
         return response
 
 
@@ -228,7 +329,8 @@ def _selectors(labels: str, fields: str | None) -> dict[str, str]:
     return selectors
 
 
-def _json(body: bytes) -> dict[str, Any]:
+def _json(body: bytes) -> Any:
+    """The body's JSON object; {} for an empty body or one that is not a JSON object."""
     try:
         data = json.loads(body) if body else {}
     except ValueError:
@@ -236,8 +338,17 @@ def _json(body: bytes) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def _error(status: int, data: dict[str, Any], body: bytes) -> KubeError:
+def _unreachable(exc: BaseException, context: str = "") -> KubeUnavailable:
+    return KubeUnavailable(0, "Unreachable", f"{context}{type(exc).__name__}: {exc}")
+
+
+def _status_error(code: int, status: Status) -> KubeError:
+    return error_for(code, str(status.get("reason") or ""), str(status.get("message") or ""))
+
+
+def _error(code: int, body: bytes) -> KubeError:
     """A Status object as the API server sends it; a bare body (a proxy's) as text."""
+    data: Status = _json(body)
     if data.get("kind") == "Status":
-        return KubeError(status, str(data.get("reason") or ""), str(data.get("message") or ""))
-    return KubeError(status, "Unknown", body[:500].decode("utf-8", "replace"))
+        return _status_error(code, data)
+    return error_for(code, "Unknown", body[:500].decode("utf-8", "replace"))

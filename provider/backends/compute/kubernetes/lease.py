@@ -16,9 +16,9 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
 
-from provider.backends.compute.kubernetes.client import Kube, KubeError
+from provider.backends.compute.kubernetes.client import Kube, KubeConflict, KubeError, KubeNotFound
+from provider.backends.compute.kubernetes.objects import Lease, LeaseSpec
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +79,10 @@ class LeaseElector:
     async def try_acquire_or_renew(self) -> bool:
         try:
             lease = await self.kube.get_lease(self.name)
-        except KubeError as exc:
-            if exc.status != 404:
-                raise
+        except KubeNotFound:
             return await self._create()
         spec = lease.get("spec") or {}
-        version = str(lease["metadata"].get("resourceVersion"))
+        version = str((lease.get("metadata") or {}).get("resourceVersion"))
         now = self.monotonic()
         if self._observed is None or self._observed[0] != version:
             self._observed = (version, now)
@@ -100,7 +98,7 @@ class LeaseElector:
 
     async def _create(self) -> bool:
         stamp = _micro_time()
-        body = {
+        body: Lease = {
             "apiVersion": "coordination.k8s.io/v1",
             "kind": "Lease",
             "metadata": {"name": self.name, "namespace": self.kube.namespace},
@@ -113,41 +111,37 @@ class LeaseElector:
             },
         }
         try:
-            await self.kube.create("Lease", body)
-        except KubeError as exc:
-            if exc.status == 409:
-                return False  # another replica created it first
-            raise
+            await self.kube.create_lease(body)
+        except KubeConflict:
+            return False  # another replica created it first
         self._renewed_at = self.monotonic()
         return True
 
-    async def _write(self, lease: dict[str, Any], transitions: int, acquired: str | None) -> bool:
-        spec = dict(lease.get("spec") or {})
-        spec.update(
-            holderIdentity=self.identity,
-            leaseDurationSeconds=int(self.lease_seconds),
-            renewTime=_micro_time(),
-            leaseTransitions=transitions,
-        )
+    async def _write(self, lease: Lease, transitions: int, acquired: str | None) -> bool:
+        spec: LeaseSpec = {
+            **(lease.get("spec") or {}),
+            "holderIdentity": self.identity,
+            "leaseDurationSeconds": int(self.lease_seconds),
+            "renewTime": _micro_time(),
+            "leaseTransitions": transitions,
+        }
         if acquired is not None:
             spec["acquireTime"] = acquired
-        body = {**lease, "spec": spec}  # metadata.resourceVersion makes this a compare-and-swap
+        body: Lease = {**lease, "spec": spec}  # metadata.resourceVersion makes this a compare-and-swap
         try:
             written = await self.kube.replace_lease(self.name, body)
-        except KubeError as exc:
-            if exc.status == 409:
-                return False  # changed under us: someone renewed or took it over
-            raise
-        self._observed = (str(written["metadata"].get("resourceVersion")), self.monotonic())
+        except KubeConflict:
+            return False  # changed under us: someone renewed or took it over
+        self._observed = (str((written.get("metadata") or {}).get("resourceVersion")), self.monotonic())
         self._renewed_at = self.monotonic()
         return True
 
     async def release(self) -> None:
         """Hand the Lease back on a clean stop, so that another replica takes over at once."""
         lease = await self.kube.get_lease(self.name)
-        spec = dict(lease.get("spec") or {})
+        spec: LeaseSpec = lease.get("spec") or {}
         if spec.get("holderIdentity") != self.identity:
             return
-        spec.update(holderIdentity=None, leaseDurationSeconds=1, renewTime=_micro_time())
+        spec = {**spec, "holderIdentity": None, "leaseDurationSeconds": 1, "renewTime": _micro_time()}
         with contextlib.suppress(KubeError):
             await self.kube.replace_lease(self.name, {**lease, "spec": spec})

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from provider.backends.compute.common import sidecar_job
+from provider.backends.compute.kubernetes.objects import Job, KubeObject, ObjectReference
 from provider.domain.assets import Toleration
 from provider.services.ports import JobSpec
 
@@ -65,7 +66,7 @@ def secret_name(execution_id: str) -> str:
     return job_name(execution_id) + "-access"
 
 
-def execution_of(obj: dict[str, Any]) -> str | None:
+def execution_of(obj: KubeObject) -> str | None:
     return ((obj.get("metadata") or {}).get("labels") or {}).get(EXECUTION)
 
 
@@ -79,7 +80,7 @@ def labels(job: JobSpec) -> dict[str, str]:
     }
 
 
-def owner_reference(job_object: dict[str, Any]) -> dict[str, Any]:
+def owner_reference(job_object: Job) -> ObjectReference:
     """The Job as owner of its Secret: the garbage collector deletes the Secret once the Job is gone.
 
     blockOwnerDeletion stays unset. It would only make a foreground deletion of the Job wait for
@@ -91,7 +92,7 @@ def owner_reference(job_object: dict[str, Any]) -> dict[str, Any]:
     return {"apiVersion": "batch/v1", "kind": "Job", "name": metadata["name"], "uid": metadata["uid"]}
 
 
-def build_secret(job: JobSpec, settings: JobSettings, owner: dict[str, Any]) -> dict[str, Any]:
+def build_secret(job: JobSpec, settings: JobSettings, owner: ObjectReference) -> dict[str, Any]:
     return {
         "apiVersion": "v1",
         "kind": "Secret",

@@ -10,10 +10,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from provider.backends.compute.kubernetes.manifests import STAGE_IN, STAGE_OUT, WORKER
-from provider.domain.executions import State
+from provider.backends.compute.kubernetes.objects import (
+    Condition,
+    ContainerStateTerminated,
+    ContainerStatus,
+    Event,
+    Job,
+    KubeObject,
+    Pod,
+    PodStatus,
+)
+from provider.domain.executions import Reason, State
 
 MISSING_OUTPUT = 3  # the sidecar's exit code when a required output is missing
 PULL_FAILURES = {"ErrImagePull", "ImagePullBackOff", "RegistryUnavailable"}
@@ -27,7 +36,7 @@ COMBINED = "(combined from similar events): "
 @dataclass(frozen=True)
 class Observation:
     state: State
-    reason: str | None = None
+    reason: str | None = None  # a Reason, or the cluster's own word (a pod's status.reason)
     message: str | None = None
     exit_code: int | None = None
     manifest_in_storage: bool = False
@@ -46,11 +55,11 @@ class Refusal:
     message: str
 
     @property
-    def reason(self) -> str:
-        return "QuotaExceeded" if "exceeded quota" in self.message else "PodCreateRefused"
+    def reason(self) -> Reason:
+        return Reason.QUOTA_EXCEEDED if "exceeded quota" in self.message else Reason.POD_CREATE_REFUSED
 
 
-def refusal(events: Iterable[dict[str, Any]], job_uid: str | None, now: datetime) -> Refusal | None:
+def refusal(events: Iterable[Event], job_uid: str | None, now: datetime) -> Refusal | None:
     """What the FailedCreate Events about one Job (in the order they were seen) say; those about
     an earlier Job of the same name (its uid differs) do not count."""
     mine = [
@@ -72,8 +81,8 @@ class Verdict:
 
 
 def derive(
-    job: dict[str, Any] | None,
-    pod: dict[str, Any] | None,
+    job: Job | None,
+    pod: Pod | None,
     now: datetime,
     pull_grace_seconds: float,
     refused: Refusal | None = None,
@@ -91,11 +100,11 @@ def derive(
             Observation(State.QUEUED, refused.reason, refused.message),
             recheck_after=create_grace_seconds - waited,
         )
-    if failed is not None and failed.get("reason") == "DeadlineExceeded":
+    if failed is not None and failed.get("reason") == Reason.DEADLINE_EXCEEDED:
         return Verdict(
             Observation(
                 State.EXECUTOR_ERROR,
-                "DeadlineExceeded",
+                Reason.DEADLINE_EXCEEDED,
                 failed.get("message") or "the job ran past its deadline",
             )
         )
@@ -103,13 +112,13 @@ def derive(
         if _condition(job, "Complete") is not None:
             return Verdict(Observation(State.COMPLETE, manifest_in_storage=True))
         if failed is not None:
-            reason = failed.get("reason") or "JobFailed"
+            reason = failed.get("reason") or Reason.JOB_FAILED
             return Verdict(Observation(State.SYSTEM_ERROR, reason, failed.get("message")))
         return Verdict(Observation(State.QUEUED))
     return _from_pod(pod, now, pull_grace_seconds)
 
 
-def _from_pod(pod: dict[str, Any], now: datetime, grace: float) -> Verdict:
+def _from_pod(pod: Pod, now: datetime, grace: float) -> Verdict:
     if (pod.get("metadata") or {}).get("deletionTimestamp"):
         # Being deleted: its containers are killed, and what they exit with says nothing about
         # the worker. What follows decides: the Job's deadline, or the pod's end (Lost).
@@ -119,17 +128,21 @@ def _from_pod(pod: dict[str, Any], now: datetime, grace: float) -> Verdict:
         s["name"]: s
         for s in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
     }
-    if status.get("phase") == "Failed" and status.get("reason") in ("DeadlineExceeded", "Evicted"):
-        reason = status["reason"]
-        state = State.EXECUTOR_ERROR if reason == "DeadlineExceeded" else State.SYSTEM_ERROR
-        return Verdict(Observation(state, reason, status.get("message")))
+    ended = status.get("reason")
+    if status.get("phase") == "Failed" and ended in (Reason.DEADLINE_EXCEEDED, Reason.EVICTED):
+        state = State.EXECUTOR_ERROR if ended == Reason.DEADLINE_EXCEEDED else State.SYSTEM_ERROR
+        return Verdict(Observation(state, ended, status.get("message")))
 
     # Containers that cannot start: an image that does not pull, a configuration that fails.
     for name in (STAGE_IN, WORKER, STAGE_OUT):
         waiting = ((statuses.get(name) or {}).get("state") or {}).get("waiting") or {}
         reason = waiting.get("reason")
         if reason in PULL_FAILURES or reason in PULL_FATAL or reason in CONFIG_FAILURES:
-            kind = "ImagePull" if reason in PULL_FAILURES or reason in PULL_FATAL else "ContainerConfig"
+            kind = (
+                Reason.IMAGE_PULL
+                if reason in PULL_FAILURES or reason in PULL_FATAL
+                else Reason.CONTAINER_CONFIG
+            )
             message = f"{name}: {reason}: {waiting.get('message') or ''}".strip(" :")
             waited = (now - _created(pod, now)).total_seconds()
             if reason in PULL_FATAL or waited >= grace:
@@ -141,21 +154,21 @@ def _from_pod(pod: dict[str, Any], now: datetime, grace: float) -> Verdict:
 
     stage_in = _terminated(statuses, STAGE_IN)
     if stage_in is not None and stage_in.get("exitCode") != 0:
-        return Verdict(Observation(State.SYSTEM_ERROR, "StageIn", _said(stage_in, "stage-in")))
+        return Verdict(Observation(State.SYSTEM_ERROR, Reason.STAGE_IN, _said(stage_in, "stage-in")))
     worker = _terminated(statuses, WORKER)
     if worker is not None:
         code = int(worker.get("exitCode", -1))
-        if worker.get("reason") == "OOMKilled":
+        if worker.get("reason") == Reason.OOM_KILLED:
             return Verdict(
                 Observation(
-                    State.EXECUTOR_ERROR, "OOMKilled", "the worker ran out of memory (OOMKilled)", code
+                    State.EXECUTOR_ERROR, Reason.OOM_KILLED, "the worker ran out of memory (OOMKilled)", code
                 )
             )
         if code != 0:
             message = f"the worker exited with {code}"
             if worker.get("message"):
                 message += ": " + str(worker["message"]).strip()[-500:]
-            return Verdict(Observation(State.EXECUTOR_ERROR, "ExitCode", message, code))
+            return Verdict(Observation(State.EXECUTOR_ERROR, Reason.EXIT_CODE, message, code))
         stage_out = _terminated(statuses, STAGE_OUT)
         if stage_out is not None:
             out_code = stage_out.get("exitCode")
@@ -163,17 +176,17 @@ def _from_pod(pod: dict[str, Any], now: datetime, grace: float) -> Verdict:
                 return Verdict(Observation(State.COMPLETE, exit_code=0, manifest_in_storage=True))
             if out_code == MISSING_OUTPUT:
                 return Verdict(
-                    Observation(State.EXECUTOR_ERROR, "MissingOutput", _said(stage_out, "stage-out"), 0)
+                    Observation(State.EXECUTOR_ERROR, Reason.MISSING_OUTPUT, _said(stage_out, "stage-out"), 0)
                 )
-            return Verdict(Observation(State.SYSTEM_ERROR, "StageOut", _said(stage_out, "stage-out")))
+            return Verdict(Observation(State.SYSTEM_ERROR, Reason.STAGE_OUT, _said(stage_out, "stage-out")))
     if status.get("phase") == "Failed":
         return Verdict(
-            Observation(State.SYSTEM_ERROR, status.get("reason") or "PodFailed", status.get("message"))
+            Observation(State.SYSTEM_ERROR, status.get("reason") or Reason.POD_FAILED, status.get("message"))
         )
     return Verdict(_progress(statuses, status))
 
 
-def _progress(statuses: dict[str, Any], status: dict[str, Any]) -> Observation:
+def _progress(statuses: dict[str, ContainerStatus], status: PodStatus) -> Observation:
     """Where a pod that has not ended is: scheduled or not, staging in, running, staging out."""
     if _terminated(statuses, WORKER) is not None:
         return Observation(State.FINALIZING, exit_code=0)
@@ -181,31 +194,31 @@ def _progress(statuses: dict[str, Any], status: dict[str, Any]) -> Observation:
         return Observation(State.RUNNING)
     scheduled = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), None)
     if scheduled is not None and scheduled.get("status") == "False":
-        return Observation(State.QUEUED, scheduled.get("reason") or "Unschedulable", scheduled.get("message"))
+        return Observation(
+            State.QUEUED, scheduled.get("reason") or Reason.UNSCHEDULABLE, scheduled.get("message")
+        )
     if scheduled is not None or statuses:
         return Observation(State.INITIALIZING)
     return Observation(State.QUEUED)
 
 
-def _terminated(statuses: dict[str, Any], name: str) -> dict[str, Any] | None:
-    state = (statuses.get(name) or {}).get("state") or {}
-    terminated = state.get("terminated")
-    return terminated if isinstance(terminated, dict) else None
+def _terminated(statuses: dict[str, ContainerStatus], name: str) -> ContainerStateTerminated | None:
+    return ((statuses.get(name) or {}).get("state") or {}).get("terminated")
 
 
-def _said(terminated: dict[str, Any], name: str) -> str:
+def _said(terminated: ContainerStateTerminated, name: str) -> str:
     text = str(terminated.get("message") or "").strip()
     return text[-1000:] if text else f"{name} exited with {terminated.get('exitCode')}"
 
 
-def _condition(job: dict[str, Any] | None, kind: str) -> dict[str, Any] | None:
+def _condition(job: Job | None, kind: str) -> Condition | None:
     for condition in ((job or {}).get("status") or {}).get("conditions") or []:
         if condition.get("type") == kind and condition.get("status") == "True":
-            return dict(condition)
+            return condition
     return None
 
 
-def _created(obj: dict[str, Any], default: datetime) -> datetime:
+def _created(obj: KubeObject, default: datetime) -> datetime:
     return _time((obj.get("metadata") or {}).get("creationTimestamp"), default)
 
 

@@ -14,30 +14,29 @@ import asyncio
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Generic
 
-from provider.backends.compute.kubernetes.client import Kube, KubeError
+from provider.backends.compute.kubernetes.client import Collection, Kube, KubeError, KubeGone
+from provider.backends.compute.kubernetes.objects import KubeObject, ObjectT
 
 log = logging.getLogger(__name__)
 
-OnEvent = Callable[[str, dict[str, Any]], Awaitable[None]]
-OnSync = Callable[[list[dict[str, Any]]], Awaitable[None]]
 
-
-class NamespaceWatch:
+class NamespaceWatch(Generic[ObjectT]):
     def __init__(
         self,
         kube: Kube,
-        resource: str,
+        collection: Collection[ObjectT],
         selector: str,
-        on_event: OnEvent,
-        on_sync: OnSync,
+        on_event: Callable[[str, ObjectT], Awaitable[None]],
+        on_sync: Callable[[list[ObjectT]], Awaitable[None]],
         timeout_seconds: int = 300,
         max_backoff: float = 30.0,
         fields: str | None = None,
     ) -> None:
         self.kube = kube
-        self.resource = resource
+        self.collection = collection
+        self.resource = collection.plural
         self.selector = selector
         self.fields = fields
         self.on_event = on_event
@@ -55,18 +54,18 @@ class NamespaceWatch:
             try:
                 if self.resource_version is None:
                     items, self.resource_version = await self.kube.list(
-                        self.resource, self.selector, self.fields
+                        self.collection, self.selector, self.fields
                     )
                     self.relists += 1
                     await self.on_sync(items)
                     self.synced.set()
                 await self._follow()
                 failures = 0  # the server ended the stream (timeout): go on from where it stopped
+            except KubeGone:
+                log.info("watch %s: resourceVersion expired; listing again", self.resource)
+                self.resource_version = None
+                continue
             except KubeError as exc:
-                if exc.status == 410:
-                    log.info("watch %s: resourceVersion expired; listing again", self.resource)
-                    self.resource_version = None
-                    continue
                 failures += 1
                 delay = random.uniform(0, min(self.max_backoff, 0.2 * 2**failures))  # noqa: S311
                 log.warning(
@@ -78,15 +77,11 @@ class NamespaceWatch:
     async def _follow(self) -> None:
         assert self.resource_version is not None
         async for event in self.kube.watch(
-            self.resource, self.selector, self.resource_version, self.timeout_seconds, self.fields
+            self.collection, self.selector, self.resource_version, self.timeout_seconds, self.fields
         ):
-            kind = event.get("type")
-            obj = event.get("object") or {}
-            if kind == "ERROR":
-                raise KubeError(
-                    int(obj.get("code") or 500), str(obj.get("reason") or ""), str(obj.get("message") or "")
-                )
-            version = (obj.get("metadata") or {}).get("resourceVersion")
+            kind, obj = event["type"], event["object"]
+            seen: KubeObject = obj
+            version = (seen.get("metadata") or {}).get("resourceVersion")
             if version:
                 self.resource_version = str(version)
             if kind in ("ADDED", "MODIFIED", "DELETED"):
