@@ -36,10 +36,12 @@ class Source:
         return str(self.server.make_url(path))
 
 
-async def serve_bytes(request: web.Request, data: bytes, drop_after: int | None = None) -> web.StreamResponse:
-    headers = {"Accept-Ranges": "bytes", "ETag": '"v1"'}
+async def serve_bytes(
+    request: web.Request, data: bytes, drop_after: int | None = None, ranges: bool = True
+) -> web.StreamResponse:
+    headers = {"Accept-Ranges": "bytes", "ETag": '"v1"'}  # said even when `ranges` is False
     start, status = 0, 200
-    if "Range" in request.headers:
+    if ranges and "Range" in request.headers:
         start = int(request.headers["Range"].removeprefix("bytes=").split("-")[0])
         status = 206
         headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
@@ -81,6 +83,11 @@ async def source() -> AsyncIterator[Source]:
             return await serve_bytes(request, DATA)
         return await serve_bytes(request, DATA, drop_after=len(DATA) // 2)
 
+    async def drop_ignoring_ranges(request: web.Request) -> web.StreamResponse:
+        if "Range" in request.headers:
+            state.ranges_seen.append(request.headers["Range"])
+        return await serve_bytes(request, DATA, drop_after=len(DATA) // 2, ranges=False)
+
     async def slow(request: web.Request) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Length": str(len(DATA))})
         await response.prepare(request)
@@ -103,6 +110,7 @@ async def source() -> AsyncIterator[Source]:
         ("/file", file),
         ("/flaky", flaky),
         ("/drop", drop),
+        ("/drop-ignoring-ranges", drop_ignoring_ranges),
         ("/slow", slow),
         ("/missing", missing),
         ("/redirect-out", redirect_out),
@@ -231,6 +239,21 @@ async def test_dropped_connection_resumes_with_range(iapi: Api, source: Source) 
     assert done["state"] == "succeeded" and done["attempts"] == 1, done
     assert len(source.ranges_seen) == 1 and source.ranges_seen[0] != "bytes=0-"
     assert await content(iapi, key, ws, "d") == DATA
+
+
+async def test_a_source_that_ignores_the_range_is_fetched_again_from_the_start(
+    iapi: Api, source: Source
+) -> None:
+    key, ws = await setup_workspace(iapi)
+    item = await start(iapi, key, ws, source_url=source.url("/drop-ignoring-ranges"), target_key="r")
+    done = await finished(iapi, key, ws, item["id"])
+    assert done["state"] == "failed" and done["attempts"] == 4
+    assert done["error"] == "gave up after 4 attempts: the source ignored the range request; starting over"
+    # Each attempt asked once for the rest, from where its body broke off.
+    assert len(source.ranges_seen) == 4 and len(set(source.ranges_seen)) == 1
+    assert source.ranges_seen[0] != "bytes=0-"
+    response = await iapi.request("GET", f"/api/v1/workspaces/{ws}/objects/r", key=key)
+    assert response.status == 404  # nothing half-stored
 
 
 async def test_wrong_checksum_or_size_fails_and_stores_nothing(iapi: Api, source: Source) -> None:

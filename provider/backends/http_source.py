@@ -6,6 +6,9 @@ meantime cannot smuggle a request to an internal host; aiohttp connects to an IP
 without asking the resolver, so `check_literal_host` judges those before each request).
 Redirects are followed by hand so that each hop is checked, and credentials are not forwarded
 to another origin. Webhooks and EDC callbacks use the same machinery.
+
+A fetch from an offset is an HTTP range request (`If-Range` names the version, so a changed
+resource comes whole); aiohttp's errors become the port's SourceError and SourceInterrupted.
 """
 
 from __future__ import annotations
@@ -29,11 +32,12 @@ from provider.domain.addresses import (
     noncanonical_ipv4,
 )
 from provider.domain.errors import FieldProblem, ForbiddenAddress
-from provider.services.ports import SourceResponse
+from provider.services.ports import SourceError, SourceInterrupted, SourceResponse
 
-KEPT_HEADERS = ("Content-Length", "Content-Range", "Accept-Ranges", "ETag", "Last-Modified", "Content-Type")
 MAX_REDIRECTS = 5
 CHUNK = 256 * 1024
+# Failures after which the bytes already received are good: a range request may continue them.
+INTERRUPTIONS = (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, TimeoutError, ConnectionError)
 
 
 class AllAddressesForbidden(aiohttp.ClientConnectionError):
@@ -157,7 +161,13 @@ class HttpSource:
         )
 
     @asynccontextmanager
-    async def fetch(self, url: str, headers: dict[str, str]) -> AsyncIterator[SourceResponse]:
+    async def fetch(
+        self, url: str, headers: dict[str, str], offset: int = 0, version: str | None = None
+    ) -> AsyncIterator[SourceResponse]:
+        if offset:
+            headers = {**headers, "Range": f"bytes={offset}-"}
+            if version:
+                headers["If-Range"] = version
         session = self._session_for_loop()
         origin = urlsplit(url)[:2]
         for _ in range(MAX_REDIRECTS + 1):
@@ -168,6 +178,8 @@ class HttpSource:
                 raise ForbiddenAddress(
                     f"refused at connect time: {exc}", [FieldProblem("source_url", str(exc))]
                 ) from exc
+            except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+                raise source_error(exc) from exc
             if response.status in (301, 302, 303, 307, 308) and "Location" in response.headers:
                 target = urljoin(url, response.headers["Location"])
                 response.release()
@@ -178,17 +190,40 @@ class HttpSource:
                     }
                 url = target
                 continue
+            length = response.headers.get("Content-Length", "")
             try:
-                kept = {name: response.headers[name] for name in KEPT_HEADERS if name in response.headers}
-                yield SourceResponse(response.status, kept, response.content.iter_chunked(CHUNK))
+                yield SourceResponse(
+                    status=response.status,
+                    offset=offset if offset and response.status == 206 else 0,
+                    length=int(length) if length.isdigit() else None,
+                    resumable=response.headers.get("Accept-Ranges", "").lower() == "bytes",
+                    version=response.headers.get("ETag") or response.headers.get("Last-Modified"),
+                    chunks=_chunks(response),
+                )
             finally:
                 response.release()
             return
-        raise aiohttp.TooManyRedirects(response.request_info, response.history)
+        raise source_error(aiohttp.TooManyRedirects(response.request_info, response.history))
 
     async def close(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+async def _chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in response.content.iter_chunked(CHUNK):
+            yield chunk
+    except (aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+        raise source_error(exc) from exc
+
+
+def source_error(exc: BaseException) -> SourceError:
+    """The port's error for an aiohttp or socket error, with its words and HTTP status."""
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, INTERRUPTIONS):
+        return SourceInterrupted(message)
+    return SourceError(message, getattr(exc, "status", None))
 
 
 def describe(exc: BaseException) -> str:

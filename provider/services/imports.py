@@ -2,8 +2,9 @@
 
 Each import streams straight into the workspace's storage. Transient failures (5xx, 429,
 resets, time-outs) are retried with exponential backoff and jitter; when the source supports
-byte ranges an interrupted transfer resumes where it stopped instead of starting over. State
-and progress are persisted, and queued or running imports resume after a restart.
+fetches from an offset an interrupted transfer resumes where it stopped instead of starting
+over. State and progress are persisted, and queued or running imports resume after a restart.
+The policy (what to retry, when to resume, the checksum) is here; HTTP is behind RemoteSource.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
-import aiohttp
-
 from provider.domain.errors import Conflict, DomainError, NotFound
 from provider.domain.ids import new_id
 from provider.domain.imports import Import, ImportState
@@ -26,7 +25,7 @@ from provider.domain.pagination import Page, PageRequest
 from provider.domain.tenants import Principal
 from provider.domain.workspaces import check_key
 from provider.services.notifications import EventLog
-from provider.services.ports import Clock, RemoteSource, Store
+from provider.services.ports import Clock, RemoteSource, SourceError, SourceInterrupted, SourceResponse, Store
 from provider.services.workspaces import WorkspaceService
 
 log = logging.getLogger(__name__)
@@ -271,7 +270,8 @@ class ImportService:
                 return
             try:
                 stored = await self._copy(item)
-            except (Transient, aiohttp.ClientError, TimeoutError, ConnectionError) as exc:
+            # TimeoutError and ConnectionError: the storage's own transport failing mid-copy.
+            except (Transient, SourceError, TimeoutError, ConnectionError) as exc:
                 status = getattr(exc, "status", None)
                 if item.attempts >= self.retry.max_attempts:
                     await self._transition(
@@ -320,22 +320,17 @@ class ImportService:
         progress = _Progress(item.expected_size)
 
         async def body() -> AsyncIterator[bytes]:
-            validator: str | None = None
+            version: str | None = None
             resumes = 0
             while True:
-                headers = dict(item.headers)
-                if progress.done:
-                    headers["Range"] = f"bytes={progress.done}-"
-                    if validator:
-                        headers["If-Range"] = validator
                 try:
-                    async with self.source.fetch(item.source_url, headers) as response:
-                        self._check_status(response.status, progress.done)
+                    async with self.source.fetch(
+                        item.source_url, item.headers, progress.done, version
+                    ) as response:
+                        self._check_status(response, progress.done)
                         if progress.done == 0:
-                            progress.start(response.headers)
-                            ranges = response.headers.get("Accept-Ranges", "").lower() == "bytes"
-                            validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
-                            progress.resumable = ranges
+                            progress.start(response)
+                            version = response.version
                         async for chunk in response.chunks:
                             progress.done += len(chunk)
                             yield chunk
@@ -344,15 +339,10 @@ class ImportService:
                             ):
                                 raise _Canceled()
                     if progress.total is not None and progress.done < progress.total:
-                        raise aiohttp.ClientPayloadError("the source closed the body early")
+                        raise SourceInterrupted("the source closed the body early")
                     return
-                except (
-                    aiohttp.ClientPayloadError,
-                    aiohttp.ServerDisconnectedError,
-                    TimeoutError,
-                    ConnectionError,
-                ) as exc:
-                    # Mid-body failure: resume with a Range request if the source allows it.
+                except SourceInterrupted as exc:
+                    # Mid-body failure: fetch the rest from where it stopped, if the source allows it.
                     if not (progress.resumable and progress.done) or resumes >= self.retry.max_attempts:
                         raise Transient(_describe(exc)) from exc
                     resumes += 1
@@ -368,10 +358,11 @@ class ImportService:
         return stored.info.size, stored.sha256
 
     @staticmethod
-    def _check_status(status: int, offset: int) -> None:
-        if offset and status == 200:
-            raise Transient("the source ignored the range request; starting over")
+    def _check_status(response: SourceResponse, offset: int) -> None:
+        status = response.status
         if status in (200, 206):
+            if response.offset != offset:
+                raise Transient("the source ignored the range request; starting over")
             return
         if status in RETRYABLE_STATUS:
             raise Transient(f"the source answered HTTP {status}", status)
@@ -389,10 +380,12 @@ class _Progress:
         self.resumable = False
         self._last = time.monotonic()
 
-    def start(self, headers: dict[str, str]) -> None:
-        length = headers.get("Content-Length")
-        if self.total is None and length and length.isdigit():
-            self.total = int(length)
+    def start(self, response: SourceResponse) -> None:
+        """The first answer, from offset 0: its length unless the caller gave one, and whether the
+        source can resume."""
+        if self.total is None:
+            self.total = response.length
+        self.resumable = response.resumable
 
     def due(self) -> bool:
         now = time.monotonic()

@@ -463,13 +463,30 @@ class TokenCodec(Protocol):
 # --- remote sources -------------------------------------------------------------------------
 
 
+class SourceError(Exception):
+    """A remote source could not be read (refused, unreachable, too many redirects): worth another
+    attempt. `status` is the HTTP status involved, if any."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class SourceInterrupted(SourceError):
+    """The connection broke, stalled or closed early: the bytes received so far are good, so a
+    fetch from the offset they reach may continue."""
+
+
 @dataclass
 class SourceResponse:
-    """An answer from a remote HTTP source: status, the headers imports care about, the body."""
+    """A remote source's answer to a fetch."""
 
-    status: int
-    headers: dict[str, str]
-    chunks: AsyncIterator[bytes]
+    status: int  # the HTTP status, judged by the caller (the body is the resource's on 200 and 206)
+    offset: int  # where `chunks` begins: the offset asked for when the source honoured it, else 0
+    length: int | None  # bytes in `chunks`, when the source said
+    resumable: bool  # the source says it serves fetches from an offset
+    version: str | None  # opaque: names this version of the resource, for a later fetch from an offset
+    chunks: AsyncIterator[bytes]  # raises SourceInterrupted when the body breaks off
 
 
 class RemoteSource(Protocol):
@@ -478,8 +495,14 @@ class RemoteSource(Protocol):
     async def check(self, url: str, field: str = "body.source_url") -> None:
         """Raise ForbiddenAddress naming the rule if `url` may not be fetched (scheme, address)."""
 
-    def fetch(self, url: str, headers: dict[str, str]) -> AbstractAsyncContextManager[SourceResponse]:
-        """GET `url`; the address actually connected to is checked again (DNS rebinding)."""
+    def fetch(
+        self, url: str, headers: dict[str, str], offset: int = 0, version: str | None = None
+    ) -> AbstractAsyncContextManager[SourceResponse]:
+        """GET `url` with `headers`, from byte `offset`; with `version`, from `offset` only while the
+        resource is still that version (else whole). `SourceResponse.offset` says whether the source
+        honoured the offset. The address actually connected to is checked again (DNS rebinding:
+        ForbiddenAddress); a transport failure raises SourceError, or SourceInterrupted when the
+        connection broke or stalled."""
 
 
 # --- compute --------------------------------------------------------------------------------
