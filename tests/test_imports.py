@@ -402,3 +402,63 @@ async def test_connect_time_guard_drops_rebound_addresses() -> None:
     allowed = GuardedResolver(parse_networks(["10.0.0.0/8"]))
     allowed.inner = Private()  # type: ignore[assignment]
     assert len(await allowed.resolve("example.org", 80)) == 1
+
+
+async def test_no_import_of_either_kind_starts_in_a_workspace_being_deleted(
+    aiohttp_client,  # type: ignore[no-untyped-def]
+    import_settings: Settings,
+    contract,
+    source: Source,
+) -> None:
+    """A caller's import and the service's own (an EDC transfer the workspace registered) take the
+    same path: while the workspace is being deleted, neither starts."""
+    from provider.api.context import CONTEXT
+    from tests.test_edc import EVENTS_SECRET
+
+    events = import_settings.edc.events.model_validate({"auth_code": EVENTS_SECRET})
+    settings = import_settings.model_copy(
+        update={"edc": import_settings.edc.model_copy(update={"events": events})}
+    )
+    client = await aiohttp_client(create_app(settings))
+    api = Api(client, contract, client.app)
+    key, ws = await setup_workspace(api)
+    await api.json(
+        "POST",
+        f"/api/v1/workspaces/{ws}/edc-transfers",
+        201,
+        key=key,
+        json={"transfer_process_id": "tp-deleting", "target_key": "in.bin"},
+    )
+    # Hold the deletion after the workspace is marked deleting (as a slow storage would).
+    deleting, finish = asyncio.Event(), asyncio.Event()
+
+    async def hold(_: str) -> None:
+        deleting.set()
+        await finish.wait()
+
+    api.app[CONTEXT].workspaces.before_delete.append(hold)
+    deletion = asyncio.create_task(api.json("DELETE", f"/api/v1/workspaces/{ws}", 204, key=key))
+    await asyncio.wait_for(deleting.wait(), WAIT_SECONDS)
+    try:
+        event = {
+            "type": "TransferProcessStarted",
+            "payload": {
+                "transferProcessId": "tp-deleting",
+                "dataAddress": {"properties": {"endpoint": source.url("/file")}},
+            },
+        }
+        answer = await api.json("POST", "/edc/events", 200, json=event, headers={"X-Api-Key": EVENTS_SECRET})
+        assert answer == {"imports_started": 0}
+        problem = await api.json(
+            "POST",
+            f"/api/v1/workspaces/{ws}/imports",
+            409,
+            key=key,
+            json={"source_url": source.url("/file"), "target_key": "mine.bin"},
+        )
+        assert "being deleted" in problem["detail"]
+        assert (await api.json("GET", f"/api/v1/workspaces/{ws}/imports", 200, key=key))["items"] == []
+        assert source.authorizations == []  # the source was never asked
+    finally:
+        finish.set()
+        await deletion

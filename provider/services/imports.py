@@ -86,16 +86,24 @@ class ImportService:
 
     async def create(
         self,
-        principal: Principal,
+        principal: Principal | None,
         workspace_id: str,
         source_url: str,
         headers: dict[str, str],
         target_key: str,
-        expected_size: int | None,
-        expected_sha256: str | None,
+        expected_size: int | None = None,
+        expected_sha256: str | None = None,
     ) -> Import:
+        """Queue an import into an active workspace and start it.
+
+        `principal` is the caller, who must see the workspace; None for an import the service
+        starts on its own (an EDC transfer the workspace registered, authorized then).
+        """
         check_key(target_key, "body.target_key")
-        workspace = await self.workspaces.get(principal, workspace_id)
+        if principal is None:
+            workspace = await self.workspaces.get_system(workspace_id)
+        else:
+            workspace = await self.workspaces.get(principal, workspace_id)
         if not workspace.active:
             raise Conflict(f"workspace {workspace_id} is being deleted")
         await self.source.check(source_url)
@@ -113,35 +121,6 @@ class ImportService:
             created_at=now,
             updated_at=now,
             bytes_total=expected_size,
-        )
-        async with self.store.transaction() as uow:
-            await uow.imports.add(item)
-            if self.events is not None:
-                await self.events.import_changed(uow, item)
-        self._committed()
-        self._start(item)
-        return item
-
-    async def create_system(
-        self, workspace_id: str, source_url: str, headers: dict[str, str], target_key: str
-    ) -> Import:
-        """An import the service starts on its own (an EDC transfer the consumer registered)."""
-        check_key(target_key, "target_key")
-        workspace = await self.workspaces.get_system(workspace_id)
-        await self.source.check(source_url, "source_url")
-        now = self.clock()
-        item = Import(
-            id=new_id("imp"),
-            workspace_id=workspace.id,
-            tenant_id=workspace.tenant_id,
-            source_url=source_url,
-            headers=headers,
-            target_key=target_key,
-            expected_size=None,
-            expected_sha256=None,
-            state=ImportState.QUEUED,
-            created_at=now,
-            updated_at=now,
         )
         async with self.store.transaction() as uow:
             await uow.imports.add(item)

@@ -1,10 +1,11 @@
 """Event-driven imports: an EDC transfer that fills a workspace starts an import when the
-consumer's connector reports it started, with the EDR (endpoint and authorization) it carries."""
+consumer's connector reports it started, with the EDR (endpoint and authorization) it carries.
+The connector's JSON is read at the edge (provider/api/handlers/edc.py) into TransferStarted."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from dataclasses import dataclass, field
 
 from provider.domain.errors import DomainError, FieldProblem, InvalidInput
 from provider.domain.ids import new_id
@@ -16,12 +17,17 @@ from provider.services.ports import Clock, Store
 from provider.services.workspaces import WorkspaceService
 
 log = logging.getLogger(__name__)
-EDC_NAMESPACE = "https://w3id.org/edc/v0.0.1/ns/"
 
 
-def edc_property(properties: dict[str, Any], name: str) -> Any:
-    """A data address property, plain (`endpoint`) or namespaced (`https://w3id.org/edc/v0.0.1/ns/endpoint`)."""
-    return properties.get(name, properties.get(EDC_NAMESPACE + name))
+@dataclass(frozen=True)
+class TransferStarted:
+    """A connector reports that a transfer started, with the EDR its data address carries."""
+
+    process_id: str  # empty when the event named none
+    contract_id: str | None
+    endpoint: str | None  # where the data is fetched from
+    authorization: str | None = field(repr=False)  # sent as the Authorization header (a secret)
+    auth_type: str | None  # "bearer": `authorization` may lack its Bearer prefix
 
 
 class TransferService:
@@ -66,41 +72,32 @@ class TransferService:
         async with self.store.read() as uow:
             return await uow.transfers.for_workspace(workspace.id)
 
-    async def on_event(self, event: dict[str, Any]) -> int:
-        """Handle a connector event; returns how many imports it started. Unknown transfers and
-        other event types are acknowledged and logged."""
-        if event.get("type") != "TransferProcessStarted":
-            log.info("EDC event ignored", extra={"event_type": str(event.get("type"))[:100]})
-            return 0
-        payload = event.get("payload") or {}
-        process = str(payload.get("transferProcessId") or "")
-        contract = payload.get("contractId")
-        properties = ((payload.get("dataAddress") or {}).get("properties")) or {}
-        endpoint = edc_property(properties, "endpoint")
-        authorization = edc_property(properties, "authorization")
-        auth_type = str(edc_property(properties, "authType") or "")
+    async def started(self, event: TransferStarted) -> int:
+        """Start an import for each registration of this transfer; how many started. Unknown
+        transfers are acknowledged and logged."""
+        process = event.process_id
         async with self.store.read() as uow:
-            registrations = await uow.transfers.matching(process, str(contract) if contract else None)
+            registrations = await uow.transfers.matching(process, event.contract_id)
         if not registrations:
             log.info(
                 "EDC transfer started that no workspace registered", extra={"transfer_process_id": process}
             )
             return 0
-        if not endpoint:
+        if not event.endpoint:
             log.warning("EDC transfer started without an endpoint", extra={"transfer_process_id": process})
             return 0
         headers: dict[str, str] = {}
-        if authorization:
-            value = str(authorization)
+        if event.authorization:
+            value = event.authorization
             # Sent exactly as given, unless the EDR says it is a bearer token without the prefix.
-            if auth_type.lower() == "bearer" and not value.lower().startswith("bearer "):
+            if (event.auth_type or "").lower() == "bearer" and not value.lower().startswith("bearer "):
                 value = f"Bearer {value}"
             headers["Authorization"] = value
         started = 0
         for registration in registrations:
             try:
-                item = await self.imports.create_system(
-                    registration.workspace_id, str(endpoint), headers, registration.target_key
+                item = await self.imports.create(
+                    None, registration.workspace_id, event.endpoint, headers, registration.target_key
                 )
             except DomainError as exc:
                 log.warning(

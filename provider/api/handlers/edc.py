@@ -3,6 +3,9 @@
 EDC sends no credentials, so each connector has its own secret path segment (compared in
 constant time) and optionally an allowlist of source networks. A wrong connector, secret or
 source answers 404, as if nothing were there.
+
+EDC's JSON (its own field names, namespaced properties) is read here into the services' typed
+values (ProvisionRequest, TransferStarted); the services never see it.
 """
 
 from __future__ import annotations
@@ -24,8 +27,10 @@ from provider.domain.errors import NotFound
 from provider.domain.provisioning import ProvisionerKind, TransferRegistration
 from provider.domain.workspaces import Scope
 from provider.services.provisioning import ACCESS_HEADER, ProvisionRequest
+from provider.services.transfers import TransferStarted
 
 log = logging.getLogger(__name__)
+EDC_NAMESPACE = "https://w3id.org/edc/v0.0.1/ns/"
 
 
 class EdcPolicy(BaseModel):
@@ -127,8 +132,45 @@ async def events_webhook(request: web.Request) -> web.Response:
         body = await parse_json(request, EdcEvent)
     except ProblemError as exc:
         raise ProblemError(400, exc.slug, exc.detail, exc.problems) from exc
-    started = await ctx(request).transfers.on_event(body.model_dump())
+    if body.type != "TransferProcessStarted":
+        log.info("EDC event ignored", extra={"event_type": body.type[:100]})
+        return web.json_response({"imports_started": 0}, status=200)
+    started = await ctx(request).transfers.started(body.payload.transfer_started())
     return web.json_response({"imports_started": started}, status=200)
+
+
+class EdcDataAddress(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    properties: dict[str, object] | None = None
+
+
+def _text(value: object) -> str | None:
+    return str(value) if value else None
+
+
+class EdcTransferPayload(BaseModel):
+    """The payload of a transfer process event; fields other events lack are optional."""
+
+    model_config = ConfigDict(extra="allow", coerce_numbers_to_str=True)
+
+    transferProcessId: str | None = None  # EDC's own field names
+    contractId: str | None = None
+    dataAddress: EdcDataAddress | None = None
+
+    def address_property(self, name: str) -> str | None:
+        """A data address property, plain (`endpoint`) or namespaced (`EDC_NAMESPACE` + `endpoint`)."""
+        properties = (self.dataAddress.properties if self.dataAddress else None) or {}
+        return _text(properties.get(name, properties.get(EDC_NAMESPACE + name)))
+
+    def transfer_started(self) -> TransferStarted:
+        return TransferStarted(
+            process_id=self.transferProcessId or "",
+            contract_id=self.contractId or None,
+            endpoint=self.address_property("endpoint"),
+            authorization=self.address_property("authorization"),
+            auth_type=self.address_property("authType"),
+        )
 
 
 class EdcEvent(BaseModel):
@@ -137,7 +179,7 @@ class EdcEvent(BaseModel):
     id: str | None = None
     at: int | float | str | None = None
     type: str = Field(min_length=1, max_length=200)
-    payload: dict[str, object] = Field(default_factory=dict)
+    payload: EdcTransferPayload = Field(default_factory=EdcTransferPayload)
 
 
 class TransferRegistrationCreate(Body):
