@@ -1204,6 +1204,21 @@ async def test_object_hooks_go_through_the_api_semantics(fake_kube: FakeKube, ap
         events.release()
 
 
+async def test_another_controller_s_finalizer_holds_a_deleted_pod_until_it_lets_go(
+    fake_kube: FakeKube,  # noqa: F811
+) -> None:
+    fake_kube.create_object("jobs", NS, job_body())
+    pod = fake_kube.create_job_pod(NS, "job-a")["metadata"]["name"]
+    fake_kube.add_finalizer("pods", NS, pod, "example.com/hold")
+    fake_kube.set_pod_phase(NS, pod, "Failed")  # ended: counted by the Job controller, deleted at once
+    fake_kube.delete_pod(NS, pod)
+    held = fake_kube.get("pods", NS, pod)
+    assert held is not None and held["metadata"]["deletionTimestamp"]
+    assert held["metadata"]["finalizers"] == ["example.com/hold"]
+    fake_kube.remove_finalizer("pods", NS, pod, "example.com/hold")
+    assert fake_kube.get("pods", NS, pod) is None
+
+
 # --------------------------------------------------------------------------- admission
 
 # What a requester may do in the admission tests: Secrets, and Jobs without their finalizers.

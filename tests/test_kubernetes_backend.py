@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -836,6 +837,85 @@ async def test_no_cluster_to_reach_is_a_configuration_error_naming_the_key(tmp_p
     recorder = Recorder()
     with pytest.raises(ConfigError, match=r"compute\.kubernetes\.kubeconfig"):
         await backend.start(recorder, recorder.reconcile)
+
+
+HOLD = "example.com/hold"  # another controller's finalizer: keeps a deleted pod a while
+
+
+def attempt_labels(fake: FakeKube, kind: str, name: str) -> str:
+    found = fake.get(kind, NS, name)
+    assert found is not None, name
+    return str(found["metadata"]["labels"].get("provider/attempt"))
+
+
+async def test_each_attempt_is_a_job_of_its_own_and_what_is_left_of_the_last_one_is_not_reported_as_it(
+    start_backend: Callable[..., Awaitable[Backend]],
+    fake_kube: FakeKube,  # noqa: F811
+    kubelet: Kubelet,
+) -> None:
+    backend, recorder = await leader(start_backend)
+    first = job_spec()
+    execution_id, name = first.execution_id, job_name(first.execution_id)
+    await backend.submit(first)
+    job = fake_kube.get("jobs", NS, name)
+    assert job is not None and job["spec"]["template"]["metadata"]["labels"]["provider/attempt"] == "1"
+    evicted_pod = kubelet.start_pod(execution_id)
+    assert attempt_labels(fake_kube, "jobs", name) == attempt_labels(fake_kube, "pods", evicted_pod) == "1"
+    fake_kube.add_finalizer("pods", NS, evicted_pod, HOLD)
+    kubelet.run_to(evicted_pod, "worker")
+    assert (await recorder.wait_for(execution_id, State.RUNNING)).attempt == 1
+    fake_kube.set_pod_phase(
+        NS, evicted_pod, "Failed", reason="Evicted", message="The node was low on memory."
+    )
+    evicted = await recorder.wait_for(execution_id, State.SYSTEM_ERROR)
+    assert (evicted.reason, evicted.attempt) == ("Evicted", 1)
+
+    # The service runs it again: the first Job goes, the second takes its name. The evicted pod
+    # stays, being deleted, until the other controller lets go.
+    await backend.release(execution_id)
+    await fake_kube.wait_until(
+        lambda: bool(fake_kube.get("pods", NS, evicted_pod)["metadata"].get("deletionTimestamp"))
+    )
+    await backend.submit(dataclasses.replace(first, attempt=2))
+    assert attempt_labels(fake_kube, "jobs", name) == "2"
+    pod = kubelet.start_pod(execution_id)
+    kubelet.run_to(pod, "worker")
+    await until(lambda: recorder.last(execution_id).state is State.RUNNING, what="the second attempt runs")
+    seen = len(recorder.events)
+    fake_kube.remove_finalizer("pods", NS, evicted_pod, HOLD)  # the first attempt's pod is gone at last
+    kubelet.run_to(pod, "stage-out")
+    kubelet.succeed(execution_id, pod)
+    done = await recorder.wait_for(execution_id, State.COMPLETE)
+    assert done.attempt == 2
+    later = recorder.events[seen:]
+    assert {e.attempt for e in later} == {2} and State.SYSTEM_ERROR not in [e.state for e in later]
+    assert all(e.attempt is not None for e in recorder.events)  # every report says its attempt
+
+
+async def test_a_job_left_by_an_earlier_attempt_is_deleted_before_the_next_one_is_made(
+    start_backend: Callable[..., Awaitable[Backend]],
+    fake_kube: FakeKube,  # noqa: F811
+) -> None:
+    backend, recorder = await start_backend()
+    first = job_spec()
+    name = job_name(first.execution_id)
+    await backend.submit(first)
+    earlier = fake_kube.get("jobs", NS, name)
+    assert earlier is not None
+    fake_kube.inject_fault("DELETE", rf"/jobs/{name}$", status=503)
+    await backend.release(first.execution_id)  # fails: the first attempt's Job stays
+    assert fake_kube.get("jobs", NS, name) is not None
+    await backend.submit(dataclasses.replace(first, attempt=2))
+    waiting = recorder.last(first.execution_id)
+    assert (waiting.state, waiting.attempt) == (State.QUEUED, 2)
+    assert waiting.message == "waiting to create the Job: the Job of attempt 1 is being deleted"
+    await until(lambda: recorder.last(first.execution_id).reason is None, what="the second Job made")
+    job = fake_kube.get("jobs", NS, name)
+    assert job is not None and job["metadata"]["uid"] != earlier["metadata"]["uid"]
+    assert job["metadata"]["labels"]["provider/attempt"] == "2"
+    # Never refused; the first Job's end, if the watch saw it, is reported as the first attempt's.
+    assert [e.state for e in recorder.events if e.attempt == 2] == [State.QUEUED, State.QUEUED]
+    assert {e.attempt for e in recorder.events} <= {1, 2}
 
 
 async def test_each_refusal_is_raised_as_the_kind_its_status_stands_for(

@@ -26,11 +26,12 @@ from typing import Any
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client import CollectorRegistry
 
 from provider.api.context import CONTEXT
-from provider.app import create_app
+from provider.app import build_compute, create_app
 from provider.backends.compute.kubernetes import KubernetesCompute
-from provider.backends.compute.kubernetes.manifests import SELECTOR, job_name
+from provider.backends.compute.kubernetes.manifests import ATTEMPT, SELECTOR, job_name
 from provider.backends.sql import SqlStore
 from provider.config import Settings
 from tests.conftest import POSTGRES_URL, Api, free_port, live_api, postgres_enabled
@@ -368,6 +369,60 @@ async def test_a_replaced_pod_behind_the_execution_changes_nothing_and_is_counte
     assert len(behind) == 1 and behind[0].levelno == logging.INFO and behind[0].exc_info is None
     now = await live.json("GET", f"/api/v1/executions/{created['id']}", 200, key=key)
     assert (now["state"], now["version"]) == ("RUNNING", running["version"])  # it keeps its state
+
+
+HOLD = "example.com/hold"  # another controller's finalizer: keeps a deleted pod a while
+
+
+async def test_an_evicted_attempt_runs_again_as_a_new_job_and_its_pod_s_late_end_moves_nothing(
+    k8s_settings: Settings,
+    contract,  # type: ignore[no-untyped-def]
+    fake_kube: FakeKube,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    retry = {"max_attempts": 2, "backoff_seconds": 0.05, "max_backoff_seconds": 0.2}
+    settings = k8s_settings.model_copy(
+        update={"executions": k8s_settings.executions.model_validate({"retry": retry})}
+    )
+    compute = build_compute(settings, CollectorRegistry())
+    assert isinstance(compute, KubernetesCompute)
+    api, close = await live_api(settings, contract, compute=compute)
+    try:
+        key, ws = await setup(api)
+        await api.json("PUT", f"/api/v1/workspaces/{ws}/objects/in.bin", 201, key=key, data=b"x")
+        created = await run(api, key, ws, "dummy", inputs={"source": "in.bin"})
+        name = job_name(created["id"])
+        evicted = fake_kube.create_job_pod(NS, name)["metadata"]["name"]
+        fake_kube.add_finalizer("pods", NS, evicted, HOLD)
+        fake_kube.set_container_state(NS, evicted, "stage-in", "terminated", exit_code=0)
+        fake_kube.set_container_state(NS, evicted, "worker", "running")
+        running = await until(api, key, created, {"RUNNING"})
+        fake_kube.set_pod_phase(
+            NS, evicted, "Failed", reason="Evicted", message="The node was low on memory."
+        )
+        retried = await follow(api, key, running, lambda e: e["attempt"] == 2)
+        assert (retried["state"], retried["reason"]) == ("QUEUED", "Retry")
+        assert [(a["attempt"], a["reason"]) for a in retried["attempts"]] == [(1, "Evicted")]
+
+        def second_job() -> bool:
+            job = fake_kube.get("jobs", NS, name)
+            return job is not None and job["metadata"]["labels"][ATTEMPT] == "2"
+
+        await fake_kube.wait_until(second_job, within=30)  # the first Job went; the next took its name
+        held = fake_kube.get("pods", NS, evicted)
+        assert held is not None and held["metadata"]["deletionTimestamp"]  # held, being deleted
+
+        # Its end comes late, once the second attempt's Job is there: as if the pod were lost.
+        [pods] = [w for w in compute.watches if w.resource == "pods"]
+        fake_kube.remove_finalizer("pods", NS, evicted, HOLD)
+        gone = int(fake_kube.resource_version)
+        await fake_kube.wait_until(lambda: int(pods.resource_version or 0) >= gone, within=10)
+        await ProcessKubelet(fake_kube, tmp_path / "node").run(created["id"])
+        done = await until(api, key, retried, {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR"})
+        assert (done["state"], done["attempt"]) == ("COMPLETE", 2), done
+        assert [(a["attempt"], a["reason"]) for a in done["attempts"]] == [(1, "Evicted")]
+    finally:
+        await close()
 
 
 def errors(caplog: pytest.LogCaptureFixture) -> list[str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from tests.fake_kube import errors, kinds
@@ -51,6 +51,25 @@ class ObjectHooks(Controllers, Registry):
     def delete_job(self, namespace: str, job: str, propagation_policy: str = "Background") -> dict[str, Any]:
         """Someone deletes the Job, by default as `kubectl delete job` does (pods collected)."""
         return self.delete_object("jobs", namespace, job, propagation_policy=propagation_policy)
+
+    def add_finalizer(self, kind: str, namespace: str | None, name: str, finalizer: str) -> dict[str, Any]:
+        """Another controller holds the object: once deleted, it stays until `remove_finalizer`."""
+        return self._edit_finalizers(kind, namespace, name, lambda held: [*held, finalizer])
+
+    def remove_finalizer(self, kind: str, namespace: str | None, name: str, finalizer: str) -> dict[str, Any]:
+        """That controller lets go, as its update would: a deleted object whose last finalizer goes
+        is gone (DELETED)."""
+        return self._edit_finalizers(kind, namespace, name, lambda held: [f for f in held if f != finalizer])
+
+    def _edit_finalizers(
+        self, kind: str, namespace: str | None, name: str, edit: Callable[[list[str]], list[str]]
+    ) -> dict[str, Any]:
+        resource = kinds.resolve(kind)
+        obj = self._require(resource, namespace, name)
+        obj["metadata"]["finalizers"] = edit(list(obj["metadata"].get("finalizers") or []))
+        namespace = (namespace or "") if resource.namespaced else ""
+        updated, _ = self._update(resource, namespace, name, obj)
+        return updated
 
     async def settle(self, within: float = 5.0) -> None:
         """Wait until the garbage collector and the fake kubelet have nothing left to do."""

@@ -41,6 +41,7 @@ from provider.backends.compute.kubernetes.manifests import (
     SELECTOR,
     WORKER,
     JobSettings,
+    attempt_of,
     build_job,
     build_secret,
     execution_of,
@@ -77,6 +78,14 @@ class KubernetesObserver(Protocol):
         """The execution service found an observation behind the execution's state."""
 
 
+class _EarlierJob(KubeConflict):
+    """The Job of an earlier attempt held the name and is being deleted: try again later."""
+
+    @property
+    def retryable(self) -> bool:
+        return True
+
+
 @dataclass(frozen=True)
 class KubernetesOptions:
     job: JobSettings
@@ -98,8 +107,9 @@ class KubernetesOptions:
 
 @dataclass
 class _Tracked:
-    """What the watches last showed of one execution's Job and pod(s)."""
+    """What the watches last showed of one execution's Job and pod(s), of its latest attempt."""
 
+    attempt: int | None = None  # the Job's label; None on a Job made before Jobs carried it
     job: Job | None = None
     pods: dict[str, Pod] = field(default_factory=dict)
     job_deleted: bool = False
@@ -231,21 +241,22 @@ class KubernetesCompute:
             await self._create(job)
         except KubeError as exc:
             if exc.retryable:
-                await self._queued(job.execution_id, exc)
+                await self._queued(job, exc)
                 self._retries[job.execution_id] = asyncio.create_task(
                     self._retry(job), name=f"submit {job.execution_id}", context=_fresh()
                 )
                 return
-            await self._refused(job.execution_id, exc)
+            await self._refused(job, exc)
 
-    async def _refused(self, execution_id: str, exc: KubeError) -> None:
+    async def _refused(self, job: JobSpec, exc: KubeError) -> None:
         """The API server will not take this Job (422 Invalid, say): nothing to retry."""
         await self._emit(
             ComputeEvent(
-                execution_id,
+                job.execution_id,
                 State.SYSTEM_ERROR,
                 reason=exc.reason or Reason.REJECTED,
                 message=f"the API server refused the Job: {exc.message}",
+                attempt=job.attempt,
             )
         )
 
@@ -264,12 +275,20 @@ class KubernetesCompute:
             if existing is None:
                 return  # deleted since: reconciliation submits the execution again
             created = existing
+        earlier = attempt_of(created)
+        if _before(earlier, job.attempt):
+            # The Job of an earlier attempt is still there (releasing it failed): it goes first.
+            with contextlib.suppress(KubeConflict):  # replaced meanwhile: the retry finds out
+                await self.kube.delete("Job", job_name(job.execution_id), uid=_metadata(created).get("uid"))
+            raise _EarlierJob(409, "AlreadyExists", f"the Job of attempt {earlier} is being deleted")
         try:
             await self._put_secret(build_secret(job, settings, owner_reference(created)))
         except KubeError as exc:
             if not exc.retryable:
                 with contextlib.suppress(KubeError):  # its pod could never start
-                    await self.kube.delete("Job", job_name(job.execution_id))
+                    await self.kube.delete(
+                        "Job", job_name(job.execution_id), uid=_metadata(created).get("uid")
+                    )
             raise
 
     async def _job(self, execution_id: str) -> Job | None:
@@ -286,11 +305,13 @@ class KubernetesCompute:
             # submitting the same execution: these credentials and this owner replace its own.
             await self.kube.patch_secret(secret["metadata"]["name"], secret_patch(secret))
 
-    async def _queued(self, execution_id: str, exc: KubeError) -> None:
+    async def _queued(self, job: JobSpec, exc: KubeError) -> None:
         quota = isinstance(exc, KubeForbidden) and exc.quota
         reason = Reason.QUOTA_EXCEEDED if quota else Reason.API_UNAVAILABLE
         message = f"waiting to create the Job: {exc.message or exc.reason}"
-        await self._emit(ComputeEvent(execution_id, State.QUEUED, reason=reason, message=message))
+        await self._emit(
+            ComputeEvent(job.execution_id, State.QUEUED, reason=reason, message=message, attempt=job.attempt)
+        )
 
     async def _retry(self, job: JobSpec) -> None:
         failures = 1
@@ -300,13 +321,17 @@ class KubernetesCompute:
                 await asyncio.sleep(delay)
                 try:
                     await self._create(job)
-                    await self._emit(ComputeEvent(job.execution_id, State.QUEUED, reason=None, message=None))
+                    await self._emit(
+                        ComputeEvent(
+                            job.execution_id, State.QUEUED, reason=None, message=None, attempt=job.attempt
+                        )
+                    )
                     return
                 except KubeError as exc:
                     if not exc.retryable:
-                        await self._refused(job.execution_id, exc)
+                        await self._refused(job, exc)
                         return
-                    await self._queued(job.execution_id, exc)
+                    await self._queued(job, exc)
                     failures += 1
         finally:
             self._retries.pop(job.execution_id, None)
@@ -329,6 +354,7 @@ class KubernetesCompute:
                 self._delete_later(execution_id), name=f"cancel {execution_id}", context=_fresh()
             )
             return
+        # Of no attempt: a cancel ends the execution, whichever attempt it is at.
         await self._emit(ComputeEvent(execution_id, State.CANCELED, reason=Reason.CANCELED))
 
     async def _delete_later(self, execution_id: str) -> None:
@@ -398,11 +424,16 @@ class KubernetesCompute:
         execution_id = execution_of(obj)
         if execution_id is None:
             return None
+        attempt = attempt_of(obj)
         tracked = self._tracked.get(execution_id)
-        if tracked is None:
+        if tracked is not None and _before(attempt, tracked.attempt):
+            return None  # what is left of an attempt that has been run again: not this one's
+        if tracked is None or _before(tracked.attempt, attempt):
             if kind == "DELETED":
                 return None  # the end of something already released
-            tracked = self._tracked[execution_id] = _Tracked()
+            # The first sight of the execution, or of its next attempt (what the last one showed
+            # says nothing about this one).
+            tracked = self._tracked[execution_id] = _Tracked(attempt)
             self._by_job[job_name(execution_id)] = execution_id
         return execution_id, tracked
 
@@ -522,11 +553,19 @@ class KubernetesCompute:
         }
         if tracked.job_deleted:
             event = ComputeEvent(
-                execution_id, State.SYSTEM_ERROR, reason=Reason.LOST, message="the Job was deleted"
+                execution_id,
+                State.SYSTEM_ERROR,
+                reason=Reason.LOST,
+                message="the Job was deleted",
+                attempt=tracked.attempt,
             )
         elif tracked.pod_deleted and not tracked.pods and not deadline and "Complete" not in conditions:
             event = ComputeEvent(
-                execution_id, State.SYSTEM_ERROR, reason=Reason.LOST, message="the pod was deleted"
+                execution_id,
+                State.SYSTEM_ERROR,
+                reason=Reason.LOST,
+                message="the pod was deleted",
+                attempt=tracked.attempt,
             )
         else:
             pod = tracked.pods[_newest(tracked.pods)] if tracked.pods else None
@@ -557,15 +596,18 @@ class KubernetesCompute:
                 exit_code=seen.exit_code,
                 reason=seen.reason,
                 message=seen.message,
+                attempt=tracked.attempt,
                 manifest_in_storage=seen.manifest_in_storage,
             )
         if event.state.final:
             tracked.final = True
-            if event.reason in HOPELESS and not tracked.job_deleted:
-                # Nothing more will come of this Job: stop it now rather than at its deadline.
+            uid = _metadata(tracked.job).get("uid") if tracked.job is not None else None
+            if event.reason in HOPELESS and uid:
+                # Nothing more will come of this Job: stop it now rather than at its deadline. This
+                # one only, by its uid: the next attempt's Job has the same name.
                 assert self.kube is not None
                 with contextlib.suppress(KubeError):
-                    await self.kube.delete("Job", job_name(execution_id))
+                    await self.kube.delete("Job", job_name(execution_id), uid=uid)
         if await self._emit(event) is Reported.STALE and self.observer is not None:
             # Already further along (a replaced pod, say): kept as reported, not sent again.
             self.observer.stale_observation()
@@ -620,6 +662,11 @@ def _slim_event(event: Event) -> Event:
 
 def _metadata(obj: Job | Pod | Event) -> ObjectMeta:
     return obj.get("metadata") or {}
+
+
+def _before(attempt: int | None, other: int | None) -> bool:
+    """`attempt` is an earlier one than `other` (unlabelled Jobs are of no known attempt)."""
+    return attempt is not None and other is not None and attempt < other
 
 
 def _newest(pods: dict[str, Pod]) -> str:

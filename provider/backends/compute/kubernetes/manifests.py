@@ -21,6 +21,8 @@ from provider.services.ports import JobSpec
 MANAGED_BY = "app.kubernetes.io/managed-by"
 COMPONENT = "app.kubernetes.io/component"
 EXECUTION = "provider/execution"
+# A retried execution's next attempt is a new Job of the same name: this tells their objects apart.
+ATTEMPT = "provider/attempt"
 TENANT = "provider/tenant"
 ASSET = "provider/asset"
 VERSION_ANNOTATION = "provider/execution-version"
@@ -70,11 +72,18 @@ def execution_of(obj: KubeObject) -> str | None:
     return ((obj.get("metadata") or {}).get("labels") or {}).get(EXECUTION)
 
 
+def attempt_of(obj: KubeObject) -> int | None:
+    """The attempt a Job (or its pod) runs; None for one made before Jobs carried it."""
+    value = ((obj.get("metadata") or {}).get("labels") or {}).get(ATTEMPT, "")
+    return int(value) if value.isdigit() else None
+
+
 def labels(job: JobSpec) -> dict[str, str]:
     return {
         MANAGED_BY: "provider",
         COMPONENT: "execution",
         EXECUTION: job.execution_id,
+        ATTEMPT: str(job.attempt),
         TENANT: job.tenant_id,
         ASSET: job.asset.id,
     }
