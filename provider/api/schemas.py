@@ -1,4 +1,6 @@
-"""Request bodies and response representations of the HTTP API (see contracts/openapi.yaml)."""
+"""Request bodies of the HTTP API, the page envelope, and the representations of the storage
+port's values (see contracts/openapi.yaml); every resource the domain models is represented in
+provider/domain/representations.py."""
 
 from __future__ import annotations
 
@@ -6,9 +8,10 @@ from typing import Annotated, Any
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
-from provider.domain.assets import ASSET_ID_PATTERN, Asset, AssetSpec
+from provider.domain.assets import ASSET_ID_PATTERN, AssetSpec
 from provider.domain.representations import timestamp as timestamp
-from provider.domain.tenants import ApiKey, Principal, Role, Tenant
+from provider.domain.tenants import Role
+from provider.services.ports import ObjectInfo, TemporaryCredentials
 
 
 class Body(BaseModel):
@@ -32,10 +35,6 @@ def id_set(values: list[str] | None) -> frozenset[str] | None:
     return None if values is None else frozenset(values)
 
 
-def id_list(values: frozenset[str] | None) -> list[str] | None:
-    return None if values is None else sorted(values)
-
-
 class ApiKeyCreate(Body):
     role: Role = Role.CONSUMER
     name: Annotated[str, Field(max_length=200)] = ""
@@ -49,46 +48,27 @@ class AssetPut(AssetSpec):
     version: str | None = None
 
 
-def tenant_out(tenant: Tenant) -> dict[str, Any]:
-    return {
-        "id": tenant.id,
-        "participant_id": tenant.participant_id,
-        "display_name": tenant.display_name,
-        "allowed_assets": id_list(tenant.allowed_assets),
-        "created_at": timestamp(tenant.created_at),
+def object_out(info: ObjectInfo, sha256: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "key": info.key,
+        "size": info.size,
+        "etag": info.etag,
+        "last_modified": timestamp(info.last_modified),
     }
-
-
-def api_key_out(key: ApiKey, secret: str | None = None) -> dict[str, Any]:
-    out = {
-        "id": key.id,
-        "tenant_id": key.tenant_id,
-        "role": key.role.value,
-        "name": key.name,
-        "prefix": key.prefix,
-        "created_at": timestamp(key.created_at),
-        "expires_at": timestamp(key.expires_at),
-        "revoked_at": timestamp(key.revoked_at),
-    }
-    if secret is not None:
-        out["key"] = secret
+    if sha256 is not None:
+        out["sha256"] = sha256
     return out
 
 
-def asset_out(asset: Asset) -> dict[str, Any]:
-    out = asset.model_dump(mode="json")
-    out["created_at"] = timestamp(asset.created_at)
-    out["updated_at"] = timestamp(asset.updated_at)
-    return out
-
-
-def principal_out(principal: Principal, tenant: Tenant) -> dict[str, Any]:
+def credentials_out(creds: TemporaryCredentials) -> dict[str, Any]:
     return {
-        "tenant": tenant_out(tenant),
-        "role": principal.role.value,
-        "credential": {"kind": principal.kind.value, "id": principal.credential_id},
-        "workspace_id": principal.workspace_id,
-        "scopes": sorted(principal.scopes),
+        "access_key_id": creds.access_key_id,
+        "secret_access_key": creds.secret_access_key,
+        "session_token": creds.session_token,
+        "expiration": timestamp(creds.expiration),
+        "endpoint_url": creds.endpoint_url,
+        "bucket": creds.bucket,
+        "region": creds.region,
     }
 
 

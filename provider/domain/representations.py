@@ -1,7 +1,9 @@
-"""JSON representations of resources, shared by the HTTP API and the events that report them.
+"""JSON representations of the resources the domain models, for the HTTP API and the events.
 
-An event carries a resource exactly as `GET` returns it, so both are built here, below the
-API and the services.
+An event carries a resource exactly as `GET` returns it, so both are built here, below the API
+and the services; the API-only ones live here too, so that each resource has one shape in one
+place. The domain cannot name the storage port's values (object metadata, temporary
+credentials): those are represented in provider/api/schemas.py, beside the page envelope.
 """
 
 from __future__ import annotations
@@ -9,8 +11,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from provider.domain.assets import Asset
 from provider.domain.executions import Execution
 from provider.domain.imports import Import
+from provider.domain.notifications import Delivery, Subscription
+from provider.domain.provisioning import TransferRegistration
+from provider.domain.tenants import ApiKey, Principal, Tenant
+from provider.domain.tokens import WorkspaceToken
 from provider.domain.workspaces import Workspace
 
 
@@ -93,4 +100,121 @@ def workspace_out(ws: Workspace, storage_backend: str) -> dict[str, Any]:
         },
         "created_at": timestamp(ws.created_at),
         "updated_at": timestamp(ws.updated_at),
+    }
+
+
+def tenant_out(tenant: Tenant) -> dict[str, Any]:
+    return {
+        "id": tenant.id,
+        "participant_id": tenant.participant_id,
+        "display_name": tenant.display_name,
+        "allowed_assets": None if tenant.allowed_assets is None else sorted(tenant.allowed_assets),
+        "created_at": timestamp(tenant.created_at),
+    }
+
+
+def api_key_out(key: ApiKey, secret: str | None = None) -> dict[str, Any]:
+    out = {
+        "id": key.id,
+        "tenant_id": key.tenant_id,
+        "role": key.role.value,
+        "name": key.name,
+        "prefix": key.prefix,
+        "created_at": timestamp(key.created_at),
+        "expires_at": timestamp(key.expires_at),
+        "revoked_at": timestamp(key.revoked_at),
+    }
+    if secret is not None:
+        out["key"] = secret
+    return out
+
+
+def principal_out(principal: Principal, tenant: Tenant) -> dict[str, Any]:
+    return {
+        "tenant": tenant_out(tenant),
+        "role": principal.role.value,
+        "credential": {"kind": principal.kind.value, "id": principal.credential_id},
+        "workspace_id": principal.workspace_id,
+        "scopes": sorted(principal.scopes),
+    }
+
+
+def asset_out(asset: Asset) -> dict[str, Any]:
+    out = asset.model_dump(mode="json")
+    out["created_at"] = timestamp(asset.created_at)
+    out["updated_at"] = timestamp(asset.updated_at)
+    return out
+
+
+def token_out(token: WorkspaceToken, jwt: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": token.id,
+        "workspace_id": token.workspace_id,
+        "name": token.name,
+        "scopes": sorted(s.value for s in token.scopes),
+        "created_at": timestamp(token.created_at),
+        "expires_at": timestamp(token.expires_at),
+        "revoked_at": timestamp(token.revoked_at),
+    }
+    if jwt is not None:
+        out["token"] = jwt
+    return out
+
+
+def subscription_out(item: Subscription, secret: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": item.id,
+        "tenant_id": item.tenant_id,
+        "workspace_id": item.owner_workspace_id,
+        "url": item.url,
+        "events": list(item.events),
+        "filter": {
+            "execution_id": item.execution_id,
+            "workspace_id": item.workspace_id,
+            "labels": item.labels,
+        },
+        "state": item.state.value,
+        "disabled_reason": item.disabled_reason,
+        "created_at": timestamp(item.created_at),
+        "updated_at": timestamp(item.updated_at),
+    }
+    if secret is not None:
+        out["secret"] = secret
+    return out
+
+
+def delivery_out(item: Delivery) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "subscription_id": item.subscription_id,
+        "event_id": item.event_id,
+        "event_type": item.event_type,
+        "state": item.state.value,
+        "attempt_count": item.attempts,
+        "next_attempt_at": timestamp(item.next_attempt_at) if item.state.value == "pending" else None,
+        "last_error": item.last_error,
+        "created_at": timestamp(item.created_at),
+        "finished_at": timestamp(item.finished_at),
+        "attempts": [
+            {
+                "at": timestamp(a.at),
+                "duration_ms": a.duration_ms,
+                "response_status": a.status,
+                "error": a.error,
+            }
+            for a in item.history
+        ],
+    }
+
+
+def registration_out(item: TransferRegistration) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "workspace_id": item.workspace_id,
+        "transfer_process_id": item.transfer_process_id,
+        "contract_id": item.contract_id,
+        "target_key": item.target_key,
+        "import_id": item.import_id,
+        "created_at": timestamp(item.created_at),
+        "started_at": timestamp(item.started_at),
     }

@@ -8,9 +8,10 @@ from pydantic import Field
 from provider.api.context import ctx
 from provider.api.parsing import PageQuery, QueryModel, parse_json, parse_query
 from provider.api.routing import ANY_SCOPE, Access, Route
-from provider.api.schemas import AssetPut, asset_out, page_out
+from provider.api.schemas import AssetPut, page_out
 from provider.domain.assets import AssetSpec
 from provider.domain.errors import FieldProblem, InvalidInput
+from provider.domain.representations import asset_out
 
 
 class AssetListQuery(PageQuery):

@@ -22,9 +22,10 @@ from provider.api.context import ctx
 from provider.api.parsing import parse_json
 from provider.api.problems import ProblemError
 from provider.api.routing import Access, Route, principal
-from provider.api.schemas import Body, page_out, timestamp
+from provider.api.schemas import Body, page_out
 from provider.domain.errors import NotFound
-from provider.domain.provisioning import ProvisionerKind, TransferRegistration
+from provider.domain.provisioning import ProvisionerKind
+from provider.domain.representations import registration_out
 from provider.domain.workspaces import Scope
 from provider.services.provisioning import ACCESS_HEADER, ProvisionRequest
 from provider.services.transfers import TransferStarted
@@ -186,19 +187,6 @@ class TransferRegistrationCreate(Body):
     transfer_process_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
     contract_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
     target_key: Annotated[str, Field(min_length=1, max_length=1024)]
-
-
-def registration_out(item: TransferRegistration) -> dict[str, object]:
-    return {
-        "id": item.id,
-        "workspace_id": item.workspace_id,
-        "transfer_process_id": item.transfer_process_id,
-        "contract_id": item.contract_id,
-        "target_key": item.target_key,
-        "import_id": item.import_id,
-        "created_at": timestamp(item.created_at),
-        "started_at": timestamp(item.started_at),
-    }
 
 
 async def register_transfer(request: web.Request) -> web.Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import mimetypes
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from aiohttp import web
 from pydantic import Field
@@ -15,29 +15,16 @@ from provider.api.context import ctx
 from provider.api.parsing import PageQuery, parse_json, parse_query
 from provider.api.problems import ProblemError
 from provider.api.routing import Access, Route, principal
-from provider.api.schemas import Body, page_out, timestamp
+from provider.api.schemas import Body, object_out, page_out, timestamp
 from provider.domain.errors import FieldProblem
 from provider.domain.ranges import resolve_range
 from provider.domain.workspaces import Scope
-from provider.services.ports import ObjectInfo
 
 RECEIVE_CHUNK = 256 * 1024
 
 
 class ListQuery(PageQuery):
     prefix: str = Field(default="", max_length=1024)
-
-
-def object_out(info: ObjectInfo, sha256: str | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "key": info.key,
-        "size": info.size,
-        "etag": info.etag,
-        "last_modified": timestamp(info.last_modified),
-    }
-    if sha256 is not None:
-        out["sha256"] = sha256
-    return out
 
 
 def _digest(request: web.Request, header: str, size: int) -> bytes | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from aiohttp import web
 from pydantic import Field, field_validator
@@ -11,9 +11,10 @@ from provider.api.context import ctx
 from provider.api.parsing import PageQuery, QueryModel, parse_json, parse_query
 from provider.api.problems import ProblemError
 from provider.api.routing import Access, Route, principal
-from provider.api.schemas import Body, page_out, timestamp
+from provider.api.schemas import Body, page_out
 from provider.domain.errors import FieldProblem
-from provider.domain.notifications import FAMILIES, Delivery, Event, Subscription, type_problem
+from provider.domain.notifications import FAMILIES, Event, type_problem
+from provider.domain.representations import delivery_out, subscription_out
 from provider.domain.workspaces import Scope
 
 ALL_FAMILIES = tuple(f"{family}.*" for family in FAMILIES)
@@ -48,52 +49,6 @@ class StreamQuery(QueryModel):
     types: list[str] | str | None = None
     execution_id: Annotated[str, Field(max_length=40)] | None = None
     workspace_id: Annotated[str, Field(max_length=40)] | None = None
-
-
-def subscription_out(item: Subscription, secret: str | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": item.id,
-        "tenant_id": item.tenant_id,
-        "workspace_id": item.owner_workspace_id,
-        "url": item.url,
-        "events": list(item.events),
-        "filter": {
-            "execution_id": item.execution_id,
-            "workspace_id": item.workspace_id,
-            "labels": item.labels,
-        },
-        "state": item.state.value,
-        "disabled_reason": item.disabled_reason,
-        "created_at": timestamp(item.created_at),
-        "updated_at": timestamp(item.updated_at),
-    }
-    if secret is not None:
-        out["secret"] = secret
-    return out
-
-
-def delivery_out(item: Delivery) -> dict[str, Any]:
-    return {
-        "id": item.id,
-        "subscription_id": item.subscription_id,
-        "event_id": item.event_id,
-        "event_type": item.event_type,
-        "state": item.state.value,
-        "attempt_count": item.attempts,
-        "next_attempt_at": timestamp(item.next_attempt_at) if item.state.value == "pending" else None,
-        "last_error": item.last_error,
-        "created_at": timestamp(item.created_at),
-        "finished_at": timestamp(item.finished_at),
-        "attempts": [
-            {
-                "at": timestamp(a.at),
-                "duration_ms": a.duration_ms,
-                "response_status": a.status,
-                "error": a.error,
-            }
-            for a in item.history
-        ],
-    }
 
 
 async def create_subscription(request: web.Request) -> web.Response:

@@ -7,16 +7,8 @@ from aiohttp import web
 from provider.api.context import ctx
 from provider.api.parsing import PageQuery, parse_json, parse_query
 from provider.api.routing import ANY_SCOPE, Access, Route, principal
-from provider.api.schemas import (
-    ApiKeyCreate,
-    TenantCreate,
-    TenantUpdate,
-    api_key_out,
-    id_set,
-    page_out,
-    principal_out,
-    tenant_out,
-)
+from provider.api.schemas import ApiKeyCreate, TenantCreate, TenantUpdate, id_set, page_out
+from provider.domain.representations import api_key_out, principal_out, tenant_out
 
 
 async def create_tenant(request: web.Request) -> web.Response:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from aiohttp import web
 from pydantic import Field, field_validator
@@ -10,12 +10,10 @@ from pydantic import Field, field_validator
 from provider.api.context import ctx
 from provider.api.parsing import PageQuery, QueryModel, parse_json, parse_query
 from provider.api.routing import ANY_SCOPE, Access, Route, principal
-from provider.api.schemas import Body, page_out, timestamp
+from provider.api.schemas import Body, credentials_out, page_out
 from provider.domain.errors import FieldProblem, InvalidInput
-from provider.domain.representations import workspace_out
-from provider.domain.tokens import WorkspaceToken
+from provider.domain.representations import token_out, workspace_out
 from provider.domain.workspaces import Scope
-from provider.services.ports import TemporaryCredentials
 
 LABEL_KEY = r"^[A-Za-z0-9]([A-Za-z0-9_.\-/]{0,62}[A-Za-z0-9])?$"
 
@@ -44,33 +42,6 @@ class TokenCreate(Body):
     scopes: list[Scope] = Field(default_factory=lambda: list(Scope), min_length=1)
     ttl_seconds: Annotated[int, Field(ge=60)] | None = None
     name: Annotated[str, Field(max_length=200)] = ""
-
-
-def token_out(token: WorkspaceToken, jwt: str | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "id": token.id,
-        "workspace_id": token.workspace_id,
-        "name": token.name,
-        "scopes": sorted(s.value for s in token.scopes),
-        "created_at": timestamp(token.created_at),
-        "expires_at": timestamp(token.expires_at),
-        "revoked_at": timestamp(token.revoked_at),
-    }
-    if jwt is not None:
-        out["token"] = jwt
-    return out
-
-
-def credentials_out(creds: TemporaryCredentials) -> dict[str, Any]:
-    return {
-        "access_key_id": creds.access_key_id,
-        "secret_access_key": creds.secret_access_key,
-        "session_token": creds.session_token,
-        "expiration": timestamp(creds.expiration),
-        "endpoint_url": creds.endpoint_url,
-        "bucket": creds.bucket,
-        "region": creds.region,
-    }
 
 
 async def create_workspace(request: web.Request) -> web.Response:
