@@ -60,9 +60,8 @@ class DrivenCompute:
 
 @pytest.fixture
 async def world(settings: Settings) -> AsyncIterator[tuple[Components, DrivenCompute, Principal, str]]:
-    components = build_components(settings)
     compute = DrivenCompute()
-    components.executions.compute = compute
+    components = build_components(settings, compute=compute)
     await prepare_store(components)
     await components.assets.load(read_assets(settings))
     await compute.start(components.executions.on_event, components.executions.reconcile)
@@ -196,7 +195,7 @@ async def test_long_poll_sees_a_change_made_by_another_replica(world, settings: 
         seen = await asyncio.gather(*waiters)
         assert all(s is not None and s.state is State.RUNNING for s in seen)
         assert time.monotonic() - started < 3  # within about a second, not at the end of the wait
-        assert components.executions._waited == {}  # no waiter left registered
+        assert components.executions.reads._waited == {}  # no waiter left registered
     finally:
         await other.storage.close()
         await other.store.close()

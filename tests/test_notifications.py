@@ -182,9 +182,8 @@ class World:
 
 
 async def make_world(settings: Settings, store: SqlStore) -> World:
-    components = build_components(settings, store)
     compute = DrivenCompute()
-    components.executions.compute = compute
+    components = build_components(settings, store, compute)
     await prepare_store(components)
     await components.assets.load(read_assets(settings))
     await compute.start(components.executions.on_event, components.executions.reconcile)

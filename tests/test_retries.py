@@ -185,8 +185,8 @@ async def test_an_asset_may_ask_for_its_own_failures_to_be_retried_and_keeps_eac
 
 async def test_a_retry_waiting_for_its_turn_can_be_canceled(retrying: tuple[Api, EvictingCompute]) -> None:
     api, compute = retrying
-    observation = api.app[CONTEXT].executions.observation  # a wait long enough to cancel inside it
-    observation.policy = replace(observation.policy, retry_backoff_seconds=60, retry_max_backoff_seconds=60)
+    deps = api.app[CONTEXT].executions.deps  # a wait long enough to cancel inside it
+    deps.policy = replace(deps.policy, retry_backoff_seconds=60, retry_max_backoff_seconds=60)
     key, ws = await setup(api)
     started = await run(api, key, ws, "copy", env={"EVICT": "yes"})
     waiting = started

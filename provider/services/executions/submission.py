@@ -1,0 +1,69 @@
+"""Handing an execution to compute, with the storage access its job gets; a submission that
+fails is reported as the backend's events are (SYSTEM_ERROR, reason Submit)."""
+
+from __future__ import annotations
+
+from provider.domain.assets import Asset
+from provider.domain.executions import Execution, Reason, State
+from provider.domain.workspaces import Workspace
+from provider.services.executions.shared import Dependencies, Shared, log
+from provider.services.ports import ComputeEvent, EventSink, JobSpec, StorageAccess
+
+
+class Submission:
+    def __init__(self, deps: Dependencies, shared: Shared, report: EventSink) -> None:
+        self.deps = deps
+        self.shared = shared
+        self.report = report
+
+    async def submit(self, execution: Execution, asset: Asset, workspace: Workspace) -> None:
+        try:
+            access = await self._access(workspace, execution, asset)
+            await self.deps.compute.submit(
+                JobSpec(
+                    execution.id,
+                    execution.tenant_id,
+                    asset,
+                    execution.inputs,
+                    execution.env,
+                    access,
+                    execution.version,
+                    execution.attempt,
+                )
+            )
+        except Exception as exc:
+            log.exception("could not submit execution", extra={"execution_id": execution.id})
+            await self.report(
+                ComputeEvent(
+                    execution.id,
+                    State.SYSTEM_ERROR,
+                    reason=Reason.SUBMIT,
+                    message=f"{type(exc).__name__}: {exc}",
+                )
+            )
+
+    async def _access(self, workspace: Workspace, execution: Execution, asset: Asset) -> StorageAccess:
+        """Scoped credentials for the job's sidecar: this workspace only, for the job's lifetime."""
+        lifetime = asset.max_run_seconds + self.deps.policy.token_margin_seconds
+        if self.deps.storage.name == "s3":
+            creds = await self.deps.storage.temporary_credentials(workspace.location, lifetime)
+            return StorageAccess(
+                "s3",
+                secrets={
+                    "AWS_ACCESS_KEY_ID": creds.access_key_id,
+                    "AWS_SECRET_ACCESS_KEY": creds.secret_access_key,
+                    "AWS_SESSION_TOKEN": creds.session_token,
+                },
+                settings={
+                    "PROVIDER_S3_ENDPOINT": creds.endpoint_url or "",
+                    "PROVIDER_S3_BUCKET": creds.bucket,
+                    "PROVIDER_S3_REGION": creds.region,
+                },
+            )
+        issued = await self.deps.workspaces.issue_job_token(workspace.id, lifetime)
+        self.shared.job_tokens[execution.id] = issued.record.id
+        return StorageAccess(
+            "api",
+            secrets={"PROVIDER_WORKSPACE_TOKEN": issued.token},
+            settings={"PROVIDER_API_URL": self.deps.policy.api_url, "PROVIDER_WORKSPACE_ID": workspace.id},
+        )
