@@ -551,21 +551,14 @@ class KubernetesCompute:
             (conditions.get("Failed") or {}).get("reason"),
             (conditions.get("FailureTarget") or {}).get("reason"),
         }
+        lost = None
         if tracked.job_deleted:
-            event = ComputeEvent(
-                execution_id,
-                State.SYSTEM_ERROR,
-                reason=Reason.LOST,
-                message="the Job was deleted",
-                attempt=tracked.attempt,
-            )
+            lost = "the Job was deleted"
         elif tracked.pod_deleted and not tracked.pods and not deadline and "Complete" not in conditions:
+            lost = "the pod was deleted"
+        if lost is not None:
             event = ComputeEvent(
-                execution_id,
-                State.SYSTEM_ERROR,
-                reason=Reason.LOST,
-                message="the pod was deleted",
-                attempt=tracked.attempt,
+                execution_id, State.SYSTEM_ERROR, reason=Reason.LOST, message=lost, attempt=tracked.attempt
             )
         else:
             pod = tracked.pods[_newest(tracked.pods)] if tracked.pods else None
