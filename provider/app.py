@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 import secrets
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +17,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from provider.api import build_api
-from provider.api.context import ApiContext
+from provider.api.context import ApiContext, ConnectorWebhook, EventWebhook
 from provider.api.metrics import HttpMetrics, KubernetesMetrics, NotificationMetrics
 from provider.backends.asset_files import read_asset_directory
 from provider.backends.compute.local import LocalCompute
@@ -25,7 +26,6 @@ from provider.backends.http_callbacks import CallbackDestinations, HttpPoster
 from provider.backends.http_source import HttpSource
 from provider.backends.jwt_tokens import JwtTokenCodec, SigningKey
 from provider.backends.sql import SqlStore, default_sqlite_url
-from provider.backends.sql import migrate as migrations
 from provider.backends.storage.fs import FilesystemStorage
 from provider.backends.webhooks import HttpWebhookSender
 from provider.config import Settings
@@ -38,13 +38,16 @@ from provider.services.auth import ApiKeyVerifier, Authenticator, PrincipalCache
 from provider.services.executions import ExecutionPolicy, ExecutionService
 from provider.services.imports import ImportService, RetryPolicy
 from provider.services.notifications import DeliveryPolicy, DeliveryWorker, EventLog, SubscriptionService
-from provider.services.ports import Clock, Compute, Storage
+from provider.services.ports import Clock, Compute, Storage, Store
 from provider.services.provisioning import ProvisioningPolicy, ProvisioningService
 from provider.services.tenants import TenantService
 from provider.services.transfers import TransferService
 from provider.services.workspaces import WorkspacePolicy, WorkspaceService
 
 log = logging.getLogger(__name__)
+
+# A part of the service that starts before the app serves and stops after (aiohttp's cleanup_ctx).
+Lifecycle = Callable[[web.Application], AsyncIterator[None]]
 
 
 def utcnow() -> datetime:
@@ -72,7 +75,7 @@ class Components:
     """Everything the service is made of, built from one Settings object."""
 
     settings: Settings
-    store: SqlStore
+    store: Store
     storage: Storage
     source: HttpSource
     tenants: TenantService
@@ -379,27 +382,20 @@ def build_components(
 
 async def prepare_store(components: Components) -> None:
     """Migrate (or check the schema), then apply the bootstrap admin key."""
-    store, settings = components.store, components.settings
-    if settings.store.migrate_on_start:
-        await migrations.upgrade(store)
-    else:
-        current, head = await migrations.current_revision(store), migrations.head_revision()
-        if current != head:
-            raise RuntimeError(
-                f"database schema is at {current}, the service needs {head}: run 'provider migrate'"
-            )
+    settings = components.settings
+    await components.store.prepare(settings.store.migrate_on_start)
     key = settings.auth.bootstrap_admin_key
     if key is not None and await components.tenants.register_bootstrap_key(key.get_secret_value()):
         log.info("bootstrap admin key registered")
 
 
-def local_data_locks(store: SqlStore, compute: Compute) -> DataLocks:
+def local_data_locks(store: Store, compute: Compute) -> DataLocks:
     """The local data that this service alone may use while it runs: a SQLite database, and the
     local compute backend's directory (another service would take its jobs for lost and delete
     them). PostgreSQL, S3 and the filesystem storage's directory may be shared by replicas."""
     locks = []
-    if store.dialect == "sqlite" and store.url.database not in (None, "", ":memory:"):
-        database = Path(str(store.url.database)).resolve()
+    database = store.local_file()
+    if database is not None:
         locks.append(DataLock(database.with_name(database.name + ".lock"), f"the SQLite database {database}"))
     if isinstance(compute, LocalCompute):
         locks.append(DataLock(compute.root / ".lock", f"the local compute directory {compute.root}"))
@@ -432,8 +428,14 @@ def create_app(
         imports=components.imports,
         executions=components.executions,
         provisioning=components.provisioning,
-        edc_connectors=settings.edc.connectors,
-        edc_events=settings.edc.events,
+        edc_connectors={
+            name: ConnectorWebhook(c.secret.get_secret_value(), tuple(parse_networks(c.allowed_networks)))
+            for name, c in settings.edc.connectors.items()
+        },
+        edc_events=EventWebhook(
+            settings.edc.events.auth_key,
+            settings.edc.events.auth_code.get_secret_value() if settings.edc.events.auth_code else None,
+        ),
         transfers=components.transfers,
         storage_backend=components.storage.name,
         metrics=HttpMetrics(components.registry),
@@ -451,44 +453,65 @@ def create_app(
         },
     )
     app = build_api(context, settings.server.max_body_bytes, settings.server.header_timeout_seconds)
-    locks = local_data_locks(components.store, components.compute)
-
-    async def hold_data(_: web.Application) -> None:
-        locks.acquire()  # before anything reads or changes the data: it may be another's
-
-    async def let_go_of_data(_: web.Application) -> None:
-        locks.release()
-
-    async def startup(_: web.Application) -> None:
-        await prepare_store(components)
-        await components.storage.verify()
-        count = await components.assets.load(asset_files)
-        await components.workspaces.resume()
-        resumed = await components.imports.resume()
-        await components.compute.start(components.executions.on_event, components.executions.reconcile)
-        components.provisioning.start()
-        if components.delivery is not None:
-            components.delivery.start()
-        log.info(
-            "service ready",
-            extra={"assets_loaded": count, "imports_resumed": resumed, "public_url": settings.public_url},
-        )
-
-    async def cleanup(_: web.Application) -> None:
-        if components.delivery is not None:
-            await components.delivery.stop()
-        await components.sender.close()
-        await components.provisioning.stop()
-        await components.poster.close()
-        await components.executions.stop()
-        await components.compute.stop()
-        await components.imports.stop()
-        await components.source.close()
-        await components.storage.close()
-        await components.store.close()
-
-    app.on_startup.append(hold_data)
-    app.on_startup.append(startup)
-    app.on_cleanup.append(cleanup)
-    app.on_cleanup.append(let_go_of_data)  # last: the jobs are gone by now
+    app.cleanup_ctx.extend(lifecycles(components, asset_files))
     return app
+
+
+def lifecycles(components: Components, asset_files: list[Asset]) -> list[Lifecycle]:
+    """Each part's start with its stop, in start order; aiohttp stops them in reverse, and stops
+    the ones already started when a later one fails to start."""
+    c = components
+    locks = local_data_locks(c.store, c.compute)
+
+    async def local_data(_: web.Application) -> AsyncIterator[None]:
+        locks.acquire()  # before anything reads or changes the data: it may be another's
+        yield
+        locks.release()  # last of all: the jobs are gone by now
+
+    async def store(_: web.Application) -> AsyncIterator[None]:
+        try:
+            await prepare_store(c)
+            yield
+        finally:
+            await c.store.close()
+
+    async def storage(_: web.Application) -> AsyncIterator[None]:
+        try:
+            await c.storage.verify()
+            yield
+        finally:
+            await c.storage.close()
+
+    async def outbound(_: web.Application) -> AsyncIterator[None]:
+        yield
+        await c.sender.close()
+        await c.poster.close()
+        await c.source.close()
+
+    async def workspaces_and_imports(_: web.Application) -> AsyncIterator[None]:
+        count = await c.assets.load(asset_files)
+        await c.workspaces.resume()
+        resumed = await c.imports.resume()
+        log.info(
+            "catalog loaded, imports resumed", extra={"assets_loaded": count, "imports_resumed": resumed}
+        )
+        yield
+        await c.imports.stop()
+
+    async def compute(_: web.Application) -> AsyncIterator[None]:
+        await c.compute.start(c.executions.on_event, c.executions.reconcile)
+        yield
+        await c.executions.stop()
+        await c.compute.stop()
+
+    async def background(_: web.Application) -> AsyncIterator[None]:
+        c.provisioning.start()
+        if c.delivery is not None:
+            c.delivery.start()
+        log.info("service ready", extra={"public_url": c.settings.public_url})
+        yield
+        if c.delivery is not None:
+            await c.delivery.stop()
+        await c.provisioning.stop()
+
+    return [local_data, store, storage, outbound, workspaces_and_imports, compute, background]

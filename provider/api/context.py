@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from provider.api.metrics import HttpMetrics, NotificationMetrics
-from provider.config import EdcConnectorSettings, EdcEventSettings
+from provider.domain.addresses import IPNetwork
 from provider.services.assets import AssetService
 from provider.services.auth import Authenticator
 from provider.services.executions import ExecutionService
@@ -22,6 +22,23 @@ from provider.services.transfers import TransferService
 from provider.services.workspaces import WorkspaceService
 
 
+@dataclass(frozen=True)
+class ConnectorWebhook:
+    """How a connector's webhook calls are recognised: its secret path segment, and the source
+    networks it may call from (empty: any)."""
+
+    secret: str
+    sources: tuple[IPNetwork, ...] = ()
+
+
+@dataclass(frozen=True)
+class EventWebhook:
+    """The header EDC's event callback carries, and its value (None: event callbacks are off)."""
+
+    header: str
+    code: str | None
+
+
 @dataclass
 class ApiContext:
     store: Store
@@ -32,8 +49,8 @@ class ApiContext:
     imports: ImportService
     executions: ExecutionService
     provisioning: ProvisioningService
-    edc_connectors: dict[str, EdcConnectorSettings]
-    edc_events: EdcEventSettings
+    edc_connectors: dict[str, ConnectorWebhook]
+    edc_events: EventWebhook
     transfers: TransferService
     storage_backend: str
     metrics: HttpMetrics

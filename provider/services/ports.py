@@ -339,6 +339,14 @@ class Store(Protocol):
     async def ping(self) -> None:
         """Raise if the store cannot be reached."""
 
+    async def prepare(self, migrate: bool) -> None:
+        """At start-up: bring the schema up to date (`migrate`), or check that it is; raises naming
+        both versions when it is not."""
+
+    def local_file(self) -> Path | None:
+        """The file that holds the data when it lives on this machine (SQLite), else None: a file
+        that one service alone may use at a time."""
+
     async def close(self) -> None:
         """Release connections."""
 

@@ -54,13 +54,13 @@ class EdcProvisionRequest(BaseModel):
 def _connector(request: web.Request) -> str:
     """The connector named in the path, if the secret and the source address fit; else 404."""
     name, secret = request.match_info["connector"], request.match_info["secret"]
-    settings = ctx(request).edc_connectors.get(name)
-    expected = settings.secret.get_secret_value().encode() if settings else b"\0" * 32
-    if not hmac.compare_digest(expected, secret.encode()) or settings is None:
+    webhook = ctx(request).edc_connectors.get(name)
+    expected = webhook.secret.encode() if webhook else b"\0" * 32
+    if not hmac.compare_digest(expected, secret.encode()) or webhook is None:
         raise NotFound("webhook", request.path.rsplit("/", 1)[-1])
-    if settings.allowed_networks:
+    if webhook.sources:
         remote = ipaddress.ip_address(request.remote or "0.0.0.0")  # noqa: S104 - unknown source: refused below
-        if not any(remote in ipaddress.ip_network(n, strict=False) for n in settings.allowed_networks):
+        if not any(remote in network for network in webhook.sources):
             log.warning("EDC webhook call from a source outside the allowlist", extra={"connector": name})
             raise NotFound("webhook", "provision")
     return name
@@ -124,9 +124,9 @@ async def dataplane_webhook(request: web.Request) -> web.Response:
 
 async def events_webhook(request: web.Request) -> web.Response:
     """EDC event callbacks (e.g. TransferProcessStarted with an EDR): start registered imports."""
-    settings = ctx(request).edc_events
-    expected = settings.auth_code.get_secret_value() if settings.auth_code else None
-    given = request.headers.get(settings.auth_key, "")
+    webhook = ctx(request).edc_events
+    expected = webhook.code
+    given = request.headers.get(webhook.header, "")
     if expected is None or not hmac.compare_digest(expected.encode(), given.encode()):
         raise NotFound("webhook", "events")
     try:

@@ -112,6 +112,25 @@ class SqlStore:
             async with conn.begin():
                 yield SqlUnitOfWork(conn)
 
+    def local_file(self) -> Path | None:
+        """The SQLite database file, or None for a server (PostgreSQL) that replicas share."""
+        if self.dialect != "sqlite" or self.url.database in (None, "", ":memory:"):
+            return None
+        return Path(str(self.url.database)).resolve()
+
+    async def prepare(self, migrate: bool) -> None:
+        """Bring the schema up to date, or (migrate False) check that it is."""
+        from provider.backends.sql import migrate as migrations  # alembic: only when starting
+
+        if migrate:
+            await migrations.upgrade(self)
+            return
+        current, head = await migrations.current_revision(self), migrations.head_revision()
+        if current != head:
+            raise RuntimeError(
+                f"database schema is at {current}, the service needs {head}: run 'provider migrate'"
+            )
+
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(sa.text("SELECT 1"))
