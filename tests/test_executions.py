@@ -15,9 +15,12 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import CollectorRegistry
 
+from provider.app import build_compute
+from provider.backends.compute.local import LocalCompute
 from provider.config import Settings
-from tests.conftest import ADMIN_KEY, REPO, Api, live_api
+from tests.conftest import ADMIN_KEY, REPO, WAIT_SECONDS, Api, live_api, poll_until
 
 SCRIPT_ASSETS: dict[str, dict[str, Any]] = {
     "fail": {"code": "import sys; print('about to fail'); sys.exit(7)"},
@@ -64,14 +67,32 @@ def exec_settings(settings: Settings, tmp_path: Path) -> Settings:
             )
         }
     )
+    # Long-polls may wait far longer than a test does: an answer within the test's wait is a wake.
+    executions = settings.executions.model_copy(update={"max_wait_seconds": 300})
     return settings.model_copy(
-        update={"assets": settings.assets.model_copy(update={"directory": assets}), "compute": compute}
+        update={
+            "assets": settings.assets.model_copy(update={"directory": assets}),
+            "compute": compute,
+            "executions": executions,
+        }
     )
 
 
+def local_compute(settings: Settings) -> LocalCompute:
+    """The local backend, built here so that tests can ask it which executions it holds back."""
+    compute = build_compute(settings, CollectorRegistry())
+    assert isinstance(compute, LocalCompute)
+    return compute
+
+
 @pytest.fixture
-async def live(exec_settings: Settings, contract) -> AsyncIterator[Api]:  # type: ignore[no-untyped-def]
-    api, close = await live_api(exec_settings, contract)
+def local(exec_settings: Settings) -> LocalCompute:
+    return local_compute(exec_settings)
+
+
+@pytest.fixture
+async def live(exec_settings: Settings, contract, local: LocalCompute) -> AsyncIterator[Api]:  # type: ignore[no-untyped-def]
+    api, close = await live_api(exec_settings, contract, compute=local)
     yield api
     await close()
 
@@ -96,7 +117,7 @@ async def run(api: Api, key: str, ws: str, asset: str, **body: Any) -> dict[str,
 
 
 async def until(
-    api: Api, key: str, execution: dict[str, Any], states: set[str], limit: float = 30
+    api: Api, key: str, execution: dict[str, Any], states: set[str], limit: float = WAIT_SECONDS
 ) -> dict[str, Any]:
     """Follow with long-polls until the execution reaches one of `states`."""
     deadline = time.monotonic() + limit
@@ -109,6 +130,11 @@ async def until(
         if response.status == 200:
             current = await response.json()
     return current
+
+
+async def held_back(compute: LocalCompute, execution_id: str) -> None:
+    """The local backend holds the execution back for a free slot: it has had its chance to start."""
+    await poll_until(lambda: execution_id in compute.waiting(), f"{execution_id} waiting for a slot")
 
 
 async def test_dummy_end_to_end_is_binary_safe(live: Api) -> None:
@@ -152,12 +178,12 @@ async def test_dummy_end_to_end_is_binary_safe(live: Api) -> None:
         "GET", f"/api/v1/workspaces/{ws}/objects/executions/{done['id']}/outputs/manifest.json", key=key
     )
     assert manifest.status == 200
-    final = await until(live, key, done, {"COMPLETE"})
-    for _ in range(50):  # logs are kept in the workspace right after the final state
+
+    async def logs_kept() -> dict[str, Any] | None:  # right after the final state
         final = await live.json("GET", f"/api/v1/executions/{done['id']}", 200, key=key)
-        if final["logs_key"]:
-            break
-        await asyncio.sleep(0.1)
+        return dict(final) if final["logs_key"] else None
+
+    final = await poll_until(logs_kept, "the logs kept in the workspace")
     assert final["logs_key"] == f"executions/{done['id']}/logs/worker.log"
     logs = await (await live.request("GET", f"/api/v1/executions/{done['id']}/logs", key=key)).text()
     assert "dummy: copied" in logs
@@ -224,14 +250,16 @@ async def test_cancel_running_then_finished_is_409(live: Api) -> None:
     assert "CANCELED" in problem["detail"]
 
 
-async def test_concurrency_limit_keeps_excess_queued_and_queued_cancel_is_immediate(live: Api) -> None:
+async def test_concurrency_limit_keeps_excess_queued_and_queued_cancel_is_immediate(
+    live: Api, local: LocalCompute
+) -> None:
     key, ws = await setup(live)
     first = await run(live, key, ws, "sleepy")
     second = await run(live, key, ws, "sleepy")
     third = await run(live, key, ws, "sleepy")  # max_concurrent is 2
     await until(live, key, first, {"RUNNING"})
     await until(live, key, second, {"RUNNING"})
-    await asyncio.sleep(0.3)
+    await held_back(local, third["id"])
     waiting = await live.json("GET", f"/api/v1/executions/{third['id']}", 200, key=key)
     assert waiting["state"] == "QUEUED"
     canceled = await live.json("POST", f"/api/v1/executions/{third['id']}/cancel", 202, key=key)
@@ -315,17 +343,19 @@ async def test_long_poll_answers_on_change_or_304(live: Api) -> None:
     )
     assert cached.status == 304
 
-    async def cancel_soon() -> None:
-        await asyncio.sleep(0.3)
-        await live.json("POST", f"/api/v1/executions/{sleeper['id']}/cancel", 202, key=key)
+    from provider.api.context import CONTEXT
 
-    task = asyncio.create_task(cancel_soon())
-    started = time.monotonic()
-    changed = await live.json(
-        "GET", f"/api/v1/executions/{sleeper['id']}?wait=10&version={sleeper['version']}", 200, key=key
+    executions = live.app[CONTEXT].executions
+    # Waits of 300 s, answered within the test's far shorter wait: only the change can answer.
+    waiting = asyncio.create_task(
+        live.json(
+            "GET", f"/api/v1/executions/{sleeper['id']}?wait=300&version={sleeper['version']}", 200, key=key
+        )
     )
-    assert changed["version"] > sleeper["version"] and time.monotonic() - started < 5
-    await task
+    await poll_until(lambda: executions.reads._waited.get(sleeper["id"]), "the long-poll waiting")
+    await live.json("POST", f"/api/v1/executions/{sleeper['id']}/cancel", 202, key=key)
+    changed = await asyncio.wait_for(waiting, WAIT_SECONDS)
+    assert changed["version"] > sleeper["version"]
 
 
 async def test_list_filters_and_tenant_isolation(live: Api) -> None:
@@ -427,13 +457,15 @@ async def test_per_tenant_limit_keeps_a_busy_tenant_waiting_but_not_others(
     limited = exec_settings.model_copy(
         update={"compute": exec_settings.compute.model_copy(update={"per_tenant_max_concurrent": 1})}
     )
-    api, close = await live_api(limited, contract)
+    compute = local_compute(limited)
+    api, close = await live_api(limited, contract, compute=compute)
     try:
         key, ws = await setup(api)
         other_key, other_ws = await setup(api, "did:web:neighbour")
         first = await until(api, key, await run(api, key, ws, "sleepy"), {"RUNNING"})
         second = await run(api, key, ws, "sleepy")
         neighbour = await until(api, other_key, await run(api, other_key, other_ws, "sleepy"), {"RUNNING"})
+        await held_back(compute, second["id"])
         assert (await api.json("GET", f"/api/v1/executions/{second['id']}", 200, key=key))[
             "state"
         ] == "QUEUED"

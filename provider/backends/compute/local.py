@@ -48,6 +48,7 @@ class _Job:
     task: asyncio.Task[None] | None = None
     process: asyncio.subprocess.Process | None = None
     canceled: bool = False
+    waiting: bool = False  # held back by the concurrency limits
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -104,6 +105,10 @@ class LocalCompute:
         entry.task = asyncio.create_task(
             self._run(entry), name=f"execution {job.execution_id}", context=contextvars.Context()
         )
+
+    def waiting(self) -> set[str]:
+        """Executions submitted here and held back by the concurrency limits."""
+        return {execution_id for execution_id, entry in self._jobs.items() if entry.waiting}
 
     async def cancel(self, execution_id: str) -> None:
         entry = self._jobs.get(execution_id)
@@ -196,7 +201,9 @@ class LocalCompute:
         spec = entry.spec
         try:
             # The tenant's own limit first: a tenant waiting on it must not hold machine capacity.
+            entry.waiting = True
             async with self._tenant_slots[spec.tenant_id], self._slots:
+                entry.waiting = False
                 if entry.canceled:
                     raise asyncio.CancelledError
                 await self._stages(entry)
@@ -210,6 +217,7 @@ class LocalCompute:
                 entry, State.SYSTEM_ERROR, reason="Backend", message=f"{type(exc).__name__}: {exc}"
             )
         finally:
+            entry.waiting = False
             entry.done.set()
 
     async def _stages(self, entry: _Job) -> None:
