@@ -30,7 +30,7 @@ from provider.domain.pagination import PageRequest
 from provider.domain.tenants import Principal
 from provider.services.executions import CallbackRequest, ExecutionRequest
 from provider.services.notifications import DeliveryWorker
-from tests.conftest import ADMIN_KEY, Api, free_port, live_api
+from tests.conftest import ADMIN_KEY, WAIT_SECONDS, Api, MovableClock, free_port, live_api
 from tests.test_executions_service import DrivenCompute
 
 FAST = {
@@ -74,6 +74,7 @@ class Receiver:
     received: list[Received] = field(default_factory=list)
     behaviour: dict[str, str] = field(default_factory=dict)
     slow_seconds: float = 2.0
+    released: asyncio.Event = field(default_factory=asyncio.Event)  # answers "hold" requests
     runner: web.AppRunner | None = None
 
     def url(self, path: str) -> str:
@@ -88,6 +89,8 @@ class Receiver:
         mode = self.behaviour.get(request.path, "ok")
         if mode == "slow":
             await asyncio.sleep(self.slow_seconds)
+        if mode == "hold":
+            await self.released.wait()
         if mode == "fail":
             return web.Response(status=503)
         if mode == "gone":
@@ -104,6 +107,7 @@ class Receiver:
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
 
     async def stop(self) -> None:
+        self.released.set()
         if self.runner is not None:
             await self.runner.cleanup()
             self.runner = None
@@ -117,7 +121,7 @@ async def receiver() -> AsyncIterator[Receiver]:
     await item.stop()
 
 
-async def eventually(check: Any, seconds: float = 10.0) -> None:
+async def eventually(check: Any, seconds: float = WAIT_SECONDS) -> None:
     deadline = time.monotonic() + seconds
     while True:
         try:
@@ -143,6 +147,7 @@ class World:
     compute: DrivenCompute
     admin: Principal
     workspace_id: str
+    clock: MovableClock
     workers: list[DeliveryWorker] = field(default_factory=list)
 
     async def subscribe(self, url: str, events: tuple[str, ...] = ("execution.*",), **filters: Any) -> Any:
@@ -166,11 +171,11 @@ class World:
             await self.compute.emit(execution_id, state)
         await self.compute.emit(execution_id, State.COMPLETE, exit_code=0)
 
-    def worker(self, **policy: Any) -> DeliveryWorker:
+    def worker(self, sender: HttpWebhookSender | None = None, **policy: Any) -> DeliveryWorker:
         c = self.components
         assert c.delivery is not None
         worker = DeliveryWorker(
-            c.store, c.sender, c.events, c.delivery.clock, replace(c.delivery.policy, **policy)
+            c.store, sender or c.sender, c.events, c.delivery.clock, replace(c.delivery.policy, **policy)
         )
         worker.start()
         self.workers.append(worker)
@@ -181,9 +186,9 @@ class World:
             return (await uow.deliveries.list_for_subscription(subscription_id, PageRequest(500))).items
 
 
-async def make_world(settings: Settings, store: SqlStore) -> World:
+async def make_world(settings: Settings, store: SqlStore, clock: MovableClock) -> World:
     compute = DrivenCompute()
-    components = build_components(settings, store, compute)
+    components = build_components(settings, store, compute, clock=clock)
     await prepare_store(components)
     await components.assets.load(read_assets(settings))
     await compute.start(components.executions.on_event, components.executions.reconcile)
@@ -194,12 +199,12 @@ async def make_world(settings: Settings, store: SqlStore) -> World:
         yield b"input"
 
     await components.workspaces.put_object(admin, workspace.id, "in.bin", body())
-    return World(components, compute, admin, workspace.id)
+    return World(components, compute, admin, workspace.id, clock)
 
 
 @pytest.fixture
-async def world(settings: Settings, store: SqlStore) -> AsyncIterator[World]:
-    item = await make_world(settings, store)
+async def world(settings: Settings, store: SqlStore, clock: MovableClock) -> AsyncIterator[World]:
+    item = await make_world(settings, store, clock)
     yield item
     for worker in item.workers:
         await worker.stop()
@@ -286,7 +291,7 @@ async def test_final_events_and_payload_is_the_execution(world: World, receiver:
 
 
 async def test_label_and_execution_filters(world: World, receiver: Receiver) -> None:
-    await world.subscribe(receiver.url("/gpu"), ("execution.state_changed",), labels={"team": "gpu"})
+    gpu, _ = await world.subscribe(receiver.url("/gpu"), ("execution.state_changed",), labels={"team": "gpu"})
     first = await world.run({"team": "gpu", "x": "1"})
     await world.run({"team": "cpu"})
     await world.subscribe(receiver.url("/one"), ("execution.*",), execution_id=first.execution.id)
@@ -294,20 +299,24 @@ async def test_label_and_execution_filters(world: World, receiver: Receiver) -> 
     world.worker()
     await eventually(lambda: len(receiver.at("/gpu")) == 5 and len(receiver.at("/one")) == 5)
     assert {r.event["data"]["id"] for r in receiver.at("/gpu")} == {first.execution.id}
-    await asyncio.sleep(0.3)
-    assert len(receiver.at("/gpu")) == 5
+    # Deliveries are queued with the events they report: these five are all there will be.
+    assert len(await world.deliveries(gpu.id)) == 5
 
 
 async def test_receiver_down_then_back_gets_everything_in_order(world: World, receiver: Receiver) -> None:
-    await world.subscribe(receiver.url("/down"), ("execution.state_changed",))
+    subscription, _ = await world.subscribe(receiver.url("/down"), ("execution.state_changed",))
     await receiver.stop()
     world.worker(max_attempts=1000)
     executions = [await world.run() for _ in range(3)]
     for started in executions:
         await world.finish(started.execution.id)
-    await asyncio.sleep(0.5)
+
+    async def refused() -> bool:
+        return any(d.history for d in await world.deliveries(subscription.id))
+
+    await eventually(refused)  # the worker has met the receiver down
     await receiver.start()
-    await eventually(lambda: len(receiver.at("/down")) >= 15, 20)
+    await eventually(lambda: len(receiver.at("/down")) >= 15)
     ids = [r.headers["webhook-id"] for r in receiver.at("/down")]
     assert len(set(ids)) == 15  # every event, none twice
     order = [r.event["id"] for r in receiver.at("/down")]
@@ -317,44 +326,71 @@ async def test_receiver_down_then_back_gets_everything_in_order(world: World, re
 async def test_a_commit_that_queues_deliveries_wakes_the_worker_at_once(
     world: World, receiver: Receiver
 ) -> None:
-    await world.subscribe(receiver.url("/now"), ("execution.state_changed",))
-    world.worker(poll_seconds=30)  # only the in-process wake can deliver within the test
-    await asyncio.sleep(0.2)  # the worker's first round found nothing and sleeps
+    subscription, _ = await world.subscribe(receiver.url("/now"), ("execution.state_changed",))
+    worker = world.worker(poll_seconds=3600)  # only the in-process wake can deliver within the test
+    await eventually(lambda: worker.rounds >= 1)  # its first round found nothing: it sleeps
+
+    async def delivered(count: int) -> bool:
+        items = await world.deliveries(subscription.id)
+        settled = all(d.state is DeliveryState.SUCCEEDED for d in items)
+        return len(receiver.at("/now")) == count and len(items) == count and settled
+
     started = await world.run()
-    await eventually(lambda: len(receiver.at("/now")) == 1, 3)
-    await world.finish(started.execution.id)
-    await eventually(lambda: len(receiver.at("/now")) == 5, 3)
+    await eventually(lambda: delivered(1))
+    # One commit at a time, each after the last delivery settled: a delivery queued while its
+    # predecessor is being settled may wait for the housekeeping sweep (see repair_heads).
+    for count, state in enumerate((State.INITIALIZING, State.RUNNING, State.FINALIZING), start=2):
+        await world.compute.emit(started.execution.id, state)
+        await eventually(lambda count=count: delivered(count))
+    await world.compute.emit(started.execution.id, State.COMPLETE, exit_code=0)
+    await eventually(lambda: delivered(5))
 
 
-async def test_slow_receiver_times_out_without_delaying_others(world: World, receiver: Receiver) -> None:
-    receiver.behaviour["/slow"] = "slow"
+async def test_slow_receiver_times_out(world: World, receiver: Receiver) -> None:
+    receiver.behaviour["/slow"] = "slow"  # 2 s, beyond the 0.5 s timeout
     slow, _ = await world.subscribe(receiver.url("/slow"), ("execution.state_changed",))
-    await world.subscribe(receiver.url("/fast"), ("execution.state_changed",))
     world.worker()
-    began = time.monotonic()
     await world.run()
-    await eventually(lambda: len(receiver.at("/fast")) == 1, 5)
-    assert time.monotonic() - began < 0.5 + 0.4  # not held up by the slow receiver's timeout
-    await eventually(lambda: len(receiver.at("/slow")) >= 2, 5)
+    await eventually(lambda: len(receiver.at("/slow")) >= 2)
     deliveries = await world.deliveries(slow.id)
     assert deliveries[0].history[0].status is None
     assert "no answer within" in (deliveries[0].history[0].error or "")
 
 
+async def test_a_receiver_that_does_not_answer_delays_no_other(world: World, receiver: Receiver) -> None:
+    receiver.behaviour["/held"] = "hold"  # answers only at the end of the test
+    await world.subscribe(receiver.url("/held"), ("execution.state_changed",))
+    await world.subscribe(receiver.url("/fast"), ("execution.state_changed",))
+    patient = HttpWebhookSender(parse_networks(["127.0.0.1/32"]), True, 3600, connections=10)
+    worker = world.worker(sender=patient, lease_seconds=7200)  # waits for /held as long as it takes
+    try:
+        await world.run()
+        await eventually(lambda: len(receiver.at("/held")) == 1)  # its request is under way
+        await world.run()
+        await eventually(lambda: len(receiver.at("/fast")) == 2)  # sent beside it
+        assert len(receiver.at("/held")) == 1  # still unanswered; its next waits its turn
+    finally:
+        receiver.released.set()
+        await worker.stop()
+        world.workers.remove(worker)
+        await patient.close()
+
+
 async def test_a_wait_for_one_of_our_connections_does_not_count_against_the_receiver(
     receiver: Receiver,
 ) -> None:
-    # One connection, receivers that take 0.3 s and a 0.5 s timeout: the third request waits
-    # 0.6 s for the connection, which is our queue, not the receiver's slowness.
+    # One connection, receivers that take 0.5 s and a 2 s timeout: the sixth request waits at
+    # least 2.5 s for the connection, which is our queue, not the receiver's slowness.
     receiver.behaviour["/busy"] = "slow"
-    receiver.slow_seconds = 0.3
-    sender = HttpWebhookSender(parse_networks(["127.0.0.1/32"]), True, 0.5, connections=1)
+    receiver.slow_seconds = 0.5
+    sender = HttpWebhookSender(parse_networks(["127.0.0.1/32"]), True, 2.0, connections=1)
+    began = time.time()
     try:
-        answers = await asyncio.gather(*(sender.send(receiver.url("/busy"), {}, b"{}") for _ in range(3)))
+        answers = await asyncio.gather(*(sender.send(receiver.url("/busy"), {}, b"{}") for _ in range(6)))
     finally:
         await sender.close()
-    assert [a.status for a in answers] == [204, 204, 204]
-    assert all(a.seconds < 0.5 for a in answers)
+    assert receiver.at("/busy")[-1].at - began >= 2.5  # the last one did wait longer than the timeout
+    assert [a.status for a in answers] == [204] * 6
 
 
 async def test_5xx_retries_then_dead_letter_then_manual_retry(world: World, receiver: Receiver) -> None:
@@ -367,7 +403,7 @@ async def test_5xx_retries_then_dead_letter_then_manual_retry(world: World, rece
         items = await world.deliveries(subscription.id)
         return bool(items) and items[0].state is DeliveryState.DEAD
 
-    await eventually(dead, 10)
+    await eventually(dead)
     delivery = (await world.deliveries(subscription.id))[0]
     assert [a.status for a in delivery.history] == [503] * FAST["max_attempts"]  # type: ignore[list-item]
     assert len({r.headers["webhook-id"] for r in receiver.at("/flaky")}) == 1  # same id on every attempt
@@ -378,7 +414,7 @@ async def test_5xx_retries_then_dead_letter_then_manual_retry(world: World, rece
     async def succeeded() -> bool:
         return (await world.deliveries(subscription.id))[0].state is DeliveryState.SUCCEEDED
 
-    await eventually(succeeded, 10)
+    await eventually(succeeded)
     from provider.domain.errors import Conflict
 
     with pytest.raises(Conflict):
@@ -388,6 +424,7 @@ async def test_5xx_retries_then_dead_letter_then_manual_retry(world: World, rece
 async def test_410_gone_disables_the_subscription(world: World, receiver: Receiver) -> None:
     receiver.behaviour["/gone"] = "gone"
     subscription, _ = await world.subscribe(receiver.url("/gone"), ("execution.state_changed",))
+    await world.subscribe(receiver.url("/control"), ("execution.state_changed",))
     world.worker()
     started = await world.run()
 
@@ -399,8 +436,9 @@ async def test_410_gone_disables_the_subscription(world: World, receiver: Receiv
     current = await world.components.subscriptions.get(world.admin, subscription.id)
     assert "410" in (current.disabled_reason or "")
     await world.finish(started.execution.id)
-    await asyncio.sleep(0.4)
+    await eventually(lambda: len(receiver.at("/control")) == 5)  # the later events went out
     assert len(receiver.at("/gone")) == 1  # nothing more is sent
+    assert len(await world.deliveries(subscription.id)) == 1  # nor queued
 
 
 async def test_redirect_is_a_failed_attempt_and_not_followed(world: World, receiver: Receiver) -> None:
@@ -469,14 +507,14 @@ async def test_a_queue_whose_head_mark_was_missed_is_delivered_after_the_sweep(
     async with world.components.store.transaction() as uow:
         await uow.conn.execute(sa.update(tables.deliveries).values(ready=False))
     world.worker()
-    await eventually(lambda: len(receiver.at("/missed")) == 5, 10)
+    await eventually(lambda: len(receiver.at("/missed")) == 5)
     order = [r.event["id"] for r in receiver.at("/missed")]
     assert order == sorted(order)
 
     async def settled() -> bool:
         return {d.state for d in await world.deliveries(subscription.id)} == {DeliveryState.SUCCEEDED}
 
-    await eventually(settled, 5)
+    await eventually(settled)
 
 
 async def test_a_crashed_worker_s_claims_come_back_after_their_lease(
@@ -485,7 +523,7 @@ async def test_a_crashed_worker_s_claims_come_back_after_their_lease(
     receiver.behaviour["/crash"] = "slow"
     receiver.slow_seconds = 0.5
     await world.subscribe(receiver.url("/crash"), ("execution.state_changed",))
-    first = world.worker(lease_seconds=1.5)
+    first = world.worker(lease_seconds=60)
     started = await world.run()
     await eventually(lambda: len(receiver.at("/crash")) == 1)
     # The process dies: no clean stop, its claim stays in the outbox until the lease ends.
@@ -496,10 +534,11 @@ async def test_a_crashed_worker_s_claims_come_back_after_their_lease(
     await asyncio.gather(first._task, *first._inflight.values(), return_exceptions=True)
     world.workers.remove(first)
     receiver.behaviour["/crash"] = "ok"
-    crashed_at = time.monotonic()
-    world.worker(lease_seconds=1.5)
-    await eventually(lambda: len(receiver.at("/crash")) >= 2, 10)
-    assert time.monotonic() - crashed_at >= 0.5  # not before the dead worker's lease ran out
+    second = world.worker(lease_seconds=60)
+    await eventually(lambda: second.rounds >= 3)  # rounds while the dead worker's lease runs
+    assert len(receiver.at("/crash")) == 1  # not before that lease ran out
+    world.clock.advance(61)
+    await eventually(lambda: len(receiver.at("/crash")) >= 2)
     ids = [r.headers["webhook-id"] for r in receiver.at("/crash")]
     assert ids[0] == ids[1]  # the same delivery, sent again
     assert receiver.at("/crash")[1].event["data"]["id"] == started.execution.id
@@ -517,8 +556,15 @@ async def test_two_workers_share_one_outbox_without_double_sends(
     for started in runs:
         await world.finish(started.execution.id)
     expected = 10 * 6 * len(subscriptions)  # 5 state changes and one completion each
-    await eventually(lambda: len(receiver.received) >= expected, 30)
-    await asyncio.sleep(0.5)
+    await eventually(lambda: len(receiver.received) >= expected)
+
+    async def settled() -> bool:
+        states = [d.state for s, _ in subscriptions for d in await world.deliveries(s.id)]
+        return len(states) == expected and set(states) == {DeliveryState.SUCCEEDED}
+
+    await eventually(settled)
+    for worker in world.workers:
+        await worker.stop()  # any send still under way has ended
     ids = [r.headers["webhook-id"] for r in receiver.received]
     assert len(set(ids)) == expected
     # A claim is held by one worker: a delivery has exactly one successful attempt, and a
@@ -661,40 +707,45 @@ async def test_workspace_token_subscription_sees_only_its_workspace(
     )
     await api.json("DELETE", f"/api/v1/workspaces/{theirs['id']}", 204, key=owner.key)
     await api.json("DELETE", f"/api/v1/workspaces/{mine['id']}", 204, key=owner.key)
-    await eventually(lambda: len(receiver.at("/token")) == 1)
-    await asyncio.sleep(0.3)
+    # One subscription's deliveries arrive in order: had the earlier deletion been queued for it,
+    # it would have come first.
+    await eventually(lambda: any(r.event["data"]["id"] == mine["id"] for r in receiver.at("/token")))
     assert [r.event["data"]["id"] for r in receiver.at("/token")] == [mine["id"]]
 
 
 async def test_execution_create_with_callback_answers_with_its_subscription(
-    api: Api, receiver: Receiver
+    settings: Settings, contract: Any, receiver: Receiver
 ) -> None:
-    ws = await api.json("POST", "/api/v1/workspaces", 201, key=ADMIN_KEY, json={"name": "cb"})
-    await api.json("PUT", f"/api/v1/workspaces/{ws['id']}/objects/in", 201, key=ADMIN_KEY, data=b"x")
-    body = {
-        "asset_id": "dummy",
-        "workspace_id": ws["id"],
-        "inputs": {"source": "in"},
-        "env": {"SLEEP_SECONDS": "0"},
-        "callback": {"url": receiver.url("/exec"), "events": ["execution.completed", "execution.failed"]},
-    }
-    created = await api.json("POST", "/api/v1/executions", 201, key=ADMIN_KEY, json=body)
-    callback = created["callback"]
-    assert callback["secret"].startswith("whsec_")
-    subscription = await api.json(
-        "GET", f"/api/v1/subscriptions/{callback['subscription_id']}", 200, key=ADMIN_KEY
-    )
-    assert subscription["filter"]["execution_id"] == created["id"]
-    await eventually(lambda: len(receiver.at("/exec")) == 1, 60)
-    event = receiver.at("/exec")[0]
-    assert verify_standard_webhook(callback["secret"], event.headers, event.body)
-    current = await api.json("GET", f"/api/v1/executions/{created['id']}", 200, key=ADMIN_KEY)
-    assert event.event["data"]["state"] == current["state"]
-    body["callback"] = {"url": receiver.url("/exec"), "events": ["import.*"]}
-    await api.json("POST", "/api/v1/executions", 422, key=ADMIN_KEY, json=body)
+    api, close = await live_api(settings, contract)  # job sidecars reach it at its public URL
+    try:
+        ws = await api.json("POST", "/api/v1/workspaces", 201, key=ADMIN_KEY, json={"name": "cb"})
+        await api.json("PUT", f"/api/v1/workspaces/{ws['id']}/objects/in", 201, key=ADMIN_KEY, data=b"x")
+        body = {
+            "asset_id": "dummy",
+            "workspace_id": ws["id"],
+            "inputs": {"source": "in"},
+            "env": {"SLEEP_SECONDS": "0"},
+            "callback": {"url": receiver.url("/exec"), "events": ["execution.completed", "execution.failed"]},
+        }
+        created = await api.json("POST", "/api/v1/executions", 201, key=ADMIN_KEY, json=body)
+        callback = created["callback"]
+        assert callback["secret"].startswith("whsec_")
+        subscription = await api.json(
+            "GET", f"/api/v1/subscriptions/{callback['subscription_id']}", 200, key=ADMIN_KEY
+        )
+        assert subscription["filter"]["execution_id"] == created["id"]
+        await eventually(lambda: len(receiver.at("/exec")) == 1)
+        event = receiver.at("/exec")[0]
+        assert verify_standard_webhook(callback["secret"], event.headers, event.body)
+        current = await api.json("GET", f"/api/v1/executions/{created['id']}", 200, key=ADMIN_KEY)
+        assert event.event["data"]["state"] == current["state"]
+        body["callback"] = {"url": receiver.url("/exec"), "events": ["import.*"]}
+        await api.json("POST", "/api/v1/executions", 422, key=ADMIN_KEY, json=body)
+    finally:
+        await close()
 
 
-async def read_events(response: Any, count: int, seconds: float = 10) -> list[dict[str, str]]:
+async def read_events(response: Any, count: int, seconds: float = WAIT_SECONDS) -> list[dict[str, str]]:
     """`count` SSE messages (comments skipped) from a streaming response."""
     events: list[dict[str, str]] = []
     current: dict[str, str] = {}

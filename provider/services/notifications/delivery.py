@@ -79,6 +79,8 @@ class DeliveryWorker:
         self._task: asyncio.Task[None] | None = None
         self._next_retry: float | None = None
         self._stopping = False
+        # Rounds completed: whatever was due when one began has had its chance to be claimed.
+        self.rounds = 0
 
     def start(self) -> None:
         self._stopping = False
@@ -122,6 +124,7 @@ class DeliveryWorker:
                     last_housekeeping = loop_time
                     await self._housekeeping()
                 claimed = await self._round()
+                self.rounds += 1
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
