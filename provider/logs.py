@@ -7,6 +7,8 @@ import json
 import logging
 import re
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,6 +27,38 @@ _SECRET_PATTERNS = [
     ),
 ]
 _STANDARD_ATTRS = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "request_id"}
+
+
+class ThrottledWarnings:
+    """At most one WARNING line per `interval_seconds` for each kind of event, counting the ones
+    held back: clients can cause some events at will (malformed requests, dropped connections),
+    and a line for each would let them fill the logs. `kind` must come from a fixed set."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval_seconds: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._interval = interval_seconds
+        self._clock = clock
+        self._logged_at: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def warn(self, kind: str, message: str, *args: object) -> bool:
+        """Log `message % args` unless a line of this kind was logged within the interval."""
+        now = self._clock()
+        logged_at = self._logged_at.get(kind)
+        if logged_at is not None and now - logged_at < self._interval:
+            self._held[kind] = self._held.get(kind, 0) + 1
+            return False
+        held = self._held.pop(kind, 0)
+        self._logged_at[kind] = now
+        if held and logged_at is not None:
+            message += f" ({held} more like it in the last {now - logged_at:.0f} s not logged)"
+        self._logger.warning(message, *args, extra={"kind": kind, "suppressed": held})
+        return True
 
 
 def redact(text: str) -> str:

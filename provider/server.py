@@ -1,35 +1,32 @@
 """Serving the application over TCP, at most `server.max_connections` connections at a time.
 
 `provider serve` runs the service through `serve`; tests start it through `start`, so both use
-the same limit. The header and body timeouts are part of the application itself (provider.api).
+the same limit, and the same problem answers to requests aiohttp cannot parse
+(provider.api.protocol). The header and body timeouts are part of the application itself
+(provider.api).
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
-import time
 
 from aiohttp import web
 
+from provider.api.protocol import CLIENT_ERRORS, ProblemRequestHandler
 from provider.config import ServerSettings
-
-log = logging.getLogger(__name__)
-
-WARNING_INTERVAL_SECONDS = 60.0
+from provider.logs import ThrottledWarnings
 
 
 class ConnectionLimit:
     """Admits connections to aiohttp's server while fewer than `limit` are open; closes the rest
     as soon as they are accepted, so that they hold nothing and the service stays responsive."""
 
-    def __init__(self, server: web.Server, limit: int) -> None:
+    def __init__(self, server: web.Server, limit: int, warnings: ThrottledWarnings) -> None:
         self._server = server
         self.limit = limit
         self.open = 0
-        self._refused = 0
-        self._warned_at: float | None = None
+        self._warnings = warnings
 
     def protocol(self) -> asyncio.Protocol:
         return _Slot(self)
@@ -37,26 +34,22 @@ class ConnectionLimit:
     def admit(self) -> asyncio.Protocol | None:
         """aiohttp's protocol for one more connection, or None when the limit is reached."""
         if self.open >= self.limit:
-            self._refuse()
+            # Throttled: under attack, a line per connection would flood the logs.
+            self._warnings.warn(
+                "connection-limit",
+                "%d connections are open, the limit (server.max_connections): a new connection "
+                "was closed unserved",
+                self.open,
+            )
             return None
         self.open += 1
-        return self._server()
+        # What web.Server() makes, with aiohttp's parser errors answered as problems.
+        return ProblemRequestHandler(
+            self._server, self._warnings, loop=self._server._loop, **self._server._kwargs
+        )
 
     def release(self) -> None:
         self.open -= 1
-
-    def _refuse(self) -> None:
-        # One warning a minute at most: under attack, a line per connection would flood the logs.
-        self._refused += 1
-        now = time.monotonic()
-        if self._warned_at is None or now - self._warned_at >= WARNING_INTERVAL_SECONDS:
-            log.warning(
-                "%d connections are open, the limit (server.max_connections): %d new connections "
-                "closed unserved since the last warning",
-                self.open,
-                self._refused,
-            )
-            self._warned_at, self._refused = now, 0
 
 
 class _Slot(asyncio.Protocol):
@@ -124,8 +117,8 @@ class LimitedSite(web.BaseSite):
     async def start(self) -> None:
         await super().start()
         server = self._runner.server
-        assert server is not None
-        self.limit = ConnectionLimit(server, self._max_connections)
+        assert server is not None and isinstance(self._runner, web.AppRunner)
+        self.limit = ConnectionLimit(server, self._max_connections, self._runner.app[CLIENT_ERRORS])
         listening = await asyncio.get_running_loop().create_server(
             self.limit.protocol, self._host, self._port, backlog=self._backlog
         )

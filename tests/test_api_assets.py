@@ -116,3 +116,11 @@ async def test_unknown_asset_and_version_are_404(api: Api) -> None:
     problem = await api.json("GET", "/api/v1/assets/nothing", 404, key=ADMIN_KEY)
     assert problem["type"] == "urn:provider:problem:not-found" and "nothing" in problem["detail"]
     await api.json("GET", "/api/v1/assets/dummy?version=9.9.9", 404, key=ADMIN_KEY)
+
+
+async def test_an_asset_whose_local_runner_names_an_unknown_input_is_422(api: Api) -> None:
+    spec = dummy_spec()
+    spec["local"]["env"] = {**spec["local"].get("env", {}), "OTHER": "{input:nope}"}
+    problem = await api.json("PUT", "/api/v1/assets/dummy/versions/2.0.0", 422, key=ADMIN_KEY, json=spec)
+    assert "does not declare: nope" in problem["errors"][0]["message"]
+    assert (await api.json("GET", "/api/v1/assets/dummy", 200, key=ADMIN_KEY))["version"] == "1.0.0"

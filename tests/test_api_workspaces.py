@@ -19,7 +19,7 @@ from provider.app import create_app
 from provider.config import Settings
 from provider.domain.tokens import WorkspaceToken
 from provider.domain.workspaces import Scope
-from tests.conftest import ADMIN_KEY, Api, Consumer, poll_until
+from tests.conftest import ADMIN_KEY, Api, Consumer, poll_until, s3_settings
 
 
 @pytest.fixture
@@ -335,3 +335,160 @@ async def test_interrupted_deletion_finishes_at_next_start(
 
 async def api_principal(api: Api, key: str):  # type: ignore[no-untyped-def]
     return await api.app[CONTEXT].auth.authenticate(f"Bearer {key}")
+
+
+# --- the same answers on both storage backends -----------------------------------------------
+
+
+@pytest.fixture(params=["fs", pytest.param("s3", marks=pytest.mark.s3)])
+async def backend_api(
+    request: pytest.FixtureRequest, aiohttp_client: Any, settings: Settings, contract: Any
+) -> Api:
+    """The API over the filesystem or S3 (a real Ceph radosgw)."""
+    if request.param == "s3":
+        storage = s3_settings(request.getfixturevalue("radosgw"))
+        settings = settings.model_copy(update={"storage": settings.storage.model_validate(storage)})
+    app = create_app(settings)
+    return Api(await aiohttp_client(app), contract, app)
+
+
+async def _consumer_workspace(api: Api) -> tuple[str, str]:
+    tenant = await api.json(
+        "POST", "/api/v1/tenants", 201, key=ADMIN_KEY, json={"participant_id": "did:web:carol"}
+    )
+    issued = await api.json("POST", f"/api/v1/tenants/{tenant['id']}/api-keys", 201, key=ADMIN_KEY, json={})
+    ws = await workspace(api, issued["key"])
+    return issued["key"], ws["id"]
+
+
+LONGEST_SEGMENT = "é" * 127 + "x"  # 255 bytes of UTF-8
+LONG_SEGMENTS = ["x" * 256, "é" * 128, "dir/" + "x" * 256 + "/file", "x" * 256 + "/file"]
+
+
+async def test_keys_with_segments_up_to_255_bytes_work_and_longer_ones_are_400_everywhere(
+    backend_api: Api,
+) -> None:
+    api = backend_api
+    key, ws = await _consumer_workspace(api)
+    base = f"/api/v1/workspaces/{ws}"
+    longest = f"dir/{LONGEST_SEGMENT}/{LONGEST_SEGMENT}"
+    await api.json("PUT", f"{base}/objects/{quote(longest)}", 201, key=key, data=b"fits")
+    assert await (await api.request("GET", f"{base}/objects/{quote(longest)}", key=key)).read() == b"fits"
+    listed = await api.json("GET", f"{base}/objects", 200, key=key)
+    assert [o["key"] for o in listed["items"]] == [longest]
+    for long_key in LONG_SEGMENTS:
+        url = f"{base}/objects/{quote(long_key)}"
+        for method in ("PUT", "GET", "HEAD", "DELETE"):
+            response = await api.request(method, url, key=key, data=b"data" if method == "PUT" else None)
+            assert response.status == 400, f"{method} {long_key[:20]}: {response.status}"
+            if method != "HEAD":
+                problem = await response.json(content_type="application/problem+json")
+                assert problem["type"] == "urn:provider:problem:invalid-key"
+                assert "255 bytes" in problem["errors"][0]["message"]
+        bodies: list[tuple[str, dict[str, Any], str]] = [
+            ("imports", {"source_url": "https://example.com/x", "target_key": long_key}, "body.target_key"),
+            ("links", {"key": long_key}, "body.key"),
+            ("edc-transfers", {"transfer_process_id": "tp", "target_key": long_key}, "body.target_key"),
+        ]
+        for path, body, field in bodies:
+            problem = await api.json("POST", f"{base}/{path}", 400, key=key, json=body)
+            assert problem["type"] == "urn:provider:problem:invalid-key", problem
+            assert problem["errors"][0]["field"] == field
+        problem = await api.json(
+            "POST",
+            "/api/v1/executions",
+            422,
+            key=key,
+            json={"asset_id": "dummy", "workspace_id": ws, "inputs": {"source": long_key}},
+        )
+        assert "255 bytes" in problem["errors"][0]["message"], problem
+        assert problem["errors"][0]["field"] == "body.inputs.source"
+    assert (await api.json("GET", f"{base}/imports", 200, key=key))["items"] == []
+    listed = await api.json("GET", f"{base}/objects", 200, key=key)
+    assert [o["key"] for o in listed["items"]] == [longest]
+
+
+async def test_percent_encoded_bytes_that_are_not_utf8_are_refused_not_stored_as_text(
+    backend_api: Api,
+) -> None:
+    api = backend_api
+    key, ws = await _consumer_workspace(api)
+    base = str(api.client.make_url(f"/api/v1/workspaces/{ws}/objects/")).rstrip("/")
+    headers = {"Authorization": f"Bearer {key}"}
+    # Stored under its literal text, %FF%FE would be the same object as %25FF%25FE.
+    await api.json("PUT", f"/api/v1/workspaces/{ws}/objects/%25FF%25FE", 201, key=key, data=b"literal")
+    for raw in ("%FF%FE", "dir/%FF", "%C3%28", "%ED%A0%80"):  # not UTF-8; a lone surrogate
+        for method in ("PUT", "GET", "DELETE"):
+            async with api.client.session.request(
+                method, URL(f"{base}/{raw}", encoded=True), data=b"other", headers=headers
+            ) as response:
+                assert response.status == 400, f"{method} {raw}: {response.status}"
+                problem = await response.json(content_type="application/problem+json")
+                assert problem["type"] == "urn:provider:problem:invalid-key"
+                assert problem["errors"][0]["field"] == "path.key"
+    listed = await api.json("GET", f"/api/v1/workspaces/{ws}/objects", 200, key=key)
+    assert [o["key"] for o in listed["items"]] == ["%FF%FE"]
+    got = await api.request("GET", f"/api/v1/workspaces/{ws}/objects/%25FF%25FE", key=key)
+    assert await got.read() == b"literal"
+    # Percent-encoded UTF-8 is one key however it is spelled.
+    await api.json("PUT", f"/api/v1/workspaces/{ws}/objects/caf%C3%A9", 201, key=key, data=b"cafe")
+    same = await api.request("GET", f"/api/v1/workspaces/{ws}/objects/café", key=key)
+    assert await same.read() == b"cafe"
+
+
+HUGE = "9" * 5000  # past Python's 4300-digit limit for int()
+OBJECT = b"0123456789"
+# Range header -> (status, body, Content-Range) for a 10-byte object, per RFC 9110 section 14:
+# a syntactically invalid header is ignored (200, the whole object), several ranges are answered
+# with the whole object, and an unsatisfiable range is 416 with `bytes */10`.
+RANGES: list[tuple[str, int, bytes, str | None]] = [
+    ("bytes=0-4", 206, b"01234", "bytes 0-4/10"),
+    ("bytes=5-", 206, b"56789", "bytes 5-9/10"),
+    ("bytes=-3", 206, b"789", "bytes 7-9/10"),
+    ("bytes=8-100", 206, b"89", "bytes 8-9/10"),
+    ("bytes=9-9", 206, b"9", "bytes 9-9/10"),
+    ("Bytes=0-0", 206, b"0", "bytes 0-0/10"),  # the unit is case-insensitive
+    ("bytes=0000000000000000000000003-4", 206, b"34", "bytes 3-4/10"),
+    (f"bytes=0-{HUGE}", 206, OBJECT, "bytes 0-9/10"),
+    (f"bytes=-{HUGE}", 206, OBJECT, "bytes 0-9/10"),
+    (f"bytes={HUGE}-", 416, b"", "bytes */10"),
+    ("bytes=10-", 416, b"", "bytes */10"),
+    ("bytes=50-60", 416, b"", "bytes */10"),
+    ("bytes=-0", 416, b"", "bytes */10"),
+    ("bytes=50-60, 70-", 416, b"", "bytes */10"),
+    ("bytes=0-1,5-6", 200, OBJECT, None),
+    ("bytes=0-1, 50-60", 200, OBJECT, None),
+    ("bytes=5-2", 200, OBJECT, None),
+    (f"bytes={HUGE}-2", 200, OBJECT, None),
+    ("bytes=", 200, OBJECT, None),
+    ("bytes=-", 200, OBJECT, None),
+    ("bytes=abc", 200, OBJECT, None),
+    ("bytes=1-2-3", 200, OBJECT, None),
+    ("bytes=0-1,", 200, OBJECT, None),
+    ("bytes = 0-1", 200, OBJECT, None),
+    ("bytes=+1-2", 200, OBJECT, None),
+    ("bytes=0x1-2", 200, OBJECT, None),
+    ("items=0-1", 200, OBJECT, None),
+    ("0-1", 200, OBJECT, None),
+]
+
+
+async def test_range_headers_get_the_same_answer_on_both_backends(backend_api: Api) -> None:
+    api = backend_api
+    key, ws = await _consumer_workspace(api)
+    url = f"/api/v1/workspaces/{ws}/objects/digits.txt"
+    await api.json("PUT", url, 201, key=key, data=OBJECT)
+    for header, status, body, content_range in RANGES:
+        response = await api.request("GET", url, key=key, headers={"Range": header})
+        where = f"Range: {header[:30]}"
+        assert response.status == status, f"{where}: {response.status}"
+        assert response.headers.get("Content-Range") == content_range, where
+        if status == 416:
+            problem = await response.json(content_type="application/problem+json")
+            assert problem["type"] == "urn:provider:problem:range-not-satisfiable"
+        else:
+            assert await response.read() == body, where
+        # Range is defined for GET only: HEAD ignores it (RFC 9110 section 14.2).
+        head = await api.request("HEAD", url, key=key, headers={"Range": header})
+        assert head.status == 200 and head.headers["Content-Length"] == "10", where
+        assert "Content-Range" not in head.headers, where

@@ -10,7 +10,8 @@ from pydantic import BaseModel
 
 from provider.api.handlers.executions import CallbackCreate, ExecutionCreate
 from provider.api.handlers.subscriptions import SubscriptionCreate, SubscriptionFilter
-from provider.api.schemas import ApiKeyCreate, TenantCreate
+from provider.api.parsing import MAX_JSON_DEPTH
+from provider.api.schemas import LABEL_KEY, ApiKeyCreate, TenantCreate
 from provider.domain.assets import (
     AssetInput,
     AssetOutput,
@@ -20,6 +21,7 @@ from provider.domain.assets import (
     Resources,
     Toleration,
 )
+from provider.domain.workspaces import MAX_KEY_BYTES, MAX_SEGMENT_BYTES
 from tests.conftest import Api
 from tests.contract import OpenApiContract
 
@@ -94,3 +96,33 @@ def test_the_checker_rejects_a_response_that_breaks_the_contract(contract: OpenA
     assert problems and any("participant_id" in p or "required" in p for p in problems)
     assert contract.check_response("GET", "/api/v1/tenants/ten_x", 418, "application/json", b"{}")
     assert contract.check_response("GET", "/api/v1/undocumented", 200, "application/json", b"{}")
+
+
+def test_the_contract_states_the_rules_the_service_enforces(contract: OpenApiContract) -> None:
+    schemas = contract.spec["components"]["schemas"]
+    assert schemas["Labels"]["propertyNames"]["pattern"].strip("^$") == LABEL_KEY.pattern
+    key = contract.spec["components"]["parameters"]["ObjectKey"]
+    assert key["schema"]["maxLength"] == MAX_KEY_BYTES == schemas["ObjectKeyValue"]["maxLength"]
+    assert f"{MAX_SEGMENT_BYTES} bytes in each" in key["description"].replace("\n        ", " ")
+    for name, field in (("ImportCreate", "target_key"), ("LinkCreate", "key")):
+        assert schemas[name]["properties"][field] == {"$ref": "#/components/schemas/ObjectKeyValue"}
+    delete = contract.spec["paths"]["/api/v1/workspaces/{workspace_id}/objects/{key}"]["delete"]
+    assert "400" in delete["responses"]  # an invalid key
+    description = " ".join(contract.spec["info"]["description"].split())
+    assert f"at most {MAX_JSON_DEPTH} levels" in description and "NUL (U+0000)" in description
+    assert "only tokens this service issued" in " ".join(
+        contract.spec["components"]["parameters"]["PageToken"]["description"].split()
+    )
+
+
+def test_every_operation_with_a_path_parameter_may_answer_404(contract: OpenApiContract) -> None:
+    """A path parameter with NUL names nothing: 404 (provider.api.routing), on every such route."""
+    methods = {"get", "put", "post", "delete", "patch", "head"}
+    missing = [
+        f"{method.upper()} {path}"
+        for path, item in contract.spec["paths"].items()
+        if "{" in path
+        for method, operation in item.items()
+        if method in methods and "404" not in operation["responses"]
+    ]
+    assert missing == []

@@ -8,9 +8,10 @@ import pytest
 from pydantic import ValidationError
 
 from provider.domain.assets import Asset, AssetSpec, EnvRule, latest
-from provider.domain.errors import InvalidInput
+from provider.domain.errors import InvalidInput, RangeNotSatisfiable
 from provider.domain.ids import new_id
 from provider.domain.pagination import decode_token, encode_token
+from provider.domain.ranges import ByteRange, resolve_range
 
 BASE: dict[str, Any] = {"title": "t", "image": "img:1"}
 
@@ -43,6 +44,19 @@ BASE: dict[str, Any] = {"title": "t", "image": "img:1"}
         ({"resources": {"cpu": "two"}}, "resources.cpu", "should match pattern"),
         ({"max_run_seconds": 10**9}, "max_run_seconds", "less than or equal"),
         ({"tolerations": [{"operator": "Maybe"}]}, "tolerations.0.operator", "'Exists' or 'Equal'"),
+        (
+            {"local": {"command": ["run", "{input:data}"]}},
+            "",
+            "local names inputs the asset does not declare: data",
+        ),
+        (
+            {
+                "inputs": [{"name": "a", "mount_path": "/in"}],
+                "local": {"command": ["x"], "env": {"B": "{input:b}"}},
+            },
+            "",
+            "local names inputs the asset does not declare: b",
+        ),
     ],
 )
 def test_asset_rules(changes: dict[str, Any], where: str, words: str) -> None:
@@ -77,3 +91,10 @@ def test_page_tokens_round_trip_and_reject_forgeries() -> None:
     for forged in ("!!!", encode_token(("a",)), "bm90IGpzb24", encode_token(("a", "b"))[:-3]):
         with pytest.raises(InvalidInput):
             decode_token(forged, 2)
+
+
+def test_ranges_take_ascii_digits_and_never_convert_huge_numbers() -> None:
+    assert resolve_range("bytes=\u0661-\u0662", 10) is None  # Arabic-Indic digits: not a range
+    assert resolve_range("bytes=0-" + "9" * 100_000, 10) == ByteRange(0, 9)
+    with pytest.raises(RangeNotSatisfiable):
+        resolve_range("bytes=" + "9" * 100_000 + "-", 10)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from provider.logs import configure_logging, redact
+from provider.logs import ThrottledWarnings, configure_logging, redact
 from tests.conftest import ADMIN_KEY, Api
 
 
@@ -51,3 +51,25 @@ def test_secrets_in_messages_are_masked(log_stream: io.StringIO) -> None:
 
 def test_redact_leaves_ordinary_text_alone() -> None:
     assert redact("GET /api/v1/assets/dummy 200") == "GET /api/v1/assets/dummy 200"
+
+
+def test_throttled_warnings_log_one_line_per_kind_and_interval_with_the_count_held_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [1000.0]
+    warnings = ThrottledWarnings(logging.getLogger("provider.test"), 60.0, clock=lambda: now[0])
+    with caplog.at_level(logging.WARNING, logger="provider.test"):
+        assert warnings.warn("a", "client %s did a", "x")
+        assert not warnings.warn("a", "client %s did a", "y")
+        assert not warnings.warn("a", "client %s did a", "z")
+        assert warnings.warn("b", "client did b")  # another kind has its own interval
+        now[0] += 59.9
+        assert not warnings.warn("a", "client %s did a", "w")
+        now[0] += 0.1
+        assert warnings.warn("a", "client %s did a", "v")
+    assert [r.getMessage() for r in caplog.records] == [
+        "client x did a",
+        "client did b",
+        "client v did a (3 more like it in the last 60 s not logged)",
+    ]
+    assert [getattr(r, "suppressed", None) for r in caplog.records] == [0, 0, 3]

@@ -15,6 +15,7 @@ from provider.backends.storage.s3 import S3Options, S3Storage
 from provider.domain.errors import ChecksumMismatch, NotFound, PayloadTooLarge
 from provider.domain.pagination import PageRequest
 from provider.domain.ranges import ByteRange
+from provider.domain.workspaces import key_problems
 from provider.services.ports import PutLimits, Storage
 from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY
 
@@ -183,3 +184,18 @@ async def test_presign_where_supported(storage: Storage, location: str) -> None:
     assert url is not None
     async with aiohttp.ClientSession() as session, session.get(url) as response:
         assert response.status == 200 and await response.read() == b"presigned"
+
+
+async def test_the_longest_key_segments_the_key_rules_allow_work_on_every_backend(
+    storage: Storage, location: str
+) -> None:
+    """Keys may have segments of up to 255 bytes (provider.domain.workspaces): the filesystem's
+    file name limit, which S3 does not have; both must take them."""
+    key = "/".join(["é" * 127 + "x"] * 4)  # 4 segments of 255 bytes: 1023 bytes
+    assert key_problems(key) == [] and key_problems(key + "y") != []
+    await storage.put(location, key, stream(b"data"), PutLimits())
+    assert await read_all(storage, location, key) == b"data"
+    listed = await storage.list(location, "", PageRequest(10))
+    assert [o.key for o in listed.items] == [key]
+    deleted = await storage.delete(location, key)
+    assert deleted is not None and deleted.size == 4

@@ -17,6 +17,7 @@ from provider.api.handlers import (
     workspaces,
 )
 from provider.api.middleware import problems, request_context
+from provider.api.protocol import CLIENT_ERRORS, client_errors
 from provider.api.routing import add_routes
 
 
@@ -31,6 +32,7 @@ def build_api(context: ApiContext, max_body_bytes: int, header_timeout_seconds: 
         handler_args={"keepalive_timeout": header_timeout_seconds},
     )
     app[CONTEXT] = context
+    app[CLIENT_ERRORS] = client_errors()
     add_routes(
         app,
         system.ROUTES

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from provider.api.context import ctx
 from provider.api.problems import from_exception, problem_response
+from provider.api.protocol import CLIENT_ERRORS
 from provider.logs import request_id_var
 
 log = logging.getLogger("provider.http")
@@ -64,5 +65,15 @@ async def problems(request: web.Request, handler: Handler) -> web.StreamResponse
             return response
         if isinstance(exc, web.HTTPException):
             raise  # redirects and other non-error statuses pass through
+        if isinstance(exc, ConnectionError) and (request.transport is None or request.transport.is_closing()):
+            # The client left mid-request (its body stopped, or our answer could not be sent):
+            # not a fault of ours, and any client can do it at will, hence no traceback.
+            request.app[CLIENT_ERRORS].warn(
+                "client-disconnected",
+                "a client closed its connection during %s %s",
+                request.method,
+                route_template(request),
+            )
+            return problem_response(499, "the client closed the connection", "client-closed-request")
         log.exception("unhandled error in %s %s", request.method, route_template(request))
         return problem_response(500, "internal error; quote the request id when reporting it", "internal")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -40,8 +42,85 @@ def _problems(exc: ValidationError, prefix: str) -> list[FieldProblem]:
     return result
 
 
+MAX_JSON_DEPTH = 64
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+NUL_MESSAGE = "must not contain NUL (\\u0000)"
+_JSON_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
+class JsonLimitError(ValueError):
+    """A JSON document beyond what this service reads (nesting, numbers)."""
+
+
+def _depth_beyond_limit(text: str) -> bool:
+    """Whether arrays and objects nest deeper than MAX_JSON_DEPTH, found without parsing: the
+    parser recurses once per level, so deep documents must be refused before it runs."""
+    if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
+        return False
+    depth = 0
+    for bracket in _BRACKET.findall(_JSON_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_JSON_DEPTH:
+            return True
+    return False
+
+
+def _int64(literal: str) -> int:
+    # Checked by length first: converting thousands of digits is slow, and refused past 4300.
+    if len(literal) > 20 or not INT64_MIN <= (value := int(literal)) <= INT64_MAX:
+        raise JsonLimitError("an integer is outside the signed 64-bit range")
+    return value
+
+
+def _finite(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):
+        raise JsonLimitError(f"the number {literal[:40]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise JsonLimitError(f"{name} is not a JSON number")
+
+
+def load_json(raw: bytes) -> Any:
+    """The JSON document in `raw` (UTF-8), within this service's limits: at most MAX_JSON_DEPTH
+    levels of nesting, integers within 64 bits, finite numbers. ProblemError 400 otherwise."""
+    try:
+        text = raw.decode("utf-8")
+        if _depth_beyond_limit(text):
+            raise JsonLimitError(f"it nests arrays and objects deeper than {MAX_JSON_DEPTH} levels")
+        return json.loads(text, parse_int=_int64, parse_float=_finite, parse_constant=_no_constant)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        message = f"not valid JSON: {exc}" if not isinstance(exc, JsonLimitError) else f"refused: {exc}"
+        raise ProblemError(
+            400, "malformed-json", f"the body is {message}", [FieldProblem("body", message)]
+        ) from exc
+
+
+def nul_problems(value: Any, path: str) -> list[FieldProblem]:
+    """A problem for each string in `value` (a parsed JSON document) that contains NUL, named by
+    its path: PostgreSQL cannot store NUL in text, and SQLite would keep it, so no store takes it."""
+    problems = []
+    pending = [(path, value)]
+    while pending:  # a loop, not recursion: documents are at most MAX_JSON_DEPTH deep anyway
+        where, item = pending.pop()
+        if isinstance(item, str):
+            if "\0" in item:
+                problems.append(FieldProblem(where, NUL_MESSAGE))
+        elif isinstance(item, dict):
+            if any("\0" in key for key in item):
+                problems.append(FieldProblem(where, f"keys {NUL_MESSAGE}"))
+            pending.extend((f"{where}.{key}", v) for key, v in item.items() if "\0" not in key)
+        elif isinstance(item, list):
+            pending.extend((f"{where}.{i}", v) for i, v in enumerate(item))
+    return sorted(problems, key=lambda p: p.field)
+
+
 async def parse_json(request: web.Request, model: type[M]) -> M:
-    """Read a JSON body into `model`: 415 for another content type, 400 when malformed, 422 when invalid."""
+    """Read a JSON body into `model`: 415 for another content type, 400 when malformed or beyond
+    the JSON limits, 422 when invalid (a string with NUL included)."""
     if request.content_type != "application/json":
         raise ProblemError(
             415,
@@ -49,13 +128,10 @@ async def parse_json(request: web.Request, model: type[M]) -> M:
             f"expected Content-Type application/json, got {request.content_type or 'none'}",
         )
     raw = await read_body(request)  # 413 beyond client_max_size, 408 when the client stalls
-    try:
-        data: Any = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        message = f"not valid JSON: {exc}"
-        raise ProblemError(
-            400, "malformed-json", f"the body is {message}", [FieldProblem("body", message)]
-        ) from exc
+    data = load_json(raw)
+    nul = nul_problems(data, "body")
+    if nul:
+        raise ProblemError(422, "validation-error", "the body has invalid fields", nul)
     try:
         return model.model_validate(data)
     except ValidationError as exc:
@@ -70,6 +146,9 @@ def parse_query(request: web.Request, model: type[M]) -> M:
     for key in request.query:
         values = request.query.getall(key)
         data[key] = values if len(values) > 1 else values[0]
+    nul = nul_problems(data, "query")
+    if nul:
+        raise ProblemError(400, "invalid-query", "invalid query parameters", nul)
     try:
         return model.model_validate(data)
     except ValidationError as exc:

@@ -7,6 +7,7 @@ from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from provider.domain.errors import (
     BadRequest,
@@ -95,6 +96,9 @@ def from_exception(exc: BaseException) -> web.Response | None:
                 slug = getattr(exc, "slug", slug)  # a subclass may name its rule
                 return problem_response(status, exc.detail, slug, exc.problems, headers=headers)
         return None
+    if isinstance(exc, HttpProcessingError):  # from the body: bad chunked encoding, a short body
+        reason = (exc.message or "").strip().split("\n")[0][:120]
+        return problem_response(400, f"the request body is not valid HTTP: {reason}", "malformed-request")
     if isinstance(exc, web.HTTPException) and exc.status >= 400:
         headers = {k: v for k, v in exc.headers.items() if k.lower() in ("allow", "retry-after")}
         detail = _HTTP_DETAILS.get(exc.status, exc.reason)

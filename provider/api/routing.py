@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from provider.api.context import ctx
+from provider.api.parsing import NUL_MESSAGE
+from provider.api.problems import ProblemError
+from provider.domain.errors import FieldProblem
 from provider.domain.tenants import Principal
 from provider.services.auth import require_admin, require_token_scope
 
@@ -50,9 +53,23 @@ def _guarded(route: Route) -> Handler:
                 require_admin(principal)
             require_token_scope(principal, route.token_scope)
             request[PRINCIPAL] = principal
+        _refuse_nul(request)
         return await route.handler(request)
 
     return guarded
+
+
+def _refuse_nul(request: web.Request) -> None:
+    """404 for a path parameter with NUL, which names nothing: it must not reach the store, as
+    PostgreSQL cannot take NUL in text. (Object keys have their own rules, which refuse every
+    control character with 400.)"""
+    problems = [
+        FieldProblem(f"path.{name}", NUL_MESSAGE)
+        for name, value in request.match_info.items()
+        if "\0" in value and name != "key"
+    ]
+    if problems:
+        raise ProblemError(404, "not-found", "no resource has such a name", problems)
 
 
 def add_routes(app: web.Application, routes: list[Route]) -> None:

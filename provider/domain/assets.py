@@ -116,6 +116,9 @@ class Toleration(_Strict):
     toleration_seconds: int | None = None
 
 
+_INPUT_PLACEHOLDER = re.compile(r"\{input:([^{}]*)\}")
+
+
 class LocalRunner(_Strict):
     """How the embedded `local` compute backend runs the asset as a process.
 
@@ -185,6 +188,15 @@ class AssetSpec(_Strict):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"duplicate {kind} names: {', '.join(dupes)}")
+        if self.local is not None:
+            named = {
+                name
+                for text in (*self.local.command, *self.local.env.values())
+                for name in _INPUT_PLACEHOLDER.findall(text)
+            }
+            unknown = sorted(named - {i.name for i in self.inputs})
+            if unknown:
+                raise ValueError(f"local names inputs the asset does not declare: {', '.join(unknown)}")
         mounts = [i.mount_path for i in self.inputs]
         for mount in mounts:
             if mount == self.result_dir or PurePosixPath(mount).is_relative_to(self.result_dir):

@@ -44,9 +44,13 @@ def decode_token(token: str, arity: int) -> tuple[str, ...]:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         value: Any = json.loads(raw)
-    except (binascii.Error, ValueError) as exc:
+    except (binascii.Error, ValueError, RecursionError) as exc:
         raise _bad_token() from exc
-    if not (isinstance(value, list) and len(value) == arity and all(isinstance(v, str) for v in value)):
+    if not (
+        isinstance(value, list)
+        and len(value) == arity
+        and all(isinstance(v, str) and "\0" not in v for v in value)
+    ):
         raise _bad_token()
     return tuple(value)
 

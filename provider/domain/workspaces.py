@@ -10,6 +10,7 @@ from datetime import datetime
 from provider.domain.errors import FieldProblem, InvalidKey
 
 MAX_KEY_BYTES = 1024
+MAX_SEGMENT_BYTES = 255  # a file name on the filesystem backend (NAME_MAX)
 
 
 class WorkspaceState(enum.StrEnum):
@@ -82,8 +83,8 @@ def key_problems(key: str) -> list[str]:
     """Why `key` cannot be an object key (empty list: it can).
 
     Keys are relative POSIX-like paths: no leading '/', no empty, '.' or '..' segment, no
-    control characters, at most 1024 bytes of UTF-8. The same rules hold on every backend, so
-    a key that works on S3 also works on the filesystem.
+    control characters, at most 1024 bytes of UTF-8 and 255 in each '/'-separated segment. The
+    same rules hold on every backend, so a key that works on S3 also works on the filesystem.
     """
     problems = []
     encoded = key.encode("utf-8", "surrogatepass")
@@ -96,6 +97,12 @@ def key_problems(key: str) -> list[str]:
     if any(unicodedata.category(ch) in ("Cc", "Cs") for ch in key):
         problems.append("must not contain NUL or other control characters")
     segments = key.split("/")
+    longest = max(len(s.encode("utf-8", "surrogatepass")) for s in segments)
+    if longest > MAX_SEGMENT_BYTES:
+        problems.append(
+            f"each '/'-separated segment must be at most {MAX_SEGMENT_BYTES} bytes of UTF-8 "
+            f"(one is {longest})"
+        )
     if ".." in segments:
         problems.append("must not contain a '..' segment")
     if "." in segments:

@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any
 
 from aiohttp import web
-from pydantic import AwareDatetime, Field, field_validator
+from pydantic import Field, field_validator
 
 from provider.api.context import ctx
 from provider.api.parsing import PageQuery, QueryModel, parse_json, parse_query
 from provider.api.problems import ProblemError
 from provider.api.routing import Access, Route, principal
-from provider.api.schemas import Body, page_out
+from provider.api.schemas import LABEL_KEY, Body, DateTime, Labels, page_out
 from provider.domain.errors import FieldProblem
 from provider.domain.executions import Execution, State
 from provider.domain.notifications import type_problem
@@ -20,8 +19,6 @@ from provider.domain.representations import execution_out
 from provider.domain.workspaces import Scope
 from provider.services.executions import CallbackRequest, ExecutionRequest
 from provider.services.ports import ExecutionFilter
-
-LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9_.\-/]{0,61}[A-Za-z0-9])?$")
 
 
 class CallbackCreate(Body):
@@ -52,16 +49,8 @@ class ExecutionCreate(Body):
     workspace_id: Annotated[str, Field(min_length=1, max_length=40)]
     inputs: dict[str, Annotated[str, Field(max_length=1024)]] = Field(default_factory=dict, max_length=64)
     env: dict[str, Annotated[str, Field(max_length=4096)]] = Field(default_factory=dict, max_length=64)
-    labels: dict[str, Annotated[str, Field(max_length=256)]] = Field(default_factory=dict, max_length=32)
+    labels: Labels = Field(default_factory=dict)
     callback: CallbackCreate | None = None
-
-    @field_validator("labels")
-    @classmethod
-    def _label_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        bad = [k for k in value if not LABEL.fullmatch(k)]
-        if bad:
-            raise ValueError(f"invalid label keys: {', '.join(sorted(bad))}")
-        return value
 
 
 class GetQuery(QueryModel):
@@ -74,8 +63,8 @@ class ListQuery(PageQuery):
     asset_id: str | None = None
     workspace_id: str | None = None
     label: list[str] | str | None = Field(default=None, description="KEY=VALUE, repeatable")
-    created_after: AwareDatetime | None = None
-    created_before: AwareDatetime | None = None
+    created_after: DateTime | None = None
+    created_before: DateTime | None = None
 
 
 class LogsQuery(QueryModel):
@@ -153,7 +142,7 @@ async def list_executions(request: web.Request) -> web.Response:
     labels = []
     for item in _as_list(query.label):
         name, sep, value = item.partition("=")
-        if not sep or not LABEL.fullmatch(name):
+        if not sep or not LABEL_KEY.fullmatch(name):
             raise ProblemError(
                 400,
                 "invalid-query",

@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 import mimetypes
+from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import unquote_to_bytes
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
 from pydantic import Field
 
 from provider.api.bodies import body_chunks
@@ -16,8 +19,8 @@ from provider.api.parsing import PageQuery, parse_json, parse_query
 from provider.api.problems import ProblemError
 from provider.api.routing import Access, Route, principal
 from provider.api.schemas import Body, object_out, page_out, timestamp
-from provider.domain.errors import FieldProblem
-from provider.domain.ranges import resolve_range
+from provider.domain.errors import FieldProblem, InvalidKey
+from provider.domain.ranges import ByteRange, resolve_range
 from provider.domain.workspaces import Scope
 
 RECEIVE_CHUNK = 256 * 1024
@@ -49,13 +52,29 @@ def _digest(request: web.Request, header: str, size: int) -> bytes | None:
     return raw
 
 
+def _key(request: web.Request) -> str:
+    """The object key as the client spelled it, percent-decoded as strict UTF-8.
+
+    aiohttp leaves percent-encoded bytes that are not UTF-8 as literal text (`%FF` stays "%FF"),
+    which would make `…/objects/%FF` and `…/objects/%25FF` one object: such keys are refused.
+    """
+    raw = request.rel_url.raw_path.split("/", _KEY_SEGMENT)[_KEY_SEGMENT]
+    try:
+        return unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeError:  # not UTF-8 once decoded, or raw bytes that were not (surrogates)
+        raise InvalidKey(
+            "invalid object key: its percent-encoded bytes are not UTF-8",
+            [FieldProblem("path.key", "must be UTF-8 once percent-decoded")],
+        ) from None
+
+
 async def put_object(request: web.Request) -> web.Response:
     md5 = _digest(request, "Content-MD5", 16)
     sha256 = _digest(request, "x-checksum-sha256", 32)
     stored = await ctx(request).workspaces.put_object(
         principal(request),
         request.match_info["workspace_id"],
-        request.match_info["key"],
+        _key(request),
         body_chunks(request, RECEIVE_CHUNK),
         declared_size=request.content_length,
         md5=md5,
@@ -68,15 +87,36 @@ async def put_object(request: web.Request) -> web.Response:
     )
 
 
+class _LocalFile(web.FileResponse):
+    """A file sent with sendfile, for the byte range this service resolved (None: all of it).
+
+    aiohttp's own Range handling answers 416 with an empty body for headers that RFC 9110 says
+    to ignore, so the file is prepared for a copy of the request whose Range is the resolved one.
+    """
+
+    def __init__(self, path: Path, byte_range: ByteRange | None, headers: dict[str, str]) -> None:
+        super().__init__(path, chunk_size=RECEIVE_CHUNK, headers=headers)
+        self._byte_range = byte_range
+
+    async def prepare(self, request: web.BaseRequest) -> AbstractStreamWriter | None:
+        headers = request.headers.copy()
+        headers.popall("Range", None)
+        if self._byte_range is not None:
+            headers["Range"] = f"bytes={self._byte_range.start}-{self._byte_range.end}"
+        return await super().prepare(request.clone(headers=headers))
+
+
 async def get_object(request: web.Request) -> web.StreamResponse:
     context, caller = ctx(request), principal(request)
-    workspace_id, key = request.match_info["workspace_id"], request.match_info["key"]
+    workspace_id, key = request.match_info["workspace_id"], _key(request)
     info = await context.workspaces.head_object(caller, workspace_id, key)
-    byte_range = resolve_range(request.headers.get("Range"), info.size)  # 416 in our problem shape
+    # Range is defined for GET only: HEAD ignores it (RFC 9110 section 14.2).
+    ranges = ",".join(request.headers.getall("Range", [])) if request.method == "GET" else None
+    byte_range = resolve_range(ranges, info.size)  # 416 in our problem shape
     local = await context.workspaces.local_object_path(caller, workspace_id, key)
     if local is not None:
-        # Plain files go out with sendfile; FileResponse handles Range, ETag and HEAD itself.
-        return web.FileResponse(local, chunk_size=RECEIVE_CHUNK, headers={"Content-Type": _content_type(key)})
+        # Plain files go out with sendfile; FileResponse handles ETag, If-None-Match and HEAD.
+        return _LocalFile(local, byte_range, {"Content-Type": _content_type(key)})
     headers = {
         "ETag": info.etag,
         "Last-Modified": info.last_modified.strftime("%a, %d %b %Y %H:%M:%S GMT"),
@@ -87,8 +127,7 @@ async def get_object(request: web.Request) -> web.StreamResponse:
     if if_none_match and info.etag in [tag.strip() for tag in if_none_match.split(",")]:
         return web.Response(status=304, headers={"ETag": info.etag})
     if request.method == "HEAD":
-        length = byte_range.length if byte_range else info.size
-        return web.Response(status=200, headers={**headers, "Content-Length": str(length)})
+        return web.Response(status=200, headers={**headers, "Content-Length": str(info.size)})
     stream = await context.workspaces.open_object(caller, workspace_id, key, byte_range)
     response = web.StreamResponse(status=206 if byte_range else 200, headers=headers)
     if byte_range:
@@ -110,7 +149,7 @@ def _content_type(key: str) -> str:
 
 async def delete_object(request: web.Request) -> web.Response:
     await ctx(request).workspaces.delete_object(
-        principal(request), request.match_info["workspace_id"], request.match_info["key"]
+        principal(request), request.match_info["workspace_id"], _key(request)
     )
     return web.Response(status=204)
 
@@ -143,6 +182,7 @@ async def create_link(request: web.Request) -> web.Response:
 
 OBJECTS = "/api/v1/workspaces/{workspace_id}/objects"
 OBJECT = OBJECTS + "/{key:.+}"
+_KEY_SEGMENT = OBJECT.count("/")  # the key is the rest of the path after this many slashes
 ROUTES = [
     Route("GET", OBJECTS, list_objects, Access.AUTHENTICATED, Scope.OBJECTS_READ),
     Route("PUT", OBJECT, put_object, Access.AUTHENTICATED, Scope.OBJECTS_WRITE),

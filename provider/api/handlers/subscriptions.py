@@ -11,14 +11,13 @@ from provider.api.context import ctx
 from provider.api.parsing import PageQuery, QueryModel, parse_json, parse_query
 from provider.api.problems import ProblemError
 from provider.api.routing import Access, Route, principal
-from provider.api.schemas import Body, page_out
+from provider.api.schemas import Body, Labels, page_out
 from provider.domain.errors import FieldProblem
 from provider.domain.notifications import FAMILIES, Event, type_problem
 from provider.domain.representations import delivery_out, subscription_out
 from provider.domain.workspaces import Scope
 
 ALL_FAMILIES = tuple(f"{family}.*" for family in FAMILIES)
-LABEL_KEY = r"^[A-Za-z0-9]([A-Za-z0-9_.\-/]{0,61}[A-Za-z0-9])?$"
 
 
 def _known_types(value: list[str]) -> list[str]:
@@ -31,9 +30,7 @@ def _known_types(value: list[str]) -> list[str]:
 class SubscriptionFilter(Body):
     execution_id: Annotated[str, Field(min_length=1, max_length=40)] | None = None
     workspace_id: Annotated[str, Field(min_length=1, max_length=40)] | None = None
-    labels: dict[Annotated[str, Field(pattern=LABEL_KEY)], Annotated[str, Field(max_length=256)]] = Field(
-        default_factory=dict, max_length=32
-    )
+    labels: Labels = Field(default_factory=dict)
 
 
 class SubscriptionCreate(Body):

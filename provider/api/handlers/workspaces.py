@@ -5,33 +5,21 @@ from __future__ import annotations
 from typing import Annotated
 
 from aiohttp import web
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from provider.api.context import ctx
 from provider.api.parsing import PageQuery, QueryModel, parse_json, parse_query
 from provider.api.routing import ANY_SCOPE, Access, Route, principal
-from provider.api.schemas import Body, credentials_out, page_out
+from provider.api.schemas import Body, Labels, credentials_out, page_out
 from provider.domain.errors import FieldProblem, InvalidInput
 from provider.domain.representations import token_out, workspace_out
 from provider.domain.workspaces import Scope
 
-LABEL_KEY = r"^[A-Za-z0-9]([A-Za-z0-9_.\-/]{0,62}[A-Za-z0-9])?$"
-
 
 class WorkspaceCreate(Body):
     name: Annotated[str, Field(max_length=200)] = ""
-    labels: dict[str, Annotated[str, Field(max_length=256)]] = Field(default_factory=dict, max_length=32)
+    labels: Labels = Field(default_factory=dict)
     tenant_id: str | None = Field(default=None, description="admins: the tenant that owns the workspace")
-
-    @field_validator("labels")
-    @classmethod
-    def _label_keys(cls, value: dict[str, str]) -> dict[str, str]:
-        import re
-
-        bad = [k for k in value if not re.fullmatch(LABEL_KEY, k)]
-        if bad:
-            raise ValueError(f"invalid label keys: {', '.join(sorted(bad))}")
-        return value
 
 
 class WorkspaceQuery(QueryModel):
