@@ -339,8 +339,6 @@ def build_components(
             retention_seconds=edc.retention_seconds,
             access_token_ttl_seconds=edc.access_token_ttl_seconds,
             content_address=edc.content_address,
-            s3_region=settings.storage.s3.region,
-            s3_endpoint=settings.storage.s3.public_endpoint_url or settings.storage.s3.endpoint_url,
             api_keys={
                 name: c.management_api_key.get_secret_value()
                 for name, c in edc.connectors.items()

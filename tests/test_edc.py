@@ -155,10 +155,10 @@ async def execution_in(api: Api, execution_id: str, state: str) -> dict[str, Any
 WEBHOOK = f"/edc/main/{SECRET}/provision"
 
 
-async def provisioned_workspace(
+async def provisioned(
     live: Api, connector: Connector, body: dict[str, Any] | None = None
-) -> tuple[str, str]:
-    """Provision through the webhook as EDC does; the workspace id and its access token."""
+) -> tuple[str, dict[str, Any]]:
+    """Provision through the webhook as EDC does; the workspace id and its access document."""
     body = body or request_for(connector)
     workspace = (await live.json("POST", WEBHOOK, 200, json=body))["workspace_id"]
     address = (await accepted(connector, body["transferProcessId"]))["contentDataAddress"]["properties"]
@@ -168,6 +168,14 @@ async def provisioned_workspace(
         200,
         headers={address["authKey"]: address["authCode"]},
     )
+    return workspace, document
+
+
+async def provisioned_workspace(
+    live: Api, connector: Connector, body: dict[str, Any] | None = None
+) -> tuple[str, str]:
+    """Provision through the webhook as EDC does; the workspace id and its access token."""
+    workspace, document = await provisioned(live, connector, body)
     return workspace, str(document["token"])
 
 
@@ -566,6 +574,23 @@ async def test_data_plane_provisioner_round_trip(
     await live.json("POST", webhook, 400, json={**body, "flowId": ""})
 
 
+def on_s3(edc_settings: Settings, radosgw: str, **edc: Any) -> Settings:
+    """These EDC settings (with `edc` changed) over S3 storage on the radosgw."""
+    from tests.conftest import s3_settings
+
+    return edc_settings.model_copy(
+        update={
+            "storage": edc_settings.storage.model_validate(s3_settings(radosgw)),
+            "edc": edc_settings.edc.model_copy(update=edc),
+        }
+    )
+
+
+async def bucket_of(api: Api, workspace: str) -> str:
+    answer = await api.json("GET", f"/api/v1/workspaces/{workspace}", 200, key=ADMIN_KEY)
+    return str(answer["storage"]["location"])
+
+
 @pytest.mark.s3
 async def test_amazon_s3_content_address_points_at_the_bucket(
     edc_settings: Settings,
@@ -573,26 +598,15 @@ async def test_amazon_s3_content_address_points_at_the_bucket(
     connector: Connector,
     radosgw: str,  # type: ignore[no-untyped-def]
 ) -> None:
-    from tests.conftest import s3_settings
-
-    settings = edc_settings.model_copy(
-        update={
-            "storage": edc_settings.storage.model_validate(s3_settings(radosgw)),
-            "edc": edc_settings.edc.model_copy(update={"content_address": "amazon_s3"}),
-        }
-    )
-    api, close = await live_api(settings, contract)
+    api, close = await live_api(on_s3(edc_settings, radosgw, content_address="amazon_s3"), contract)
     try:
         body = request_for(connector)
         workspace = (await api.json("POST", WEBHOOK, 200, json=body))["workspace_id"]
         callback = await accepted(connector, body["transferProcessId"])
         address = callback["contentDataAddress"]["properties"]
-        bucket = (await api.json("GET", f"/api/v1/workspaces/{workspace}", 200, key=ADMIN_KEY))["storage"][
-            "location"
-        ]
         assert address == {
             "type": "AmazonS3",
-            "bucketName": bucket,
+            "bucketName": await bucket_of(api, workspace),
             "region": "us-east-1",
             "objectPrefix": "",
             "endpointOverride": radosgw,
@@ -601,6 +615,32 @@ async def test_amazon_s3_content_address_points_at_the_bucket(
             "accessKeyId" not in address and "secretAccessKey" not in address
         )  # no credentials in addresses
         await api.request("POST", WEBHOOK, json={**body, "type": "deprovision"})
+    finally:
+        await close()
+
+
+@pytest.mark.s3
+async def test_on_s3_the_access_document_carries_credentials_for_its_bucket_alone(
+    edc_settings: Settings,
+    contract,
+    connector: Connector,
+    radosgw: str,  # type: ignore[no-untyped-def]
+) -> None:
+    from tests.test_s3_isolation import denied, s3_client
+
+    api, close = await live_api(on_s3(edc_settings, radosgw), contract)
+    try:
+        workspace, document = await provisioned(api, connector)
+        other, _ = await provisioned(api, connector, request_for(connector, transferProcessId="tp-2"))
+        storage, theirs = document["storage"], await bucket_of(api, other)
+        assert storage["backend"] == "s3" and storage["bucket"] == await bucket_of(api, workspace) != theirs
+        assert storage["endpoint_url"] == radosgw and storage["session_token"]
+        async with s3_client(storage) as s3:
+            await s3.put_object(Bucket=storage["bucket"], Key="in.csv", Body=b"a,b")
+            got = await s3.get_object(Bucket=storage["bucket"], Key="in.csv")
+            assert await got["Body"].read() == b"a,b"
+            assert await denied(s3.list_objects_v2(Bucket=theirs)) == 403
+            assert await denied(s3.put_object(Bucket=theirs, Key="x", Body=b"x")) == 403
     finally:
         await close()
 

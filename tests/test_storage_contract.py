@@ -12,7 +12,7 @@ import pytest
 
 from provider.backends.storage.fs import FilesystemStorage
 from provider.backends.storage.s3 import S3Options, S3Storage
-from provider.domain.errors import ChecksumMismatch, NotFound, PayloadTooLarge
+from provider.domain.errors import ChecksumMismatch, NotFound, NotSupported, PayloadTooLarge
 from provider.domain.pagination import PageRequest
 from provider.domain.ranges import ByteRange
 from provider.domain.workspaces import key_problems
@@ -199,3 +199,26 @@ async def test_the_longest_key_segments_the_key_rules_allow_work_on_every_backen
     assert [o.key for o in listed.items] == [key]
     deleted = await storage.delete(location, key)
     assert deleted is not None and deleted.size == 4
+
+
+async def test_what_jobs_and_consumers_get_beside_the_objects_api(storage: Storage, location: str) -> None:
+    """The filesystem gives nothing of its own: jobs and consumers use the objects API with a
+    workspace token. S3 has the bucket's address for EDC, and temporary credentials once
+    storage.s3.sts is set up (this one has none, so it says so)."""
+    if isinstance(storage, FilesystemStorage):
+        assert await storage.job_access(location, 900) is None
+        assert await storage.consumer_credentials(location, 900) is None
+        assert storage.consumer_address(location) is None
+        return
+    assert isinstance(storage, S3Storage)
+    assert storage.consumer_address(location) == {
+        "type": "AmazonS3",
+        "bucketName": location,
+        "region": "us-east-1",
+        "objectPrefix": "",
+        "endpointOverride": storage.options.endpoint_url,
+    }
+    with pytest.raises(NotSupported, match=r"storage\.s3\.sts"):
+        await storage.job_access(location, 900)
+    with pytest.raises(NotSupported, match=r"storage\.s3\.sts"):
+        await storage.consumer_credentials(location, 900)

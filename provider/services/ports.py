@@ -448,6 +448,24 @@ class Storage(Protocol):
     async def temporary_credentials(self, location: str, duration_seconds: int) -> TemporaryCredentials:
         """Credentials that open this location and nothing else; raises NotSupported."""
 
+    async def job_access(self, location: str, lifetime_seconds: int) -> StorageAccess | None:
+        """What a job's data sidecar gets to reach this location for `lifetime_seconds`:
+        credentials that open it and nothing else (S3: temporary credentials for the bucket).
+        None where the storage has none to give (the filesystem): the execution service then
+        issues a workspace token for the objects API. Raises NotSupported where the storage
+        could give them but is not set up to (S3 without storage.s3.sts)."""
+
+    async def consumer_credentials(self, location: str, duration_seconds: int) -> TemporaryCredentials | None:
+        """What a consumer's access document carries beside its workspace token: credentials
+        for this location (S3); None where the objects API is the only way in (the filesystem).
+        Raises NotSupported where the storage could give them but is not set up to."""
+
+    def consumer_address(self, location: str) -> dict[str, Any] | None:
+        """The EDC content data address of this location itself (the properties of an AmazonS3
+        address for S3), for operators who point transfers at the storage
+        (edc.content_address: amazon_s3); None where it has none (the filesystem), and EDC
+        gets the access document instead."""
+
     def local_path(self, location: str, key: str) -> Path | None:
         """The object as a plain local file (so the API can use sendfile), or None for remote storage."""
 
@@ -521,12 +539,39 @@ class StorageAccess:
     """How a job's data sidecar reaches the workspace: scoped credentials, never root ones.
 
     `kind` "api": the objects API at `url` with a workspace token; "s3": the bucket with
-    temporary credentials.
+    temporary credentials. The variable names are the ones the sidecar reads
+    (provider/sidecar/__main__.py); these two constructors are the only places that write them.
     """
 
     kind: str
     secrets: dict[str, str]  # environment variables carrying the credentials
     settings: dict[str, str]  # non-secret: url and workspace id, or endpoint, bucket and region
+
+    @classmethod
+    def objects_api(cls, api_url: str, workspace_id: str, token: str) -> StorageAccess:
+        """Through the objects API at `api_url`, with a token of this workspace."""
+        return cls(
+            "api",
+            secrets={"PROVIDER_WORKSPACE_TOKEN": token},
+            settings={"PROVIDER_API_URL": api_url, "PROVIDER_WORKSPACE_ID": workspace_id},
+        )
+
+    @classmethod
+    def bucket(cls, credentials: TemporaryCredentials) -> StorageAccess:
+        """Straight to the bucket, with temporary credentials that open it alone."""
+        return cls(
+            "s3",
+            secrets={
+                "AWS_ACCESS_KEY_ID": credentials.access_key_id,
+                "AWS_SECRET_ACCESS_KEY": credentials.secret_access_key,
+                "AWS_SESSION_TOKEN": credentials.session_token,
+            },
+            settings={
+                "PROVIDER_S3_ENDPOINT": credentials.endpoint_url or "",
+                "PROVIDER_S3_BUCKET": credentials.bucket,
+                "PROVIDER_S3_REGION": credentials.region,
+            },
+        )
 
 
 @dataclass(frozen=True)

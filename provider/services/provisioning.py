@@ -57,8 +57,6 @@ class ProvisioningPolicy:
     # connector -> the catalog assets its data-plane provisioner grants (its requests name no asset)
     dataplane_assets: dict[str, frozenset[str]] = field(default_factory=dict)
     content_address: str = "access_document"  # or "amazon_s3": the bucket itself (S3 storage)
-    s3_region: str = "us-east-1"
-    s3_endpoint: str | None = None
 
 
 class ProvisioningService:
@@ -243,11 +241,11 @@ class ProvisioningService:
             "docs_url": f"{base}/docs",
             "storage": {"backend": self.storage.name},
         }
-        if self.storage.name == "s3":
-            workspace = await self.workspaces.get_system(workspace_id)
-            creds = await self.storage.temporary_credentials(
-                workspace.location, self.workspaces.policy.credentials_duration
-            )
+        workspace = await self.workspaces.get_system(workspace_id)
+        creds = await self.storage.consumer_credentials(
+            workspace.location, self.workspaces.policy.credentials_duration
+        )
+        if creds is not None:
             document["storage"].update(
                 endpoint_url=creds.endpoint_url,
                 bucket=creds.bucket,
@@ -315,19 +313,13 @@ class ProvisioningService:
 
     async def _address(self, item: Provisioning, code: str) -> dict[str, Any]:
         """The content data address: HttpData pointing at the access document, or, when the
-        operator chose it (S3 storage), the AmazonS3 bucket itself. Session tokens travel only
-        through EDC's vault, so temporary credentials stay in the access document."""
-        if self.policy.content_address == "amazon_s3" and self.storage.name == "s3":
+        operator chose it and the storage has one (S3), the storage's own address. Session tokens
+        travel only through EDC's vault, so temporary credentials stay in the access document."""
+        if self.policy.content_address == "amazon_s3":
             workspace = await self.workspaces.get_system(item.workspace_id)
-            properties: dict[str, Any] = {
-                "type": "AmazonS3",
-                "bucketName": workspace.location,
-                "region": self.policy.s3_region,
-                "objectPrefix": "",
-            }
-            if self.policy.s3_endpoint:
-                properties["endpointOverride"] = self.policy.s3_endpoint
-            return {"properties": properties}
+            properties = self.storage.consumer_address(workspace.location)
+            if properties is not None:
+                return {"properties": properties}
         return {
             "properties": {
                 "type": "HttpData",

@@ -14,13 +14,21 @@ import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from provider.backends.storage.streams import DigestingCounter, batches
 from provider.domain.errors import Conflict, NotFound, NotSupported
 from provider.domain.pagination import Page, PageRequest, page_from_rows
 from provider.domain.ranges import ByteRange
 from provider.domain.workspaces import Usage
-from provider.services.ports import ObjectInfo, ObjectStream, PutLimits, StoredObject, TemporaryCredentials
+from provider.services.ports import (
+    ObjectInfo,
+    ObjectStream,
+    PutLimits,
+    StorageAccess,
+    StoredObject,
+    TemporaryCredentials,
+)
 
 BLOCK = 1024 * 1024
 
@@ -203,6 +211,15 @@ class FilesystemStorage:
 
     async def temporary_credentials(self, location: str, duration_seconds: int) -> TemporaryCredentials:
         raise NotSupported("temporary S3 credentials need the s3 storage backend; use a workspace token")
+
+    async def job_access(self, location: str, lifetime_seconds: int) -> StorageAccess | None:
+        return None  # directories are reached through the objects API only
+
+    async def consumer_credentials(self, location: str, duration_seconds: int) -> TemporaryCredentials | None:
+        return None
+
+    def consumer_address(self, location: str) -> dict[str, Any] | None:
+        return None
 
     def local_path(self, location: str, key: str) -> Path | None:
         return self._path(location, key)

@@ -35,7 +35,14 @@ from provider.domain.errors import NotFound, NotSupported, Unavailable
 from provider.domain.pagination import Page, PageRequest
 from provider.domain.ranges import ByteRange
 from provider.domain.workspaces import Usage
-from provider.services.ports import ObjectInfo, ObjectStream, PutLimits, StoredObject, TemporaryCredentials
+from provider.services.ports import (
+    ObjectInfo,
+    ObjectStream,
+    PutLimits,
+    StorageAccess,
+    StoredObject,
+    TemporaryCredentials,
+)
 
 log = logging.getLogger(__name__)
 
@@ -418,6 +425,25 @@ class S3Storage:
             bucket=location,
             region=self.options.region,
         )
+
+    async def job_access(self, location: str, lifetime_seconds: int) -> StorageAccess:
+        return StorageAccess.bucket(await self.temporary_credentials(location, lifetime_seconds))
+
+    async def consumer_credentials(self, location: str, duration_seconds: int) -> TemporaryCredentials:
+        return await self.temporary_credentials(location, duration_seconds)
+
+    def consumer_address(self, location: str) -> dict[str, Any]:
+        """The bucket as EDC's AmazonS3 data address names it, at the endpoint consumers reach."""
+        address: dict[str, Any] = {
+            "type": "AmazonS3",
+            "bucketName": location,
+            "region": self.options.region,
+            "objectPrefix": "",
+        }
+        endpoint = self.options.public_endpoint_url or self.options.endpoint_url
+        if endpoint:
+            address["endpointOverride"] = endpoint
+        return address
 
     def local_path(self, location: str, key: str) -> Path | None:
         return None

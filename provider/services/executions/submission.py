@@ -45,25 +45,9 @@ class Submission:
     async def _access(self, workspace: Workspace, execution: Execution, asset: Asset) -> StorageAccess:
         """Scoped credentials for the job's sidecar: this workspace only, for the job's lifetime."""
         lifetime = asset.max_run_seconds + self.deps.policy.token_margin_seconds
-        if self.deps.storage.name == "s3":
-            creds = await self.deps.storage.temporary_credentials(workspace.location, lifetime)
-            return StorageAccess(
-                "s3",
-                secrets={
-                    "AWS_ACCESS_KEY_ID": creds.access_key_id,
-                    "AWS_SECRET_ACCESS_KEY": creds.secret_access_key,
-                    "AWS_SESSION_TOKEN": creds.session_token,
-                },
-                settings={
-                    "PROVIDER_S3_ENDPOINT": creds.endpoint_url or "",
-                    "PROVIDER_S3_BUCKET": creds.bucket,
-                    "PROVIDER_S3_REGION": creds.region,
-                },
-            )
+        access = await self.deps.storage.job_access(workspace.location, lifetime)
+        if access is not None:
+            return access
         issued = await self.deps.workspaces.issue_job_token(workspace.id, lifetime)
         self.shared.job_tokens[execution.id] = issued.record.id
-        return StorageAccess(
-            "api",
-            secrets={"PROVIDER_WORKSPACE_TOKEN": issued.token},
-            settings={"PROVIDER_API_URL": self.deps.policy.api_url, "PROVIDER_WORKSPACE_ID": workspace.id},
-        )
+        return StorageAccess.objects_api(self.deps.policy.api_url, workspace.id, issued.token)
