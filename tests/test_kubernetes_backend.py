@@ -27,7 +27,7 @@ from provider.config import ConfigError
 from provider.domain.assets import Asset
 from provider.domain.executions import State
 from provider.services.ports import ComputeEvent, JobSpec, Reported, StorageAccess
-from tests.conftest import free_port
+from tests.conftest import WAIT_SECONDS, free_port
 from tests.fake_kube import KubeError
 from tests.fake_kube.fixtures import fake_kube  # noqa: F401
 from tests.fake_kube.server import FakeKube
@@ -57,7 +57,7 @@ class Recorder:
     def last(self, execution_id: str) -> ComputeEvent:
         return [e for e in self.events if e.execution_id == execution_id][-1]
 
-    async def wait_for(self, execution_id: str, state: State, within: float = 10) -> ComputeEvent:
+    async def wait_for(self, execution_id: str, state: State, within: float = WAIT_SECONDS) -> ComputeEvent:
         deadline = time.monotonic() + within
         while True:
             for event in self.events:
@@ -70,7 +70,7 @@ class Recorder:
                 await asyncio.wait_for(self._changed.wait(), remaining)
 
 
-async def until(condition: Callable[[], bool], within: float = 10, what: str = "condition") -> None:
+async def until(condition: Callable[[], bool], within: float = WAIT_SECONDS, what: str = "condition") -> None:
     deadline = time.monotonic() + within
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -146,8 +146,55 @@ async def leader(start_backend: Callable[..., Awaitable[Backend]], **changes: An
     backend, recorder = await start_backend(**changes)
     await until(lambda: backend.leading, what="leadership")
     for watch in backend.watches:
-        await asyncio.wait_for(watch.synced.wait(), 10)
+        await asyncio.wait_for(watch.synced.wait(), WAIT_SECONDS)
     return backend, recorder
+
+
+async def everything_observed(backend: KubernetesCompute, recorder: Recorder, kubelet: Kubelet) -> None:
+    """Whatever the cluster did so far has reached the backend and been evaluated: the fake's
+    controllers settle, then a Job and a pod made after that are reported. Each watch delivers in
+    order, so every earlier change on it came before them."""
+    await kubelet.fake.settle(within=WAIT_SECONDS)
+    on_jobs, on_pods = job_spec(), job_spec()
+    for spec in (on_jobs, on_pods):
+        await backend.submit(spec)
+    kubelet.fake.set_job_condition(
+        NS, job_name(on_jobs.execution_id), "Failed", reason="BackoffLimitExceeded"
+    )
+    kubelet.start_pod(on_pods.execution_id)
+    await recorder.wait_for(on_jobs.execution_id, State.SYSTEM_ERROR)
+    await recorder.wait_for(on_pods.execution_id, State.INITIALIZING)
+
+
+class StoppedClock:
+    """A monotonic clock that moves only when told: how much time a lease elector thinks passed."""
+
+    def __init__(self) -> None:
+        self.now = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def campaign_rounds(backend: KubernetesCompute, clock: StoppedClock) -> list[bool]:
+    """Give the backend's lease elector `clock`; the list fills with the result of each of its
+    rounds (whether it holds the Lease) from now on."""
+    elector = backend.elector
+    assert elector is not None
+    elector.monotonic = clock
+    rounds: list[bool] = []
+    attempt = elector.try_acquire_or_renew
+
+    async def counted() -> bool:
+        held = await attempt()
+        rounds.append(held)
+        return held
+
+    elector.try_acquire_or_renew = counted  # type: ignore[method-assign]
+    return rounds
 
 
 # --- the kubelet and the Job controller, played through the fake's hooks ----------------------
@@ -426,7 +473,7 @@ async def test_failures_map_to_states_and_reasons(
     play(kubelet, spec.execution_id, pod)
     event = await recorder.wait_for(spec.execution_id, state)
     assert (event.reason, event.exit_code) == (reason, exit_code), event
-    await asyncio.sleep(0.3)
+    await everything_observed(backend, recorder, kubelet)
     finals = [s for s in recorder.states(spec.execution_id) if s.final]
     assert finals == [state]  # one final state, reported once
 
@@ -599,7 +646,7 @@ async def test_cancel_deletes_the_job_and_reports_canceled(
     await backend.cancel(spec.execution_id)
     await recorder.wait_for(spec.execution_id, State.CANCELED)
     await until(lambda: fake_kube.get("pods", NS, pod) is None, what="the pod collected")
-    await asyncio.sleep(0.3)
+    await everything_observed(backend, recorder, kubelet)
     assert [s for s in recorder.states(spec.execution_id) if s.final] == [State.CANCELED]  # not Lost
 
 
@@ -679,14 +726,16 @@ async def test_one_leader_and_takeover_after_the_lease_expires(
     fake_kube: FakeKube,  # noqa: F811
     kubelet: Kubelet,
 ) -> None:
-    first, first_events = await leader(start_backend, identity="replica-a")
-    second, second_events = await start_backend(identity="replica-b")
+    first, first_events = await leader(start_backend, identity="replica-a", lease_seconds=30)
+    second, second_events = await start_backend(identity="replica-b", lease_seconds=30)
+    second_clock = StoppedClock()  # the lease lapses for replica-b when this clock says so
+    rounds = campaign_rounds(second, second_clock)
     spec = job_spec()
     await second.submit(spec)  # any replica creates Jobs
     pod = kubelet.start_pod(spec.execution_id)
     await first_events.wait_for(spec.execution_id, State.INITIALIZING)  # only the leader observes
-    await asyncio.sleep(1.0)
-    assert first.leading and not second.leading
+    await until(lambda: len(rounds) >= 2, what="replica-b campaigning")
+    assert first.leading and not second.leading and not any(rounds)
     assert second_events.events == []
     lease = fake_kube.get("leases", NS, "provider-leader")
     assert lease is not None and lease["spec"]["holderIdentity"] == "replica-a"
@@ -700,9 +749,11 @@ async def test_one_leader_and_takeover_after_the_lease_expires(
 
     first.elector.release = crash  # type: ignore[method-assign]
     await first.stop()
-    started = time.monotonic()
-    await until(lambda: second.leading, within=10, what="takeover")
-    assert time.monotonic() - started >= 1.0  # not before the lease lapsed
+    seen = len(rounds)
+    await until(lambda: len(rounds) >= seen + 2, what="replica-b looking at the abandoned Lease")
+    assert not second.leading  # not before the lease lapsed
+    second_clock.advance(30)
+    await until(lambda: second.leading, what="takeover")
     lease = fake_kube.get("leases", NS, "provider-leader")
     assert lease is not None and lease["spec"]["holderIdentity"] == "replica-b"
     assert lease["spec"]["leaseTransitions"] >= 1
@@ -715,10 +766,11 @@ async def test_clean_stop_hands_the_lease_over_at_once(
 ) -> None:
     first, _ = await leader(start_backend, identity="replica-a", lease_seconds=30, renew_seconds=0.3)
     second, _ = await start_backend(identity="replica-b", lease_seconds=30, renew_seconds=0.3)
-    await asyncio.sleep(0.5)
+    rounds = campaign_rounds(second, StoppedClock())  # by its clock the lease never lapses
+    await until(lambda: len(rounds) >= 2, what="replica-b campaigning")
     assert not second.leading
     await first.stop()
-    await until(lambda: second.leading, within=5, what="handover well before the 30 s lease")
+    await until(lambda: second.leading, what="the handed-over Lease taken")
 
 
 # --- RBAC ---------------------------------------------------------------------------------------
@@ -750,6 +802,10 @@ def verb_of(method: str, path: str, query: dict[str, str]) -> tuple[str, str, st
     return group, resource, verb
 
 
+def lease_writes(fake: FakeKube) -> list[Any]:
+    return [r for r in fake.requests if r.method == "PUT" and "/leases/" in r.path]
+
+
 async def test_the_role_in_deploy_grants_exactly_what_the_backend_uses(
     start_backend: Callable[..., Awaitable[Backend]],
     fake_kube: FakeKube,  # noqa: F811
@@ -767,7 +823,8 @@ async def test_the_role_in_deploy_grants_exactly_what_the_backend_uses(
     await backend.cancel(canceled.execution_id)
     await backend.release(done.execution_id)
     await backend.known()
-    await asyncio.sleep(0.5)  # the Lease is renewed
+    renewals = len(lease_writes(fake_kube))
+    await until(lambda: len(lease_writes(fake_kube)) > renewals, what="the Lease renewed")
     used: dict[tuple[str, str], set[str]] = {}
     for request in fake_kube.requests:
         if not request.path.startswith(("/api/v1/namespaces", "/apis/")):
@@ -805,7 +862,7 @@ async def test_a_pod_deleted_gracefully_is_lost_not_a_worker_failure(
     await recorder.wait_for(spec.execution_id, State.RUNNING)
     fake_kube.delete_pod(NS, pod, grace_period_seconds=30)  # kubectl delete pod
     kubelet.state(pod, "worker", "terminated", exit_code=143)  # SIGTERM
-    await asyncio.sleep(0.3)
+    await everything_observed(backend, recorder, kubelet)
     assert recorder.states(spec.execution_id)[-1] is State.RUNNING  # no EXECUTOR_ERROR from exit 143
     fake_kube.complete_pod_deletion(NS, pod)
     lost = await recorder.wait_for(spec.execution_id, State.SYSTEM_ERROR)
