@@ -33,7 +33,7 @@ from provider.backends.compute.process_groups import (
     kill_recorded_groups,
     record_group,
 )
-from provider.domain.executions import State, outputs_from_manifest
+from provider.domain.executions import Reason, State, outputs_from_manifest
 from provider.services.ports import ComputeEvent, EventSink, JobSpec, Reconciler
 
 log = logging.getLogger(__name__)
@@ -209,12 +209,12 @@ class LocalCompute:
                 await self._stages(entry)
         except asyncio.CancelledError:
             if entry.canceled:
-                await self._emit(entry, State.CANCELED, reason="Canceled")
+                await self._emit(entry, State.CANCELED, reason=Reason.CANCELED)
             raise
         except Exception as exc:
             log.exception("local execution failed", extra={"execution_id": spec.execution_id})
             await self._emit(
-                entry, State.SYSTEM_ERROR, reason="Backend", message=f"{type(exc).__name__}: {exc}"
+                entry, State.SYSTEM_ERROR, reason=Reason.BACKEND, message=f"{type(exc).__name__}: {exc}"
             )
         finally:
             entry.waiting = False
@@ -242,7 +242,7 @@ class LocalCompute:
         if await self._stopped(entry, code, "stage-in"):
             return
         if code != 0:
-            await self._emit(entry, State.SYSTEM_ERROR, reason="StageIn", message=errors)
+            await self._emit(entry, State.SYSTEM_ERROR, reason=Reason.STAGE_IN, message=errors)
             return
 
         await self._emit(entry, State.RUNNING)
@@ -268,14 +268,14 @@ class LocalCompute:
             await self._emit(
                 entry,
                 State.EXECUTOR_ERROR,
-                reason="DeadlineExceeded",
+                reason=Reason.DEADLINE_EXCEEDED,
                 message=f"the worker ran longer than {spec.asset.max_run_seconds} s",
             )
             return
         if await self._stopped(entry, code, "worker"):
             return
         if code != 0:
-            reason = f"Signal{-code}" if code < 0 else "ExitCode"
+            reason = f"Signal{-code}" if code < 0 else Reason.EXIT_CODE
             await self._emit(
                 entry,
                 State.EXECUTOR_ERROR,
@@ -296,10 +296,12 @@ class LocalCompute:
         if await self._stopped(entry, code, "stage-out"):
             return
         if code == MISSING_OUTPUT:
-            await self._emit(entry, State.EXECUTOR_ERROR, exit_code=0, reason="MissingOutput", message=errors)
+            await self._emit(
+                entry, State.EXECUTOR_ERROR, exit_code=0, reason=Reason.MISSING_OUTPUT, message=errors
+            )
             return
         if code != 0:
-            await self._emit(entry, State.SYSTEM_ERROR, reason="StageOut", message=errors)
+            await self._emit(entry, State.SYSTEM_ERROR, reason=Reason.STAGE_OUT, message=errors)
             return
         manifest = json.loads((directory / "manifest.json").read_text())
         await self._emit(entry, State.COMPLETE, exit_code=0, outputs=outputs_from_manifest(manifest))
@@ -313,7 +315,9 @@ class LocalCompute:
 
     async def _stopped(self, entry: _Job, code: int, stage: str) -> bool:
         if entry.canceled:
-            await self._emit(entry, State.CANCELED, reason="Canceled", message=f"canceled during {stage}")
+            await self._emit(
+                entry, State.CANCELED, reason=Reason.CANCELED, message=f"canceled during {stage}"
+            )
             return True
         return False
 
