@@ -34,7 +34,15 @@ from provider.backends.compute.kubernetes import KubernetesCompute
 from provider.backends.compute.kubernetes.manifests import ATTEMPT, SELECTOR, job_name
 from provider.backends.sql import SqlStore
 from provider.config import Settings
-from tests.conftest import POSTGRES_URL, Api, free_port, live_api, postgres_enabled
+from tests.conftest import (
+    POSTGRES_URL,
+    WAIT_SECONDS,
+    Api,
+    free_port,
+    live_api,
+    poll_until,
+    postgres_enabled,
+)
 from tests.fake_kube import KubeError
 from tests.fake_kube.fixtures import fake_kube  # noqa: F401
 from tests.fake_kube.server import FakeKube
@@ -169,11 +177,12 @@ async def test_execution_end_to_end_through_a_job(
     got = await live.request("GET", f"/api/v1/workspaces/{ws}/objects/{output['key']}", key=key)
     assert await got.read() == data
 
-    for _ in range(100):  # the worker's log is kept, then the Job is deleted
+    async def cleaned_up() -> dict[str, Any] | None:  # the worker's log is kept, then the Job deleted
         final = await live.json("GET", f"/api/v1/executions/{done['id']}", 200, key=key)
-        if final["logs_key"] and fake_kube.get("jobs", NS, job_name(created["id"])) is None:
-            break
-        await asyncio.sleep(0.1)
+        gone = fake_kube.get("jobs", NS, job_name(created["id"])) is None
+        return dict(final) if final["logs_key"] and gone else None
+
+    final = await poll_until(cleaned_up, "the log kept and the Job deleted")
     assert final["logs_key"] == f"executions/{done['id']}/logs/worker.log"
     logs = await (await live.request("GET", f"/api/v1/executions/{done['id']}/logs", key=key)).text()
     assert "dummy: copied" in logs
@@ -253,11 +262,9 @@ async def test_restart_reconciles_lost_executions_and_orphaned_jobs(
     try:
         lost = await until(api, key, created, {"SYSTEM_ERROR", "COMPLETE"})
         assert lost["state"] == "SYSTEM_ERROR" and lost["reason"] == "Lost"
-        for _ in range(100):
-            if fake_kube.get("jobs", NS, "provider-exe-stray") is None:
-                break
-            await asyncio.sleep(0.1)
-        assert fake_kube.get("jobs", NS, "provider-exe-stray") is None
+        await poll_until(
+            lambda: fake_kube.get("jobs", NS, "provider-exe-stray") is None, "the stray Job deleted"
+        )
     finally:
         await close()
 
@@ -270,7 +277,7 @@ def with_kubernetes(settings: Settings, **changes: Any) -> Settings:
 
 
 async def follow(
-    api: Api, key: str, execution: dict[str, Any], done: Any, limit: float = 30
+    api: Api, key: str, execution: dict[str, Any], done: Any, limit: float = WAIT_SECONDS
 ) -> dict[str, Any]:
     """Long-poll the execution until `done(execution)` holds."""
     current = execution
@@ -356,13 +363,13 @@ async def test_a_replaced_pod_behind_the_execution_changes_nothing_and_is_counte
     # The Job controller's replacement pod, pending and newer (creationTimestamp counts seconds):
     # the Job now looks QUEUED.
     started = pod_created(fake_kube, pod)
-    await fake_kube.wait_until(lambda: now_stamp() > started, within=5)
+    await fake_kube.wait_until(lambda: now_stamp() > started, within=WAIT_SECONDS)
     fake_kube.create_job_pod(NS, job_name(created["id"]), node=None)
-    async with asyncio.timeout(30):
-        while True:  # counted, or (before this was a known case) an error logged
-            if await stale_observations(live) >= 1 or errors(caplog):
-                break
-            await asyncio.sleep(0.05)
+
+    async def counted_or_failed() -> bool:  # counted, or (before this was a known case) an error logged
+        return await stale_observations(live) >= 1 or bool(errors(caplog))
+
+    await poll_until(counted_or_failed, "the stale observation")
     assert errors(caplog) == []  # no traceback, no retry loop
     assert await stale_observations(live) == 1
     behind = [r for r in caplog.records if "behind the execution" in r.getMessage()]
@@ -408,7 +415,8 @@ async def test_an_evicted_attempt_runs_again_as_a_new_job_and_its_pod_s_late_end
             job = fake_kube.get("jobs", NS, name)
             return job is not None and job["metadata"]["labels"][ATTEMPT] == "2"
 
-        await fake_kube.wait_until(second_job, within=30)  # the first Job went; the next took its name
+        # The first Job went; the next took its name.
+        await fake_kube.wait_until(second_job, within=WAIT_SECONDS)
         held = fake_kube.get("pods", NS, evicted)
         assert held is not None and held["metadata"]["deletionTimestamp"]  # held, being deleted
 
@@ -416,7 +424,7 @@ async def test_an_evicted_attempt_runs_again_as_a_new_job_and_its_pod_s_late_end
         [pods] = [w for w in compute.watches if w.resource == "pods"]
         fake_kube.remove_finalizer("pods", NS, evicted, HOLD)
         gone = int(fake_kube.resource_version)
-        await fake_kube.wait_until(lambda: int(pods.resource_version or 0) >= gone, within=10)
+        await fake_kube.wait_until(lambda: int(pods.resource_version or 0) >= gone, within=WAIT_SECONDS)
         await ProcessKubelet(fake_kube, tmp_path / "node").run(created["id"])
         done = await until(api, key, retried, {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR"})
         assert (done["state"], done["attempt"]) == ("COMPLETE", 2), done
@@ -479,7 +487,7 @@ async def test_a_cancel_through_another_replica_ends_canceled_whoever_sees_the_j
     try:
         leader = first.app[CONTEXT].executions.compute
         assert isinstance(leader, KubernetesCompute)
-        await fake_kube.wait_until(lambda: leader.leading, within=10)
+        await fake_kube.wait_until(lambda: leader.leading, within=WAIT_SECONDS)
         second, close_second = await replica(k8s_settings, contract, shared_schema, "replica-b")
         try:
             other = second.app[CONTEXT].executions.compute
