@@ -22,6 +22,7 @@ import pytest_asyncio
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
+from tests.conftest import WAIT_SECONDS
 from tests.fake_kube import KubeError
 from tests.fake_kube.fixtures import fake_kube  # noqa: F401
 from tests.fake_kube.rbac import allows
@@ -506,7 +507,7 @@ async def test_client_leader_election_takes_the_lease(fake_kube: FakeKube, api: 
     elector = leaderelection.LeaderElection(electionconfig.Config(lock, 3, 2, 1, started, stopped))
     task = asyncio.create_task(elector.run())
     try:
-        async with asyncio.timeout(3):
+        async with asyncio.timeout(WAIT_SECONDS):
             await leading.wait()
     finally:
         task.cancel()
@@ -771,18 +772,18 @@ async def test_drop_watches_and_open_watch_counts(fake_kube: FakeKube, api: clie
 
         assert fake_kube.drop_watches() == 3
         with pytest.raises(aiohttp.ClientPayloadError):
-            async with asyncio.timeout(2):
+            async with asyncio.timeout(WAIT_SECONDS):
                 await pods.content.read()
     finally:
         for response in (pods, jobs, everywhere):
             response.release()
-    await fake_kube.wait_until(lambda: not fake_kube.open_watches, within=2)
+    await fake_kube.wait_until(lambda: not fake_kube.open_watches, within=WAIT_SECONDS)
 
     clean = await core.list_namespaced_pod("team", watch=True, _preload_content=False)
     try:
         await fake_kube.wait_for_watches("pods", "team")
         fake_kube.drop_watches(abrupt=False)
-        async with asyncio.timeout(2):
+        async with asyncio.timeout(WAIT_SECONDS):
             assert await clean.content.read() == b""
     finally:
         clean.release()
@@ -825,11 +826,11 @@ async def test_pod_logs(fake_kube: FakeKube, api: client.ApiClient) -> None:  # 
         assert response.headers["Content-Type"].startswith("text/plain")
         assert await response.content.readline() == b"early\n"
         fake_kube.write_log(NS, pod, "main", "later\n")
-        async with asyncio.timeout(2):
+        async with asyncio.timeout(WAIT_SECONDS):
             assert await response.content.readline() == b"later\n"
         fake_kube.write_log(NS, pod, "main", "last\n")
         fake_kube.set_container_state(NS, pod, "main", "terminated", exit_code=3)
-        async with asyncio.timeout(2):
+        async with asyncio.timeout(WAIT_SECONDS):
             assert await response.content.read() == b"last\n"
     finally:
         response.release()

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from tests.conftest import WAIT_SECONDS
 from tests.fake_kube import errors, kinds
 from tests.fake_kube.controllers import Controllers
 from tests.fake_kube.registry import Registry
@@ -71,7 +72,7 @@ class ObjectHooks(Controllers, Registry):
         updated, _ = self._update(resource, namespace, name, obj)
         return updated
 
-    async def settle(self, within: float = 5.0) -> None:
+    async def settle(self, within: float = WAIT_SECONDS) -> None:
         """Wait until the garbage collector and the fake kubelet have nothing left to do."""
         deadline = time.monotonic() + within
         while self._reconcile_handle is not None or self._kubelet_handles:

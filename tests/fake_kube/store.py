@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.conftest import WAIT_SECONDS
 from tests.fake_kube import errors, kinds
 from tests.fake_kube.kinds import RESOURCES, Resource
 from tests.fake_kube.objects import etcd_key, metadata_of, timestamp, utc_now
@@ -90,7 +91,7 @@ class Store:
         )
         return self._commit(resource, key, new, "MODIFIED" if old else "ADDED")
 
-    async def wait_until(self, predicate: Callable[[], bool], within: float = 5.0) -> None:
+    async def wait_until(self, predicate: Callable[[], bool], within: float = WAIT_SECONDS) -> None:
         """Wait until `predicate()` holds, re-checking on every change; TimeoutError after `within` s."""
         async with asyncio.timeout(within):
             while not predicate():

@@ -15,6 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
+from tests.conftest import WAIT_SECONDS
 from tests.fake_kube import kinds
 from tests.fake_kube.errors import KubeError
 from tests.fake_kube.kinds import Resource
@@ -72,7 +73,7 @@ class Watches(Store):
         self._watches: list[Watch] = []
 
     async def wait_for_watches(
-        self, kind: str, namespace: str | None, count: int = 1, within: float = 5.0
+        self, kind: str, namespace: str | None, count: int = 1, within: float = WAIT_SECONDS
     ) -> None:
         """Wait until at least `count` watches on that collection are open."""
         key = (kinds.resolve(kind).plural, namespace)
