@@ -21,7 +21,7 @@ from provider.app import create_app
 from provider.backends.sql import migrate as migrations
 from provider.cli import main
 from provider.config import Settings
-from tests.conftest import ADMIN_KEY, REPO
+from tests.conftest import ADMIN_KEY, REPO, WAIT_SECONDS
 
 
 @pytest.fixture(autouse=True)
@@ -143,7 +143,7 @@ def test_serve_starts_on_embedded_defaults(tmp_path: Path) -> None:
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + WAIT_SECONDS
         while True:
             try:
                 with urllib.request.urlopen(base + "/healthz", timeout=1) as response:

@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestServer
 from provider.api.context import CONTEXT
 from provider.config import Settings
 from provider.domain.provisioning import Provisioning
-from tests.conftest import ADMIN_KEY, Api, live_api
+from tests.conftest import ADMIN_KEY, WAIT_SECONDS, Api, live_api
 from tests.test_edc import API_KEY, SECRET, example
 
 CONTROL = f"/edc/main/{SECRET}/provision"
@@ -109,7 +109,7 @@ async def record(api: Api, process: str, resource: str) -> Provisioning | None:
         return await uow.provisionings.find("main", process, resource)
 
 
-async def settled(api: Api, process: str, resource: str, limit: float = 30) -> Provisioning:
+async def settled(api: Api, process: str, resource: str, limit: float = WAIT_SECONDS) -> Provisioning:
     """The provisioning once no callback is pending any more."""
     deadline = time.monotonic() + limit
     while True:
