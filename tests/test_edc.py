@@ -96,7 +96,7 @@ def edc_settings(settings: Settings, tmp_path: Path) -> Settings:
         "image": "python:3.12-slim",
         "max_run_seconds": 600,
         "outputs": [],
-        "local": {"command": ["{python}", "-c", "import time; time.sleep(60)"]},
+        "local": {"command": ["{python}", "-c", "import time; time.sleep(600)"]},
         "offerings": ["compute-offering-fft"],  # the EDC asset of contracts/edc's examples
     }
     (assets / "sleepy.yaml").write_text(yaml.safe_dump(sleepy))

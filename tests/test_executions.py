@@ -24,7 +24,7 @@ from tests.conftest import ADMIN_KEY, REPO, WAIT_SECONDS, Api, live_api, poll_un
 
 SCRIPT_ASSETS: dict[str, dict[str, Any]] = {
     "fail": {"code": "import sys; print('about to fail'); sys.exit(7)"},
-    "sleepy": {"code": "import time; print('sleeping', flush=True); time.sleep(60)", "max_run_seconds": 600},
+    "sleepy": {"code": "import time; print('sleeping', flush=True); time.sleep(600)", "max_run_seconds": 600},
     "deadline": {"code": "import time; time.sleep(30)", "max_run_seconds": 1},
     "nooutput": {"code": "print('forgot to write the result')"},
     "tree": {
