@@ -18,6 +18,7 @@ from tests.test_executions import run, setup, until
 
 exec_settings = test_executions.exec_settings  # fixtures shared with the execution tests
 live = test_executions.live
+local = test_executions.local
 
 
 def test_the_documented_table_is_what_is_wired(settings: Settings) -> None:
