@@ -8,6 +8,7 @@ raises the version; nothing else changes an execution's state.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -312,17 +313,11 @@ def reach(
     return execution
 
 
-def outputs_from_manifest(manifest: dict[str, Any]) -> tuple[OutputFile, ...]:
-    """The output files the data sidecar listed in its manifest."""
-    return tuple(
-        OutputFile(o["name"], f["key"], f["size"], f["sha256"])
-        for o in manifest["outputs"]
-        for f in o["files"]
-    )
-
-
-def outputs_prefix(execution_id: str) -> str:
-    return f"executions/{execution_id}/outputs/"
+def output_files(listed: Iterable[tuple[str, str, int, str]]) -> tuple[OutputFile, ...]:
+    """The output files as the data sidecar's manifest lists them: (output name, key, size,
+    sha256) each (`Manifest.listed` in provider/sidecar/contract.py, which also says where the
+    outputs are kept)."""
+    return tuple(OutputFile(*entry) for entry in listed)
 
 
 def logs_key(execution_id: str, attempt: int = 1) -> str:

@@ -28,6 +28,7 @@ from provider.domain.ranges import ByteRange
 from provider.domain.tenants import ApiKey, Tenant
 from provider.domain.tokens import TokenClaims, WorkspaceToken
 from provider.domain.workspaces import Usage, Workspace, WorkspaceState
+from provider.sidecar.contract import Env, StorageKind
 
 
 class Clock(Protocol):
@@ -539,8 +540,8 @@ class StorageAccess:
     """How a job's data sidecar reaches the workspace: scoped credentials, never root ones.
 
     `kind` "api": the objects API at `url` with a workspace token; "s3": the bucket with
-    temporary credentials. The variable names are the ones the sidecar reads
-    (provider/sidecar/__main__.py); these two constructors are the only places that write them.
+    temporary credentials. The variables are the ones the sidecar reads (`Env` in
+    provider/sidecar/contract.py); these two constructors are the only places that set them.
     """
 
     kind: str
@@ -551,25 +552,25 @@ class StorageAccess:
     def objects_api(cls, api_url: str, workspace_id: str, token: str) -> StorageAccess:
         """Through the objects API at `api_url`, with a token of this workspace."""
         return cls(
-            "api",
-            secrets={"PROVIDER_WORKSPACE_TOKEN": token},
-            settings={"PROVIDER_API_URL": api_url, "PROVIDER_WORKSPACE_ID": workspace_id},
+            StorageKind.API,
+            secrets={Env.WORKSPACE_TOKEN: token},
+            settings={Env.API_URL: api_url, Env.WORKSPACE_ID: workspace_id},
         )
 
     @classmethod
     def bucket(cls, credentials: TemporaryCredentials) -> StorageAccess:
         """Straight to the bucket, with temporary credentials that open it alone."""
         return cls(
-            "s3",
+            StorageKind.S3,
             secrets={
-                "AWS_ACCESS_KEY_ID": credentials.access_key_id,
-                "AWS_SECRET_ACCESS_KEY": credentials.secret_access_key,
-                "AWS_SESSION_TOKEN": credentials.session_token,
+                Env.AWS_ACCESS_KEY_ID: credentials.access_key_id,
+                Env.AWS_SECRET_ACCESS_KEY: credentials.secret_access_key,
+                Env.AWS_SESSION_TOKEN: credentials.session_token,
             },
             settings={
-                "PROVIDER_S3_ENDPOINT": credentials.endpoint_url or "",
-                "PROVIDER_S3_BUCKET": credentials.bucket,
-                "PROVIDER_S3_REGION": credentials.region,
+                Env.S3_ENDPOINT: credentials.endpoint_url or "",
+                Env.S3_BUCKET: credentials.bucket,
+                Env.S3_REGION: credentials.region,
             },
         )
 

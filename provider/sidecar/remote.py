@@ -15,6 +15,8 @@ from types import TracebackType
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
+from provider.sidecar.contract import Env
+
 CHUNK = 1024 * 1024
 T = TypeVar("T")
 
@@ -185,9 +187,9 @@ class S3Workspace:
         from botocore.config import Config
 
         session = aioboto3.Session(
-            aws_access_key_id=os.environ["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=os.environ["AWS_SECRET_ACCESS_KEY"],
-            aws_session_token=os.environ.get("AWS_SESSION_TOKEN"),
+            aws_access_key_id=os.environ[Env.AWS_ACCESS_KEY_ID],
+            aws_secret_access_key=os.environ[Env.AWS_SECRET_ACCESS_KEY],
+            aws_session_token=os.environ.get(Env.AWS_SESSION_TOKEN),
             region_name=self.region,
         )
         config = Config(

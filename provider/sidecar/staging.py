@@ -9,62 +9,28 @@ import shutil
 import tarfile
 import tempfile
 import zipfile
-from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
 
+from provider.sidecar.contract import (
+    MANIFEST,
+    ExitCode,
+    JobDescription,
+    Manifest,
+    ManifestFile,
+    ManifestOutput,
+    manifest_key,
+)
 from provider.sidecar.remote import RemoteError, Workspace
 
 log = logging.getLogger("provider.sidecar")
-
-MISSING_OUTPUT = 3  # exit code: the worker did not produce a required output (its fault)
 
 
 class StagingError(Exception):
     """Staging failed; `exit_code` tells the backend whose fault it was."""
 
-    def __init__(self, message: str, exit_code: int = 1) -> None:
+    def __init__(self, message: str, exit_code: ExitCode = ExitCode.FAILED) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    name: str
-    kind: str  # file | directory | archive
-    key: str  # object key, or prefix for directories
-    path: str  # destination, relative to the staging root
-
-
-@dataclass(frozen=True)
-class OutputSpec:
-    name: str
-    kind: str  # file | directory
-    path: str  # relative to the result directory
-    required: bool = True
-
-
-@dataclass(frozen=True)
-class JobFiles:
-    execution_id: str
-    inputs: list[InputSpec] = field(default_factory=list)
-    outputs: list[OutputSpec] = field(default_factory=list)
-    max_archive_bytes: int = 10 * 1024**3
-    max_archive_files: int = 100_000
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> JobFiles:
-        return cls(
-            execution_id=data["execution_id"],
-            inputs=[InputSpec(**i) for i in data.get("inputs", [])],
-            outputs=[OutputSpec(**o) for o in data.get("outputs", [])],
-            max_archive_bytes=int(data.get("max_archive_bytes", 10 * 1024**3)),
-            max_archive_files=int(data.get("max_archive_files", 100_000)),
-        )
-
-    @property
-    def outputs_prefix(self) -> str:
-        return f"executions/{self.execution_id}/outputs/"
 
 
 def _inside(root: Path, relative: str) -> Path:
@@ -74,7 +40,7 @@ def _inside(root: Path, relative: str) -> Path:
     return target
 
 
-async def stage_in(job: JobFiles, workspace: Workspace, root: Path) -> None:
+async def stage_in(job: JobDescription, workspace: Workspace, root: Path) -> None:
     for item in job.inputs:
         target = _inside(root, item.path)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -155,9 +121,9 @@ def unpack(archive: Path, target: Path, max_bytes: int, max_files: int) -> int:
     raise StagingError("the archive input is neither a tar nor a zip file")
 
 
-async def stage_out(job: JobFiles, workspace: Workspace, results: Path) -> dict[str, Any]:
+async def stage_out(job: JobDescription, workspace: Workspace, results: Path) -> Manifest:
     """Upload the declared outputs and a manifest; returns the manifest."""
-    manifest: dict[str, Any] = {"execution_id": job.execution_id, "outputs": []}
+    listed = []
     missing = []
     for output in job.outputs:
         source = _inside(results, output.path)
@@ -182,15 +148,16 @@ async def stage_out(job: JobFiles, workspace: Workspace, results: Path) -> dict[
                 size, sha256 = await workspace.upload(key, path)
             except RemoteError as exc:
                 raise StagingError(f"output {output.name}: {exc}") from exc
-            entries.append({"key": key, "size": size, "sha256": sha256})
-        manifest["outputs"].append({"name": output.name, "files": entries})
+            entries.append(ManifestFile(key, size, sha256))
+        listed.append(ManifestOutput(output.name, tuple(entries)))
     if missing:
-        raise StagingError(f"missing declared output: {', '.join(missing)}", exit_code=MISSING_OUTPUT)
+        raise StagingError(f"missing declared output: {', '.join(missing)}", ExitCode.MISSING_OUTPUT)
+    manifest = Manifest(job.execution_id, tuple(listed))
     with tempfile.TemporaryDirectory() as scratch:
-        path = Path(scratch) / "manifest.json"
-        path.write_text(json.dumps(manifest, indent=2))
+        path = Path(scratch) / MANIFEST
+        path.write_text(json.dumps(manifest.to_json(), indent=2))
         try:
-            await workspace.upload(job.outputs_prefix + "manifest.json", path)
+            await workspace.upload(manifest_key(job.execution_id), path)
         except RemoteError as exc:
             raise StagingError(f"manifest: {exc}") from exc
     return manifest

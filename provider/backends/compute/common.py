@@ -1,26 +1,34 @@
-"""What every compute backend hands the data sidecar."""
+"""What every compute backend hands the data sidecar, and what it makes of how the sidecar ended.
+
+The sidecar's side of both is provider/sidecar/contract.py.
+"""
 
 from __future__ import annotations
 
-from typing import Any
-
+from provider.domain.executions import Reason, State
 from provider.services.ports import JobSpec
+from provider.sidecar.contract import Command, ExitCode, InputSpec, JobDescription, OutputSpec, input_path
 
 
-def sidecar_job(spec: JobSpec) -> dict[str, Any]:
-    """The sidecar's job file: which objects to stage in where, which outputs to ship back.
+def sidecar_job(spec: JobSpec) -> JobDescription:
+    """The sidecar's job description: which objects to stage in where, which outputs to ship back.
 
-    Input paths are relative to the staging root (`inputs/<name>`), outputs to the result directory.
+    Input paths are relative to the staging root, outputs to the result directory.
     """
     kinds = {i.name: i.kind.value for i in spec.asset.inputs}
-    return {
-        "execution_id": spec.execution_id,
-        "inputs": [
-            {"name": name, "kind": kinds[name], "key": key, "path": f"inputs/{name}"}
-            for name, key in spec.inputs.items()
-        ],
-        "outputs": [
-            {"name": o.name, "kind": o.kind.value, "path": o.path, "required": o.required}
-            for o in spec.asset.outputs
-        ],
-    }
+    return JobDescription(
+        spec.execution_id,
+        inputs=tuple(
+            InputSpec(name, kinds[name], key, input_path(name)) for name, key in spec.inputs.items()
+        ),
+        outputs=tuple(OutputSpec(o.name, o.kind.value, o.path, o.required) for o in spec.asset.outputs),
+    )
+
+
+def staging_failed(command: Command, code: int) -> tuple[State, Reason, int | None]:
+    """What a stage that exited with `code` (not 0) makes of the execution: its state, reason and
+    exit code. A required output missing is the worker's fault (which itself exited 0); any other
+    failure of staging is the system's."""
+    if command is Command.STAGE_OUT and code == ExitCode.MISSING_OUTPUT:
+        return State.EXECUTOR_ERROR, Reason.MISSING_OUTPUT, 0
+    return State.SYSTEM_ERROR, Reason.STAGE_IN if command is Command.STAGE_IN else Reason.STAGE_OUT, None

@@ -26,18 +26,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from provider.backends.compute.common import sidecar_job
+from provider.backends.compute.common import sidecar_job, staging_failed
 from provider.backends.compute.process_groups import (
     GROUP_RECORD,
     GUARD_MODULE,
     kill_recorded_groups,
     record_group,
 )
-from provider.domain.executions import Reason, State, outputs_from_manifest
+from provider.domain.executions import Reason, State, output_files
 from provider.services.ports import ComputeEvent, EventSink, JobSpec, Reconciler
+from provider.sidecar.contract import INPUTS, MANIFEST, MODULE, RESULTS, Command, Env, Manifest, input_path
 
 log = logging.getLogger(__name__)
-MISSING_OUTPUT = 3
 SAFE_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SYSTEMROOT")
 
 
@@ -66,6 +66,7 @@ class LocalCompute:
         self.root = root.resolve()  # workers run in their own directory: paths must be absolute
         self.cancel_grace = cancel_grace_seconds
         self.per_tenant = per_tenant
+        self.sidecar = [sys.executable, "-m", MODULE]  # the data sidecar's command line
         # Jobs run with a lower CPU priority, so that the service stays responsive while they work.
         nice = shutil.which("nice")
         self._prefix = [nice, "-n", str(niceness)] if nice and niceness > 0 else []
@@ -222,34 +223,40 @@ class LocalCompute:
 
     async def _stages(self, entry: _Job) -> None:
         spec, directory = entry.spec, entry.directory
-        results = directory / "results"
+        results = directory / RESULTS
         await asyncio.to_thread(self._prepare, entry, results)
         sidecar_env = {
             **_base_env(),
             **spec.access.secrets,
             **spec.access.settings,
-            "PROVIDER_STORAGE_KIND": spec.access.kind,
+            Env.STORAGE_KIND: spec.access.kind,
         }
-        sidecar = [sys.executable, "-m", "provider.sidecar"]
 
         await self._emit(entry, State.INITIALIZING)
         code, errors = await self._process(
             entry,
-            [*sidecar, "stage-in", "--spec", str(directory / "job.json"), "--root", str(directory)],
+            [
+                *self.sidecar,
+                Command.STAGE_IN,
+                "--spec",
+                str(directory / "job.json"),
+                "--root",
+                str(directory),
+            ],
             sidecar_env,
             directory / "sidecar.log",
         )
-        if await self._stopped(entry, code, "stage-in"):
+        if await self._stopped(entry, code, Command.STAGE_IN):
             return
         if code != 0:
-            await self._emit(entry, State.SYSTEM_ERROR, reason=Reason.STAGE_IN, message=errors)
+            await self._staging_failed(entry, Command.STAGE_IN, code, errors)
             return
 
         await self._emit(entry, State.RUNNING)
         runner = spec.asset.local
         assert runner is not None
         values = {"{python}": sys.executable, "{result_dir}": str(results)}
-        values.update({f"{{input:{i.name}}}": str(directory / "inputs" / i.name) for i in spec.asset.inputs})
+        values.update({f"{{input:{i.name}}}": str(directory / input_path(i.name)) for i in spec.asset.inputs})
         command = [_fill(arg, values) for arg in runner.command]
         env = {
             **_base_env(),
@@ -288,30 +295,29 @@ class LocalCompute:
         await self._emit(entry, State.FINALIZING, exit_code=0)
         code, errors = await self._process(
             entry,
-            [*sidecar, "stage-out", "--spec", str(directory / "job.json"), "--root", str(results)],
+            [*self.sidecar, Command.STAGE_OUT, "--spec", str(directory / "job.json"), "--root", str(results)],
             sidecar_env,
             directory / "sidecar.log",
-            capture=directory / "manifest.json",
+            capture=directory / MANIFEST,
         )
-        if await self._stopped(entry, code, "stage-out"):
-            return
-        if code == MISSING_OUTPUT:
-            await self._emit(
-                entry, State.EXECUTOR_ERROR, exit_code=0, reason=Reason.MISSING_OUTPUT, message=errors
-            )
+        if await self._stopped(entry, code, Command.STAGE_OUT):
             return
         if code != 0:
-            await self._emit(entry, State.SYSTEM_ERROR, reason=Reason.STAGE_OUT, message=errors)
+            await self._staging_failed(entry, Command.STAGE_OUT, code, errors)
             return
-        manifest = json.loads((directory / "manifest.json").read_text())
-        await self._emit(entry, State.COMPLETE, exit_code=0, outputs=outputs_from_manifest(manifest))
+        manifest = Manifest.from_json(json.loads((directory / MANIFEST).read_text()))
+        await self._emit(entry, State.COMPLETE, exit_code=0, outputs=output_files(manifest.listed()))
+
+    async def _staging_failed(self, entry: _Job, command: Command, code: int, errors: str) -> None:
+        state, reason, exit_code = staging_failed(command, code)
+        await self._emit(entry, state, exit_code=exit_code, reason=reason, message=errors)
 
     def _prepare(self, entry: _Job, results: Path) -> None:
         spec, directory = entry.spec, entry.directory
         shutil.rmtree(directory, ignore_errors=True)
-        (directory / "inputs").mkdir(parents=True)
+        (directory / INPUTS).mkdir(parents=True)
         results.mkdir()
-        (directory / "job.json").write_text(json.dumps(sidecar_job(spec)))
+        (directory / "job.json").write_text(json.dumps(sidecar_job(spec).to_json()))
 
     async def _stopped(self, entry: _Job, code: int, stage: str) -> bool:
         if entry.canceled:

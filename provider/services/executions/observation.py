@@ -22,8 +22,7 @@ from provider.domain.executions import (
     behind,
     logs_key,
     observed_target,
-    outputs_from_manifest,
-    outputs_prefix,
+    output_files,
     reach,
     retry_delay,
     should_retry,
@@ -33,6 +32,7 @@ from provider.services.executions.reads import Reads
 from provider.services.executions.shared import Dependencies, Shared, log
 from provider.services.executions.submission import Submission
 from provider.services.ports import ComputeEvent, Reported
+from provider.sidecar.contract import Manifest, manifest_key, outputs_prefix
 
 
 @dataclass(frozen=True)
@@ -172,13 +172,14 @@ class Observation:
             workspace = await uow.workspaces.get(execution.workspace_id)
         if workspace is None:
             return ()
-        key = outputs_prefix(execution.id) + "manifest.json"
+        key = manifest_key(execution.id)
         try:
             stream = await self.deps.storage.open(workspace.location, key, None)
         except NotFound:
             log.warning("execution completed without a manifest", extra={"execution_id": execution.id})
             return ()
-        return outputs_from_manifest(json.loads(b"".join([chunk async for chunk in stream.chunks])))
+        manifest = Manifest.from_json(json.loads(b"".join([chunk async for chunk in stream.chunks])))
+        return output_files(manifest.listed())
 
     async def _keep_logs(self, execution: Execution, attempt: int) -> str | None:
         """Copy the job's log into the workspace under the attempt's key; the key, or None."""

@@ -17,6 +17,7 @@ from provider.backends.compute.common import sidecar_job
 from provider.backends.compute.kubernetes.objects import Job, KubeObject, ObjectReference
 from provider.domain.assets import Toleration
 from provider.services.ports import JobSpec
+from provider.sidecar.contract import RESULTS, Command, Env, input_path
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 COMPONENT = "app.kubernetes.io/component"
@@ -28,8 +29,9 @@ ASSET = "provider/asset"
 VERSION_ANNOTATION = "provider/execution-version"
 SELECTOR = f"{MANAGED_BY}=provider,{COMPONENT}=execution"
 
-STAGE_IN, WORKER, STAGE_OUT = "stage-in", "worker", "stage-out"
-SCRATCH = "/scratch"
+# Container names; the sidecars' are their commands.
+STAGE_IN, WORKER, STAGE_OUT = Command.STAGE_IN.value, "worker", Command.STAGE_OUT.value
+SCRATCH = "/scratch"  # the staging root
 SIDECAR_UID = 65532
 # The sidecar streams: it needs little, whatever the data size.
 SIDECAR_RESOURCES = {
@@ -128,8 +130,8 @@ def secret_patch(secret: dict[str, Any]) -> dict[str, Any]:
 def build_job(job: JobSpec, settings: JobSettings) -> dict[str, Any]:
     asset = job.asset
     sidecar_env: list[dict[str, Any]] = [
-        {"name": "PROVIDER_JOB_SPEC", "value": json.dumps(sidecar_job(job), separators=(",", ":"))},
-        {"name": "PROVIDER_STORAGE_KIND", "value": job.access.kind},
+        {"name": Env.JOB, "value": json.dumps(sidecar_job(job).to_json(), separators=(",", ":"))},
+        {"name": Env.STORAGE_KIND, "value": job.access.kind},
         *({"name": k, "value": v} for k, v in sorted(job.access.settings.items())),
         *(
             {
@@ -184,13 +186,13 @@ def build_job(job: JobSpec, settings: JobSettings) -> dict[str, Any]:
                 {
                     "name": "scratch",
                     "mountPath": i.mount_path,
-                    "subPath": f"inputs/{i.name}",
+                    "subPath": input_path(i.name),
                     "readOnly": True,
                 }
                 for i in asset.inputs
                 if i.name in job.inputs
             ),
-            {"name": "scratch", "mountPath": asset.result_dir, "subPath": "results"},
+            {"name": "scratch", "mountPath": asset.result_dir, "subPath": RESULTS},
         ],
         "securityContext": worker_security,
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -209,10 +211,10 @@ def build_job(job: JobSpec, settings: JobSettings) -> dict[str, Any]:
         "enableServiceLinks": False,  # the worker sees no addresses of the cluster's services
         "securityContext": {"fsGroup": SIDECAR_UID, "seccompProfile": {"type": "RuntimeDefault"}},
         "initContainers": [
-            sidecar(STAGE_IN, ["stage-in", "--root", SCRATCH, "--results", f"{SCRATCH}/results"]),
+            sidecar(STAGE_IN, [STAGE_IN, "--root", SCRATCH, "--results", f"{SCRATCH}/{RESULTS}"]),
             worker,
         ],
-        "containers": [sidecar(STAGE_OUT, ["stage-out", "--root", f"{SCRATCH}/results"])],
+        "containers": [sidecar(STAGE_OUT, [STAGE_OUT, "--root", f"{SCRATCH}/{RESULTS}"])],
         "volumes": [_scratch_volume(resources.ephemeral_storage, settings), _tmp_volume()],
     }
     if node_selector:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 
+from provider.backends.compute.common import staging_failed
 from provider.backends.compute.kubernetes.manifests import STAGE_IN, STAGE_OUT, WORKER
 from provider.backends.compute.kubernetes.objects import (
     Condition,
@@ -23,8 +24,8 @@ from provider.backends.compute.kubernetes.objects import (
     PodStatus,
 )
 from provider.domain.executions import Reason, State
+from provider.sidecar.contract import Command, ExitCode
 
-MISSING_OUTPUT = 3  # the sidecar's exit code when a required output is missing
 PULL_FAILURES = {"ErrImagePull", "ImagePullBackOff", "RegistryUnavailable"}
 PULL_FATAL = {"InvalidImageName", "ErrImageNeverPull"}
 # Waiting reasons that heal by themselves within the grace (a Secret being created, say).
@@ -153,8 +154,8 @@ def _from_pod(pod: Pod, now: datetime, grace: float) -> Verdict:
             )
 
     stage_in = _terminated(statuses, STAGE_IN)
-    if stage_in is not None and stage_in.get("exitCode") != 0:
-        return Verdict(Observation(State.SYSTEM_ERROR, Reason.STAGE_IN, _said(stage_in, "stage-in")))
+    if stage_in is not None and stage_in.get("exitCode") != ExitCode.DONE:
+        return Verdict(_staging_failed(Command.STAGE_IN, stage_in))
     worker = _terminated(statuses, WORKER)
     if worker is not None:
         code = int(worker.get("exitCode", -1))
@@ -171,14 +172,9 @@ def _from_pod(pod: Pod, now: datetime, grace: float) -> Verdict:
             return Verdict(Observation(State.EXECUTOR_ERROR, Reason.EXIT_CODE, message, code))
         stage_out = _terminated(statuses, STAGE_OUT)
         if stage_out is not None:
-            out_code = stage_out.get("exitCode")
-            if out_code == 0:
+            if stage_out.get("exitCode") == ExitCode.DONE:
                 return Verdict(Observation(State.COMPLETE, exit_code=0, manifest_in_storage=True))
-            if out_code == MISSING_OUTPUT:
-                return Verdict(
-                    Observation(State.EXECUTOR_ERROR, Reason.MISSING_OUTPUT, _said(stage_out, "stage-out"), 0)
-                )
-            return Verdict(Observation(State.SYSTEM_ERROR, Reason.STAGE_OUT, _said(stage_out, "stage-out")))
+            return Verdict(_staging_failed(Command.STAGE_OUT, stage_out))
     if status.get("phase") == "Failed":
         return Verdict(
             Observation(State.SYSTEM_ERROR, status.get("reason") or Reason.POD_FAILED, status.get("message"))
@@ -200,6 +196,11 @@ def _progress(statuses: dict[str, ContainerStatus], status: PodStatus) -> Observ
     if scheduled is not None or statuses:
         return Observation(State.INITIALIZING)
     return Observation(State.QUEUED)
+
+
+def _staging_failed(command: Command, terminated: ContainerStateTerminated) -> Observation:
+    state, reason, exit_code = staging_failed(command, int(terminated.get("exitCode", -1)))
+    return Observation(state, reason, _said(terminated, command), exit_code)
 
 
 def _terminated(statuses: dict[str, ContainerStatus], name: str) -> ContainerStateTerminated | None:
