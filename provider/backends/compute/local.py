@@ -33,6 +33,7 @@ from provider.backends.compute.process_groups import (
     kill_recorded_groups,
     record_group,
 )
+from provider.backends.directories import ensure_writable
 from provider.domain.executions import Reason, State, output_files
 from provider.services.ports import ComputeEvent, EventSink, JobSpec, Reconciler
 from provider.sidecar.contract import INPUTS, MANIFEST, MODULE, RESULTS, Command, Env, Manifest, input_path
@@ -90,12 +91,7 @@ class LocalCompute:
         await reconcile(0.0)
 
     async def ping(self) -> None:
-        def writable() -> None:
-            self.root.mkdir(parents=True, exist_ok=True)
-            if not os.access(self.root, os.W_OK | os.X_OK):
-                raise PermissionError(f"{self.root} is not writable")
-
-        await asyncio.to_thread(writable)
+        await ensure_writable(self.root)
 
     async def submit(self, job: JobSpec) -> None:
         if job.execution_id in self._jobs:

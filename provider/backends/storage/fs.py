@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from provider.backends.directories import ensure_writable
 from provider.backends.storage.streams import DigestingCounter, batches
 from provider.domain.errors import Conflict, NotFound, NotSupported
 from provider.domain.pagination import Page, PageRequest, page_from_rows
@@ -67,12 +68,7 @@ class FilesystemStorage:
         await self.ping()
 
     async def ping(self) -> None:
-        def writable() -> None:
-            self.root.mkdir(parents=True, exist_ok=True)
-            if not os.access(self.root, os.W_OK | os.X_OK):
-                raise PermissionError(f"{self.root} is not writable")
-
-        await asyncio.to_thread(writable)
+        await ensure_writable(self.root)
 
     async def create_location(self, location: str) -> None:
         def create() -> None:
