@@ -90,8 +90,19 @@ ASSETS = {
 }
 
 
+async def retried(api: Api, key: str, execution: dict[str, Any]) -> dict[str, Any]:
+    """Follow the execution with long-polls until its first attempt was given up and retried."""
+    while execution["attempt"] == 1:
+        answer = await api.request(
+            "GET", f"/api/v1/executions/{execution['id']}?wait=5&version={execution['version']}", key=key
+        )
+        if answer.status == 200:
+            execution = await answer.json()
+    return execution
+
+
 def retry_settings(settings: Settings, tmp_path: Path, backoff: float) -> Settings:
-    """The test assets, and retries after `backoff` seconds (not doubling past 4x)."""
+    """The test assets, and retries after between half of `backoff` and `backoff` seconds."""
     assets = tmp_path / "assets"
     assets.mkdir()
     shutil.copy(REPO / "config" / "assets" / "dummy.yaml", assets)
@@ -101,7 +112,7 @@ def retry_settings(settings: Settings, tmp_path: Path, backoff: float) -> Settin
         update={
             "assets": settings.assets.model_copy(update={"directory": assets}),
             "executions": settings.executions.model_validate(
-                {"retry": {"max_attempts": 3, "backoff_seconds": backoff, "max_backoff_seconds": backoff * 4}}
+                {"retry": {"max_attempts": 3, "backoff_seconds": backoff, "max_backoff_seconds": backoff}}
             ),
         }
     )
@@ -189,13 +200,7 @@ async def test_a_retry_waiting_for_its_turn_can_be_canceled(retrying: tuple[Api,
     deps.policy = replace(deps.policy, retry_backoff_seconds=60, retry_max_backoff_seconds=60)
     key, ws = await setup(api)
     started = await run(api, key, ws, "copy", env={"EVICT": "yes"})
-    waiting = started
-    while waiting["attempt"] == 1:
-        answer = await api.request(
-            "GET", f"/api/v1/executions/{started['id']}?wait=5&version={waiting['version']}", key=key
-        )
-        if answer.status == 200:
-            waiting = await answer.json()
+    waiting = await retried(api, key, started)
     assert waiting["state"] == "QUEUED" and waiting["retry_at"] is not None
     canceled = await api.json("POST", f"/api/v1/executions/{started['id']}/cancel", 202, key=key)
     assert canceled["state"] == "CANCELED"
@@ -217,18 +222,13 @@ def test_which_failures_are_retried() -> None:
 async def test_a_retry_waiting_when_the_service_stops_runs_after_the_restart(
     settings: Settings, tmp_path: Path, contract
 ) -> None:  # type: ignore[no-untyped-def]
-    settings = retry_settings(settings, tmp_path, backoff=1.5)
+    # A wait of 3 to 6 s: the service is stopped well inside it, however slowly the machine runs.
+    settings = retry_settings(settings, tmp_path, backoff=6)
     first = EvictingCompute(build_compute(settings, CollectorRegistry()), evictions=1)
     api, close = await live_api(settings, contract, compute=first)
     key, ws = await setup(api)
     started = await run(api, key, ws, "copy", env={"EVICT": "yes"})
-    waiting = started
-    while waiting["attempt"] == 1:
-        answer = await api.request(
-            "GET", f"/api/v1/executions/{started['id']}?wait=5&version={waiting['version']}", key=key
-        )
-        if answer.status == 200:
-            waiting = await answer.json()
+    waiting = await retried(api, key, started)
     await close()  # stopped while the retry waits for its turn
     second = EvictingCompute(build_compute(settings, CollectorRegistry()), evictions=1)
     api, close = await live_api(settings, contract, compute=second)
