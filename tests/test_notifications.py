@@ -149,6 +149,13 @@ class World:
     workspace_id: str
     clock: MovableClock
     workers: list[DeliveryWorker] = field(default_factory=list)
+    senders: list[HttpWebhookSender] = field(default_factory=list)
+
+    def patient_sender(self) -> HttpWebhookSender:
+        """A sender that waits an hour for an answer: a request it makes stays under way."""
+        sender = HttpWebhookSender(parse_networks(["127.0.0.1/32"]), True, 3600, connections=10)
+        self.senders.append(sender)
+        return sender
 
     async def subscribe(self, url: str, events: tuple[str, ...] = ("execution.*",), **filters: Any) -> Any:
         subscription, secret = await self.components.subscriptions.create(
@@ -208,6 +215,8 @@ async def world(settings: Settings, store: SqlStore, clock: MovableClock) -> Asy
     yield item
     for worker in item.workers:
         await worker.stop()
+    for sender in item.senders:
+        await sender.close()
     await item.components.sender.close()
     await item.components.storage.close()
 
@@ -361,19 +370,12 @@ async def test_a_receiver_that_does_not_answer_delays_no_other(world: World, rec
     receiver.behaviour["/held"] = "hold"  # answers only at the end of the test
     await world.subscribe(receiver.url("/held"), ("execution.state_changed",))
     await world.subscribe(receiver.url("/fast"), ("execution.state_changed",))
-    patient = HttpWebhookSender(parse_networks(["127.0.0.1/32"]), True, 3600, connections=10)
-    worker = world.worker(sender=patient, lease_seconds=7200)  # waits for /held as long as it takes
-    try:
-        await world.run()
-        await eventually(lambda: len(receiver.at("/held")) == 1)  # its request is under way
-        await world.run()
-        await eventually(lambda: len(receiver.at("/fast")) == 2)  # sent beside it
-        assert len(receiver.at("/held")) == 1  # still unanswered; its next waits its turn
-    finally:
-        receiver.released.set()
-        await worker.stop()
-        world.workers.remove(worker)
-        await patient.close()
+    world.worker(sender=world.patient_sender(), lease_seconds=7200)  # waits for /held
+    await world.run()
+    await eventually(lambda: len(receiver.at("/held")) == 1)  # its request is under way
+    await world.run()
+    await eventually(lambda: len(receiver.at("/fast")) == 2)  # sent beside it
+    assert len(receiver.at("/held")) == 1  # still unanswered; its next waits its turn
 
 
 async def test_a_wait_for_one_of_our_connections_does_not_count_against_the_receiver(
@@ -478,16 +480,16 @@ async def test_connect_time_check_refuses_an_address_that_became_forbidden(
 async def test_stopped_mid_delivery_then_restarted_delivers_all_with_the_same_id(
     world: World, receiver: Receiver
 ) -> None:
-    receiver.behaviour["/restart"] = "slow"
-    receiver.slow_seconds = 0.3
+    receiver.behaviour["/restart"] = "hold"  # the first request stays unanswered
     await world.subscribe(receiver.url("/restart"), ("execution.state_changed",))
-    first = world.worker()
+    first = world.worker(sender=world.patient_sender(), lease_seconds=7200)
     started = await world.run()
     await world.finish(started.execution.id)
     await eventually(lambda: len(receiver.at("/restart")) == 1)
     await first.stop()  # the first request is in flight: its answer is lost
     world.workers.remove(first)
     receiver.behaviour["/restart"] = "ok"
+    receiver.released.set()
     world.worker()
     await eventually(lambda: len({r.headers["webhook-id"] for r in receiver.at("/restart")}) == 5)
     ids = [r.headers["webhook-id"] for r in receiver.at("/restart")]
@@ -520,10 +522,9 @@ async def test_a_queue_whose_head_mark_was_missed_is_delivered_after_the_sweep(
 async def test_a_crashed_worker_s_claims_come_back_after_their_lease(
     world: World, receiver: Receiver
 ) -> None:
-    receiver.behaviour["/crash"] = "slow"
-    receiver.slow_seconds = 0.5
+    receiver.behaviour["/crash"] = "hold"  # the first request stays unanswered
     await world.subscribe(receiver.url("/crash"), ("execution.state_changed",))
-    first = world.worker(lease_seconds=60)
+    first = world.worker(sender=world.patient_sender(), lease_seconds=60)
     started = await world.run()
     await eventually(lambda: len(receiver.at("/crash")) == 1)
     # The process dies: no clean stop, its claim stays in the outbox until the lease ends.
@@ -534,6 +535,7 @@ async def test_a_crashed_worker_s_claims_come_back_after_their_lease(
     await asyncio.gather(first._task, *first._inflight.values(), return_exceptions=True)
     world.workers.remove(first)
     receiver.behaviour["/crash"] = "ok"
+    receiver.released.set()
     second = world.worker(lease_seconds=60)
     await eventually(lambda: second.rounds >= 3)  # rounds while the dead worker's lease runs
     assert len(receiver.at("/crash")) == 1  # not before that lease ran out
