@@ -558,7 +558,8 @@ async def test_two_workers_share_one_outbox_without_double_sends(
     for started in runs:
         await world.finish(started.execution.id)
     expected = 10 * 6 * len(subscriptions)  # 5 state changes and one completion each
-    await eventually(lambda: len(receiver.received) >= expected)
+    # 480 requests through two workers: tens of seconds on a loaded machine.
+    await eventually(lambda: len(receiver.received) >= expected, 5 * WAIT_SECONDS)
 
     async def settled() -> bool:
         states = [d.state for s, _ in subscriptions for d in await world.deliveries(s.id)]
