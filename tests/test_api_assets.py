@@ -124,3 +124,37 @@ async def test_an_asset_whose_local_runner_names_an_unknown_input_is_422(api: Ap
     problem = await api.json("PUT", "/api/v1/assets/dummy/versions/2.0.0", 422, key=ADMIN_KEY, json=spec)
     assert "does not declare: nope" in problem["errors"][0]["message"]
     assert (await api.json("GET", "/api/v1/assets/dummy", 200, key=ADMIN_KEY))["version"] == "1.0.0"
+
+
+async def test_flags_are_json_booleans_not_numbers_or_words(api: Api) -> None:
+    """`required` and `retry.on_executor_error` are booleans (contract: AssetSpec); a lax reading
+    would take 0, 1 and "yes" for them and store an asset the caller did not describe."""
+    spec = dummy_spec()
+    for flag in (0, 1, "yes"):
+        inputs = [{**spec["inputs"][0], "required": flag}]
+        outputs = [{**spec["outputs"][0], "required": flag}]
+        problem = await api.json(
+            "PUT",
+            "/api/v1/assets/flags/versions/1",
+            422,
+            key=ADMIN_KEY,
+            json=dummy_spec(inputs=inputs, outputs=outputs, retry={"on_executor_error": flag}),
+        )
+        fields = {e["field"] for e in problem["errors"]}
+        assert fields == {"body.inputs.0.required", "body.outputs.0.required", "body.retry.on_executor_error"}
+    # Integers likewise: not true or false (1 and 0 to a lax integer), not "60".
+    for number in (False, True, "60"):
+        problem = await api.json(
+            "PUT",
+            "/api/v1/assets/flags/versions/1",
+            422,
+            key=ADMIN_KEY,
+            json=dummy_spec(
+                tolerations=[{"key": "k", "operator": "Exists", "toleration_seconds": number}],
+                run_as_user=number,
+                max_run_seconds=number,
+            ),
+        )
+        fields = {e["field"] for e in problem["errors"]}
+        assert fields == {"body.tolerations.0.toleration_seconds", "body.run_as_user", "body.max_run_seconds"}
+    await api.json("GET", "/api/v1/assets/flags", 404, key=ADMIN_KEY)

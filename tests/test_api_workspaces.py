@@ -309,6 +309,20 @@ async def test_token_ttl_limit_and_credentials_unsupported_on_fs(
     assert "s3" in problem["detail"]
 
 
+async def test_integers_in_bodies_are_json_integers(api: Api, alice: Consumer) -> None:
+    """A lax integer would take "3600" and true (as 1): JSON Schema's integer takes neither, but
+    takes 3600.0."""
+    ws = await workspace(api, alice.key)
+    tokens = f"/api/v1/workspaces/{ws['id']}/tokens"
+    for ttl in ("3600", True):
+        problem = await api.json("POST", tokens, 422, key=alice.key, json={"ttl_seconds": ttl})
+        assert problem["errors"][0]["field"] == "body.ttl_seconds", problem
+    await api.json("POST", tokens, 201, key=alice.key, json={"ttl_seconds": 3600.0})
+    links = f"/api/v1/workspaces/{ws['id']}/links"
+    problem = await api.json("POST", links, 422, key=alice.key, json={"key": "k", "expires_seconds": True})
+    assert problem["errors"][0]["field"] == "body.expires_seconds", problem
+
+
 async def test_interrupted_deletion_finishes_at_next_start(
     settings: Settings, aiohttp_client, contract
 ) -> None:  # type: ignore[no-untyped-def]

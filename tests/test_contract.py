@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import itertools
+import re
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -13,6 +17,8 @@ from provider.api.handlers.subscriptions import SubscriptionCreate, Subscription
 from provider.api.parsing import MAX_JSON_DEPTH
 from provider.api.schemas import LABEL_KEY, ApiKeyCreate, TenantCreate
 from provider.domain.assets import (
+    ASSET_ID_PATTERN,
+    ENV_KEY_PATTERN,
     AssetInput,
     AssetOutput,
     AssetSpec,
@@ -20,8 +26,14 @@ from provider.domain.assets import (
     LocalRunner,
     Resources,
     Toleration,
+    _absolute,
+    _safe_relative,
 )
-from provider.domain.workspaces import MAX_KEY_BYTES, MAX_SEGMENT_BYTES
+from provider.domain.errors import InvalidKey
+from provider.domain.ids import id_millis, new_id
+from provider.domain.imports import header_problems
+from provider.domain.notifications import EVENT_PATTERNS, secret_problem, type_problem
+from provider.domain.workspaces import MAX_KEY_BYTES, MAX_SEGMENT_BYTES, check_prefix, key_problems
 from tests.conftest import Api
 from tests.contract import OpenApiContract
 
@@ -102,7 +114,8 @@ def test_the_contract_states_the_rules_the_service_enforces(contract: OpenApiCon
     schemas = contract.spec["components"]["schemas"]
     assert schemas["Labels"]["propertyNames"]["pattern"].strip("^$") == LABEL_KEY.pattern
     key = contract.spec["components"]["parameters"]["ObjectKey"]
-    assert key["schema"]["maxLength"] == MAX_KEY_BYTES == schemas["ObjectKeyValue"]["maxLength"]
+    assert key["schema"] == {"$ref": "#/components/schemas/ObjectKeyValue"}
+    assert schemas["ObjectKeyValue"]["maxLength"] == MAX_KEY_BYTES
     assert f"{MAX_SEGMENT_BYTES} bytes in each" in key["description"].replace("\n        ", " ")
     for name, field in (("ImportCreate", "target_key"), ("LinkCreate", "key")):
         assert schemas[name]["properties"][field] == {"$ref": "#/components/schemas/ObjectKeyValue"}
@@ -113,6 +126,146 @@ def test_the_contract_states_the_rules_the_service_enforces(contract: OpenApiCon
     assert "only tokens this service issued" in " ".join(
         contract.spec["components"]["parameters"]["PageToken"]["description"].split()
     )
+
+
+def _pattern(contract: OpenApiContract, *path: str) -> re.Pattern[str]:
+    node: Any = contract.spec
+    for part in path:
+        node = node[part]
+    return re.compile(node["pattern"])
+
+
+def _parameter(contract: OpenApiContract, path: str, name: str) -> dict[str, Any]:
+    operation = contract.spec["paths"][path]["get"]
+    return next(p for p in operation["parameters"] if p.get("name") == name)["schema"]
+
+
+def _valid_prefix(prefix: str) -> bool:
+    try:
+        check_prefix(prefix)
+    except InvalidKey:
+        return False
+    return True
+
+
+KEY_SAMPLES = [
+    "a",
+    "a/b/c.txt",
+    ".",
+    "..",
+    "...",
+    ".a",
+    "a.",
+    "a/./b",
+    "a/../b",
+    "../a",
+    "a//b",
+    "/a",
+    "a/",
+    "a\x00b",
+    "a\x1fb",
+    "a\x7fb",
+    "a\x85b",
+    "é/ü",
+    "a\u200bb",
+    "x" * 255,
+    "x" * 256,
+    "." + "x" * 254,
+    ".." + "x" * 253,
+    ".." + "x" * 254,
+    "/".join(["x" * 200] * 5),
+]
+
+
+def _accepts(check: Callable[[str], object], value: str) -> bool:
+    try:
+        check(value)
+    except ValueError:
+        return False
+    return True
+
+
+def test_the_contract_patterns_accept_what_the_service_accepts(contract: OpenApiContract) -> None:
+    """Each pattern that states a rule accepts a value exactly when the service's own check does
+    (for keys: in characters of one byte, where the byte limits are the character limits)."""
+    schemas = contract.spec["components"]["schemas"]
+    key = _pattern(contract, "components", "schemas", "ObjectKeyValue")
+    prefix = _pattern(contract, "components", "schemas", "ObjectKeyPrefix")
+    for sample in KEY_SAMPLES:
+        assert bool(key.search(sample)) == (not key_problems(sample)), repr(sample)
+        for candidate in (sample, sample + "/", ""):
+            assert bool(prefix.search(candidate)) == _valid_prefix(candidate), repr(candidate)
+
+    secret = _pattern(contract, "components", "schemas", "WebhookSecret")
+    for size in range(80):
+        encoded = "whsec_" + base64.b64encode(bytes(range(size))).decode()
+        for candidate in (encoded, encoded + "=", encoded + "A", encoded[:-1]):
+            assert bool(secret.search(candidate)) == (secret_problem(candidate) is None), candidate
+
+    last_event_id = re.compile(_parameter(contract, "/api/v1/events", "Last-Event-ID")["pattern"])
+    for candidate in (
+        new_id("evt"),
+        "",
+        "0",
+        "evt_",
+        new_id("evt")[:-1],
+        new_id("evt") + "0",
+        "x_" + "0" * 26,
+    ):
+        accepted = candidate == "" or id_millis(candidate) is not None
+        assert bool(last_event_id.search(candidate)) == accepted, candidate
+
+    types = re.compile(_parameter(contract, "/api/v1/events", "types")["items"]["pattern"])
+    for candidate in [*EVENT_PATTERNS, "", ",", "execution.*,,import.failed", "execution.x", "exec", "*"]:
+        parts = [part for part in candidate.split(",") if part]
+        assert bool(types.search(candidate)) == all(type_problem(p) is None for p in parts), candidate
+
+    absolute = _pattern(contract, "components", "schemas", "AbsolutePath")
+    relative = _pattern(contract, "components", "schemas", "RelativePath")
+    for parts in itertools.product(["/", ".", "a", "\x00"], repeat=5):
+        path = "".join(parts)
+        assert bool(absolute.search(path)) == _accepts(_absolute, path), repr(path)
+        assert bool(relative.search(path)) == _accepts(_safe_relative, path), repr(path)
+    assert schemas["EnvName"]["pattern"] == ENV_KEY_PATTERN
+    asset_id = contract.spec["components"]["parameters"]["AssetId"]["schema"]
+    assert asset_id["pattern"] == ASSET_ID_PATTERN
+
+    headers = schemas["ImportCreate"]["properties"]["headers"]
+    name, value = (
+        re.compile(headers["propertyNames"]["pattern"]),
+        re.compile(headers["additionalProperties"]["pattern"]),
+    )
+    for candidate in (
+        "Authorization",
+        "X-A_b.c~1",
+        "Bad Name",
+        "X:",
+        "É",
+        "",
+        "a\tb",
+        "a\r\nb",
+        "a\x00",
+        "a\x7f",
+        "é",
+    ):
+        problems = {p.message for p in header_problems({candidate or "-": candidate})}
+        assert bool(value.search(candidate)) == (not any("value" in p for p in problems)), repr(candidate)
+        problems = {p.message for p in header_problems({candidate: "v"})}
+        assert bool(name.search(candidate)) == (not problems), repr(candidate)
+
+    label = re.compile(_parameter(contract, "/api/v1/executions", "label")["items"]["pattern"])
+    for candidate in (
+        "team=a",
+        "team=",
+        "a.b/c-d_e=x=y",
+        "=a",
+        "-a=b",
+        "team",
+        "x" * 63 + "=1",
+        "x" * 64 + "=1",
+    ):
+        name, sep, _ = candidate.partition("=")
+        assert bool(label.search(candidate)) == bool(sep and LABEL_KEY.fullmatch(name)), candidate
 
 
 def test_every_operation_with_a_path_parameter_may_answer_404(contract: OpenApiContract) -> None:

@@ -503,6 +503,18 @@ async def test_events_need_their_header_and_unknown_transfers_are_acknowledged(e
     )["imports_started"] == 0
 
 
+async def test_an_event_time_that_is_a_boolean_is_400(events_api: Api) -> None:
+    """`at` is a number or a string (contract: EdcEvent); true and false are neither, though a
+    lax integer would read them as 1 and 0."""
+    event = example("transfer-started-event")
+    for at in (False, True):
+        problem = await events_api.json(
+            "POST", "/edc/events", 400, json={**event, "at": at}, headers={"X-Api-Key": EVENTS_SECRET}
+        )
+        # one problem for each type `at` may have (body.at.int, body.at.float, body.at.str)
+        assert {e["field"].rsplit(".", 1)[0] for e in problem["errors"]} == {"body.at"}, problem
+
+
 async def test_registration_needs_a_transfer_and_a_valid_key(events_api: Api) -> None:
     key, ws = await consumer_workspace(events_api)
     problem = await events_api.json(

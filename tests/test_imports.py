@@ -329,6 +329,35 @@ async def test_bad_target_key_is_400(iapi: Api, source: Source) -> None:
     assert problem["errors"][0]["field"] == "body.target_key"
 
 
+async def test_headers_that_http_cannot_carry_are_422_and_nothing_is_queued(
+    iapi: Api, source: Source
+) -> None:
+    """A header that would split the request to the source (CR LF), or a name that is not an HTTP
+    token, is refused when the import is asked for, not found out by the import in the background."""
+    key, ws = await setup_workspace(iapi)
+    for headers, named in (
+        ({"Authorization": "token\r\nX-Injected: 1"}, "body.headers.Authorization"),
+        ({"X-Trace": "a\nb"}, "body.headers.X-Trace"),
+        ({"Bad Name": "v"}, "body.headers.Bad Name"),
+        ({"X-Colon:": "v"}, "body.headers.X-Colon:"),
+    ):
+        problem = await iapi.json(
+            "POST",
+            f"/api/v1/workspaces/{ws}/imports",
+            422,
+            key=key,
+            json={"source_url": source.url("/file"), "target_key": "in/x", "headers": headers},
+        )
+        assert [e["field"] for e in problem["errors"]] == [named], problem
+    assert (await iapi.json("GET", f"/api/v1/workspaces/{ws}/imports", 200, key=key))["items"] == []
+    assert source.authorizations == []
+    # A tab is allowed in a value.
+    item = await start(
+        iapi, key, ws, source_url=source.url("/file"), target_key="in/x", headers={"X-Trace": "a\tb"}
+    )
+    assert (await finished(iapi, key, ws, item["id"]))["state"] == "succeeded"
+
+
 async def test_an_interrupted_import_resumes_after_a_restart(
     aiohttp_client,
     import_settings: Settings,

@@ -13,7 +13,9 @@ from pathlib import PurePosixPath
 from typing import Annotated, Literal
 
 from packaging.version import InvalidVersion, Version
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator, model_validator
+
+from provider.domain.json_values import JsonInt
 
 ASSET_ID_PATTERN = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 NAME_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
@@ -47,7 +49,8 @@ def _safe_relative(value: str) -> str:
 
 def _absolute(value: str) -> str:
     path = PurePosixPath(value)
-    if not path.is_absolute() or ".." in path.parts or "\x00" in value or str(path) == "/":
+    # Below '/': a part beyond the root ("//" is a root of its own in POSIX, so not str(path) == "/").
+    if not path.is_absolute() or ".." in path.parts or "\x00" in value or len(path.parts) < 2:
         raise ValueError("must be an absolute path below '/' without '..' segments")
     return str(path)
 
@@ -84,7 +87,7 @@ class AssetInput(_Strict):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     kind: InputKind = InputKind.FILE
     mount_path: str = Field(description="absolute path where the worker finds this input")
-    required: bool = True
+    required: StrictBool = True  # JSON's true or false; lax bool would also take 0, 1 and "yes"
     description: str = ""
 
     _check_mount = field_validator("mount_path")(_absolute)
@@ -94,7 +97,7 @@ class AssetOutput(_Strict):
     name: Annotated[str, Field(pattern=NAME_PATTERN)]
     path: str = Field(description="path relative to the result directory")
     kind: OutputKind = OutputKind.FILE
-    required: bool = True
+    required: StrictBool = True
     description: str = ""
 
     _check_path = field_validator("path")(_safe_relative)
@@ -104,7 +107,7 @@ class Resources(_Strict):
     cpu: Annotated[str, Field(pattern=QUANTITY_PATTERN)] = "1"
     memory: Annotated[str, Field(pattern=QUANTITY_PATTERN)] = "512Mi"
     ephemeral_storage: Annotated[str, Field(pattern=QUANTITY_PATTERN)] = "1Gi"
-    gpu_count: Annotated[int, Field(ge=0, le=64)] = 0
+    gpu_count: Annotated[JsonInt, Field(ge=0, le=64)] = 0
     gpu_type: str | None = Field(default=None, description="node label value selecting the GPU model")
 
 
@@ -113,7 +116,7 @@ class Toleration(_Strict):
     operator: Literal["Exists", "Equal"] = "Equal"
     value: str | None = None
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
-    toleration_seconds: int | None = None
+    toleration_seconds: JsonInt | None = None
 
 
 _INPUT_PLACEHOLDER = re.compile(r"\{input:([^{}]*)\}")
@@ -135,8 +138,8 @@ class RetryRule(_Strict):
     (capped by the operator's executions.retry.max_attempts), and whether the worker's own
     failures (exit codes) are retried too."""
 
-    max_attempts: Annotated[int, Field(ge=1, le=20)] = 3
-    on_executor_error: bool = False
+    max_attempts: Annotated[JsonInt, Field(ge=1, le=20)] = 3
+    on_executor_error: StrictBool = False
 
 
 class AssetSpec(_Strict):
@@ -155,11 +158,11 @@ class AssetSpec(_Strict):
     outputs: list[AssetOutput] = Field(default_factory=list)
     result_dir: str = "/results"
     resources: Resources = Field(default_factory=Resources)
-    max_run_seconds: Annotated[int, Field(ge=1, le=MAX_RUN_SECONDS_LIMIT)] = 3600
+    max_run_seconds: Annotated[JsonInt, Field(ge=1, le=MAX_RUN_SECONDS_LIMIT)] = 3600
     retry: RetryRule | None = Field(default=None, description="None: the operator's retry settings")
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
-    run_as_user: int | None = Field(
+    run_as_user: JsonInt | None = Field(
         default=None, ge=1, description="the worker's non-root user id; None keeps the image's user"
     )
     labels: dict[str, str] = Field(default_factory=dict)

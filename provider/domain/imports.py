@@ -3,10 +3,30 @@
 from __future__ import annotations
 
 import enum
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from provider.domain.errors import Conflict
+from provider.domain.errors import Conflict, FieldProblem
+
+# RFC 9110: a field name is a token; a value holds no control character but tab (an HTTP client
+# refuses to send the others, so an import holding them could never run).
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def header_problems(headers: Mapping[str, str], field_name: str = "body.headers") -> list[FieldProblem]:
+    """Why the headers an import sends to its source cannot be sent as HTTP header fields."""
+    problems = []
+    for name, value in headers.items():
+        if not _HEADER_NAME.fullmatch(name):
+            problems.append(FieldProblem(f"{field_name}.{name}", "the name must be an HTTP token"))
+        if _HEADER_VALUE_FORBIDDEN.search(value):
+            problems.append(
+                FieldProblem(f"{field_name}.{name}", "the value must not contain control characters but tab")
+            )
+    return problems
 
 
 class ImportState(enum.StrEnum):

@@ -78,8 +78,12 @@ def secret_problem(secret: str) -> str | None:
     """Why `secret` is not a Standard Webhooks secret (`whsec_` + base64 of 24-64 bytes), or None."""
     if not secret.startswith(SECRET_PREFIX):
         return "must start with 'whsec_'"
+    encoded = secret[len(SECRET_PREFIX) :]
+    # Whole groups of four with at most two '=': Python's decoder also takes padding beyond them.
+    if len(encoded) % 4 or encoded.endswith("==="):
+        return "must be 'whsec_' followed by standard base64"
     try:
-        raw = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+        raw = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         return "must be 'whsec_' followed by standard base64"
     if not 24 <= len(raw) <= 64:

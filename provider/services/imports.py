@@ -18,9 +18,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
-from provider.domain.errors import Conflict, DomainError, NotFound
+from provider.domain.errors import Conflict, DomainError, InvalidInput, NotFound
 from provider.domain.ids import new_id
-from provider.domain.imports import Import, ImportState
+from provider.domain.imports import Import, ImportState, header_problems
 from provider.domain.pagination import Page, PageRequest
 from provider.domain.tenants import Principal
 from provider.domain.workspaces import check_key
@@ -100,6 +100,9 @@ class ImportService:
         starts on its own (an EDC transfer the workspace registered, authorized then).
         """
         check_key(target_key, "body.target_key")
+        problems = header_problems(headers)
+        if problems:
+            raise InvalidInput("the headers cannot be sent as HTTP header fields", problems)
         if principal is None:
             workspace = await self.workspaces.get_system(workspace_id)
         else:

@@ -16,7 +16,7 @@ import logging
 from typing import Annotated, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictInt
 
 from provider.api.context import ctx
 from provider.api.parsing import parse_json
@@ -178,7 +178,7 @@ class EdcEvent(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     id: str | None = None
-    at: int | float | str | None = None
+    at: StrictInt | StrictFloat | str | None = None  # lax int would take true and false as 1 and 0
     type: str = Field(min_length=1, max_length=200)
     payload: EdcTransferPayload = Field(default_factory=EdcTransferPayload)
 

@@ -11,6 +11,7 @@ from provider.api.context import ctx
 from provider.api.parsing import PageQuery, parse_json, parse_query
 from provider.api.routing import Access, Route, principal
 from provider.api.schemas import Body, page_out
+from provider.domain.json_values import JsonInt
 from provider.domain.representations import import_out
 from provider.domain.workspaces import Scope
 
@@ -23,7 +24,7 @@ class ImportCreate(Body):
         description="sent to the source as given (e.g. an EDR's Authorization)",
     )
     target_key: str
-    expected_size: Annotated[int, Field(ge=0)] | None = None
+    expected_size: Annotated[JsonInt, Field(ge=0)] | None = None
     sha256: Annotated[str, Field(pattern=r"^[0-9a-fA-F]{64}$")] | None = None
 
 

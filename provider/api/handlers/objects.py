@@ -20,6 +20,7 @@ from provider.api.problems import ProblemError
 from provider.api.routing import Access, Route, principal
 from provider.api.schemas import Body, object_out, page_out, timestamp
 from provider.domain.errors import FieldProblem, InvalidKey
+from provider.domain.json_values import JsonInt
 from provider.domain.ranges import ByteRange, resolve_range
 from provider.domain.workspaces import Scope
 
@@ -165,7 +166,7 @@ async def list_objects(request: web.Request) -> web.Response:
 class LinkCreate(Body):
     key: str
     method: Literal["GET", "PUT"] = "GET"
-    expires_seconds: Annotated[int, Field(ge=1)] | None = None
+    expires_seconds: Annotated[JsonInt, Field(ge=1)] | None = None
 
 
 async def create_link(request: web.Request) -> web.Response:

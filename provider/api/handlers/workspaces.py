@@ -12,6 +12,7 @@ from provider.api.parsing import PageQuery, QueryModel, parse_json, parse_query
 from provider.api.routing import ANY_SCOPE, Access, Route, principal
 from provider.api.schemas import Body, Labels, credentials_out, page_out
 from provider.domain.errors import FieldProblem, InvalidInput
+from provider.domain.json_values import JsonInt
 from provider.domain.representations import token_out, workspace_out
 from provider.domain.workspaces import Scope
 
@@ -28,7 +29,7 @@ class WorkspaceQuery(QueryModel):
 
 class TokenCreate(Body):
     scopes: list[Scope] = Field(default_factory=lambda: list(Scope), min_length=1)
-    ttl_seconds: Annotated[int, Field(ge=60)] | None = None
+    ttl_seconds: Annotated[JsonInt, Field(ge=60)] | None = None
     name: Annotated[str, Field(max_length=200)] = ""
 
 
