@@ -5,12 +5,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo serve test test-fast lint format clean
+.PHONY: help venv demo serve test test-fast fuzz lint format clean
 
 help:
 	@echo "make demo   run the main job end to end on embedded defaults (SQLite, local files and processes)"
 	@echo "make serve  run the service on embedded defaults"
 	@echo "make test   start the test services and run the whole test suite"
+	@echo "make fuzz   schemathesis over the whole contract, as admin and as consumer (~4 min)"
 	@echo "make lint   ruff and mypy"
 
 $(STAMP): pyproject.toml requirements.lock
@@ -34,6 +35,11 @@ test: venv
 
 test-fast: venv
 	PROVIDER_TEST_POSTGRES_URL=off PROVIDER_TEST_S3_ENDPOINT=off $(BIN)/python -m pytest -x $(PYTEST_ARGS)
+
+# schemathesis against a live service on loopback, in a network namespace of its own: every check,
+# the contract's links, at least 5,000 cases (FUZZ_ARGS: --seed N, --max-examples N, --keep DIR).
+fuzz: venv
+	$(BIN)/python -m tests.fuzz_contract $(FUZZ_ARGS)
 
 lint: venv
 	$(BIN)/ruff check provider tests $(wildcard bench)
