@@ -98,13 +98,13 @@ monmaptool --create --addv a "[v1:127.0.0.1:$MON_PORT]" --fsid "$FSID" monmap >/
 ceph-mon -c ceph.conf --mkfs -i a --monmap monmap --keyring keyring
 ceph-mon -c ceph.conf -i a
 U=$(cat /proc/sys/kernel/random/uuid)
-ID=$(timeout 60 ceph -c ceph.conf --connect-timeout 30 osd new "$U")
+ID=$(timeout 300 ceph -c ceph.conf --connect-timeout 240 osd new "$U")  # generous: a loaded machine
 ceph-osd -c ceph.conf -i "$ID" --mkfs --osd-uuid "$U" 2>/dev/null
 ceph-osd -c ceph.conf -i "$ID" 2>/dev/null
 radosgw -c ceph.conf -n client.rgw.a
-for _ in $(seq 1 120); do curl -s -m 1 -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 0.5; done
+for _ in $(seq 1 300); do curl -s -m 2 -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 1; done
 radosgw-admin -c ceph.conf user create --uid=admin --display-name=admin \
   --access-key=RGWADMINKEY0000000001 --secret=rgwadminsecret000000000000000000000000001 \
   --caps="roles=*;user-policy=*;users=*;buckets=*" >/dev/null 2>&1
-curl -s -m 2 -o /dev/null "http://127.0.0.1:$PORT/" || { echo "radosgw.sh: radosgw does not answer" >&2; exit 1; }
+curl -s -m 10 -o /dev/null "http://127.0.0.1:$PORT/" || { echo "radosgw.sh: radosgw does not answer" >&2; exit 1; }
 echo "radosgw.sh: RGW ready on http://127.0.0.1:$PORT" >&2
