@@ -97,10 +97,21 @@ ceph-authtool --create-keyring keyring --gen-key -n mon. --cap mon 'allow *' >/d
 monmaptool --create --addv a "[v1:127.0.0.1:$MON_PORT]" --fsid "$FSID" monmap >/dev/null
 ceph-mon -c ceph.conf --mkfs -i a --monmap monmap --keyring keyring
 ceph-mon -c ceph.conf -i a
+# A fresh monitor may refuse a client's first command ("wrong fsid" in mon.a.log, EPERM: the
+# client asked before it had the cluster's map); the same command succeeds when tried again.
+retry() {
+  local attempt
+  for attempt in 1 2 3 4 5; do
+    "$@" && return 0
+    sleep 1
+  done
+  echo "radosgw.sh: failed 5 times: $* (logs in $D/log)" >&2
+  return 1
+}
 U=$(cat /proc/sys/kernel/random/uuid)
-ID=$(timeout 300 ceph -c ceph.conf --connect-timeout 240 osd new "$U")  # generous: a loaded machine
-ceph-osd -c ceph.conf -i "$ID" --mkfs --osd-uuid "$U" 2>/dev/null
-ceph-osd -c ceph.conf -i "$ID" 2>/dev/null
+ID=$(retry timeout 300 ceph -c ceph.conf --connect-timeout 240 osd new "$U")  # generous: a loaded machine
+retry ceph-osd -c ceph.conf -i "$ID" --mkfs --osd-uuid "$U" 2>/dev/null
+retry ceph-osd -c ceph.conf -i "$ID" 2>/dev/null
 radosgw -c ceph.conf -n client.rgw.a
 for _ in $(seq 1 300); do curl -s -m 2 -o /dev/null "http://127.0.0.1:$PORT/" && break; sleep 1; done
 radosgw-admin -c ceph.conf user create --uid=admin --display-name=admin \
