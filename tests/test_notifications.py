@@ -25,7 +25,7 @@ from provider.client import ApiClient
 from provider.config import NotificationSettings, Settings
 from provider.domain.addresses import parse_networks
 from provider.domain.executions import State
-from provider.domain.notifications import DeliveryState, SubscriptionState
+from provider.domain.notifications import Attempt, DeliveryState, Outcome, SubscriptionState
 from provider.domain.pagination import PageRequest
 from provider.domain.tenants import Principal
 from provider.services.executions import CallbackRequest, ExecutionRequest
@@ -346,8 +346,8 @@ async def test_a_commit_that_queues_deliveries_wakes_the_worker_at_once(
 
     started = await world.run()
     await eventually(lambda: delivered(1))
-    # One commit at a time, each after the last delivery settled: a delivery queued while its
-    # predecessor is being settled may wait for the housekeeping sweep (see repair_heads).
+    # One commit at a time, each after the last delivery settled: each delivery is sent because
+    # its own commit woke the worker, not because the worker was busy anyway.
     for count, state in enumerate((State.INITIALIZING, State.RUNNING, State.FINALIZING), start=2):
         await world.compute.emit(started.execution.id, state)
         await eventually(lambda count=count: delivered(count))
@@ -552,8 +552,10 @@ async def test_two_workers_share_one_outbox_without_double_sends(
     if store.dialect != "postgresql":
         pytest.skip("several delivering replicas need PostgreSQL")
     subscriptions = [await world.subscribe(receiver.url(f"/s{i}"), ("execution.*",)) for i in range(8)]
-    world.worker()
-    world.worker()
+    # Claims last two hours: on a loaded machine a 5 s lease can run out mid-send, and the other
+    # worker would then rightly send again; only a real double claim may produce two successes.
+    world.worker(lease_seconds=7200)
+    world.worker(lease_seconds=7200)
     runs = [await world.run() for _ in range(10)]
     for started in runs:
         await world.finish(started.execution.id)
@@ -581,6 +583,52 @@ async def test_two_workers_share_one_outbox_without_double_sends(
     for i in range(len(subscriptions)):
         order = [r.event["id"] for r in receiver.at(f"/s{i}")]
         assert order == sorted(order)
+
+
+async def test_a_delivery_queued_while_its_predecessor_settles_is_its_queue_s_head(
+    world: World, receiver: Receiver, store: SqlStore
+) -> None:
+    """Two replicas: one settles a subscription's only delivery while the other queues the next.
+    Without care the queueing sees the first still pending (not committed yet) and the settling
+    sees no successor (not committed yet): the next waits for the housekeeping sweep."""
+    if store.dialect != "postgresql":
+        pytest.skip("SQLite has one writer at a time")
+    subscription, _ = await world.subscribe(receiver.url("/race"), ("execution.*",))
+    now = world.clock()
+
+    def delivery(n: int) -> dict[str, Any]:
+        return {
+            "id": f"dlv_race{n}",
+            "subscription_id": subscription.id,
+            "event_id": f"evt_race{n}",
+            "event_seq": n,
+            "event_type": "execution.state_changed",
+            "created_at": now,
+        }
+
+    async with store.transaction() as uow:
+        await uow.deliveries.add_many([delivery(1)])
+
+    async def queue_the_next() -> None:
+        async with store.transaction() as uow:
+            await uow.deliveries.add_many([delivery(2)])
+
+    async def waiting_on_a_lock() -> bool:
+        async with store.engine.connect() as conn:
+            query = sa.text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'")
+            return bool((await conn.execute(query)).scalar_one())
+
+    succeeded = Outcome("dlv_race1", subscription.id, Attempt(now, 5, 204, None), DeliveryState.SUCCEEDED)
+    async with store.transaction() as settling:
+        await settling.deliveries.record([succeeded], now)
+        queueing = asyncio.create_task(queue_the_next())
+        # The queueing either waits for this settling to commit, or (the race) commits first.
+        await eventually(lambda: queueing.done() or waiting_on_a_lock())
+    await queueing
+    async with store.engine.connect() as conn:
+        d = tables.deliveries.c
+        ready = (await conn.execute(sa.select(d.ready).where(d.id == "dlv_race2"))).scalar_one()
+    assert ready  # the head of its queue at once, not after a sweep
 
 
 async def test_inline_callback_makes_a_subscription_for_that_execution(

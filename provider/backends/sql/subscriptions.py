@@ -104,6 +104,15 @@ def _first_pending(subscription: sa.ColumnElement[Any]) -> sa.ScalarSelect[Any]:
     )
 
 
+# Queueing a delivery and settling its predecessor both decide who is the head of a queue. On
+# PostgreSQL each locks its subscriptions first (sorted, so two never wait on each other), so the
+# later one sees what the earlier committed; SQLite has one writer at a time already.
+_LOCK_SUBSCRIPTIONS = (
+    sa.select(t.subscriptions.c.id)
+    .where(t.subscriptions.c.id.in_(_IDS))
+    .order_by(t.subscriptions.c.id)
+    .with_for_update(key_share=True)  # FOR NO KEY UPDATE: readers and foreign keys go on
+)
 _PROMOTE = (
     t.deliveries.update().where(_D.id == _first_pending(sa.bindparam("b_subscription"))).values(ready=True)
 )
@@ -223,6 +232,7 @@ class SqlDeliveryRepository:
         """
         if not rows:
             return
+        await self._lock_queues({r["subscription_id"] for r in rows})
         busy = set(
             (
                 await self.conn.execute(
@@ -280,6 +290,8 @@ class SqlDeliveryRepository:
         known = [o for o in outcomes if o.delivery_id in counts]  # deleted with their subscription
         if not known:
             return
+        finished = {o.subscription_id for o in known if o.state is not DeliveryState.PENDING}
+        await self._lock_queues(finished)  # before any delivery row: one lock order everywhere
         await self.conn.execute(
             _ADD_ATTEMPT,
             [
@@ -308,12 +320,15 @@ class SqlDeliveryRepository:
                 for o in known
             ],
         )
-        finished = {o.subscription_id for o in known if o.state is not DeliveryState.PENDING}
         if finished:  # the next delivery of each becomes its head
             await self.conn.execute(_PROMOTE, [{"b_subscription": sid} for sid in sorted(finished)])
         for o in known:
             if o.disable_reason is not None:
                 await self._disable(o.subscription_id, o.disable_reason, now)
+
+    async def _lock_queues(self, subscription_ids: set[str]) -> None:
+        if subscription_ids and self.dialect == "postgresql":
+            await self.conn.execute(_LOCK_SUBSCRIPTIONS, {"ids": sorted(subscription_ids)})
 
     async def _disable(self, subscription_id: str, reason: str, now: datetime) -> None:
         s = t.subscriptions.c
@@ -408,8 +423,9 @@ class SqlDeliveryRepository:
     async def repair_heads(self) -> int:
         """Mark as heads the pending deliveries that are first in their queue but not marked.
 
-        On PostgreSQL a delivery inserted while its predecessor was being settled in another
-        transaction may miss its promotion; this sweep (in housekeeping) makes that a short delay.
+        Queueing and settling lock their subscriptions, so this finds nothing unless a writer
+        outside this repository (an operator's SQL, an older replica during an upgrade) skipped
+        the lock; the sweep (in housekeeping) keeps such a queue from stalling.
         """
         result = await self.conn.execute(_REPAIR_HEADS)
         return int(result.rowcount)
