@@ -81,3 +81,54 @@ def test_the_checker_sees_a_violation() -> None:
         assert "provider.backends.storage.fs".startswith(RULES["services"][1])
     finally:
         sample.unlink()
+
+
+def unsupervised(source: str, filename: str = "<sample>") -> list[str]:
+    """Background work that bypasses provider/aio.py: a bare `asyncio.create_task` (a task nobody
+    holds may vanish, and its failure goes unseen) or `asyncio.wait_for(<x>.wait(), ...)`."""
+    found = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        name = node.func.attr
+        if name == "create_task":
+            found.append(f"{filename}:{node.lineno}: create_task (use provider.aio.Tasks)")
+        elif name == "wait_for" and node.args:
+            waited = node.args[0]
+            if (
+                isinstance(waited, ast.Call)
+                and isinstance(waited.func, ast.Attribute)
+                and waited.func.attr == "wait"
+                and not waited.args
+                and isinstance(waited.func.value, ast.Attribute | ast.Name)
+                and not _is_process(waited.func.value)
+            ):
+                found.append(f"{filename}:{node.lineno}: wait_for on an event (use provider.aio.wait_event)")
+    return found
+
+
+def _is_process(node: ast.expr) -> bool:
+    return "process" in ast.unparse(node)
+
+
+def test_background_work_goes_through_the_asyncio_kit() -> None:
+    problems = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name == "aio.py" and path.parent == PACKAGE:
+            continue
+        problems += unsupervised(path.read_text(encoding="utf-8"), str(path.relative_to(PACKAGE.parent)))
+    assert problems == []
+
+
+def test_the_kit_checker_sees_bypasses() -> None:
+    sample = (
+        "import asyncio\n"
+        "async def f(e, p):\n"
+        "    asyncio.create_task(g())\n"
+        "    await asyncio.wait_for(e.wait(), 1)\n"
+        "    await asyncio.wait_for(p.process.wait(), 1)\n"  # a process, not an event: allowed
+    )
+    assert unsupervised(sample) == [
+        "<sample>:3: create_task (use provider.aio.Tasks)",
+        "<sample>:4: wait_for on an event (use provider.aio.wait_event)",
+    ]

@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 from provider.api.context import CONTEXT
 from provider.app import build_compute
 from provider.config import Settings
-from provider.domain.executions import State, retry_delay, should_retry
+from provider.domain.executions import State, should_retry
 from provider.services.ports import ComputeEvent, EventSink, JobSpec, Reconciler
 from tests.conftest import REPO, Api, live_api
 from tests.test_executions import run, setup, until
@@ -215,8 +215,6 @@ def test_which_failures_are_retried() -> None:
     assert not should_retry(State.EXECUTOR_ERROR, "ExitCode", 1, 3, False)
     assert should_retry(State.EXECUTOR_ERROR, "ExitCode", 1, 3, True)
     assert not should_retry(State.CANCELED, "Canceled", 1, 3, True)
-    assert retry_delay(1, 2, 100, 0.0) == 1.0 and retry_delay(1, 2, 100, 0.999) < 2
-    assert retry_delay(10, 2, 100, 0.0) == 50.0  # capped, then jittered within the upper half
 
 
 async def test_a_retry_waiting_when_the_service_stops_runs_after_the_restart(

@@ -132,13 +132,6 @@ def should_retry(
     return state is State.EXECUTOR_ERROR and executor_errors
 
 
-def retry_delay(attempt: int, base_seconds: float, max_seconds: float, spread: float) -> float:
-    """Seconds before attempt `attempt + 1`: doubling from `base_seconds`, capped, with jitter
-    (`spread` in [0, 1) picks within the upper half, so that retries of many jobs spread out)."""
-    ceiling = min(max_seconds, base_seconds * 2.0 ** (attempt - 1))
-    return float(ceiling * (0.5 + spread / 2))
-
-
 @dataclass(frozen=True)
 class Attempt:
     """A finished attempt of an execution that was run again."""

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
 
+from provider.aio import Backoff, Tasks
 from provider.domain.errors import Conflict, DomainError, InvalidInput, NotFound
 from provider.domain.ids import new_id
 from provider.domain.imports import Import, ImportState, header_problems
@@ -40,9 +39,8 @@ class RetryPolicy:
     max_backoff_seconds: float = 60.0
 
     def delay(self, attempt: int) -> float:
-        """Full jitter: uniform in [0, base * 2^(attempt-1)], capped."""
-        ceiling = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** max(0, attempt - 1))
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not security
+        """Doubling, within the upper half: a source that failed is not asked again at once."""
+        return Backoff(self.backoff_seconds, self.max_backoff_seconds, "upper").delay(attempt)
 
 
 class Transient(Exception):
@@ -79,7 +77,7 @@ class ImportService:
         self.clock = clock
         self.retry = retry
         self._slots = asyncio.Semaphore(max_concurrent)
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks = Tasks(log)  # import id -> its run in this process
         self.listeners: list[Callable[[Import], object]] = []
 
     # --- API ----------------------------------------------------------------------------------
@@ -151,9 +149,7 @@ class ImportService:
         if item.state.final:
             raise Conflict(f"import {import_id} is already {item.state.value}")
         updated = await self._transition(item.id, ImportState.CANCELED)
-        task = self._tasks.get(item.id)
-        if task is not None:
-            task.cancel()
+        self._tasks.cancel(item.id)
         return updated
 
     async def cancel_workspace(self, workspace_id: str) -> None:
@@ -164,11 +160,7 @@ class ImportService:
             if item.workspace_id == workspace_id:
                 with contextlib.suppress(Conflict):
                     await self._transition(item.id, ImportState.CANCELED, error="workspace deleted")
-                task = self._tasks.get(item.id)
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+                await self._tasks.stop(item.id)
 
     # --- running ------------------------------------------------------------------------------
 
@@ -181,19 +173,11 @@ class ImportService:
         return len(pending)
 
     async def stop(self) -> None:
-        tasks = list(self._tasks.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._tasks.close()
 
     def _start(self, item: Import) -> None:
-        if item.id not in self._tasks:
-            # A fresh context: the work outlives the request, whose request id must not follow it.
-            task = asyncio.create_task(
-                self._run(item.id), name=f"import {item.id}", context=contextvars.Context()
-            )
-            self._tasks[item.id] = task
-            task.add_done_callback(lambda _: self._tasks.pop(item.id, None))
+        if not self._tasks.running(item.id):
+            self._tasks.spawn(item.id, self._run(item.id), f"import {item.id}")
 
     async def _transition(self, import_id: str, state: ImportState, **changes: object) -> Import:
         async with self.store.transaction() as uow:

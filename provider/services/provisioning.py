@@ -8,16 +8,14 @@ that pending callbacks and deletions survive a restart.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
 import hmac
 import logging
-import random
 import secrets
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import Any
 
+from provider.aio import Backoff, Tasks, wait_event
 from provider.domain.errors import Conflict, ForbiddenAddress, NotFound, OfferingNotGranted, Unauthenticated
 from provider.domain.ids import new_id
 from provider.domain.provisioning import PendingCallback, ProvisionerKind, Provisioning, ProvisioningState
@@ -82,7 +80,7 @@ class ProvisioningService:
         self.clock = clock
         self.policy = policy
         self._wake = asyncio.Event()
-        self._worker: asyncio.Task[None] | None = None
+        self._tasks = Tasks(log)
         self._codes: dict[str, str] = {}  # access codes not yet delivered, by provisioning id
 
     # --- webhooks -----------------------------------------------------------------------------
@@ -260,15 +258,10 @@ class ProvisioningService:
     # --- the worker ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._worker = asyncio.create_task(
-            self._loop(), name="edc provisioning", context=contextvars.Context()
-        )
+        self._tasks.spawn("worker", self._loop(), "edc provisioning")
 
     async def stop(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+        await self._tasks.close()
 
     async def _loop(self) -> None:
         while True:
@@ -283,8 +276,7 @@ class ProvisioningService:
                 log.exception("provisioning worker failed; retrying")
                 wait = 5.0
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(wait, 5.0))
+            await wait_event(self._wake, min(wait, 5.0))
 
     async def run_due(self) -> None:
         async with self.store.read() as uow:
@@ -392,8 +384,8 @@ class ProvisioningService:
             )
             self._codes.pop(item.id, None)
         elif not refused and (status is None or status in RETRY_STATUS):
-            delay = min(self.policy.max_backoff_seconds, self.policy.backoff_seconds * 2**item.attempts)
-            delay = random.uniform(delay / 2, delay)  # noqa: S311 - jitter
+            backoff = Backoff(self.policy.backoff_seconds, self.policy.max_backoff_seconds, "upper")
+            delay = backoff.delay(item.attempts + 1)
             updated = item.attempt_failed(now, status, error, timedelta(seconds=delay))
         else:  # 404 (unknown process) and other refusals are final
             updated = item.give_up(now, status, error)

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import Any, Protocol, TypeVar
 from urllib.parse import quote, urlencode, urlsplit
 
+from provider.aio import Backoff
 from provider.sidecar.contract import Env
 
 CHUNK = 1024 * 1024
@@ -30,12 +31,13 @@ class RemoteError(Exception):
 
 
 ATTEMPTS = 5
+BACKOFF = Backoff(0.5, 4.0, "upper")
 
 
 def _retried(call: Callable[[], T]) -> T:
-    """Run a blocking request, again after 0.5, 1, 2, 4 s when the service is briefly unavailable
-    (5xx, 429) or the connection fails. 4xx answers are final."""
-    delay = 0.5
+    """Run a blocking request, again after about 0.5, 1, 2, 4 s when the service is briefly
+    unavailable (5xx, 429) or the connection fails. 4xx answers are final. (Jitter: the pods of
+    many jobs that failed together do not come back together.)"""
     for attempt in range(1, ATTEMPTS + 1):
         try:
             return call()
@@ -48,8 +50,7 @@ def _retried(call: Callable[[], T]) -> T:
             )
             if not transient or attempt == ATTEMPTS:
                 raise
-            time.sleep(delay)
-            delay *= 2
+            time.sleep(BACKOFF.delay(attempt))
     raise AssertionError("unreachable")
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import json
 import logging
 import os
@@ -26,6 +25,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from provider.aio import Tasks, wait_event
 from provider.backends.compute.common import sidecar_job, staging_failed
 from provider.backends.compute.process_groups import (
     GROUP_RECORD,
@@ -46,7 +46,6 @@ SAFE_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SYSTEMROOT")
 class _Job:
     spec: JobSpec
     directory: Path
-    task: asyncio.Task[None] | None = None
     process: asyncio.subprocess.Process | None = None
     canceled: bool = False
     waiting: bool = False  # held back by the concurrency limits
@@ -76,6 +75,7 @@ class LocalCompute:
             lambda: asyncio.Semaphore(per_tenant or 1_000_000)
         )
         self._jobs: dict[str, _Job] = {}
+        self._runs = Tasks(log)  # execution id -> its run (waiting for a slot, running, reporting)
         self._sink: EventSink | None = None
         self._stopping = False
         # Guards watch the read end; the write end stays in this process, and closes when it ends.
@@ -98,10 +98,7 @@ class LocalCompute:
             return
         entry = _Job(job, self.root / job.execution_id)
         self._jobs[job.execution_id] = entry
-        # A fresh context: the job outlives the request, whose request id must not follow it.
-        entry.task = asyncio.create_task(
-            self._run(entry), name=f"execution {job.execution_id}", context=contextvars.Context()
-        )
+        self._runs.spawn(job.execution_id, self._run(entry), f"execution {job.execution_id}")
 
     def waiting(self) -> set[str]:
         """Executions submitted here and held back by the concurrency limits."""
@@ -114,8 +111,8 @@ class LocalCompute:
         entry.canceled = True
         if entry.process is not None and entry.process.returncode is None:
             await self._terminate(entry.process)
-        elif entry.task is not None:
-            entry.task.cancel()  # still waiting for a slot
+        else:
+            self._runs.cancel(execution_id)  # still waiting for a slot
 
     async def _terminate(self, process: asyncio.subprocess.Process) -> None:
         """SIGTERM to the whole process group, SIGKILL after the grace period."""
@@ -152,7 +149,7 @@ class LocalCompute:
             for end in self._lifeline:
                 os.close(end)
             self._lifeline = None
-        tasks = [e.task for e in self._jobs.values() if e.task is not None and not e.task.done()]
+        tasks = list(self._runs)
         if tasks:
             _, late = await asyncio.wait(tasks, timeout=10)
             for task in late:  # still waiting for a slot, or stuck: now they may be cancelled
@@ -174,8 +171,7 @@ class LocalCompute:
             if data:
                 yield data
         while follow and entry is not None and not entry.done.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(entry.done.wait(), 0.2)
+            await wait_event(entry.done, 0.2)
             if path.exists():
                 with path.open("rb") as handle:
                     handle.seek(position)

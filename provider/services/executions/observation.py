@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
+from provider.aio import Backoff, retry
 from provider.domain.errors import NotFound, Unavailable
 from provider.domain.executions import (
     Execution,
@@ -24,7 +24,6 @@ from provider.domain.executions import (
     observed_target,
     output_files,
     reach,
-    retry_delay,
     should_retry,
 )
 from provider.domain.pagination import PageRequest
@@ -33,6 +32,9 @@ from provider.services.executions.shared import Dependencies, Shared, log
 from provider.services.executions.submission import Submission
 from provider.services.ports import ComputeEvent, Reported
 from provider.sidecar.contract import Manifest, manifest_key, outputs_prefix
+
+# A busy SQLite writer: tried again soon, for about 10 s in all, since a transition must not be lost.
+STORE_BUSY = Backoff(0.05, 2.0, "upper")
 
 
 @dataclass(frozen=True)
@@ -64,17 +66,17 @@ class Observation:
             if event.state in (State.SYSTEM_ERROR, State.EXECUTOR_ERROR)
             else None
         )
-        delay = 0.05
-        for attempt in range(10):
-            try:
-                updated = await self.apply(event, limit)
-                break
-            except Unavailable:
-                if attempt == 9:
-                    raise
-                log.warning("store busy; retrying a transition", extra={"execution_id": event.execution_id})
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 2.0)
+
+        def busy(error: Exception, failures: int, delay: float) -> None:
+            log.warning("store busy; retrying a transition", extra={"execution_id": event.execution_id})
+
+        updated = await retry(
+            lambda: self.apply(event, limit),
+            backoff=STORE_BUSY,
+            retry_on=lambda error: isinstance(error, Unavailable),
+            attempts=10,
+            on_retry=busy,
+        )
         if updated is not None and behind(updated.state, event.state):
             log.info(
                 "an observation behind the execution is ignored: %s seen while it is %s",
@@ -126,12 +128,9 @@ class Observation:
                     target, event.reason, current.attempt, limit.max_attempts, limit.executor_errors
                 )
             ):
-                wait = retry_delay(
-                    current.attempt,
-                    self.deps.policy.retry_backoff_seconds,
-                    self.deps.policy.retry_max_backoff_seconds,
-                    random.random(),  # noqa: S311 - jitter, not a secret
-                )
+                policy = self.deps.policy
+                backoff = Backoff(policy.retry_backoff_seconds, policy.retry_max_backoff_seconds, "upper")
+                wait = backoff.delay(current.attempt)
                 updated: Execution | None = current.retry(
                     now, now + timedelta(seconds=wait), target, event.reason, event.message, event.exit_code
                 )
@@ -241,16 +240,9 @@ class Observation:
 
     def _schedule_retry(self, execution: Execution) -> None:
         assert execution.retry_at is not None
-        retries = self.shared.retries
         wait = max(0.0, (execution.retry_at - self.deps.clock()).total_seconds())
-        previous = retries.pop(execution.id, None)
-        if previous is not None:
-            previous.cancel()
-        task = asyncio.create_task(self._resubmit(execution.id, execution.attempt, wait))
-        retries[execution.id] = task
-        task.add_done_callback(
-            lambda _: retries.pop(execution.id, None) if retries.get(execution.id) is task else None
-        )
+        work = self._resubmit(execution.id, execution.attempt, wait)
+        self.shared.tasks.spawn(execution.id, work, f"retry {execution.id}", replace=True)
 
     async def _resubmit(self, execution_id: str, attempt: int, wait: float) -> None:
         await asyncio.sleep(wait)
@@ -277,10 +269,7 @@ class Observation:
 
     async def stop(self) -> None:
         """Retries waiting in this process end here; reconciliation schedules them again at start."""
-        tasks = list(self.shared.retries.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.shared.tasks.close()
 
     async def finish(self, execution: Execution) -> None:
         """Keep the worker's logs in the workspace, revoke the job's token, release the job."""
@@ -320,7 +309,7 @@ class Observation:
                 continue
             if execution.state is State.QUEUED:
                 if execution.retry_at is not None and execution.retry_at > now:
-                    if execution.id not in self.shared.retries:
+                    if not self.shared.tasks.running(execution.id):
                         self._schedule_retry(execution)  # a retry that waited when we restarted
                     continue
                 if (now - execution.updated_at).total_seconds() >= queued_grace_seconds:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextvars
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
@@ -16,13 +15,14 @@ from provider.domain.tenants import CredentialKind, Principal
 from provider.services.executions.shared import Dependencies, Shared, log
 from provider.services.ports import ExecutionFilter
 
+POLLER = ("version poller",)  # its key among the background tasks, apart from any execution id
+
 
 class Reads:
     def __init__(self, deps: Dependencies, shared: Shared) -> None:
         self.deps = deps
         self.shared = shared
         self._waited: dict[str, int] = {}  # execution id -> long-poll waiters in this process
-        self._poller: asyncio.Task[None] | None = None
 
     async def load(self, execution_id: str) -> Execution:
         """The execution, whoever asks; raises NotFound."""
@@ -74,10 +74,8 @@ class Reads:
             if remaining <= 0:
                 return None
             self._waited[execution_id] = self._waited.get(execution_id, 0) + 1
-            if self._poller is None or self._poller.done():
-                self._poller = asyncio.create_task(
-                    self._poll_versions(), name="execution version poller", context=contextvars.Context()
-                )
+            if not self.shared.tasks.running(POLLER):
+                self.shared.tasks.spawn(POLLER, self._poll_versions(), "execution version poller")
             try:
                 await self.shared.notifier.wait(execution_id, remaining)
             finally:

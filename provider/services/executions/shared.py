@@ -4,13 +4,13 @@ what this process keeps in memory between calls (`Shared`)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from provider.aio import Tasks, wait_event
 from provider.domain.executions import Execution
 from provider.services.assets import AssetService
 from provider.services.notifications import EventLog, SubscriptionService
@@ -94,8 +94,7 @@ class ChangeNotifier:
 
     async def wait(self, execution_id: str, seconds: float) -> None:
         event = self._events.setdefault(execution_id, asyncio.Event())
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(event.wait(), seconds)
+        await wait_event(event, seconds)
 
 
 class Shared:
@@ -107,5 +106,7 @@ class Shared:
         # execution id -> the id of the workspace token its running job holds (filesystem
         # storage), revoked when the attempt ends
         self.job_tokens: dict[str, str] = {}
-        self.retries: dict[str, asyncio.Task[None]] = {}  # execution id -> its waiting resubmission
+        # Background work of this process: a waiting resubmission under its execution's id, and
+        # the version poller of long-poll waiters.
+        self.tasks = Tasks(log)
         self.listeners: list[Callable[[Execution], Awaitable[None] | None]] = []

@@ -13,7 +13,7 @@ One module per concept:
 
 from provider.services.notifications.delivery import DeliveryPolicy, DeliveryWorker, NullObserver
 from provider.services.notifications.outbox import FINAL_EXECUTION_TYPES, FINAL_IMPORT_TYPES, EventLog
-from provider.services.notifications.signals import Signal, wait_for_event
+from provider.services.notifications.signals import Signal
 from provider.services.notifications.stream import STREAM_LOOKBACK_SECONDS, EventStream
 from provider.services.notifications.subscriptions import SubscriptionService
 
@@ -28,5 +28,4 @@ __all__ = [
     "NullObserver",
     "Signal",
     "SubscriptionService",
-    "wait_for_event",
 ]

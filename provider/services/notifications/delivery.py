@@ -8,21 +8,17 @@ many attempts at once together with the next claim.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import contextvars
-import functools
 import logging
-import random
 import time
 import uuid
 from dataclasses import dataclass, replace
 from datetime import timedelta
 
 from provider import __version__
+from provider.aio import Backoff, Tasks, wait_event
 from provider.domain.errors import Unavailable
 from provider.domain.notifications import Attempt, ClaimedDelivery, DeliveryState, Outcome, sign
 from provider.services.notifications.outbox import EventLog
-from provider.services.notifications.signals import wait_for_event
 from provider.services.ports import Clock, DeliveryObserver, Store, WebhookResponse, WebhookSender
 
 log = logging.getLogger(__name__)
@@ -41,9 +37,8 @@ class DeliveryPolicy:
     retention_seconds: float
 
     def delay(self, attempts: int) -> float:
-        """Full jitter: uniform in [0, min(max, base * 2^(attempts-1))]."""
-        ceiling = min(self.max_backoff_seconds, self.backoff_seconds * 2 ** max(0, attempts - 1))
-        return random.uniform(0, ceiling)  # noqa: S311 - jitter, not security
+        """Full jitter: many receivers that failed together do not come back together."""
+        return Backoff(self.backoff_seconds, self.max_backoff_seconds).delay(attempts)
 
 
 class NullObserver:
@@ -74,9 +69,10 @@ class DeliveryWorker:
         self.observer = observer or NullObserver()
         self.name = f"worker-{uuid.uuid4().hex[:12]}"
         self._outcomes: list[Outcome] = []
-        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._inflight = Tasks(log)  # delivery id -> its send
         self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Tasks(log)  # the worker's own loop, once started
+        self._started = False
         self._next_retry: float | None = None
         self._stopping = False
         # Rounds completed: whatever was due when one began has had its chance to be claimed.
@@ -85,20 +81,16 @@ class DeliveryWorker:
     def start(self) -> None:
         self._stopping = False
         self._wake = self.events.queued.register()
-        self._task = asyncio.create_task(self._run(), name="delivery worker", context=contextvars.Context())
+        self._started = True
+        self._loop.spawn("loop", self._run(), "delivery worker")
 
     async def stop(self) -> None:
         """Stop sending; attempts under way are abandoned and their claims released for the next start."""
-        if self._task is None:
+        if not self._started:
             return
         self._stopping = True
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        inflight = list(self._inflight.values())
-        for task in inflight:
-            task.cancel()
-        await asyncio.gather(*inflight, return_exceptions=True)
+        await self._loop.close()
+        await self._inflight.close()
         if self._wake is not None:
             self.events.queued.unregister(self._wake)
         try:
@@ -107,7 +99,7 @@ class DeliveryWorker:
                 await uow.deliveries.release(self.name)
         except Exception:
             log.exception("could not save the last delivery results")
-        self._task = None
+        self._started = False
 
     def _take_outcomes(self) -> list[Outcome]:
         taken, self._outcomes = self._outcomes, []
@@ -146,7 +138,7 @@ class DeliveryWorker:
         if self._next_retry is not None:
             timeout = min(timeout, max(0.0, self._next_retry - time.monotonic()))
             self._next_retry = None
-        await wait_for_event(self._wake, timeout)
+        await wait_event(self._wake, timeout)
 
     async def _round(self) -> int:
         """Save finished attempts and claim what is due, in one transaction."""
@@ -180,13 +172,8 @@ class DeliveryWorker:
             self._outcomes = outcomes + self._outcomes  # nothing was written: keep them for the next round
             raise
         for item in claimed:
-            task = asyncio.create_task(self._send(item), name=f"delivery {item.id}")
-            self._inflight[item.id] = task
-            task.add_done_callback(functools.partial(self._sent, item.id))
+            self._inflight.spawn(item.id, self._send(item), f"delivery {item.id}")
         return len(claimed)
-
-    def _sent(self, delivery_id: str, _: asyncio.Task[None]) -> None:
-        self._inflight.pop(delivery_id, None)
 
     async def _housekeeping(self) -> None:
         before = self.clock() - timedelta(seconds=self.policy.retention_seconds)

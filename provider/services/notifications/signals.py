@@ -4,15 +4,6 @@ event streams at once, instead of leaving them to their next poll."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-
-
-async def wait_for_event(event: asyncio.Event, seconds: float) -> None:
-    """Wait until `event` is set or `seconds` pass. (asyncio.timeout, unlike wait_for on Python
-    3.11, never swallows a cancellation that arrives as the event is set.)"""
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(seconds):
-            await event.wait()
 
 
 class Signal:

@@ -8,12 +8,12 @@ import time
 from collections import OrderedDict
 from collections.abc import AsyncGenerator, Iterable
 
+from provider.aio import wait_event
 from provider.domain.errors import FieldProblem, InvalidInput, NotFound
 from provider.domain.ids import id_floor, id_millis
 from provider.domain.notifications import Event, EventFilter, check_types, expand_types
 from provider.domain.tenants import CredentialKind, Principal
 from provider.services.notifications.outbox import EventLog
-from provider.services.notifications.signals import wait_for_event
 from provider.services.ports import Store
 
 # How far back a stream re-reads on its periodic poll: a transaction on another replica may
@@ -96,7 +96,7 @@ class EventStream:
                 timeout = min(
                     poll_seconds - (loop.time() - last_poll), heartbeat_seconds - (loop.time() - last_sent)
                 )
-                await wait_for_event(waiter, max(0.01, timeout))
+                await wait_event(waiter, max(0.01, timeout))
                 await asyncio.sleep(0.02)  # gather the events of a burst into one read
         finally:
             self.events.signal.unregister(waiter)

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import logging
-import random
 import socket
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass, field
@@ -21,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
+from provider.aio import Backoff, Tasks, retry
 from provider.backends.compute.kubernetes.client import (
     EVENTS,
     JOBS,
@@ -131,9 +130,11 @@ class KubernetesCompute:
         self.watches: list[NamespaceWatch[Any]] = []
         self._sink: EventSink | None = None
         self._reconcile: Reconciler | None = None
-        self._campaign: asyncio.Task[None] | None = None
-        self._leader_tasks: list[asyncio.Task[None]] = []
-        self._retries: dict[str, asyncio.Task[None]] = {}
+        self._campaign = Tasks(log)  # the Lease elector of this replica
+        self._leader_tasks = Tasks(log)  # watches, workers and reconciliation while leading
+        self._retries = Tasks(log)  # execution id -> its Job's creation or deletion, tried again
+        # Kubernetes answers 429, 5xx or a quota: tried again sooner, then at most this far apart.
+        self._backoff = Backoff(1.0, options.max_retry_seconds)
         self._tracked: dict[str, _Tracked] = {}
         self._canceling: set[str] = set()
         # FailedCreate Events by Job name, then Event name; and the execution of each tracked Job.
@@ -163,18 +164,12 @@ class KubernetesCompute:
             self.options.lease_seconds,
             self.options.renew_seconds,
         )
-        self._campaign = asyncio.create_task(
-            self.elector.run(self._lead, self._step_down), name="kubernetes lease", context=_fresh()
-        )
+        self._campaign.spawn("lease", self.elector.run(self._lead, self._step_down), "kubernetes lease")
 
     async def stop(self) -> None:
         """Stop observing and hand the Lease back; the Jobs keep running."""
-        for task in self._retries.values():
-            task.cancel()
-        await asyncio.gather(*self._retries.values(), return_exceptions=True)
-        if self._campaign is not None:
-            self._campaign.cancel()
-            await asyncio.gather(self._campaign, return_exceptions=True)
+        await self._retries.close()
+        await self._campaign.close()
         await self._step_down()
         if self.kube is not None:
             await self.kube.close()
@@ -189,19 +184,14 @@ class KubernetesCompute:
                 self.kube, EVENTS, "", self._on_refusal, self._sync_refusals, timeout, fields=REFUSALS
             ),
         ]
-        tasks = [asyncio.create_task(w.run(), name=f"watch {w.resource}") for w in self.watches]
-        tasks += [
-            asyncio.create_task(self._work(), name=f"kubernetes worker {i}")
-            for i in range(self.options.workers)
-        ]
-        tasks.append(asyncio.create_task(self._reconcile_loop(), name="kubernetes reconcile"))
-        self._leader_tasks = tasks
+        for watch in self.watches:
+            self._leader_tasks.spawn(watch.resource, watch.run(), f"watch {watch.resource}")
+        for i in range(self.options.workers):
+            self._leader_tasks.spawn(("worker", i), self._work(), f"kubernetes worker {i}")
+        self._leader_tasks.spawn("reconcile", self._reconcile_loop(), "kubernetes reconcile")
 
     async def _step_down(self) -> None:
-        tasks, self._leader_tasks = self._leader_tasks, []
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._leader_tasks.close()
         if self._inflight:  # let reports under way finish their transactions
             await asyncio.wait(self._inflight, timeout=10)
         self._tracked.clear()
@@ -242,8 +232,8 @@ class KubernetesCompute:
         except KubeError as exc:
             if exc.retryable:
                 await self._queued(job, exc)
-                self._retries[job.execution_id] = asyncio.create_task(
-                    self._retry(job), name=f"submit {job.execution_id}", context=_fresh()
+                self._retries.spawn(
+                    job.execution_id, self._retry(job), f"submit {job.execution_id}", replace=True
                 )
                 return
             await self._refused(job, exc)
@@ -314,33 +304,28 @@ class KubernetesCompute:
         )
 
     async def _retry(self, job: JobSpec) -> None:
-        failures = 1
+        """Create the Job of a submission the API server put off, until it takes it or refuses."""
+
+        async def create() -> None:
+            try:
+                await self._create(job)
+            except KubeError as exc:
+                if exc.retryable:
+                    await self._queued(job, exc)  # the reason it waits, kept up to date
+                raise
+
         try:
-            while True:
-                delay = random.uniform(0, min(self.options.max_retry_seconds, 0.5 * 2**failures))  # noqa: S311
-                await asyncio.sleep(delay)
-                try:
-                    await self._create(job)
-                    await self._emit(
-                        ComputeEvent(
-                            job.execution_id, State.QUEUED, reason=None, message=None, attempt=job.attempt
-                        )
-                    )
-                    return
-                except KubeError as exc:
-                    if not exc.retryable:
-                        await self._refused(job, exc)
-                        return
-                    await self._queued(job, exc)
-                    failures += 1
-        finally:
-            self._retries.pop(job.execution_id, None)
+            await retry(create, backoff=self._backoff, retry_on=_retryable, failures=1)
+        except KubeError as exc:
+            await self._refused(job, exc)
+            return
+        await self._emit(
+            ComputeEvent(job.execution_id, State.QUEUED, reason=None, message=None, attempt=job.attempt)
+        )
 
     async def cancel(self, execution_id: str) -> None:
         assert self.kube is not None
-        retry = self._retries.pop(execution_id, None)
-        if retry is not None:
-            retry.cancel()
+        self._retries.cancel(execution_id)
         self._canceling.add(execution_id)
         tracked = self._tracked.get(execution_id)
         if tracked is not None:
@@ -350,28 +335,21 @@ class KubernetesCompute:
         except KubeError as exc:
             # The execution stays CANCELING; reconciliation ends it once the Job is gone.
             log.warning("could not delete a canceled job: %s", exc, extra={"execution_id": execution_id})
-            self._retries[execution_id] = asyncio.create_task(
-                self._delete_later(execution_id), name=f"cancel {execution_id}", context=_fresh()
-            )
+            self._retries.spawn(execution_id, self._delete_later(execution_id), f"cancel {execution_id}")
             return
         # Of no attempt: a cancel ends the execution, whichever attempt it is at.
         await self._emit(ComputeEvent(execution_id, State.CANCELED, reason=Reason.CANCELED))
 
     async def _delete_later(self, execution_id: str) -> None:
-        assert self.kube is not None
-        failures = 1
-        try:
-            while True:
-                await asyncio.sleep(random.uniform(0, min(self.options.max_retry_seconds, 0.5 * 2**failures)))  # noqa: S311
-                try:
-                    await self.kube.delete("Job", job_name(execution_id))
-                except KubeError:
-                    failures += 1
-                    continue
-                await self._emit(ComputeEvent(execution_id, State.CANCELED, reason=Reason.CANCELED))
-                return
-        finally:
-            self._retries.pop(execution_id, None)
+        kube = self.kube
+        assert kube is not None
+        await retry(
+            lambda: kube.delete("Job", job_name(execution_id)),
+            backoff=self._backoff,
+            retry_on=lambda error: isinstance(error, KubeError),
+            failures=1,
+        )
+        await self._emit(ComputeEvent(execution_id, State.CANCELED, reason=Reason.CANCELED))
 
     async def release(self, execution_id: str) -> None:
         assert self.kube is not None
@@ -666,6 +644,5 @@ def _newest(pods: dict[str, Pod]) -> str:
     return max(pods, key=lambda n: _metadata(pods[n]).get("creationTimestamp", ""))
 
 
-def _fresh() -> contextvars.Context:
-    """Background work must not carry the request id of the request that started it."""
-    return contextvars.Context()
+def _retryable(error: Exception) -> bool:
+    return isinstance(error, KubeError) and error.retryable

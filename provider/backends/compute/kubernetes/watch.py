@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from typing import Generic
 
+from provider.aio import Backoff
 from provider.backends.compute.kubernetes.client import Collection, Kube, KubeError, KubeGone
 from provider.backends.compute.kubernetes.objects import KubeObject, ObjectT
 
@@ -67,7 +67,7 @@ class NamespaceWatch(Generic[ObjectT]):
                 continue
             except KubeError as exc:
                 failures += 1
-                delay = random.uniform(0, min(self.max_backoff, 0.2 * 2**failures))  # noqa: S311
+                delay = Backoff(0.4, self.max_backoff).delay(failures)
                 log.warning(
                     "watch %s failed (%s); again in %.1f s", self.resource, exc.message or exc.reason, delay
                 )
