@@ -232,11 +232,13 @@ def build_components(
     store: SqlStore | None = None,
     compute: Compute | None = None,
     clock: Clock = utcnow,
+    storage: Storage | None = None,
 ) -> Components:
-    """Every component; `compute` replaces the configured backend (benchmarks drive their own),
-    and `clock` the wall clock (tests move time forward instead of waiting for it)."""
+    """Every component; `compute` and `storage` replace the configured backends (benchmarks
+    drive their own, service tests use fakes), and `clock` the wall clock (tests move time
+    forward instead of waiting for it)."""
     store = store or build_store(settings)
-    storage = build_storage(settings)
+    storage = storage or build_storage(settings)
     events = EventLog(clock)
     notifications = settings.notifications
     sender = HttpWebhookSender(

@@ -8,53 +8,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from provider.app import Components, build_components, prepare_store, read_assets
+from provider.app import Components, build_components
 from provider.config import Settings
 from provider.domain.executions import State
 from provider.domain.tenants import Principal
 from provider.services.executions import ExecutionRequest
-from provider.services.ports import ComputeEvent, EventSink, JobSpec, Reconciler
-from tests.conftest import ADMIN_KEY, WAIT_SECONDS, poll_until
-
-
-class DrivenCompute:
-    """A backend whose events the test sends by hand."""
-
-    name = "driven"
-
-    def __init__(self) -> None:
-        self.submitted: list[JobSpec] = []
-        self.canceled: list[str] = []
-        self.running: set[str] = set()
-        self.released: list[str] = []
-        self.sink: EventSink | None = None
-
-    async def start(self, sink: EventSink, reconcile: Reconciler) -> None:
-        self.sink = sink
-
-    async def submit(self, job: JobSpec) -> None:
-        self.submitted.append(job)
-        self.running.add(job.execution_id)
-
-    async def cancel(self, execution_id: str) -> None:
-        self.canceled.append(execution_id)
-
-    async def logs(self, execution_id: str, tail: int | None, follow: bool) -> AsyncIterator[bytes]:
-        yield b"line one\nline two\n"
-
-    async def known(self) -> set[str]:
-        return set(self.running)
-
-    async def release(self, execution_id: str) -> None:
-        self.released.append(execution_id)
-        self.running.discard(execution_id)
-
-    async def stop(self) -> None:
-        return None
-
-    async def emit(self, execution_id: str, state: State, **details: object) -> None:
-        assert self.sink is not None
-        await self.sink(ComputeEvent(execution_id, state, **details))  # type: ignore[arg-type]
+from provider.services.ports import ComputeEvent
+from tests.conftest import WAIT_SECONDS, ServiceWorld, poll_until
+from tests.fakes import DrivenCompute
 
 
 @pytest.fixture
@@ -65,22 +26,15 @@ def settings(settings: Settings) -> Settings:
 
 
 @pytest.fixture
-async def world(settings: Settings) -> AsyncIterator[tuple[Components, DrivenCompute, Principal, str]]:
-    compute = DrivenCompute()
-    components = build_components(settings, compute=compute)
-    await prepare_store(components)
-    await components.assets.load(read_assets(settings))
-    await compute.start(components.executions.on_event, components.executions.reconcile)
-    admin = await components.auth.authenticate(f"Bearer {ADMIN_KEY}")
+async def world(services: ServiceWorld) -> tuple[Components, DrivenCompute, Principal, str]:
+    components, admin = services.components, services.admin
     workspace = await components.workspaces.create(admin.tenant_id, "w", {})
 
     async def body() -> AsyncIterator[bytes]:
         yield b"input"
 
     await components.workspaces.put_object(admin, workspace.id, "in.bin", body())
-    yield components, compute, admin, workspace.id
-    await components.storage.close()
-    await components.store.close()
+    return components, services.compute, admin, workspace.id
 
 
 async def start(world: tuple[Components, DrivenCompute, Principal, str]) -> str:

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import pytest
@@ -154,6 +154,25 @@ class ProcessKubelet:
         return name
 
 
+class Running(NamedTuple):
+    key: str  # the new tenant's API key
+    workspace: str
+    created: dict[str, Any]  # the execution as created
+    pod: str
+    execution: dict[str, Any]  # the execution, RUNNING
+
+
+async def a_running_execution(api: Api, fake: FakeKube) -> Running:
+    """A new tenant's execution of the dummy asset whose pod staged in and runs the worker."""
+    key, ws = await setup(api)
+    await api.json("PUT", f"/api/v1/workspaces/{ws}/objects/in.bin", 201, key=key, data=b"x")
+    created = await run(api, key, ws, "dummy", inputs={"source": "in.bin"})
+    pod = fake.create_job_pod(NS, job_name(created["id"]))["metadata"]["name"]
+    fake.set_container_state(NS, pod, "stage-in", "terminated", exit_code=0)
+    fake.set_container_state(NS, pod, "worker", "running")
+    return Running(key, ws, created, pod, await until(api, key, created, {"RUNNING"}))
+
+
 async def test_execution_end_to_end_through_a_job(
     live: Api,
     fake_kube: FakeKube,  # noqa: F811
@@ -202,13 +221,7 @@ async def test_cancel_and_worker_failure_through_the_api(
     live: Api,
     fake_kube: FakeKube,  # noqa: F811
 ) -> None:
-    key, ws = await setup(live)
-    await live.json("PUT", f"/api/v1/workspaces/{ws}/objects/in.bin", 201, key=key, data=b"x")
-    created = await run(live, key, ws, "dummy", inputs={"source": "in.bin"})
-    pod = fake_kube.create_job_pod(NS, job_name(created["id"]))["metadata"]["name"]
-    fake_kube.set_container_state(NS, pod, "stage-in", "terminated", exit_code=0)
-    fake_kube.set_container_state(NS, pod, "worker", "running")
-    running = await until(live, key, created, {"RUNNING"})
+    key, ws, created, pod, running = await a_running_execution(live, fake_kube)
     canceled = await live.json("POST", f"/api/v1/executions/{created['id']}/cancel", 202, key=key)
     assert canceled["state"] in ("CANCELING", "CANCELED")
     final = await until(live, key, running, {"CANCELED", "SYSTEM_ERROR"})
@@ -353,13 +366,7 @@ async def test_a_replaced_pod_behind_the_execution_changes_nothing_and_is_counte
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="provider")
-    key, ws = await setup(live)
-    await live.json("PUT", f"/api/v1/workspaces/{ws}/objects/in.bin", 201, key=key, data=b"x")
-    created = await run(live, key, ws, "dummy", inputs={"source": "in.bin"})
-    pod = fake_kube.create_job_pod(NS, job_name(created["id"]))["metadata"]["name"]
-    fake_kube.set_container_state(NS, pod, "stage-in", "terminated", exit_code=0)
-    fake_kube.set_container_state(NS, pod, "worker", "running")
-    running = await until(live, key, created, {"RUNNING"})
+    key, _, created, pod, running = await a_running_execution(live, fake_kube)
     # The Job controller's replacement pod, pending and newer (creationTimestamp counts seconds):
     # the Job now looks QUEUED.
     started = pod_created(fake_kube, pod)
@@ -492,13 +499,7 @@ async def test_a_cancel_through_another_replica_ends_canceled_whoever_sees_the_j
         try:
             other = second.app[CONTEXT].executions.compute
             assert isinstance(other, KubernetesCompute) and not other.leading
-            key, ws = await setup(second)
-            await second.json("PUT", f"/api/v1/workspaces/{ws}/objects/in.bin", 201, key=key, data=b"x")
-            created = await run(second, key, ws, "dummy", inputs={"source": "in.bin"})
-            pod = fake_kube.create_job_pod(NS, job_name(created["id"]))["metadata"]["name"]
-            fake_kube.set_container_state(NS, pod, "stage-in", "terminated", exit_code=0)
-            fake_kube.set_container_state(NS, pod, "worker", "running")
-            running = await until(second, key, created, {"RUNNING"})
+            key, _, created, _, running = await a_running_execution(second, fake_kube)
             # The replica that cancels deletes the Job and hears back only later: the leader's
             # watch sees the Job go first.
             job = job_name(created["id"])

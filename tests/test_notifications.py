@@ -31,7 +31,7 @@ from provider.domain.tenants import Principal
 from provider.services.executions import CallbackRequest, ExecutionRequest
 from provider.services.notifications import DeliveryWorker
 from tests.conftest import ADMIN_KEY, WAIT_SECONDS, Api, MovableClock, free_port, live_api
-from tests.test_executions_service import DrivenCompute
+from tests.fakes import DrivenCompute
 
 FAST = {
     "allow_http": True,

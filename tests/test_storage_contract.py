@@ -1,4 +1,5 @@
-"""One contract for every storage backend: the filesystem and S3 (a real Ceph radosgw)."""
+"""One contract for every storage backend: the filesystem, S3 (a real Ceph radosgw), and the
+in-memory fake that service tests use (tests/fakes.py), so that the fake stays honest."""
 
 from __future__ import annotations
 
@@ -18,14 +19,17 @@ from provider.domain.ranges import ByteRange
 from provider.domain.workspaces import key_problems
 from provider.services.ports import PutLimits, Storage
 from tests.conftest import S3_ACCESS_KEY, S3_SECRET_KEY
+from tests.fakes import MemoryStorage
 
 MiB = 1024 * 1024
 
 
-@pytest.fixture(params=["fs", pytest.param("s3", marks=pytest.mark.s3)])
+@pytest.fixture(params=["fs", pytest.param("s3", marks=pytest.mark.s3), "memory"])
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
     if request.param == "fs":
         backend: Storage = FilesystemStorage(tmp_path / "storage")
+    elif request.param == "memory":
+        backend = MemoryStorage()
     else:
         endpoint = request.getfixturevalue("radosgw")
         backend = S3Storage(
@@ -178,7 +182,7 @@ async def test_presign_where_supported(storage: Storage, location: str) -> None:
 
     await storage.put(location, "p.txt", stream(b"presigned"), PutLimits())
     url = await storage.presign(location, "p.txt", "GET", 60)
-    if isinstance(storage, FilesystemStorage):
+    if isinstance(storage, FilesystemStorage | MemoryStorage):
         assert url is None
         return
     assert url is not None
@@ -205,7 +209,7 @@ async def test_what_jobs_and_consumers_get_beside_the_objects_api(storage: Stora
     """The filesystem gives nothing of its own: jobs and consumers use the objects API with a
     workspace token. S3 has the bucket's address for EDC, and temporary credentials once
     storage.s3.sts is set up (this one has none, so it says so)."""
-    if isinstance(storage, FilesystemStorage):
+    if isinstance(storage, FilesystemStorage | MemoryStorage):
         assert await storage.job_access(location, 900) is None
         assert await storage.consumer_credentials(location, 900) is None
         assert storage.consumer_address(location) is None

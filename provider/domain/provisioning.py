@@ -79,16 +79,7 @@ class Provisioning:
         if at + retry_in > self.deadline_at:
             # A provision callback that never lands fails the provisioning; a deprovision callback
             # that never lands leaves the deprovisioning to go on without it.
-            return replace(
-                self,
-                state=ProvisioningState.FAILED if self.pending is PendingCallback.PROVISION else self.state,
-                pending=None,
-                attempts=self.attempts + 1,
-                next_attempt_at=None,
-                last_status=status,
-                error=f"gave up at the deadline: {error}",
-                updated_at=at,
-            )
+            return self.give_up(at, status, f"gave up at the deadline: {error}")
         return replace(
             self,
             attempts=self.attempts + 1,
