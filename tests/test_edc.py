@@ -449,7 +449,8 @@ async def test_a_started_transfer_imports_into_the_registered_workspace(events_a
     token = properties["https://w3id.org/edc/v0.0.1/ns/authorization"]
     response = await imported(events_api, key, ws, "inputs/remote.csv")
     assert await response.read() == b"rows,from,the,other,provider\n"
-    assert seen == [f"Bearer {token}"]  # authType bearer: the prefix the EDR asks for
+    # As given: EDC's public data plane verifies the whole header, authType bearer or not.
+    assert seen == [token] and not token.lower().startswith("bearer ")
     listed = await events_api.json("GET", f"/api/v1/workspaces/{ws}/edc-transfers", 200, key=key)
     assert listed["items"][0]["id"] == registration["id"] and listed["items"][0]["import_id"]
     # A second event for the same transfer starts nothing new.
@@ -487,6 +488,40 @@ async def test_plain_keys_and_authorization_sent_exactly_as_given(events_api: Ap
     )["imports_started"] == 1
     await imported(events_api, key, ws, "in.csv")
     assert seen == ["raw-code"]
+
+
+async def test_a_registration_may_ask_for_a_scheme_before_the_token(events_api: Api, data_plane) -> None:  # type: ignore[no-untyped-def]
+    """For a data plane that wants `Bearer <token>`: opt-in per registration, never twice."""
+    server, seen = data_plane
+    key, ws = await consumer_workspace(events_api)
+    for n, token in enumerate(("code-1", "Bearer code-2")):
+        registration = await events_api.json(
+            "POST",
+            f"/api/v1/workspaces/{ws}/edc-transfers",
+            201,
+            key=key,
+            json={
+                "transfer_process_id": f"tp-s{n}",
+                "target_key": f"in{n}.csv",
+                "authorization_scheme": "Bearer",
+            },
+        )
+        assert registration["authorization_scheme"] == "Bearer"
+        event = example("transfer-started-event")
+        event["payload"]["transferProcessId"] = f"tp-s{n}"
+        properties = event["payload"]["dataAddress"]["properties"]
+        properties["https://w3id.org/edc/v0.0.1/ns/endpoint"] = str(server.make_url("/public/"))
+        properties["https://w3id.org/edc/v0.0.1/ns/authorization"] = token
+        await events_api.json("POST", "/edc/events", 200, json=event, headers={"X-Api-Key": EVENTS_SECRET})
+        await imported(events_api, key, ws, f"in{n}.csv")
+    assert seen == ["Bearer code-1", "Bearer code-2"]
+    refused = await events_api.request(
+        "POST",
+        f"/api/v1/workspaces/{ws}/edc-transfers",
+        key=key,
+        json={"transfer_process_id": "tp-x", "target_key": "x", "authorization_scheme": "Bearer x"},
+    )
+    assert refused.status == 422
 
 
 async def test_events_need_their_header_and_unknown_transfers_are_acknowledged(events_api: Api) -> None:

@@ -103,3 +103,12 @@ class TransferRegistration:
     created_at: datetime
     import_id: str | None = None
     started_at: datetime | None = None
+    # EDC's data plane takes the EDR's token as the whole Authorization header; a data plane
+    # that wants a scheme before it (`Bearer`) gets one only when the registration says so.
+    authorization_scheme: str | None = None
+
+    def authorization_header(self, token: str) -> str:
+        scheme = self.authorization_scheme
+        if scheme is None or token.lower().startswith(scheme.lower() + " "):
+            return token
+        return f"{scheme} {token}"

@@ -214,6 +214,7 @@ def registration_out(item: TransferRegistration) -> dict[str, Any]:
         "transfer_process_id": item.transfer_process_id,
         "contract_id": item.contract_id,
         "target_key": item.target_key,
+        "authorization_scheme": item.authorization_scheme,
         "import_id": item.import_id,
         "created_at": timestamp(item.created_at),
         "started_at": timestamp(item.started_at),

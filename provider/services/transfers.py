@@ -26,8 +26,8 @@ class TransferStarted:
     process_id: str  # empty when the event named none
     contract_id: str | None
     endpoint: str | None  # where the data is fetched from
-    authorization: str | None = field(repr=False)  # sent as the Authorization header (a secret)
-    auth_type: str | None  # "bearer": `authorization` may lack its Bearer prefix
+    authorization: str | None = field(repr=False)  # the Authorization header, as given (a secret)
+    auth_type: str | None  # EDC says "bearer"; its data plane still wants the bare token
 
 
 class TransferService:
@@ -46,6 +46,7 @@ class TransferService:
         transfer_process_id: str | None,
         contract_id: str | None,
         target_key: str,
+        authorization_scheme: str | None = None,
     ) -> TransferRegistration:
         if not transfer_process_id and not contract_id:
             raise InvalidInput(
@@ -62,6 +63,7 @@ class TransferService:
             contract_id=contract_id,
             target_key=target_key,
             created_at=self.clock(),
+            authorization_scheme=authorization_scheme,
         )
         async with self.store.transaction() as uow:
             await uow.transfers.add(item)
@@ -86,15 +88,13 @@ class TransferService:
         if not event.endpoint:
             log.warning("EDC transfer started without an endpoint", extra={"transfer_process_id": process})
             return 0
-        headers: dict[str, str] = {}
-        if event.authorization:
-            value = event.authorization
-            # Sent exactly as given, unless the EDR says it is a bearer token without the prefix.
-            if (event.auth_type or "").lower() == "bearer" and not value.lower().startswith("bearer "):
-                value = f"Bearer {value}"
-            headers["Authorization"] = value
         started = 0
         for registration in registrations:
+            # EDC's public data plane hands the header to its token verifier untouched: the EDR's
+            # `authorization` goes as given, whatever `authType` says (bearer is only a label).
+            headers: dict[str, str] = {}
+            if event.authorization:
+                headers["Authorization"] = registration.authorization_header(event.authorization)
             try:
                 item = await self.imports.create(
                     None, registration.workspace_id, event.endpoint, headers, registration.target_key

@@ -32,6 +32,7 @@ from provider.services.transfers import TransferStarted
 
 log = logging.getLogger(__name__)
 EDC_NAMESPACE = "https://w3id.org/edc/v0.0.1/ns/"
+AUTH_SCHEME = r"^[A-Za-z][A-Za-z0-9!#$%&'*+.^_`|~-]{0,31}$"  # an HTTP auth-scheme token (RFC 9110)
 
 
 class EdcPolicy(BaseModel):
@@ -187,6 +188,7 @@ class TransferRegistrationCreate(Body):
     transfer_process_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
     contract_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
     target_key: Annotated[str, Field(min_length=1, max_length=1024)]
+    authorization_scheme: Annotated[str, Field(pattern=AUTH_SCHEME)] | None = None
 
 
 async def register_transfer(request: web.Request) -> web.Response:
@@ -197,6 +199,7 @@ async def register_transfer(request: web.Request) -> web.Response:
         body.transfer_process_id,
         body.contract_id,
         body.target_key,
+        body.authorization_scheme,
     )
     return web.json_response(registration_out(item), status=201)
 

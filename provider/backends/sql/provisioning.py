@@ -105,7 +105,7 @@ class SqlProvisioningRepository:
 
 _REGISTRATION_FIELDS = (
     "workspace_id", "tenant_id", "transfer_process_id", "contract_id", "target_key", "import_id",
-    "created_at", "started_at",
+    "created_at", "started_at", "authorization_scheme",
 )  # fmt: skip
 
 

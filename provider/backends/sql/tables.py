@@ -211,6 +211,7 @@ edc_transfers = sa.Table(
     sa.Column("import_id", sa.String(40), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("started_at", UTCDateTime(), nullable=True),
+    sa.Column("authorization_scheme", sa.String(32), nullable=True),  # NULL: the token as given
 )
 
 # Notifications: events (also the event stream's history), subscriptions, and the outbox of
