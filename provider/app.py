@@ -16,6 +16,7 @@ import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from provider.aio import Backoff
 from provider.api import build_api
 from provider.api.context import ApiContext, ConnectorWebhook, EventWebhook
 from provider.api.metrics import HttpMetrics, KubernetesMetrics, NotificationMetrics
@@ -28,7 +29,7 @@ from provider.backends.jwt_tokens import JwtTokenCodec, SigningKey
 from provider.backends.sql import SqlStore, default_sqlite_url
 from provider.backends.storage.fs import FilesystemStorage
 from provider.backends.webhooks import HttpWebhookSender
-from provider.config import Settings
+from provider.config import ConfigError, Settings
 from provider.domain.addresses import parse_networks
 from provider.domain.assets import Asset
 from provider.domain.workspaces import Quota
@@ -40,6 +41,7 @@ from provider.services.imports import ImportService, RetryPolicy
 from provider.services.notifications import DeliveryPolicy, DeliveryWorker, EventLog, SubscriptionService
 from provider.services.ports import Clock, Compute, Storage, Store
 from provider.services.provisioning import ProvisioningPolicy, ProvisioningService
+from provider.services.signaling import ControlPlane, SignalingPolicy, SignalingService
 from provider.services.tenants import TenantService
 from provider.services.transfers import TransferService
 from provider.services.workspaces import WorkspacePolicy, WorkspaceService
@@ -86,7 +88,9 @@ class Components:
     executions: ExecutionService
     provisioning: ProvisioningService
     transfers: TransferService
+    signaling: SignalingService
     poster: HttpPoster
+    signaling_poster: HttpPoster
     auth: Authenticator
     events: EventLog
     sender: HttpWebhookSender
@@ -316,7 +320,6 @@ def build_components(
         events,
         subscriptions,
     )
-    wired = reactions.wire(tenants, workspaces, imports, executions, key_cache, token_cache)
     edc = settings.edc
     poster = HttpPoster(
         edc.callback_timeout_seconds,
@@ -350,6 +353,17 @@ def build_components(
         ),
         assets,
     )
+    signaling_poster = HttpPoster(
+        edc.callback_timeout_seconds,
+        {
+            name: CallbackDestinations(frozenset(c.callback_hosts), parse_networks(c.callback_networks))
+            for name, c in settings.signaling.control_planes.items()
+        },
+    )
+    signaling = build_signaling(
+        settings, store, tenants, assets, workspaces, executions, imports, signaling_poster, clock
+    )
+    wired = reactions.wire(tenants, workspaces, imports, executions, key_cache, token_cache, signaling)
     return Components(
         settings=settings,
         store=store,
@@ -363,7 +377,9 @@ def build_components(
         executions=executions,
         provisioning=provisioning,
         transfers=TransferService(store, workspaces, imports, clock),
+        signaling=signaling,
         poster=poster,
+        signaling_poster=signaling_poster,
         auth=Authenticator(
             [
                 WorkspaceTokenVerifier(store, codec, clock, token_cache),
@@ -378,6 +394,42 @@ def build_components(
         notification_metrics=notification_metrics,
         reactions=wired,
     )
+
+
+def build_signaling(
+    settings: Settings,
+    store: Store,
+    tenants: TenantService,
+    assets: AssetService,
+    workspaces: WorkspaceService,
+    executions: ExecutionService,
+    imports: ImportService,
+    poster: HttpPoster,
+    clock: Clock,
+) -> SignalingService:
+    s = settings.signaling
+    if s.control_planes and not settings.public_url.startswith("https://"):
+        raise ConfigError(
+            "server.public_url: must be an https:// URL when signaling.control_planes is set "
+            "(the data addresses of data flows point at it, and the HTTP profile requires HTTPS)"
+        )
+    policy = SignalingPolicy(
+        public_url=settings.public_url,
+        control_planes={
+            name: ControlPlane(
+                name,
+                c.secret.get_secret_value(),
+                str(c.endpoint).rstrip("/") if c.endpoint else None,
+                c.callback_token.get_secret_value() if c.callback_token else None,
+            )
+            for name, c in s.control_planes.items()
+        },
+        token_ttl_seconds=s.token_ttl_seconds,
+        http_networks=tuple(parse_networks(s.http_networks)),
+        notice_max_attempts=s.notice_max_attempts,
+        notice_backoff=Backoff(s.notice_backoff_seconds, s.notice_max_backoff_seconds),
+    )
+    return SignalingService(store, tenants, assets, workspaces, executions, imports, poster, clock, policy)
 
 
 async def prepare_store(components: Components) -> None:
@@ -437,6 +489,7 @@ def create_app(
             settings.edc.events.auth_code.get_secret_value() if settings.edc.events.auth_code else None,
         ),
         transfers=components.transfers,
+        signaling=components.signaling,
         storage_backend=components.storage.name,
         metrics=HttpMetrics(components.registry),
         subscriptions=components.subscriptions,
@@ -486,6 +539,7 @@ def lifecycles(components: Components, asset_files: list[Asset]) -> list[Lifecyc
         yield
         await c.sender.close()
         await c.poster.close()
+        await c.signaling_poster.close()
         await c.source.close()
 
     async def workspaces_and_imports(_: web.Application) -> AsyncIterator[None]:
@@ -506,12 +560,14 @@ def lifecycles(components: Components, asset_files: list[Asset]) -> list[Lifecyc
 
     async def background(_: web.Application) -> AsyncIterator[None]:
         c.provisioning.start()
+        c.signaling.start_worker()
         if c.delivery is not None:
             c.delivery.start()
         log.info("service ready", extra={"public_url": c.settings.public_url})
         yield
         if c.delivery is not None:
             await c.delivery.stop()
+        await c.signaling.stop()
         await c.provisioning.stop()
 
     return [local_data, store, storage, outbound, workspaces_and_imports, compute, background]

@@ -78,6 +78,19 @@ def is_placeholder(value: str) -> bool:
     return value.strip().lower() in _PLACEHOLDERS
 
 
+def _check_host_names(value: list[str]) -> list[str]:
+    for item in value:
+        try:
+            ipaddress.ip_address(item)
+        except ValueError:
+            pass
+        else:
+            raise ValueError(f"{item!r} is an address: put its network in callback_networks")
+        if not HOST_NAME.fullmatch(item):
+            raise ValueError(f"{item!r} is not a host name such as edc-controlplane or edc.example.org")
+    return [item.lower().rstrip(".") for item in value]
+
+
 def _not_placeholder(value: SecretStr | None) -> SecretStr | None:
     """Credentials of other systems: their length is theirs to decide, but not an example's value."""
     if value is not None and is_placeholder(value.get_secret_value()):
@@ -425,20 +438,7 @@ class EdcConnectorSettings(_Section):
     _strong = field_validator("secret")(_strong_secret)
     _real_key = field_validator("management_api_key")(_not_placeholder)
 
-    @field_validator("callback_hosts")
-    @classmethod
-    def _host_names(cls, value: list[str]) -> list[str]:
-        for item in value:
-            try:
-                ipaddress.ip_address(item)
-            except ValueError:
-                pass
-            else:
-                raise ValueError(f"{item!r} is an address: put its network in callback_networks")
-            if not HOST_NAME.fullmatch(item):
-                raise ValueError(f"{item!r} is not a host name such as edc-controlplane or edc.example.org")
-        return [item.lower().rstrip(".") for item in value]
-
+    _hosts = field_validator("callback_hosts")(_check_host_names)
     _networks = field_validator("allowed_networks", "callback_networks")(_check_networks)
 
 
@@ -476,6 +476,58 @@ class EdcSettings(_Section):
     )
     access_token_ttl_seconds: int = Field(default=24 * 3600, ge=60, description="tokens in access documents")
     events: EdcEventSettings = Field(default_factory=EdcEventSettings)
+
+
+class ControlPlaneSettings(_Section):
+    secret: SecretStr = Field(
+        description="what this control plane sends as `Authorization: Bearer <secret>` on every "
+        "signal (32+ characters); it names the control plane"
+    )
+    endpoint: AnyHttpUrl | None = Field(
+        default=None,
+        description="the control plane's signaling base URL, for notices (POST "
+        "{endpoint}/transfers/{processId}/dataflow/completed|errored) and registration; a "
+        "registration (PUT /signaling/v1/controlplanes) replaces it",
+    )
+    callback_token: SecretStr | None = Field(
+        default=None,
+        description="sent as `Authorization: Bearer <token>` on notices and registration; unset: "
+        "nothing is sent",
+    )
+    callback_hosts: list[str] = Field(
+        default_factory=list, description="host names notices may go to (as edc.connectors.*.callback_hosts)"
+    )
+    callback_networks: list[str] = Field(
+        default_factory=list, description="CIDRs notices may reach under any name, private ones included"
+    )
+
+    _strong = field_validator("secret")(_strong_secret)
+    _real_token = field_validator("callback_token")(_not_placeholder)
+    _hosts = field_validator("callback_hosts")(_check_host_names)
+    _networks = field_validator("callback_networks")(_check_networks)
+
+
+class SignalingSettings(_Section):
+    """The Eclipse Data Plane Signaling API at /signaling/v1 (docs/edc.md)."""
+
+    control_planes: dict[str, ControlPlaneSettings] = Field(
+        default_factory=dict, description="control plane name -> settings; none: the API is off"
+    )
+    token_ttl_seconds: int = Field(
+        default=24 * 3600, ge=60, description="lifetime of the token in a started flow's data address"
+    )
+    http_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs whose addresses a consumer flow may fetch from over plain HTTP (the HTTP "
+        "profile requires HTTPS; empty: HTTPS only)",
+    )
+    notice_max_attempts: int = Field(default=20, ge=1, description="tries of one notice before giving up")
+    notice_backoff_seconds: float = Field(
+        default=1.0, gt=0, description="first retry delay; doubles, with jitter"
+    )
+    notice_max_backoff_seconds: float = Field(default=300.0, gt=0)
+
+    _networks = field_validator("http_networks")(_check_networks)
 
 
 class NotificationSettings(_Section):
@@ -545,6 +597,7 @@ class Settings(BaseSettings):
     compute: ComputeSettings = Field(default_factory=ComputeSettings)
     executions: ExecutionSettings = Field(default_factory=ExecutionSettings)
     edc: EdcSettings = Field(default_factory=EdcSettings)
+    signaling: SignalingSettings = Field(default_factory=SignalingSettings)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 

@@ -11,6 +11,7 @@ from provider.api.handlers import (
     executions,
     imports,
     objects,
+    signaling,
     subscriptions,
     system,
     tenants,
@@ -43,7 +44,8 @@ def build_api(context: ApiContext, max_body_bytes: int, header_timeout_seconds: 
         + imports.ROUTES
         + executions.ROUTES
         + subscriptions.ROUTES
-        + edc.ROUTES,
+        + edc.ROUTES
+        + signaling.ROUTES,
     )
     app.router.add_static("/docs/static", system.swagger_static_dir(), name="swagger-ui")
     return app

@@ -17,6 +17,7 @@ from provider.services.imports import ImportService
 from provider.services.notifications import SubscriptionService
 from provider.services.ports import Store
 from provider.services.provisioning import ProvisioningService
+from provider.services.signaling import SignalingService
 from provider.services.tenants import TenantService
 from provider.services.transfers import TransferService
 from provider.services.workspaces import WorkspaceService
@@ -52,6 +53,7 @@ class ApiContext:
     edc_connectors: dict[str, ConnectorWebhook]
     edc_events: EventWebhook
     transfers: TransferService
+    signaling: SignalingService
     storage_backend: str
     metrics: HttpMetrics
     openapi: dict[str, Any]

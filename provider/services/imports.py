@@ -152,6 +152,12 @@ class ImportService:
         self._tasks.cancel(item.id)
         return updated
 
+    async def cancel_system(self, import_id: str) -> None:
+        """Cancel an import on the service's own behalf (its data flow was suspended or ended)."""
+        with contextlib.suppress(Conflict):  # it ended meanwhile
+            await self._transition(import_id, ImportState.CANCELED)
+        self._tasks.cancel(import_id)
+
     async def cancel_workspace(self, workspace_id: str) -> None:
         """Stop every unfinished import of a workspace (it is being deleted)."""
         async with self.store.read() as uow:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from provider.domain.assets import Asset
+from provider.domain.dataflows import DataFlow
 from provider.domain.executions import Execution, OutputFile, State
 from provider.domain.imports import Import, ImportState
 from provider.domain.notifications import (
@@ -215,8 +216,42 @@ class TransferRegistrationRepository(Protocol):
     async def for_workspace(self, workspace_id: str) -> builtins.list[TransferRegistration]:
         """A workspace's registrations, oldest first."""
 
-    async def started(self, registration_id: str, import_id: str, at: datetime) -> None:
-        """Mark a registration as served by an import."""
+    async def started(self, registration_id: str, import_id: str | None, at: datetime) -> None:
+        """Mark a registration as taken: by an import, or (None) by a data flow."""
+
+
+class DataFlowRepository(Protocol):
+    async def add(self, flow: DataFlow) -> None:
+        """Insert; raises Conflict when the control plane already has a flow of this process."""
+
+    async def get(self, control_plane: str, flow_id: str, *, for_update: bool = False) -> DataFlow | None:
+        """One control plane's flow (another's flows are not found)."""
+
+    async def update(self, flow: DataFlow) -> None:
+        """Store the flow's state and its notice schedule."""
+
+    async def for_import(self, import_id: str) -> DataFlow | None:
+        """The consumer flow an import serves, if any."""
+
+    async def for_workspace(self, workspace_id: str) -> builtins.list[DataFlow]:
+        """The flows of a workspace, oldest first."""
+
+    async def notices_due(self, now: datetime, limit: int = 100) -> builtins.list[DataFlow]:
+        """Flows with a notice to send now."""
+
+    async def next_notice(self) -> datetime | None:
+        """When the next notice is due."""
+
+    async def register_control_plane(
+        self, name: str, controlplane_id: str, endpoint: str, at: datetime
+    ) -> None:
+        """Record (replace) where a control plane wants its callbacks."""
+
+    async def control_plane_endpoint(self, name: str) -> tuple[str, str] | None:
+        """(controlplane id, endpoint) that a control plane registered, if any."""
+
+    async def unregister_control_plane(self, name: str, controlplane_id: str) -> bool:
+        """Forget a registration; False when there was none under that id."""
 
 
 class EventRepository(Protocol):
@@ -315,6 +350,9 @@ class UnitOfWork(Protocol):
 
     @property
     def transfers(self) -> TransferRegistrationRepository: ...
+
+    @property
+    def dataflows(self) -> DataFlowRepository: ...
 
     @property
     def events(self) -> EventRepository: ...

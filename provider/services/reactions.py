@@ -8,6 +8,8 @@ through the API and deprovisioning it through EDC both run the `workspace.deleti
 | ------------------------- | ---------- | ---------------------------------------------------- |
 | workspace.deleting        | imports    | cancels the workspace's imports                      |
 | workspace.deleting        | executions | cancels its active executions (jobs are stopped)     |
+| workspace.deleting        | signaling  | ends its provider data flow; tells the control plane |
+| import.changed            | signaling  | a consumer data flow's import ended: completed/errored |
 | workspace.tokens_revoked  | auth cache | forgets the revoked tokens at once on this replica   |
 | tenant.key_revoked        | auth cache | forgets the revoked API key at once on this replica  |
 """
@@ -22,6 +24,7 @@ from typing import Any
 from provider.services.auth import PrincipalCache
 from provider.services.executions import ExecutionService
 from provider.services.imports import ImportService
+from provider.services.signaling import SignalingService
 from provider.services.tenants import TenantService
 from provider.services.workspaces import WorkspaceService
 
@@ -40,6 +43,7 @@ def wire(
     executions: ExecutionService,
     key_cache: PrincipalCache,
     token_cache: PrincipalCache,
+    signaling: SignalingService,
 ) -> list[Reaction]:
     """Connect every row of the table above; returns the rows, so tests can check each one."""
     table = [
@@ -49,12 +53,16 @@ def wire(
             "executions",
             partial(executions.cancel_workspace, message="the workspace was deleted"),
         ),
+        Reaction("workspace.deleting", "signaling", signaling.workspace_deleting),
+        Reaction("import.changed", "signaling", signaling.on_import),
         Reaction("workspace.tokens_revoked", "auth cache", token_cache.forget),
         Reaction("tenant.key_revoked", "auth cache", lambda key_id: key_cache.forget([key_id])),
     ]
     for reaction in table:
         if reaction.event == "workspace.deleting":
             workspaces.before_delete.append(reaction.action)
+        elif reaction.event == "import.changed":
+            imports.listeners.append(reaction.action)
         elif reaction.event == "workspace.tokens_revoked":
             workspaces.on_tokens_revoked = reaction.action
         elif reaction.event == "tenant.key_revoked":

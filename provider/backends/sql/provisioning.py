@@ -136,7 +136,7 @@ class SqlTransferRegistrationRepository:
         query = t.edc_transfers.select().where(t.edc_transfers.c.workspace_id == workspace_id)
         return [_registration(r) for r in await self.conn.execute(query.order_by(t.edc_transfers.c.id))]
 
-    async def started(self, registration_id: str, import_id: str, at: datetime) -> None:
+    async def started(self, registration_id: str, import_id: str | None, at: datetime) -> None:
         await self.conn.execute(
             t.edc_transfers.update()
             .where(t.edc_transfers.c.id == registration_id)

@@ -15,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from provider.backends.sql.assets import SqlAssetRepository
+from provider.backends.sql.dataflows import SqlDataFlowRepository
 from provider.backends.sql.events import SqlEventRepository
 from provider.backends.sql.executions import SqlExecutionRepository
 from provider.backends.sql.imports import SqlImportRepository
@@ -151,6 +152,7 @@ class SqlUnitOfWork:
         self.executions = SqlExecutionRepository(conn)
         self.provisionings = SqlProvisioningRepository(conn)
         self.transfers = SqlTransferRegistrationRepository(conn)
+        self.dataflows = SqlDataFlowRepository(conn)
         self.events = SqlEventRepository(conn)
         self.subscriptions = SqlSubscriptionRepository(conn)
         self.deliveries = SqlDeliveryRepository(conn, conn.dialect.name)

@@ -214,6 +214,41 @@ edc_transfers = sa.Table(
     sa.Column("authorization_scheme", sa.String(32), nullable=True),  # NULL: the token as given
 )
 
+# Data Plane Signaling: flows by (control plane, processId), and what control planes registered.
+dataflows = sa.Table(
+    "dataflows",
+    metadata,
+    sa.Column("control_plane", sa.String(64), primary_key=True),
+    sa.Column("id", sa.String(255), primary_key=True),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("profile", sa.String(512), nullable=False),
+    sa.Column("participant_id", sa.String(512), nullable=False),
+    sa.Column("counter_party_id", sa.String(512), nullable=False),
+    sa.Column("agreement_id", sa.String(512), nullable=False),
+    sa.Column("dataset_id", sa.String(512), nullable=False),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False),
+    sa.Column("workspace_id", sa.String(40), sa.ForeignKey("workspaces.id"), nullable=False, index=True),
+    sa.Column("target_key", sa.String(1024), nullable=True),
+    sa.Column("import_id", sa.String(40), nullable=True, index=True),
+    sa.Column("error", sa.Text(), nullable=True),
+    sa.Column("notice", sa.String(16), nullable=True),
+    sa.Column("notice_attempts", sa.Integer(), nullable=False),
+    sa.Column("next_notice_at", UTCDateTime(), nullable=True, index=True),
+    sa.Column("notice_error", sa.Text(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+control_plane_registrations = sa.Table(
+    "control_plane_registrations",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),  # the configured control plane it speaks for
+    sa.Column("controlplane_id", sa.String(255), nullable=False),
+    sa.Column("endpoint", sa.Text(), nullable=False),
+    sa.Column("registered_at", UTCDateTime(), nullable=False),
+)
+
 # Notifications: events (also the event stream's history), subscriptions, and the outbox of
 # deliveries with the attempts made for each. Events, deliveries and the state change they
 # report are written in one transaction.

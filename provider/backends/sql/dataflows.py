@@ -1,0 +1,110 @@
+"""Data Plane Signaling: data flows and control plane registrations."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from provider.backends.sql import tables as t
+from provider.backends.sql.common import insert_row
+from provider.domain.dataflows import DataFlow, FlowRole, FlowState, Notice
+
+_FIELDS = (
+    "profile", "participant_id", "counter_party_id", "agreement_id", "dataset_id", "tenant_id",
+    "workspace_id", "target_key", "import_id", "error", "notice_attempts", "next_notice_at",
+    "notice_error", "created_at", "updated_at",
+)  # fmt: skip
+_F = t.dataflows.c
+
+
+def _values(flow: DataFlow) -> dict[str, Any]:
+    return {
+        **{name: getattr(flow, name) for name in _FIELDS},
+        "role": flow.role.value,
+        "state": flow.state.value,
+        "notice": flow.notice.value if flow.notice else None,
+    }
+
+
+def _row(row: sa.Row[Any]) -> DataFlow:
+    return DataFlow(
+        id=row.id,
+        control_plane=row.control_plane,
+        role=FlowRole(row.role),
+        state=FlowState(row.state),
+        notice=Notice(row.notice) if row.notice else None,
+        **{n: getattr(row, n) for n in _FIELDS},
+    )
+
+
+class SqlDataFlowRepository:
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def add(self, flow: DataFlow) -> None:
+        stmt = t.dataflows.insert().values(control_plane=flow.control_plane, id=flow.id, **_values(flow))
+        await insert_row(self.conn, stmt, f"a data flow for process {flow.id}")
+
+    async def get(self, control_plane: str, flow_id: str, *, for_update: bool = False) -> DataFlow | None:
+        query = t.dataflows.select().where(_F.control_plane == control_plane, _F.id == flow_id)
+        if for_update:
+            query = query.with_for_update()
+        row = (await self.conn.execute(query)).first()
+        return _row(row) if row else None
+
+    async def update(self, flow: DataFlow) -> None:
+        await self.conn.execute(
+            t.dataflows.update()
+            .where(_F.control_plane == flow.control_plane, _F.id == flow.id)
+            .values(**_values(flow))
+        )
+
+    async def for_import(self, import_id: str) -> DataFlow | None:
+        row = (await self.conn.execute(t.dataflows.select().where(_F.import_id == import_id))).first()
+        return _row(row) if row else None
+
+    async def for_workspace(self, workspace_id: str) -> list[DataFlow]:
+        query = t.dataflows.select().where(_F.workspace_id == workspace_id).order_by(_F.created_at)
+        return [_row(r) for r in await self.conn.execute(query)]
+
+    async def notices_due(self, now: datetime, limit: int = 100) -> list[DataFlow]:
+        query = (
+            t.dataflows.select()
+            .where(_F.notice.is_not(None), _F.next_notice_at <= now)
+            .order_by(_F.next_notice_at)
+            .limit(limit)
+        )
+        return [_row(r) for r in await self.conn.execute(query)]
+
+    async def next_notice(self) -> datetime | None:
+        query = sa.select(sa.func.min(_F.next_notice_at)).where(_F.notice.is_not(None))
+        value: datetime | None = (await self.conn.execute(query)).scalar_one()
+        return value
+
+    async def register_control_plane(
+        self, name: str, controlplane_id: str, endpoint: str, at: datetime
+    ) -> None:
+        """Record (or replace) where a control plane wants its callbacks."""
+        r = t.control_plane_registrations
+        await self.conn.execute(r.delete().where(r.c.name == name))
+        await self.conn.execute(
+            r.insert().values(name=name, controlplane_id=controlplane_id, endpoint=endpoint, registered_at=at)
+        )
+
+    async def control_plane_endpoint(self, name: str) -> tuple[str, str] | None:
+        """(controlplane id, endpoint) of a control plane's registration, if it made one."""
+        r = t.control_plane_registrations
+        row = (
+            await self.conn.execute(sa.select(r.c.controlplane_id, r.c.endpoint).where(r.c.name == name))
+        ).first()
+        return (row.controlplane_id, row.endpoint) if row else None
+
+    async def unregister_control_plane(self, name: str, controlplane_id: str) -> bool:
+        r = t.control_plane_registrations
+        result = await self.conn.execute(
+            r.delete().where(r.c.name == name, r.c.controlplane_id == controlplane_id)
+        )
+        return bool(result.rowcount)

@@ -1,0 +1,452 @@
+"""Data Plane Signaling (v1.0-RC3): the tests play a control plane to the letter of the
+specification's schemas (contracts/dps/schemas), against the service over HTTP.
+
+Provider flows: start -> access works -> suspend -> access refused at once -> resume -> works ->
+terminate -> everything gone. Consumer flows: prepare -> started -> the bytes imported ->
+completed told to the control plane, which may be down for a while."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from jsonschema import Draft7Validator
+from referencing import Registry, Resource
+
+from provider.app import create_app
+from provider.config import ConfigError, Settings
+from tests.conftest import ADMIN_KEY, REPO, Api, poll_until
+
+DPS = REPO / "contracts" / "dps"
+CP_SECRET = "cp-secret-" + "7f3a9c2e5b8d1f4a6c0e9b2d7a5f3c1e"
+OTHER_SECRET = "cp-secret-" + "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+CALLBACK_TOKEN = "callback-token-for-the-control-plane"
+PUBLIC = "https://provider.test"
+
+
+def _registry() -> Registry[Any]:
+    resources = []
+    for path in (DPS / "schemas").glob("*.json"):
+        document = json.loads(path.read_text())
+        uri = document.get("$id", "")
+        if not uri.startswith("https://"):
+            uri = "https://w3id.org/dspace-sig/v1.0/" + path.name
+        resources.append((uri, Resource.from_contents(document, default_specification=_draft7())))
+    return Registry().with_resources(resources)
+
+
+def _draft7() -> Any:
+    from referencing.jsonschema import DRAFT7
+
+    return DRAFT7
+
+
+REGISTRY = _registry()
+
+
+def valid(name: str, message: Any) -> list[str]:
+    """Problems of `message` against the specification's schema `name` (empty: valid)."""
+    schema = json.loads((DPS / "schemas" / f"{name}.schema.json").read_text())
+    validator = Draft7Validator(schema, registry=REGISTRY)
+    return [f"{'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(message)]
+
+
+def example(name: str, **changes: Any) -> dict[str, Any]:
+    message: dict[str, Any] = json.loads((DPS / "examples" / f"{name}.json").read_text())
+    message.update(changes)
+    return message
+
+
+def test_the_examples_are_what_the_specification_allows() -> None:
+    pairs = {
+        "start": "DataFlowStartMessage",
+        "prepare": "DataFlowPrepareMessage",
+        "started": "DataFlowStartedNotificationMessage",
+        "suspend": "DataFlowSuspendMessage",
+        "terminate": "DataFlowTerminateMessage",
+        "resume": "DataFlowResumeMessage",
+        "register-control-plane": "ControlPlaneRegistrationMessage",
+    }
+    for file, schema in pairs.items():
+        assert valid(schema, example(file)) == [], file
+    assert valid("DataFlowStartMessage", example("start", processId=5)) != []  # the check can fail
+
+
+class ControlPlane:
+    """The control plane's side of notices: POST /transfers/{processId}/dataflow/{notice}."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[str, str, str | None, dict[str, Any]]] = []
+        self.refuse = 0  # answer this many 503s first
+        self.server: TestServer | None = None
+
+    async def notice(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        if self.refuse:
+            self.refuse -= 1
+            return web.Response(status=503)
+        if valid("DataFlowStatusMessage", body):
+            return web.Response(status=400)
+        self.received.append(
+            (
+                request.match_info["process"],
+                request.match_info["notice"],
+                request.headers.get("Authorization"),
+                body,
+            )
+        )
+        return web.Response(status=200)
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return str(self.server.make_url("/cp")).rstrip("/")
+
+
+@pytest.fixture
+async def control_plane() -> AsyncIterator[ControlPlane]:
+    plane = ControlPlane()
+    app = web.Application()
+    app.router.add_post("/cp/transfers/{process}/dataflow/{notice}", plane.notice)
+    plane.server = TestServer(app, host="127.0.0.1")
+    await plane.server.start_server()
+    yield plane
+    await plane.server.close()
+
+
+@pytest.fixture
+async def source() -> AsyncIterator[tuple[TestServer, bytes, list[str | None]]]:
+    """Another provider's data plane: the data, for the bearer token its address carries."""
+    data = bytes(range(256)) * 400
+    seen: list[str | None] = []
+
+    async def public(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        if request.headers.get("Authorization") != "Bearer TOKEN-ABCDEFG":
+            return web.Response(status=403)
+        return web.Response(body=data)
+
+    app = web.Application()
+    app.router.add_get("/public/weather", public)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    yield server, data, seen
+    await server.close()
+
+
+def signaling_settings(settings: Settings, control_plane: ControlPlane, **signaling: Any) -> Settings:
+    return Settings.model_validate(
+        {
+            **settings.model_dump(mode="json", exclude={"auth"}),
+            "auth": {"bootstrap_admin_key": ADMIN_KEY, "key_cache_seconds": 0},
+            "server": {**settings.server.model_dump(mode="json"), "public_url": PUBLIC},
+            "imports": {"allowed_networks": ["127.0.0.0/8"], "backoff_seconds": 0.01},
+            "signaling": {
+                "control_planes": {
+                    "cp": {
+                        "secret": CP_SECRET,
+                        "endpoint": control_plane.url,
+                        "callback_token": CALLBACK_TOKEN,
+                        "callback_networks": ["127.0.0.0/8"],
+                    },
+                    "other": {"secret": OTHER_SECRET},
+                },
+                "http_networks": ["127.0.0.0/8"],
+                "notice_backoff_seconds": 0.01,
+                "notice_max_backoff_seconds": 0.05,
+                **signaling,
+            },
+        }
+    )
+
+
+@pytest.fixture
+async def dps(
+    aiohttp_client: Any, settings: Settings, control_plane: ControlPlane, contract: Any
+) -> AsyncIterator[Api]:
+    app = create_app(signaling_settings(settings, control_plane))
+    yield Api(await aiohttp_client(app), contract, app)
+
+
+async def signal(api: Api, path: str, status: int, body: Any = None, key: str = CP_SECRET) -> Any:
+    kwargs: dict[str, Any] = {} if body is None else {"json": body}
+    return await api.json("POST", f"/signaling/v1/dataflows/{path}", status, key=key, **kwargs)
+
+
+async def flow_state(api: Api, process: str, key: str = CP_SECRET) -> str:
+    status = await api.json("GET", f"/signaling/v1/dataflows/{process}/status", 200, key=key)
+    assert valid("DataFlowStatusResponseMessage", status) == []
+    return str(status["state"])
+
+
+def address_of(answer: dict[str, Any]) -> tuple[str, str]:
+    """The workspace URL path and the token of a pull address, checked against the HTTP profile."""
+    address = answer["dataAddress"]
+    assert valid("http-profile-data-address", address) == [], address
+    properties = {p["name"]: p["value"] for p in address["endpointProperties"]}
+    assert properties["authType"] == "bearer" and address["endpoint"].startswith(
+        f"{PUBLIC}/api/v1/workspaces/"
+    )
+    return address["endpoint"].removeprefix(PUBLIC), properties["authorization"]
+
+
+# --- provider flows -------------------------------------------------------------------------
+
+
+async def test_a_started_flow_opens_its_workspace_until_suspended_and_terminate_removes_it(dps: Api) -> None:
+    answer = await signal(dps, "start", 200, example("start"))
+    assert valid("DataFlowStatusMessage", answer) == []
+    assert answer["state"] == "STARTED" and answer["dataFlowId"] == "process-start-1"
+    workspace, token = address_of(answer)
+    await dps.json("PUT", f"{workspace}/objects/in.bin", 201, key=token, data=b"consumer data")
+    listed = await dps.json("GET", f"{workspace}/objects", 200, key=token)
+    assert [o["key"] for o in listed["items"]] == ["in.bin"]
+    shown = await dps.json("GET", workspace, 200, key=ADMIN_KEY)
+    assert shown["allowed_assets"] == ["dummy"]  # what the dataset's offering grants
+
+    suspended = await signal(dps, "process-start-1/suspend", 200, example("suspend"))
+    assert valid("DataFlowStatusMessage", suspended) == [] and suspended["state"] == "SUSPENDED"
+    await dps.json("GET", f"{workspace}/objects", 401, key=token)  # at once
+    await signal(dps, "process-start-1/suspend", 200, example("suspend"))  # again: no change
+    assert await flow_state(dps, "process-start-1") == "SUSPENDED"
+
+    resumed = await signal(dps, "process-start-1/resume", 200, example("resume"))
+    assert valid("DataFlowStatusMessage", resumed) == [] and resumed["state"] == "STARTED"
+    same_workspace, fresh = address_of(resumed)
+    assert same_workspace == workspace and fresh != token
+    response = await dps.request("GET", f"{workspace}/objects/in.bin", key=fresh)
+    assert response.status == 200 and await response.read() == b"consumer data"
+    await dps.json("GET", f"{workspace}/objects", 401, key=token)  # the old token stays revoked
+
+    ended = await signal(dps, "process-start-1/terminate", 200, example("terminate"))
+    assert ended["state"] == "TERMINATED"
+    await dps.json("GET", f"{workspace}/objects", 401, key=fresh)
+    await dps.json("GET", workspace, 404, key=ADMIN_KEY)  # deleted
+    assert await flow_state(dps, "process-start-1") == "TERMINATED"
+    await signal(dps, "process-start-1/resume", 409, example("resume"))  # final states stay final
+
+
+async def test_completed_ends_a_provider_flow_like_terminate(dps: Api) -> None:
+    answer = await signal(dps, "start", 200, example("start", processId="p-done"))
+    workspace, token = address_of(answer)
+    await signal(dps, "p-done/completed", 400, {"messageId": "x"})  # completed carries no message
+    assert (await signal(dps, "p-done/completed", 200))["state"] == "COMPLETED"
+    await dps.json("GET", f"{workspace}/objects", 401, key=token)
+    await dps.json("GET", workspace, 404, key=ADMIN_KEY)
+
+
+async def test_a_second_start_of_a_process_is_refused_and_makes_nothing(dps: Api) -> None:
+    await signal(dps, "start", 200, example("start", processId="p-dup"))
+    before = await dps.json("GET", "/api/v1/workspaces", 200, key=ADMIN_KEY)
+    await signal(dps, "start", 409, example("start", processId="p-dup", messageId="another"))
+    after = await dps.json("GET", "/api/v1/workspaces", 200, key=ADMIN_KEY)
+    assert len(after["items"]) == len(before["items"])
+    # Each control plane has its own flows: the other one neither sees this flow nor clashes with it.
+    await dps.json("GET", "/signaling/v1/dataflows/p-dup/status", 404, key=OTHER_SECRET)
+    await signal(dps, "p-dup/terminate", 404, example("terminate"), key=OTHER_SECRET)
+    assert await flow_state(dps, "p-dup") == "STARTED"
+
+
+@pytest.mark.parametrize(
+    ("changes", "why"),
+    [
+        ({"profile": "https://w3id.org/dspace-sig/profile/http-push"}, "provider-push"),
+        ({"profile": "https://w3id.org/dspace-sig/profile/http"}, "names no direction"),
+        (
+            {"dataAddress": json.loads((DPS / "examples" / "started.json").read_text())["dataAddress"]},
+            "no data address",
+        ),
+        ({"datasetId": "an-offering-nobody-sells"}, "grants no compute asset"),
+        ({"processId": ""}, "processId"),
+        ({"claims": "none"}, "claims"),
+    ],
+)
+async def test_starts_the_specification_refuses_are_400(dps: Api, changes: dict[str, Any], why: str) -> None:
+    before = await dps.json("GET", "/api/v1/workspaces", 200, key=ADMIN_KEY)
+    problem = await signal(dps, "start", 400, example("start", **{"processId": "p-bad", **changes}))
+    assert why in json.dumps(problem)
+    after = await dps.json("GET", "/api/v1/workspaces", 200, key=ADMIN_KEY)
+    assert len(after["items"]) == len(before["items"])  # nothing made
+    await dps.json("GET", "/signaling/v1/dataflows/p-bad/status", 404, key=CP_SECRET)
+
+
+async def test_signals_need_a_control_plane_s_secret_and_a_known_flow(dps: Api) -> None:
+    await signal(dps, "start", 401, example("start"), key="not-the-secret-" + "x" * 30)
+    response = await dps.request("POST", "/signaling/v1/dataflows/start", json=example("start"))
+    assert response.status == 401
+    response = await dps.request(
+        "POST", "/signaling/v1/dataflows/start", json=example("start"), headers={"Authorization": CP_SECRET}
+    )
+    assert response.status == 401  # the secret is a bearer token
+    for action in ("suspend", "resume", "terminate"):
+        await signal(dps, f"unknown/{action}", 404, example(action))
+    await signal(dps, "unknown/completed", 404)
+    await dps.json("GET", "/signaling/v1/dataflows/unknown/status", 404, key=CP_SECRET)
+
+
+async def test_without_control_planes_the_api_is_not_there(api: Api) -> None:
+    await api.json("POST", "/signaling/v1/dataflows/start", 404, key=CP_SECRET, json=example("start"))
+
+
+def test_data_addresses_must_point_at_https(settings: Settings) -> None:
+    with pytest.raises(ConfigError, match=r"server\.public_url"):
+        create_app(
+            Settings.model_validate(
+                {
+                    **settings.model_dump(mode="json", exclude={"auth"}),
+                    "signaling": {"control_planes": {"cp": {"secret": CP_SECRET}}},
+                }
+            )
+        )
+
+
+async def test_deleting_a_flow_s_workspace_ends_the_flow_and_tells_the_control_plane(
+    dps: Api, control_plane: ControlPlane
+) -> None:
+    answer = await signal(dps, "start", 200, example("start", processId="p-gone"))
+    workspace, _ = address_of(answer)
+    await dps.json("DELETE", workspace, 204, key=ADMIN_KEY)
+    await poll_until(lambda: control_plane.received, "the errored notice")
+    process, notice, authorization, body = control_plane.received[0]
+    assert (process, notice, authorization) == ("p-gone", "errored", f"Bearer {CALLBACK_TOKEN}")
+    assert body["dataFlowId"] == "p-gone" and "deleted" in body["error"]
+    assert await flow_state(dps, "p-gone") == "TERMINATED"
+
+
+# --- consumer flows -------------------------------------------------------------------------
+
+
+async def consumer_registration(
+    api: Api, agreement: str, participant: str = "did:web:consumer.example"
+) -> tuple[str, str]:
+    tenant = await api.json(
+        "POST", "/api/v1/tenants", 201, key=ADMIN_KEY, json={"participant_id": participant}
+    )
+    key = (await api.json("POST", f"/api/v1/tenants/{tenant['id']}/api-keys", 201, key=ADMIN_KEY, json={}))[
+        "key"
+    ]
+    ws = (await api.json("POST", "/api/v1/workspaces", 201, key=key, json={}))["id"]
+    await api.json(
+        "POST",
+        f"/api/v1/workspaces/{ws}/edc-transfers",
+        201,
+        key=key,
+        json={"contract_id": agreement, "target_key": "inputs/weather.bin"},
+    )
+    return key, ws
+
+
+def started_from(server: TestServer) -> dict[str, Any]:
+    message = example("started")
+    message["dataAddress"]["endpoint"] = str(server.make_url("/public/weather"))
+    return message
+
+
+async def test_a_prepared_flow_imports_the_provider_s_data_and_reports_completion(
+    dps: Api, control_plane: ControlPlane, source: tuple[TestServer, bytes, list[str | None]]
+) -> None:
+    server, data, seen = source
+    key, ws = await consumer_registration(dps, "agreement-data-1")
+    prepared = await signal(dps, "prepare", 200, example("prepare"))
+    assert valid("DataFlowStatusMessage", prepared) == [] and prepared["state"] == "PREPARED"
+    assert "dataAddress" not in prepared  # consumer-pull: the provider makes the address
+    control_plane.refuse = 2  # the control plane is down for a while when the import ends
+    started = await signal(dps, "process-prepare-1/started", 200, started_from(server))
+    assert started["state"] == "STARTED"
+    await signal(dps, "process-prepare-1/started", 200, started_from(server))  # told twice: one import
+
+    async def imported() -> bytes | None:
+        response = await dps.request("GET", f"/api/v1/workspaces/{ws}/objects/inputs/weather.bin", key=key)
+        return await response.read() if response.status == 200 else None
+
+    assert await poll_until(imported, "the imported object") == data
+    await poll_until(lambda: control_plane.received, "the completed notice")
+    process, notice, authorization, body = control_plane.received[0]
+    assert (process, notice, authorization, body["state"]) == (
+        "process-prepare-1",
+        "completed",
+        f"Bearer {CALLBACK_TOKEN}",
+        "COMPLETED",
+    )
+    assert control_plane.refuse == 0 and len(control_plane.received) == 1  # retried until taken, once
+    assert seen == ["Bearer TOKEN-ABCDEFG"]  # RFC 6750, as the HTTP profile says for authType bearer
+    assert await flow_state(dps, "process-prepare-1") == "COMPLETED"
+    imports = await dps.json("GET", f"/api/v1/workspaces/{ws}/imports", 200, key=key)
+    assert len(imports["items"]) == 1
+
+
+async def test_a_failing_source_is_reported_as_errored(
+    dps: Api, control_plane: ControlPlane, source: tuple[TestServer, bytes, list[str | None]]
+) -> None:
+    server, _, _ = source
+    await consumer_registration(dps, "agreement-data-1")
+    await signal(dps, "prepare", 200, example("prepare"))
+    message = started_from(server)
+    message["dataAddress"]["endpointProperties"][0]["value"] = "WRONG-TOKEN"
+    await signal(dps, "process-prepare-1/started", 200, message)
+    await poll_until(lambda: control_plane.received, "the errored notice")
+    _, notice, _, body = control_plane.received[0]
+    assert notice == "errored" and "403" in body["error"]
+
+
+async def test_consumer_flows_bind_only_registered_workspaces_and_safe_addresses(
+    dps: Api, source: tuple[TestServer, bytes, list[str | None]]
+) -> None:
+    server, _, _ = source
+    problem = await signal(dps, "prepare", 400, example("prepare"))
+    assert "register" in problem["detail"]  # nothing registered for this agreement
+    await consumer_registration(dps, "agreement-data-1", participant="did:web:somebody-else")
+    await signal(dps, "prepare", 400, example("prepare"))  # registered, but by another participant
+    await consumer_registration(dps, "agreement-data-1")
+    await signal(
+        dps, "prepare", 400, example("prepare", profile="https://w3id.org/dspace-sig/profile/http-push")
+    )
+    await signal(dps, "prepare", 200, example("prepare"))
+    await signal(dps, "prepare", 409, example("prepare"))
+    flow = "process-prepare-1"
+    await signal(dps, f"{flow}/started", 400, {"messageId": "m"})  # pull: the address is needed
+    plain = started_from(server)
+    plain["dataAddress"]["endpoint"] = "http://data-provider.example/public/weather"
+    problem = await signal(dps, f"{flow}/started", 400, plain)
+    assert "HTTPS" in problem["detail"]
+    no_type = started_from(server)
+    no_type["dataAddress"]["endpointProperties"] = [{"name": "authorization", "value": "TOKEN-ABCDEFG"}]
+    await signal(dps, f"{flow}/started", 400, no_type)  # authorization needs authType
+    assert await flow_state(dps, flow) == "PREPARED"  # nothing refused moved it
+
+
+async def test_a_control_plane_registers_where_its_notices_go(dps: Api, control_plane: ControlPlane) -> None:
+    message = example("register-control-plane", endpoint="http://10.1.2.3/signaling")
+    await dps.json("PUT", "/signaling/v1/controlplanes", 400, key=CP_SECRET, json=message)  # not allowed
+    message = example("register-control-plane", endpoint=control_plane.url)
+    assert valid("ControlPlaneRegistrationMessage", message) == []
+    await dps.json("PUT", "/signaling/v1/controlplanes", 200, key=CP_SECRET, json=message)
+    path = f"/signaling/v1/controlplanes/{message['controlplaneId']}"
+    await dps.json("DELETE", path, 204, key=CP_SECRET)
+    await dps.json("DELETE", path, 404, key=CP_SECRET)
+    await dps.json("DELETE", path, 401)
+
+
+async def test_a_suspended_consumer_flow_resumes_from_a_new_address(
+    dps: Api, source: tuple[TestServer, bytes, list[str | None]]
+) -> None:
+    server, data, _ = source
+    key, ws = await consumer_registration(dps, "agreement-data-1")
+    await signal(dps, "prepare", 200, example("prepare"))
+    await signal(dps, "process-prepare-1/started", 200, started_from(server))
+    await signal(dps, "process-prepare-1/suspend", 200, example("suspend"))
+    await signal(dps, "process-prepare-1/resume", 400, example("resume"))  # from where?
+    resumed = example("resume")
+    resumed["dataAddress"] = started_from(server)["dataAddress"]
+    assert valid("DataFlowResumeMessage", resumed) == []
+    await signal(dps, "process-prepare-1/resume", 200, resumed)
+
+    async def imported() -> bytes | None:
+        response = await dps.request("GET", f"/api/v1/workspaces/{ws}/objects/inputs/weather.bin", key=key)
+        return await response.read() if response.status == 200 else None
+
+    assert await poll_until(imported, "the imported object") == data
