@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from provider.api.routing import ANY_SCOPE, ROUTES, Access, Route
-from provider.config import NotificationSettings, Settings
+from provider.config import Settings
 from tests.conftest import ADMIN_KEY, Api, Consumer, MovableClock
 
 # Routes EDC calls without bearer credentials: a secret path segment or an access code guards them
@@ -20,6 +20,8 @@ SELF_GUARDED = {
     "/api/v1/workspaces/{workspace_id}/access",
     "/edc/events",
 }
+SIGNALING = "/signaling/v1/"  # control planes' own bearer secrets: no API key or token opens it
+SIGNALING_SECRET = "signaling-secret-" + "4d1c8b7a2e9f06354c1d8b7a2e9f0635"
 # Streams answer with their headers and then stay open: only the status is read.
 STREAMS = {"/api/v1/events"}
 PATH_PARAMETER = re.compile(r"\{(\w+)(?::[^}]*)?\}")
@@ -27,8 +29,17 @@ PATH_PARAMETER = re.compile(r"\{(\w+)(?::[^}]*)?\}")
 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
-    """Subscriptions point at a public address; nothing is sent from these tests."""
-    return settings.model_copy(update={"notifications": NotificationSettings(deliver=False)})
+    """Subscriptions point at a public address; nothing is sent from these tests. A control plane
+    is configured, so that the signaling routes answer rather than being off."""
+    return Settings.model_validate(
+        {
+            **settings.model_dump(mode="json", exclude={"auth"}),
+            "auth": {"bootstrap_admin_key": ADMIN_KEY, "key_cache_seconds": 0},
+            "server": {**settings.server.model_dump(mode="json"), "public_url": "https://provider.test"},
+            "notifications": {"deliver": False},
+            "signaling": {"control_planes": {"cp": {"secret": SIGNALING_SECRET}}},
+        }
+    )
 
 
 @dataclass
@@ -117,6 +128,8 @@ def concrete(route: Route, world: World, ws: dict[str, str]) -> str:
         "secret": "not-the-secret",
         "subscription_id": ws["subscription_id"],
         "delivery_id": ws["delivery_id"],
+        "id": "process-1",
+        "controlplane_id": "cp-1",
     }
     return PATH_PARAMETER.sub(lambda m: values[m.group(1)], route.path)
 
@@ -170,6 +183,16 @@ async def test_every_route_with_every_caller(api: Api, world: World) -> None:
         if route.path in SELF_GUARDED:  # no bearer credential, but a secret of their own
             got = await status(api, route, path, workspace=ws["id"], key=world.owner.key)
             assert got in (401, 404), f"{where} without its secret: {got}"
+            continue
+        if route.path.startswith(SIGNALING):  # the secret of a control plane, and nothing else
+            for label, key in {
+                "no credential": None,
+                "owner key": world.owner.key,
+                "admin key": ADMIN_KEY,
+                "token": ws["full"],
+            }.items():
+                got = await status(api, route, path, workspace=ws["id"], key=key)
+                assert got == 401, f"{where} {label}: {got}"
             continue
         if route.access is Access.PUBLIC:
             assert await status(api, route, path, workspace=ws["id"], key=None) == 200, where
@@ -238,7 +261,12 @@ async def test_me_shows_each_caller_only_itself(api: Api, world: World) -> None:
 async def test_admin_passes_every_guard_and_sees_every_tenant(api: Api, world: World) -> None:
     ws = await workspace_with_tokens(api, world.owner.key)
     for route in api.app[ROUTES]:
-        if route.method != "GET" or "import_id" in route.path or route.path in SELF_GUARDED:
+        if (
+            route.method != "GET"
+            or "import_id" in route.path
+            or route.path in SELF_GUARDED
+            or route.path.startswith(SIGNALING)
+        ):
             continue
         got = await status(api, route, concrete(route, world, ws), ADMIN_KEY)
         assert got == 200, f"{route.method} {route.path}: {got}"

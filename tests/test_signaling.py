@@ -274,6 +274,40 @@ async def test_starts_the_specification_refuses_are_400(dps: Api, changes: dict[
     await dps.json("GET", "/signaling/v1/dataflows/p-bad/status", 404, key=CP_SECRET)
 
 
+@pytest.mark.parametrize(
+    ("body", "content_type", "status"),
+    [
+        (b"{", "application/json", 400),
+        (b"[1]", "application/json", 400),
+        (b'{"messageId": 5}', "application/json", 400),
+        (b"[" * 1000 + b"]" * 1000, "application/json", 400),
+        (b'{"messageId": "m", "reason": ' + b"9" * 5000 + b"}", "application/json", 400),
+        (b"{}", "text/plain", 415),
+        (b'{"x": "' + b"y" * (1024 * 1024 + 10) + b'"}', "application/json", 413),
+    ],
+)
+async def test_every_signal_refuses_bad_bodies_with_a_4xx_and_changes_nothing(
+    dps: Api, body: bytes, content_type: str, status: int
+) -> None:
+    await signal(dps, "start", 200, example("start", processId="p-body"))
+    paths = [
+        ("POST", "/signaling/v1/dataflows/start"),
+        ("POST", "/signaling/v1/dataflows/prepare"),
+        ("PUT", "/signaling/v1/controlplanes"),
+        *(
+            ("POST", f"/signaling/v1/dataflows/p-body/{a}")
+            for a in ("started", "suspend", "resume", "terminate")
+        ),
+    ]
+    for method, path in paths:
+        response = await dps.request(
+            method, path, key=CP_SECRET, data=body, headers={"Content-Type": content_type}
+        )
+        assert response.status == status, f"{method} {path}: {response.status}"
+        assert response.content_type == "application/problem+json"
+    assert await flow_state(dps, "p-body") == "STARTED"
+
+
 async def test_signals_need_a_control_plane_s_secret_and_a_known_flow(dps: Api) -> None:
     await signal(dps, "start", 401, example("start"), key="not-the-secret-" + "x" * 30)
     response = await dps.request("POST", "/signaling/v1/dataflows/start", json=example("start"))
