@@ -34,7 +34,7 @@ test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: venv
-	PROVIDER_TEST_POSTGRES_URL=off PROVIDER_TEST_S3_ENDPOINT=off $(BIN)/python -m pytest -x $(PYTEST_ARGS)
+	PROVIDER_TEST_POSTGRES_URL=off PROVIDER_TEST_S3_ENDPOINT=off $(BIN)/python -m pytest -x -n auto $(PYTEST_ARGS)
 
 # schemathesis against a live service on loopback, in a network namespace of its own: every check,
 # the contract's links, at least 5,000 cases (FUZZ_ARGS: --seed N, --max-examples N, --keep DIR).
