@@ -195,3 +195,15 @@ async def test_a_write_lock_held_too_long_is_reported_as_unavailable(tmp_path) -
     async with store.transaction() as uow:  # free again: the same write goes through
         await uow.tenants.add(tenant("blocked"))
     await store.close()
+
+
+async def test_many_first_sights_of_a_participant_make_one_tenant(store: SqlStore) -> None:
+    """Concurrent provisionings or data flows of one new consumer: each finds the same tenant
+    (on PostgreSQL the losers of the insert race read the winner's row instead of failing)."""
+    from provider.services.tenants import TenantService
+
+    tenants = TenantService(store, lambda: datetime.now(UTC), "did:web:operator", "Operator")
+    found = await asyncio.gather(*(tenants.find_or_create("did:web:new-consumer", "New") for _ in range(20)))
+    assert len({t.id for t in found}) == 1
+    async with store.read() as uow:
+        assert (await uow.tenants.get_by_participant("did:web:new-consumer")) is not None

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from provider.domain.errors import FieldProblem, InvalidInput, NotFound
+from provider.domain.errors import Conflict, FieldProblem, InvalidInput, NotFound
 from provider.domain.ids import new_id
 from provider.domain.pagination import Page, PageRequest
 from provider.domain.tenants import (
@@ -70,14 +70,22 @@ class TenantService:
         return tenant
 
     async def find_or_create(self, participant_id: str, display_name: str) -> Tenant:
-        """The tenant for a participant, created on first sight (provisioning uses this)."""
-        async with self.store.transaction() as uow:
-            existing = await uow.tenants.get_by_participant(participant_id)
-            if existing:
-                return existing
-            tenant = Tenant(new_id("ten"), participant_id, display_name, self.clock())
-            await uow.tenants.add(tenant)
-            return tenant
+        """The tenant for a participant, created on first sight (provisioning and data flows)."""
+        try:
+            async with self.store.transaction() as uow:
+                existing = await uow.tenants.get_by_participant(participant_id)
+                if existing:
+                    return existing
+                tenant = Tenant(new_id("ten"), participant_id, display_name, self.clock())
+                await uow.tenants.add(tenant)
+                return tenant
+        except Conflict:
+            # Another request created it meanwhile (PostgreSQL lets both look first): it stands.
+            async with self.store.read() as uow:
+                created = await uow.tenants.get_by_participant(participant_id)
+            if created is None:
+                raise
+            return created
 
     async def get(self, tenant_id: str) -> Tenant:
         async with self.store.read() as uow:

@@ -1,0 +1,122 @@
+"""100 concurrent Data Plane Signaling `start` requests on the S3 backend (radosgw), against the
+same number of bare workspace creations through the API in the same run: p50 and p99 to the
+answer, and their ratio. A `start` makes a workspace too (tenant, bucket, row) and then a flow
+and a token, so the baseline is the part of the work every compute offering needs anyway.
+
+    python -m bench.dps_start [--count 100] [--s3-endpoint URL]
+
+The client's own CPU time is printed beside the wall time: the load generator is mostly idle,
+waiting for the service, so it is not what is measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+
+from bench.common import ADMIN_KEY, REPO, Service
+
+ACCESS, SECRET = "RGWADMINKEY0000000001", "rgwadminsecret000000000000000000000000001"
+CONTROL_PLANE_SECRET = "bench-control-plane-" + "5e2a9c4b7d1f3a6e8c0b"
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
+
+
+async def timed(count: int, request: Callable[[], Awaitable[None]]) -> tuple[list[float], float, float]:
+    """Latencies (ms) of `count` concurrent requests, the wall time and the client's CPU time (s)."""
+    latencies: list[float] = []
+
+    async def one() -> None:
+        sent = time.perf_counter()
+        await request()
+        latencies.append((time.perf_counter() - sent) * 1000)
+
+    cpu, wall = time.process_time(), time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(count)))
+    return latencies, time.perf_counter() - wall, time.process_time() - cpu
+
+
+async def run(count: int, endpoint: str) -> None:
+    service = Service(
+        {
+            "server": {"public_url": "https://provider.bench"},
+            "storage": {
+                "backend": "s3",
+                "s3": {
+                    "endpoint_url": endpoint,
+                    "access_key_id": ACCESS,
+                    "secret_access_key": SECRET,
+                    "bucket_prefix": "bench-dps-",
+                },
+            },
+            "signaling": {"control_planes": {"bench": {"secret": CONTROL_PLANE_SECRET}}},
+        }
+    )
+    start_message = json.loads((REPO / "contracts" / "dps" / "examples" / "start.json").read_text())
+    try:
+        async with aiohttp.ClientSession() as session:
+            admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+            async with session.get(f"{service.url}/api/v1/me", headers=admin) as r:
+                operator = (await r.json())["tenant"]["id"]
+
+            async def create_workspace() -> None:
+                body = {"tenant_id": operator, "name": "bench"}
+                async with session.post(f"{service.url}/api/v1/workspaces", json=body, headers=admin) as r:
+                    assert r.status == 201, await r.text()
+
+            async def start() -> None:
+                body = {**start_message, "processId": str(uuid.uuid4())}
+                headers = {"Authorization": f"Bearer {CONTROL_PLANE_SECRET}"}
+                async with session.post(
+                    f"{service.url}/signaling/v1/dataflows/start", json=body, headers=headers
+                ) as r:
+                    assert r.status == 200, await r.text()
+
+            await timed(5, create_workspace)  # warm both paths: connections, caches
+            await timed(5, start)
+            bare, bare_wall, bare_cpu = await timed(count, create_workspace)
+            flows, flow_wall, flow_cpu = await timed(count, start)
+    finally:
+        service.stop()
+    print(f"{count} concurrent requests each, S3 backend (radosgw)")
+    for label, values, wall, cpu in (
+        ("workspace creation (baseline)", bare, bare_wall, bare_cpu),
+        ("DPS start", flows, flow_wall, flow_cpu),
+    ):
+        p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
+        print(
+            f"  {label:<30} p50 {p50:7.0f} ms   p99 {p99:7.0f} ms   "
+            f"all in {wall:5.2f} s, client CPU {cpu:4.2f} s"
+        )
+    print(f"  start p99 / baseline p99: {percentile(flows, 0.99) / percentile(bare, 0.99):.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--s3-endpoint")
+    args = parser.parse_args()
+    endpoint, script = args.s3_endpoint, Path(REPO / "tests" / "services" / "radosgw.sh")
+    if endpoint is None:
+        subprocess.run(["bash", str(script), "start", "7496"], check=True)  # noqa: S603, S607
+        endpoint = "http://127.0.0.1:7496"
+    try:
+        asyncio.run(run(args.count, endpoint))
+    finally:
+        if args.s3_endpoint is None:
+            subprocess.run(["bash", str(script), "stop", "7496"], check=False)  # noqa: S603, S607
+
+
+if __name__ == "__main__":
+    main()
