@@ -76,6 +76,10 @@ class Tasks:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
+    def running_keys(self) -> list[Hashable]:
+        """The keys of the tasks still running."""
+        return [key for key, task in self._tasks.items() if not task.done()]
+
     def __len__(self) -> int:
         return len(self._tasks)
 

@@ -3,6 +3,7 @@ and a callback receiver that enforces EDC's rules."""
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import shutil
@@ -21,7 +22,7 @@ from jsonschema import Draft202012Validator
 from provider.app import create_app
 from provider.backends.sql import SqlStore
 from provider.config import Settings
-from tests.conftest import ADMIN_KEY, REPO, Api, live_api, poll_until
+from tests.conftest import ADMIN_KEY, REPO, WAIT_SECONDS, Api, live_api, poll_until
 
 EDC = REPO / "contracts" / "edc"
 SECRET = "connector-secret-" + "s" * 32
@@ -77,7 +78,11 @@ class Connector:
 async def connector() -> AsyncIterator[Connector]:
     state = Connector()
     app = web.Application()
-    app.router.add_post("/control/callback/{process}/provision", state.handle)
+
+    async def handle(request: web.Request) -> web.Response:
+        return await state.handle(request)  # looked up per request: a test may replace it
+
+    app.router.add_post("/control/callback/{process}/provision", handle)
     state.server = TestServer(app)
     await state.server.start_server()
     yield state
@@ -374,6 +379,34 @@ async def test_pending_callbacks_survive_a_restart(
 
 
 EVENTS_SECRET = "events-secret-" + "e" * 20
+
+
+async def test_a_callback_the_connector_holds_does_not_hold_back_the_next_provisioning(
+    edc_settings: Settings, connector: Connector, contract
+) -> None:  # type: ignore[no-untyped-def]
+    """Each due callback goes out on its own: a connector that keeps one request open (up to the
+    callback timeout, here far beyond the test's wait) delays no other transfer's callback."""
+    held, release = asyncio.Event(), asyncio.Event()
+    answer = connector.handle
+
+    async def holding(request: web.Request) -> web.Response:
+        if request.match_info["process"] == "held-process":
+            held.set()
+            await release.wait()
+        return await answer(request)
+
+    connector.handle = holding  # type: ignore[method-assign]
+    connector.busy_first = 0
+    edc = edc_settings.edc.model_copy(update={"callback_timeout_seconds": 600.0})
+    api, close = await live_api(edc_settings.model_copy(update={"edc": edc}), contract)
+    try:
+        await api.json("POST", WEBHOOK, 200, json=request_for(connector, transferProcessId="held-process"))
+        await asyncio.wait_for(held.wait(), WAIT_SECONDS)  # its callback is under way, unanswered
+        await provisioned(api, connector)  # another transfer's callback arrives meanwhile
+        assert "held-process" not in connector.accepted
+    finally:
+        release.set()
+        await close()
 
 
 @pytest.fixture

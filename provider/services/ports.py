@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import enum
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -200,8 +200,8 @@ class ProvisioningRepository(Protocol):
     async def due(self, now: datetime) -> builtins.list[Provisioning]:
         """Callbacks to send now, and deletions whose retention has ended."""
 
-    async def next_due(self) -> datetime | None:
-        """When the next callback or deletion is due."""
+    async def next_due(self, excluding: Collection[str] = ()) -> datetime | None:
+        """When the next callback or deletion is due, of the records not named in `excluding`."""
 
 
 class TransferRegistrationRepository(Protocol):

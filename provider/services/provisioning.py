@@ -258,27 +258,45 @@ class ProvisioningService:
     # --- the worker ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._tasks.spawn("worker", self._loop(), "edc provisioning")
+        self._tasks.spawn(("worker",), self._loop(), "edc provisioning")
 
     async def stop(self) -> None:
         await self._tasks.close()
 
     async def _loop(self) -> None:
         while True:
+            self._wake.clear()
             try:
-                await self.run_due()
-                async with self.store.read() as uow:
-                    next_due = await uow.provisionings.next_due()
-                wait = 5.0 if next_due is None else max(0.0, (next_due - self.clock()).total_seconds())
+                wait = await self._dispatch()
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("provisioning worker failed; retrying")
                 wait = 5.0
-            self._wake.clear()
             await wait_event(self._wake, min(wait, 5.0))
 
+    async def _dispatch(self) -> float:
+        """Start every due callback or deletion that is not under way, each on its own: one slow
+        connector or a 409 retry does not hold back the provisionings behind it. The seconds until
+        the next one not under way is due."""
+        async with self.store.read() as uow:
+            due = await uow.provisionings.due(self.clock())
+        for item in due:
+            if not self._tasks.running(item.id):
+                self._tasks.spawn(item.id, self._handled(item), f"provisioning {item.id}")
+        busy = {key for key in self._tasks.running_keys() if isinstance(key, str)}
+        async with self.store.read() as uow:
+            next_due = await uow.provisionings.next_due(busy)
+        return 5.0 if next_due is None else max(0.0, (next_due - self.clock()).total_seconds())
+
+    async def _handled(self, item: Provisioning) -> None:
+        try:
+            await self._handle(item)
+        finally:
+            self._wake.set()  # its next attempt may be due soon: look again
+
     async def run_due(self) -> None:
+        """Send whatever is due now and wait for it (tests and tools; the worker does not wait)."""
         async with self.store.read() as uow:
             due = await uow.provisionings.due(self.clock())
         await asyncio.gather(*(self._handle(item) for item in due))

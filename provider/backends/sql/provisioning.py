@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -92,11 +93,12 @@ class SqlProvisioningRepository:
         )
         return [_row(r) for r in await self.conn.execute(query.order_by(c.id))]
 
-    async def next_due(self) -> datetime | None:
+    async def next_due(self, excluding: Collection[str] = ()) -> datetime | None:
         c = t.provisionings.c
-        pending = sa.select(sa.func.min(c.next_attempt_at)).where(c.pending.is_not(None))
+        others = ~c.id.in_(sorted(excluding)) if excluding else sa.true()
+        pending = sa.select(sa.func.min(c.next_attempt_at)).where(c.pending.is_not(None), others)
         deleting = sa.select(sa.func.min(c.delete_after)).where(
-            c.state == ProvisioningState.DEPROVISIONING.value
+            c.state == ProvisioningState.DEPROVISIONING.value, others
         )
         times = [(await self.conn.execute(q)).scalar_one() for q in (pending, deleting)]
         known = [time for time in times if time is not None]
