@@ -71,7 +71,7 @@ class Connector:
     @property
     def url(self) -> str:
         assert self.server is not None
-        return str(self.server.make_url("/control/callback"))
+        return str(self.server.make_url("/management/callback"))  # EDC: <management API>/callback
 
 
 @pytest.fixture
@@ -82,7 +82,7 @@ async def connector() -> AsyncIterator[Connector]:
     async def handle(request: web.Request) -> web.Response:
         return await state.handle(request)  # looked up per request: a test may replace it
 
-    app.router.add_post("/control/callback/{process}/provision", handle)
+    app.router.add_post("/management/callback/{process}/provision", handle)
     state.server = TestServer(app)
     await state.server.start_server()
     yield state
