@@ -10,7 +10,14 @@ from dataclasses import replace
 
 import pytest
 
-from provider.domain.errors import Conflict, Forbidden, NotFound, PayloadTooLarge, Unauthenticated
+from provider.domain.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    PayloadTooLarge,
+    Unauthenticated,
+)
 from provider.domain.pagination import PageRequest
 from provider.domain.tenants import CredentialKind, Principal, Role
 from provider.domain.workspaces import Quota, Scope, WorkspaceState
@@ -183,3 +190,24 @@ async def test_a_workspace_being_deleted_takes_no_more_objects(services: Service
         await workspaces.put_object(admin, ws.id, "late", body(b"x"))
     release.set()
     await deletion
+
+
+async def test_revoking_a_consumer_s_access_spares_the_sidecars_of_running_jobs(
+    services: ServiceWorld,
+) -> None:
+    """A suspended data flow: whoever held the workspace is out at once, the jobs under way finish."""
+    components, admin = services.components, services.admin
+    workspaces = components.workspaces
+    ws = await workspaces.create(admin.tenant_id, "w", {})
+    consumer = await workspaces.issue_token(admin, ws.id, {Scope.OBJECTS_READ}, None, "consumer")
+    job = await workspaces.issue_job_token(ws.id, 600)
+    await workspaces.revoke_access_tokens(ws.id)
+    with pytest.raises(Unauthenticated):
+        await components.auth.authenticate(f"Bearer {consumer.token}")
+    sidecar = await components.auth.authenticate(f"Bearer {job.token}")
+    assert sidecar.workspace_id == ws.id
+    with pytest.raises(InvalidInput):  # nobody else may name a token so as to be spared
+        await workspaces.issue_token(admin, ws.id, {Scope.OBJECTS_READ}, None, "job")
+    await workspaces.revoke_all_tokens(ws.id)  # deletion and deprovisioning take every token
+    with pytest.raises(Unauthenticated):
+        await components.auth.authenticate(f"Bearer {job.token}")

@@ -121,8 +121,10 @@ class TokenRepository(Protocol):
     async def revoke(self, token_id: str, at: datetime) -> None:
         """Mark one token revoked (an earlier revocation time is kept)."""
 
-    async def revoke_workspace(self, workspace_id: str, at: datetime) -> list[str]:
-        """Revoke every token of a workspace; returns the ids revoked now."""
+    async def revoke_workspace(
+        self, workspace_id: str, at: datetime, sparing: frozenset[str] = frozenset()
+    ) -> list[str]:
+        """Revoke every token of a workspace but those named as in `sparing`; the ids revoked now."""
 
 
 class ImportRepository(Protocol):

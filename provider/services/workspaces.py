@@ -57,6 +57,9 @@ class IssuedToken:
     token: str
 
 
+JOB_SIDECAR = "job"  # the name of the tokens of jobs' data sidecars
+
+
 class WorkspaceService:
     def __init__(
         self,
@@ -336,6 +339,11 @@ class WorkspaceService:
     ) -> IssuedToken:
         if principal.kind is CredentialKind.WORKSPACE_TOKEN:
             raise Forbidden("workspace tokens cannot issue tokens; use an API key")
+        if name == JOB_SIDECAR:  # the service's own: such tokens outlive a suspended data flow
+            raise InvalidInput(
+                "this token name is reserved",
+                [FieldProblem("body.name", f"{JOB_SIDECAR!r} names the tokens of jobs' sidecars")],
+            )
         workspace = await self._active(principal, workspace_id)
         ttl = ttl_seconds or self.policy.default_token_ttl
         if ttl > self.policy.max_token_ttl:
@@ -348,7 +356,7 @@ class WorkspaceService:
     async def issue_job_token(self, workspace_id: str, ttl_seconds: int) -> IssuedToken:
         """A token for one job's data sidecar: this workspace's objects only, revoked when it ends."""
         return await self.issue_system_token(
-            workspace_id, {Scope.OBJECTS_READ, Scope.OBJECTS_WRITE}, ttl_seconds, "job"
+            workspace_id, {Scope.OBJECTS_READ, Scope.OBJECTS_WRITE}, ttl_seconds, JOB_SIDECAR
         )
 
     async def issue_system_token(
@@ -381,6 +389,13 @@ class WorkspaceService:
     async def revoke_all_tokens(self, workspace_id: str) -> None:
         async with self.store.transaction() as uow:
             revoked = await uow.tokens.revoke_workspace(workspace_id, self.clock())
+        self.on_tokens_revoked(revoked)
+
+    async def revoke_access_tokens(self, workspace_id: str) -> None:
+        """Revoke every token a consumer may hold for the workspace, but not those of running
+        jobs' sidecars: a suspended data flow lets the jobs under way finish."""
+        async with self.store.transaction() as uow:
+            revoked = await uow.tokens.revoke_workspace(workspace_id, self.clock(), frozenset({JOB_SIDECAR}))
         self.on_tokens_revoked(revoked)
 
     async def delete_system(self, workspace_id: str) -> None:

@@ -141,9 +141,13 @@ class SqlTokenRepository:
             t.workspace_tokens.update().where(c.id == token_id, c.revoked_at.is_(None)).values(revoked_at=at)
         )
 
-    async def revoke_workspace(self, workspace_id: str, at: datetime) -> list[str]:
+    async def revoke_workspace(
+        self, workspace_id: str, at: datetime, sparing: frozenset[str] = frozenset()
+    ) -> list[str]:
         c = t.workspace_tokens.c
         live = (c.workspace_id == workspace_id) & c.revoked_at.is_(None)
+        if sparing:
+            live = live & c.name.not_in(sorted(sparing))
         ids = [row.id for row in await self.conn.execute(sa.select(c.id).where(live))]
         if ids:
             await self.conn.execute(t.workspace_tokens.update().where(c.id.in_(ids)).values(revoked_at=at))
