@@ -1,4 +1,5 @@
-"""Helpers for the benchmarks: a service in a subprocess, and its memory as the kernel sees it."""
+"""Helpers for the benchmarks: a service in a subprocess, its memory as the kernel sees it, the
+test radosgw, and percentiles."""
 
 from __future__ import annotations
 
@@ -11,11 +12,32 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 ADMIN_KEY = "bench-admin-key-" + "b" * 32
+# The test radosgw's admin credentials (tests/services/radosgw.sh).
+S3_ACCESS, S3_SECRET = "RGWADMINKEY0000000001", "rgwadminsecret000000000000000000000000001"
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
+
+
+def with_s3(endpoint: str | None, port: int, work: Callable[[str], None]) -> None:
+    """`work(endpoint)` against `endpoint`, or against a radosgw started on `port` for it."""
+    script = REPO / "tests" / "services" / "radosgw.sh"
+    if endpoint is not None:
+        work(endpoint)
+        return
+    subprocess.run(["bash", str(script), "start", str(port)], check=True)  # noqa: S603, S607
+    try:
+        work(f"http://127.0.0.1:{port}")
+    finally:
+        subprocess.run(["bash", str(script), "stop", str(port)], check=False)  # noqa: S603, S607
 
 
 def free_port() -> int:

@@ -14,23 +14,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import aiohttp
 
-from bench.common import ADMIN_KEY, REPO, Service
+from bench.common import ADMIN_KEY, REPO, S3_ACCESS, S3_SECRET, Service, percentile, with_s3
 
-ACCESS, SECRET = "RGWADMINKEY0000000001", "rgwadminsecret000000000000000000000000001"
 CONTROL_PLANE_SECRET = "bench-control-plane-" + "5e2a9c4b7d1f3a6e8c0b"
-
-
-def percentile(values: list[float], share: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * share))]
 
 
 async def timed(count: int, request: Callable[[], Awaitable[None]]) -> tuple[list[float], float, float]:
@@ -55,8 +47,8 @@ async def run(count: int, endpoint: str) -> None:
                 "backend": "s3",
                 "s3": {
                     "endpoint_url": endpoint,
-                    "access_key_id": ACCESS,
-                    "secret_access_key": SECRET,
+                    "access_key_id": S3_ACCESS,
+                    "secret_access_key": S3_SECRET,
                     "bucket_prefix": "bench-dps-",
                 },
             },
@@ -107,15 +99,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--s3-endpoint")
     args = parser.parse_args()
-    endpoint, script = args.s3_endpoint, Path(REPO / "tests" / "services" / "radosgw.sh")
-    if endpoint is None:
-        subprocess.run(["bash", str(script), "start", "7496"], check=True)  # noqa: S603, S607
-        endpoint = "http://127.0.0.1:7496"
-    try:
-        asyncio.run(run(args.count, endpoint))
-    finally:
-        if args.s3_endpoint is None:
-            subprocess.run(["bash", str(script), "stop", "7496"], check=False)  # noqa: S603, S607
+    with_s3(args.s3_endpoint, 7497, lambda endpoint: asyncio.run(run(args.count, endpoint)))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -24,11 +23,10 @@ import aioboto3
 import aiohttp
 from botocore.config import Config
 
-from bench.common import ADMIN_KEY, REPO, Service
+from bench.common import ADMIN_KEY, S3_ACCESS, S3_SECRET, Service, with_s3
 
 MiB = 1024 * 1024
 BLOCK = os.urandom(8 * MiB)
-ACCESS, SECRET = "RGWADMINKEY0000000001", "rgwadminsecret000000000000000000000000001"
 
 
 async def blocks(total: int, piece: int = 1 * MiB) -> AsyncIterator[bytes]:
@@ -90,7 +88,7 @@ async def direct_fs(directory: Path, size: int) -> tuple[float, float]:
 async def direct_s3(endpoint: str, size: int, part: int, in_flight: int) -> tuple[float, float]:
     """aioboto3 multipart upload (same part size and concurrency) and a streamed GET."""
     session = aioboto3.Session(
-        aws_access_key_id=ACCESS, aws_secret_access_key=SECRET, region_name="us-east-1"
+        aws_access_key_id=S3_ACCESS, aws_secret_access_key=S3_SECRET, region_name="us-east-1"
     )
     config = Config(signature_version="s3v4", s3={"addressing_style": "path"}, max_pool_connections=50)
     bucket = f"bench-direct-{uuid.uuid4().hex[:8]}"
@@ -191,8 +189,8 @@ async def run_s3(size: int, endpoint: str, count: int) -> None:
                 "backend": "s3",
                 "s3": {
                     "endpoint_url": endpoint,
-                    "access_key_id": ACCESS,
-                    "secret_access_key": SECRET,
+                    "access_key_id": S3_ACCESS,
+                    "secret_access_key": S3_SECRET,
                     "bucket_prefix": "bench-",
                     "part_size_bytes": part,
                     "parts_in_flight": in_flight,
@@ -223,15 +221,7 @@ def main() -> None:
     if args.backend in ("fs", "both"):
         asyncio.run(run_fs(size, args.rounds))
     if args.backend in ("s3", "both"):
-        endpoint, script = args.s3_endpoint, REPO / "tests" / "services" / "radosgw.sh"
-        if endpoint is None:
-            subprocess.run(["bash", str(script), "start", "7495"], check=True)  # noqa: S603, S607
-            endpoint = "http://127.0.0.1:7495"
-        try:
-            asyncio.run(run_s3(size, endpoint, args.rounds))
-        finally:
-            if args.s3_endpoint is None:
-                subprocess.run(["bash", str(script), "stop", "7495"], check=False)  # noqa: S603, S607
+        with_s3(args.s3_endpoint, 7495, lambda endpoint: asyncio.run(run_s3(size, endpoint, args.rounds)))
 
 
 if __name__ == "__main__":
