@@ -230,6 +230,38 @@ async def test_a_started_flow_opens_its_workspace_until_suspended_and_terminate_
     await signal(dps, "process-start-1/resume", 409, example("resume"))  # final states stay final
 
 
+async def test_a_suspended_flow_s_workspace_is_closed_to_the_consumer_s_api_keys_too(dps: Api) -> None:
+    """The consumer may hold an API key of its tenant (the one its flows' workspaces belong to):
+    revoking tokens alone would leave that way in."""
+    tenant = await dps.json(
+        "POST", "/api/v1/tenants", 201, key=ADMIN_KEY, json={"participant_id": "did:web:consumer.example"}
+    )
+    key = (await dps.json("POST", f"/api/v1/tenants/{tenant['id']}/api-keys", 201, key=ADMIN_KEY, json={}))[
+        "key"
+    ]
+    answer = await signal(dps, "start", 200, example("start", processId="p-keys"))
+    workspace, _ = address_of(answer)
+    await dps.json("PUT", f"{workspace}/objects/in.bin", 201, key=key, data=b"x")
+    await signal(dps, "p-keys/suspend", 200, example("suspend"))
+    assert (await dps.json("GET", workspace, 200, key=key))["state"] == "suspended"
+    for method, path in (("GET", "/objects"), ("GET", "/objects/in.bin"), ("PUT", "/objects/more.bin")):
+        response = await dps.request(method, f"{workspace}{path}", key=key, data=b"y")
+        assert response.status == 409, (method, path, response.status)
+    refused = await dps.request("POST", f"{workspace}/tokens", key=key, json={"name": "sneaky"})
+    assert refused.status == 409  # no new token either
+    execution = {
+        "asset_id": "dummy",
+        "workspace_id": workspace.rsplit("/", 1)[-1],
+        "inputs": {"source": "in.bin"},
+    }
+    response = await dps.request("POST", "/api/v1/executions", key=key, json=execution)
+    assert response.status == 409  # nothing new runs
+    await signal(dps, "p-keys/resume", 200, example("resume"))
+    response = await dps.request("GET", f"{workspace}/objects/in.bin", key=key)
+    assert response.status == 200 and await response.read() == b"x"
+    assert (await dps.json("GET", workspace, 200, key=key))["state"] == "active"
+
+
 async def test_completed_ends_a_provider_flow_like_terminate(dps: Api) -> None:
     answer = await signal(dps, "start", 200, example("start", processId="p-done"))
     workspace, token = address_of(answer)

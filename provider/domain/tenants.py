@@ -77,6 +77,7 @@ class Principal:
     credential_id: str
     workspace_id: str | None = None
     scopes: frozenset[str] = field(default_factory=frozenset)
+    sidecar: bool = False  # a job's data sidecar: the service's own, let into a suspended workspace
 
     @property
     def is_admin(self) -> bool:

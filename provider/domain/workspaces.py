@@ -15,8 +15,12 @@ MAX_SEGMENT_BYTES = 255  # a file name on the filesystem backend (NAME_MAX)
 
 class WorkspaceState(enum.StrEnum):
     ACTIVE = "active"
+    SUSPENDED = "suspended"  # its data flow is suspended: closed to all but running jobs' sidecars
     DELETING = "deleting"  # tokens revoked, data being removed
     DELETED = "deleted"
+
+
+JOB_SIDECAR = "job"  # the name of the tokens the service issues to jobs' data sidecars
 
 
 class Scope(enum.StrEnum):
@@ -70,6 +74,11 @@ class Workspace:
     @property
     def active(self) -> bool:
         return self.state is WorkspaceState.ACTIVE
+
+    @property
+    def open(self) -> bool:
+        """Not (yet) deleted: its data is there, whether or not it is suspended."""
+        return self.state in (WorkspaceState.ACTIVE, WorkspaceState.SUSPENDED)
 
     def with_usage(self, usage: Usage, at: datetime) -> Workspace:
         return replace(self, usage=usage, updated_at=at)

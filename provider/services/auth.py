@@ -13,7 +13,7 @@ from typing import Protocol
 
 from provider.domain.errors import Forbidden, Unauthenticated
 from provider.domain.tenants import CredentialKind, Principal, Role, hash_secret
-from provider.domain.workspaces import WorkspaceState
+from provider.domain.workspaces import JOB_SIDECAR, WorkspaceState
 from provider.services.ports import Clock, Store, TokenCodec
 
 
@@ -118,7 +118,10 @@ class WorkspaceTokenVerifier:
             or not record.is_usable(now)
             or record.workspace_id != claims.workspace_id
             or workspace is None
-            or workspace.state is not WorkspaceState.ACTIVE
+            or not (
+                workspace.state is WorkspaceState.ACTIVE
+                or (workspace.state is WorkspaceState.SUSPENDED and record.name == JOB_SIDECAR)
+            )
         ):
             raise Unauthenticated("the workspace token is revoked, expired or unknown")
         principal = Principal(
@@ -128,6 +131,7 @@ class WorkspaceTokenVerifier:
             credential_id=record.id,
             workspace_id=record.workspace_id,
             scopes=frozenset(s.value for s in record.scopes),
+            sidecar=record.name == JOB_SIDECAR,
         )
         self.cache.put(claims.token_id, principal, (record.expires_at - now).total_seconds())
         return principal

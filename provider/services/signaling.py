@@ -233,7 +233,7 @@ class SignalingService:
         """No access until resumed: every token of the workspace is revoked at once."""
         flow = await self._move(control_plane, flow_id, FlowState.SUSPENDED)
         if flow.role is FlowRole.PROVIDER:
-            await self.workspaces.revoke_access_tokens(flow.workspace_id)
+            await self.workspaces.suspend(flow.workspace_id)
         elif flow.import_id is not None:
             await self._cancel_import(flow)
         return flow
@@ -257,6 +257,7 @@ class SignalingService:
             return flow, None
         flow = await self._move(control_plane, flow_id, FlowState.STARTED)
         if flow.role is FlowRole.PROVIDER:
+            await self.workspaces.unsuspend(flow.workspace_id)
             return flow, await self._address(flow)
         return flow, None
 

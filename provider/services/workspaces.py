@@ -22,7 +22,16 @@ from provider.domain.pagination import Page, PageRequest
 from provider.domain.ranges import ByteRange
 from provider.domain.tenants import CredentialKind, Principal
 from provider.domain.tokens import WorkspaceToken
-from provider.domain.workspaces import Quota, Scope, Usage, Workspace, WorkspaceState, check_key, check_prefix
+from provider.domain.workspaces import (
+    JOB_SIDECAR,
+    Quota,
+    Scope,
+    Usage,
+    Workspace,
+    WorkspaceState,
+    check_key,
+    check_prefix,
+)
 from provider.services.notifications import EventLog
 from provider.services.ports import (
     Clock,
@@ -55,9 +64,6 @@ class WorkspacePolicy:
 class IssuedToken:
     record: WorkspaceToken
     token: str
-
-
-JOB_SIDECAR = "job"  # the name of the tokens of jobs' data sidecars
 
 
 class WorkspaceService:
@@ -156,7 +162,7 @@ class WorkspaceService:
         async with self.store.transaction() as uow:
             current = await uow.workspaces.get(workspace.id, for_update=True)
             assert current is not None
-            if current.state is WorkspaceState.ACTIVE:
+            if current.open:
                 await uow.workspaces.update(
                     replace(current, state=WorkspaceState.DELETING, updated_at=self.clock())
                 )
@@ -200,9 +206,27 @@ class WorkspaceService:
 
     async def _active(self, principal: Principal, workspace_id: str) -> Workspace:
         workspace = await self.get(principal, workspace_id)
-        if not workspace.active:
+        if workspace.state is WorkspaceState.SUSPENDED and not principal.sidecar:
+            raise Conflict(f"workspace {workspace_id} is suspended: its data flow was suspended")
+        if not workspace.open:
             raise Conflict(f"workspace {workspace_id} is being deleted")
         return workspace
+
+    async def suspend(self, workspace_id: str) -> None:
+        """Close an active workspace to everyone but running jobs' sidecars (its data flow was
+        suspended): every other token is revoked, and API keys meet a 409 until it is resumed."""
+        await self._set_state(workspace_id, WorkspaceState.ACTIVE, WorkspaceState.SUSPENDED)
+        await self.revoke_access_tokens(workspace_id)
+
+    async def unsuspend(self, workspace_id: str) -> None:
+        await self._set_state(workspace_id, WorkspaceState.SUSPENDED, WorkspaceState.ACTIVE)
+
+    async def _set_state(self, workspace_id: str, before: WorkspaceState, after: WorkspaceState) -> None:
+        async with self.store.transaction() as uow:
+            current = await uow.workspaces.get(workspace_id, for_update=True)
+            if current is None or current.state is not before:
+                return  # already there, or being deleted: deletion wins
+            await uow.workspaces.update(replace(current, state=after, updated_at=self.clock()))
 
     # --- objects ------------------------------------------------------------------------------
 
@@ -404,7 +428,7 @@ class WorkspaceService:
             current = await uow.workspaces.get(workspace_id, for_update=True)
             if current is None or current.state is WorkspaceState.DELETED:
                 return
-            if current.state is WorkspaceState.ACTIVE:
+            if current.open:
                 await uow.workspaces.update(
                     replace(current, state=WorkspaceState.DELETING, updated_at=self.clock())
                 )
