@@ -421,6 +421,7 @@ def build_signaling(
                 c.secret.get_secret_value(),
                 str(c.endpoint).rstrip("/") if c.endpoint else None,
                 c.callback_token.get_secret_value() if c.callback_token else None,
+                frozenset(c.participants),
             )
             for name, c in s.control_planes.items()
         },
@@ -560,6 +561,9 @@ def lifecycles(components: Components, asset_files: list[Asset]) -> list[Lifecyc
 
     async def background(_: web.Application) -> AsyncIterator[None]:
         c.provisioning.start()
+        recovered = await c.signaling.recover()
+        if recovered:
+            log.info("data flows whose import ended while stopped", extra={"count": recovered})
         c.signaling.start_worker()
         if c.delivery is not None:
             c.delivery.start()

@@ -500,6 +500,11 @@ class ControlPlaneSettings(_Section):
     callback_networks: list[str] = Field(
         default_factory=list, description="CIDRs notices may reach under any name, private ones included"
     )
+    participants: list[str] = Field(
+        default_factory=list,
+        description="participant ids this control plane acts for as a consumer: prepare binds "
+        "only their registered workspaces (empty: it prepares no flow)",
+    )
 
     _strong = field_validator("secret")(_strong_secret)
     _real_token = field_validator("callback_token")(_not_placeholder)

@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestServer
 from jsonschema import Draft7Validator
 from referencing import Registry, Resource
 
+from provider.api.context import CONTEXT
 from provider.app import create_app
 from provider.config import ConfigError, Settings
 from tests.conftest import ADMIN_KEY, REPO, Api, poll_until
@@ -81,14 +82,13 @@ class ControlPlane:
 
     def __init__(self) -> None:
         self.received: list[tuple[str, str, str | None, dict[str, Any]]] = []
-        self.refuse = 0  # answer this many 503s first
+        self.refusals: list[int] = []  # statuses to answer first, one per notice
         self.server: TestServer | None = None
 
     async def notice(self, request: web.Request) -> web.Response:
         body = await request.json()
-        if self.refuse:
-            self.refuse -= 1
-            return web.Response(status=503)
+        if self.refusals:
+            return web.Response(status=self.refusals.pop(0))
         if valid("DataFlowStatusMessage", body):
             return web.Response(status=400)
         self.received.append(
@@ -152,6 +152,7 @@ def signaling_settings(settings: Settings, control_plane: ControlPlane, **signal
                         "endpoint": control_plane.url,
                         "callback_token": CALLBACK_TOKEN,
                         "callback_networks": ["127.0.0.0/8"],
+                        "participants": ["did:web:consumer.example"],
                     },
                     "other": {"secret": OTHER_SECRET},
                 },
@@ -420,7 +421,8 @@ async def test_a_prepared_flow_imports_the_provider_s_data_and_reports_completio
     prepared = await signal(dps, "prepare", 200, example("prepare"))
     assert valid("DataFlowStatusMessage", prepared) == [] and prepared["state"] == "PREPARED"
     assert "dataAddress" not in prepared  # consumer-pull: the provider makes the address
-    control_plane.refuse = 2  # the control plane is down for a while when the import ends
+    # Busy (EDC's lease), then down for a while, when the import ends.
+    control_plane.refusals = [409, 503]
     started = await signal(dps, "process-prepare-1/started", 200, started_from(server))
     assert started["state"] == "STARTED"
     await signal(dps, "process-prepare-1/started", 200, started_from(server))  # told twice: one import
@@ -438,7 +440,7 @@ async def test_a_prepared_flow_imports_the_provider_s_data_and_reports_completio
         f"Bearer {CALLBACK_TOKEN}",
         "COMPLETED",
     )
-    assert control_plane.refuse == 0 and len(control_plane.received) == 1  # retried until taken, once
+    assert control_plane.refusals == [] and len(control_plane.received) == 1  # retried until taken, once
     assert seen == ["Bearer TOKEN-ABCDEFG"]  # RFC 6750, as the HTTP profile says for authType bearer
     assert await flow_state(dps, "process-prepare-1") == "COMPLETED"
     imports = await dps.json("GET", f"/api/v1/workspaces/{ws}/imports", 200, key=key)
@@ -465,6 +467,9 @@ async def test_consumer_flows_bind_only_registered_workspaces_and_safe_addresses
     server, _, _ = source
     problem = await signal(dps, "prepare", 400, example("prepare"))
     assert "register" in problem["detail"]  # nothing registered for this agreement
+    # A control plane prepares only for the participants it acts for (the other one: none).
+    await signal(dps, "prepare", 403, example("prepare"), key=OTHER_SECRET)
+    await signal(dps, "prepare", 403, example("prepare", participantId="did:web:somebody-else"))
     await consumer_registration(dps, "agreement-data-1", participant="did:web:somebody-else")
     await signal(dps, "prepare", 400, example("prepare"))  # registered, but by another participant
     await consumer_registration(dps, "agreement-data-1")
@@ -516,3 +521,26 @@ async def test_a_suspended_consumer_flow_resumes_from_a_new_address(
         return await response.read() if response.status == 200 else None
 
     assert await poll_until(imported, "the imported object") == data
+
+
+async def test_a_consumer_flow_whose_import_ended_unheard_completes_at_the_next_start(
+    dps: Api, control_plane: ControlPlane, source: tuple[TestServer, bytes, list[str | None]]
+) -> None:
+    """A crash between the import's end and the flow's: the next start-up finishes the flow."""
+    server, _, _ = source
+    context = dps.app[CONTEXT]
+    key, ws = await consumer_registration(dps, "agreement-data-1")
+    await signal(dps, "prepare", 200, example("prepare"))
+    context.imports.listeners.remove(context.signaling.on_import)  # nobody hears the import end
+    await signal(dps, "process-prepare-1/started", 200, started_from(server))
+
+    async def imported() -> bool:
+        listed = await dps.json("GET", f"/api/v1/workspaces/{ws}/imports", 200, key=key)
+        return bool(listed["items"]) and listed["items"][0]["state"] == "succeeded"
+
+    await poll_until(imported, "the import")
+    assert await flow_state(dps, "process-prepare-1") == "STARTED"
+    assert await context.signaling.recover() == 1
+    assert await flow_state(dps, "process-prepare-1") == "COMPLETED"
+    await poll_until(lambda: control_plane.received, "the completed notice")
+    assert control_plane.received[0][1] == "completed"

@@ -218,8 +218,9 @@ class TransferRegistrationRepository(Protocol):
     async def for_workspace(self, workspace_id: str) -> builtins.list[TransferRegistration]:
         """A workspace's registrations, oldest first."""
 
-    async def started(self, registration_id: str, import_id: str | None, at: datetime) -> None:
-        """Mark a registration as taken: by an import, or (None) by a data flow."""
+    async def started(self, registration_id: str, import_id: str | None, at: datetime) -> bool:
+        """Mark a registration as taken, by an import or (None) by a data flow; False when it
+        was taken already."""
 
 
 class DataFlowRepository(Protocol):
@@ -237,6 +238,9 @@ class DataFlowRepository(Protocol):
 
     async def for_workspace(self, workspace_id: str) -> builtins.list[DataFlow]:
         """The flows of a workspace, oldest first."""
+
+    async def started_consumer_flows(self) -> builtins.list[DataFlow]:
+        """Consumer flows whose import may be under way."""
 
     async def notices_due(self, now: datetime, limit: int = 100) -> builtins.list[DataFlow]:
         """Flows with a notice to send now."""

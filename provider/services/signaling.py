@@ -40,6 +40,7 @@ from provider.domain.errors import (
     BadRequest,
     Conflict,
     FieldProblem,
+    Forbidden,
     NotFound,
     OfferingNotGranted,
     Unauthenticated,
@@ -61,7 +62,7 @@ ACCESS_SCOPES = {
     Scope.EXECUTIONS_READ,
     Scope.SUBSCRIPTIONS_WRITE,
 }
-RETRYABLE_STATUS = {408, 425, 429}
+RETRYABLE_STATUS = {408, 409, 425, 429}  # 409: a control plane busy with the transfer (EDC's lease)
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,7 @@ class ControlPlane:
     secret: str = field(repr=False)
     endpoint: str | None  # configured; a registration replaces it
     callback_token: str | None = field(default=None, repr=False)
+    participants: frozenset[str] = frozenset()  # whom it may prepare consumer flows for
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,12 @@ class SignalingService:
     async def prepare(self, control_plane: str, message: FlowMessage) -> DataFlow:
         """Bind a consumer-pull flow to the workspace registered for its agreement or process."""
         require_pull(message.profile)
+        speaks_for = self.policy.control_planes[control_plane].participants
+        if message.participant_id not in speaks_for:
+            raise Forbidden(
+                f"control plane {control_plane} does not act for participant {message.participant_id!r}: "
+                f"signaling.control_planes.{control_plane}.participants names those it does"
+            )
         await self._new(control_plane, message.process_id)
         async with self.store.read() as uow:
             candidates = await uow.transfers.matching(message.process_id, message.agreement_id)
@@ -310,8 +318,9 @@ class SignalingService:
             registration.target_key,
         )
         async with self.store.transaction() as uow:
+            if not await uow.transfers.started(registration.id, None, now):  # taken: by this flow
+                raise Conflict("the registration was taken by another transfer meanwhile")
             await uow.dataflows.add(flow)
-            await uow.transfers.started(registration.id, None, now)  # taken: by this flow
         return flow
 
     async def started(self, control_plane: str, flow_id: str, address: DataAddress | None) -> DataFlow:
@@ -398,8 +407,10 @@ class SignalingService:
 
     async def _import_ended(self, item: Import) -> None:
         async with self.store.transaction() as uow:
-            flow = await uow.dataflows.for_import(item.id)
-            if flow is None or flow.state is not FlowState.STARTED:
+            found = await uow.dataflows.for_import(item.id)
+            # Locked: a terminate or suspend of the same flow waits, or is seen.
+            flow = await uow.dataflows.get(found.control_plane, found.id, for_update=True) if found else None
+            if flow is None or flow.state is not FlowState.STARTED or flow.import_id != item.id:
                 return  # no flow, or one that was suspended or ended by its control plane
             now = self.clock()
             if item.state is ImportState.SUCCEEDED:
@@ -446,6 +457,20 @@ class SignalingService:
     def start_worker(self) -> None:
         if self.enabled:
             self._tasks.spawn("notices", self._notices(), "signaling notices")
+
+    async def recover(self) -> int:
+        """At start-up: consumer flows whose import ended while no process heard it (a crash, a
+        stop) complete or fail now; how many."""
+        async with self.store.read() as uow:
+            flows = await uow.dataflows.started_consumer_flows()
+            ended = []
+            for flow in flows:
+                item = await uow.imports.get(flow.import_id) if flow.import_id else None
+                if item is not None and item.state.final:
+                    ended.append(item)
+        for item in ended:
+            await self._import_ended(item)
+        return len(ended)
 
     async def stop(self) -> None:
         await self._tasks.close()

@@ -70,6 +70,12 @@ class SqlDataFlowRepository:
         query = t.dataflows.select().where(_F.workspace_id == workspace_id).order_by(_F.created_at)
         return [_row(r) for r in await self.conn.execute(query)]
 
+    async def started_consumer_flows(self) -> list[DataFlow]:
+        query = t.dataflows.select().where(
+            _F.role == FlowRole.CONSUMER.value, _F.state == FlowState.STARTED.value
+        )
+        return [_row(r) for r in await self.conn.execute(query)]
+
     async def notices_due(self, now: datetime, limit: int = 100) -> list[DataFlow]:
         query = (
             t.dataflows.select()

@@ -138,9 +138,11 @@ class SqlTransferRegistrationRepository:
         query = t.edc_transfers.select().where(t.edc_transfers.c.workspace_id == workspace_id)
         return [_registration(r) for r in await self.conn.execute(query.order_by(t.edc_transfers.c.id))]
 
-    async def started(self, registration_id: str, import_id: str | None, at: datetime) -> None:
-        await self.conn.execute(
+    async def started(self, registration_id: str, import_id: str | None, at: datetime) -> bool:
+        c = t.edc_transfers.c
+        result = await self.conn.execute(
             t.edc_transfers.update()
-            .where(t.edc_transfers.c.id == registration_id)
+            .where(c.id == registration_id, c.started_at.is_(None))
             .values(import_id=import_id, started_at=at)
         )
+        return bool(result.rowcount)
