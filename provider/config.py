@@ -521,6 +521,15 @@ class SignalingSettings(_Section):
     token_ttl_seconds: int = Field(
         default=24 * 3600, ge=60, description="lifetime of the token in a started flow's data address"
     )
+
+    @field_validator("control_planes")
+    @classmethod
+    def _names(cls, value: dict[str, ControlPlaneSettings]) -> dict[str, ControlPlaneSettings]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", name):
+                raise ValueError(f"{name!r}: a control plane's name is 1-64 letters, digits, '.', '_' or '-'")
+        return value
+
     http_networks: list[str] = Field(
         default_factory=list,
         description="CIDRs whose addresses a consumer flow may fetch from over plain HTTP (the HTTP "

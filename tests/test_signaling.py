@@ -544,3 +544,38 @@ async def test_a_consumer_flow_whose_import_ended_unheard_completes_at_the_next_
     assert await flow_state(dps, "process-prepare-1") == "COMPLETED"
     await poll_until(lambda: control_plane.received, "the completed notice")
     assert control_plane.received[0][1] == "completed"
+
+
+async def test_odd_inputs_are_4xx_never_500(
+    dps: Api, source: tuple[TestServer, bytes, list[str | None]]
+) -> None:
+    server, _, _ = source
+    response = await dps.request(
+        "POST",
+        "/signaling/v1/dataflows/start",
+        json=example("start"),
+        headers={"Authorization": "Bearer \xff\xfe not UTF-8"},
+    )
+    assert response.status == 401
+    long_party = "did:web:" + "c" * 400  # beyond the tenant's display name
+    answer = await signal(dps, "start", 200, example("start", processId="p-long", counterPartyId=long_party))
+    assert answer["state"] == "STARTED"
+    for endpoint in ("https://[::1", "https://cp.example:99999/signaling"):
+        registration = example("register-control-plane", endpoint=endpoint)
+        await dps.json("PUT", "/signaling/v1/controlplanes", 400, key=CP_SECRET, json=registration)
+    await consumer_registration(dps, "agreement-data-1")
+    await signal(dps, "prepare", 200, example("prepare"))
+    broken = started_from(server)
+    broken["dataAddress"]["endpoint"] = "https://[::1"
+    await signal(dps, "process-prepare-1/started", 400, broken)
+    assert await flow_state(dps, "process-prepare-1") == "PREPARED"
+
+
+def test_control_plane_names_are_short_plain_words(settings: Settings) -> None:
+    with pytest.raises(ValueError, match="control plane's name"):
+        Settings.model_validate(
+            {
+                **settings.model_dump(mode="json", exclude={"auth"}),
+                "signaling": {"control_planes": {"x" * 65: {"secret": CP_SECRET}}},
+            }
+        )

@@ -24,7 +24,7 @@ import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
 from provider.aio import Backoff, Tasks, wait_event
 from provider.domain.dataflows import (
@@ -178,7 +178,7 @@ class SignalingService:
         """The name of the control plane whose secret the `Authorization: Bearer` header carries."""
         scheme, _, credential = (authorization or "").partition(" ")
         if scheme.lower() == "bearer" and credential.strip():
-            given = credential.strip().encode()
+            given = credential.strip().encode("utf-8", "surrogateescape")  # any bytes a client sent
             for control_plane in self.policy.control_planes.values():
                 if hmac.compare_digest(given, control_plane.secret.encode()):
                     return control_plane.name
@@ -201,7 +201,7 @@ class SignalingService:
                 f"dataset {message.dataset_id!r} grants no compute asset: no catalog asset names it "
                 "in its offerings (docs/edc.md, 'Which assets a transfer grants')"
             )
-        tenant = await self.tenants.find_or_create(message.counter_party_id, message.counter_party_id)
+        tenant = await self.tenants.find_or_create(message.counter_party_id, message.counter_party_id[:200])
         workspace = await self.workspaces.create(
             tenant.id,
             f"data flow {message.process_id}"[:200],
@@ -352,7 +352,7 @@ class SignalingService:
         (plain HTTP only to addresses in signaling.http_networks), and `authType: bearer` as
         `Authorization: Bearer <token>` (RFC 6750)."""
         endpoint = address.endpoint or ""
-        parts = urlsplit(endpoint)
+        parts = _url(endpoint, "body.dataAddress.endpoint")
         if parts.scheme == "http" and not self._http_allowed(parts.hostname or ""):
             raise BadRequest(
                 "the data address's endpoint must use HTTPS (the HTTP profile requires it)",
@@ -442,6 +442,7 @@ class SignalingService:
 
     async def register(self, control_plane: str, controlplane_id: str, endpoint: str) -> None:
         """Where the control plane wants its notices; the address must be one the operator allows."""
+        _url(endpoint, "body.endpoint")
         await self.poster.check(control_plane, endpoint, "body.endpoint")
         async with self.store.transaction() as uow:
             await uow.dataflows.register_control_plane(control_plane, controlplane_id, endpoint, self.clock())
@@ -584,6 +585,16 @@ class SignalingService:
             await uow.dataflows.update(moved)
         log.info("data flow %s", state.value.lower(), extra={"process_id": flow_id})
         return moved
+
+
+def _url(text: str, field: str) -> SplitResult:
+    """`text` split as a URL; BadRequest naming `field` when it is none (`https://[::1`, a bad port)."""
+    try:
+        parts = urlsplit(text)
+        _ = parts.port
+    except ValueError as exc:
+        raise BadRequest("not a URL", [FieldProblem(field, f"not a URL: {exc}")]) from None
+    return parts
 
 
 def status_message(flow: DataFlow, address: DataAddress | None = None) -> dict[str, Any]:
