@@ -62,11 +62,11 @@ class Service:
         self.port = free_port()
         config = {
             "data_dir": str(self.dir / "data"),
-            "server": {"port": self.port},
             "auth": {"bootstrap_admin_key": ADMIN_KEY},
             "assets": {"directory": str(REPO / "config" / "assets")},
             "logging": {"level": "WARNING"},
             **settings,
+            "server": {"port": self.port, **settings.get("server", {})},  # merged, not replaced
         }
         (self.dir / "config.yaml").write_text(json.dumps(config))
         self.url = f"http://127.0.0.1:{self.port}"

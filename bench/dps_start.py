@@ -3,7 +3,10 @@ same number of bare workspace creations through the API in the same run: p50 and
 answer, and their ratio. A `start` makes a workspace too (tenant, bucket, row) and then a flow
 and a token, so the baseline is the part of the work every compute offering needs anyway.
 
-    python -m bench.dps_start [--count 100] [--s3-endpoint URL]
+    python -m bench.dps_start [--count 100] [--s3-endpoint URL] [--store sqlite|postgresql]
+
+On SQLite (one writer at a time) a start's three write transactions (the workspace, the flow, its
+token) queue behind each other where a bare creation has one; PostgreSQL runs them side by side.
 
 The client's own CPU time is printed beside the wall time: the load generator is mostly idle,
 waiting for the service, so it is not what is measured.
@@ -20,7 +23,7 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 
-from bench.common import ADMIN_KEY, REPO, S3_ACCESS, S3_SECRET, Service, percentile, with_s3
+from bench.common import ADMIN_KEY, REPO, S3_ACCESS, S3_SECRET, Databases, Service, percentile, with_s3
 
 CONTROL_PLANE_SECRET = "bench-control-plane-" + "5e2a9c4b7d1f3a6e8c0b"
 
@@ -39,9 +42,12 @@ async def timed(count: int, request: Callable[[], Awaitable[None]]) -> tuple[lis
     return latencies, time.perf_counter() - wall, time.process_time() - cpu
 
 
-async def run(count: int, endpoint: str) -> None:
+async def run(count: int, endpoint: str, store: str) -> None:
+    databases = Databases()
+    store_url = await databases.create() if store == "postgresql" else None
     service = Service(
         {
+            **({"store": {"url": store_url}} if store_url else {}),
             "server": {"public_url": "https://provider.bench"},
             "storage": {
                 "backend": "s3",
@@ -81,7 +87,8 @@ async def run(count: int, endpoint: str) -> None:
             flows, flow_wall, flow_cpu = await timed(count, start)
     finally:
         service.stop()
-    print(f"{count} concurrent requests each, S3 backend (radosgw)")
+        await databases.drop_all()
+    print(f"{count} concurrent requests each, S3 backend (radosgw), {store} store")
     for label, values, wall, cpu in (
         ("workspace creation (baseline)", bare, bare_wall, bare_cpu),
         ("DPS start", flows, flow_wall, flow_cpu),
@@ -98,8 +105,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--s3-endpoint")
+    parser.add_argument("--store", choices=["sqlite", "postgresql"], default="sqlite")
     args = parser.parse_args()
-    with_s3(args.s3_endpoint, 7497, lambda endpoint: asyncio.run(run(args.count, endpoint)))
+    with_s3(args.s3_endpoint, 7497, lambda endpoint: asyncio.run(run(args.count, endpoint, args.store)))
 
 
 if __name__ == "__main__":

@@ -56,12 +56,16 @@ async def run(count: int, endpoint: str, busy: int) -> None:
                     "bucket_prefix": "bench-edc-",
                 },
             },
-            "edc": {"connectors": {"main": {"secret": WEBHOOK_SECRET}}, "callback_backoff_seconds": 0.1},
+            "edc": {
+                "connectors": {"main": {"secret": WEBHOOK_SECRET, "callback_networks": ["127.0.0.1/32"]}},
+                "callback_backoff_seconds": 0.1,
+            },
         }
     )
     try:
         body = json.loads((REPO / "contracts" / "edc" / "provision-request.example.json").read_text())
         body["callbackAddress"] = f"http://127.0.0.1:{port}/callback"
+        body["assetId"] = "compute-offering-dummy"  # the offering config/assets/dummy.yaml names
         sent: dict[str, float] = {}
         answered: dict[str, float] = {}
         async with aiohttp.ClientSession() as session:

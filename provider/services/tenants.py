@@ -71,6 +71,10 @@ class TenantService:
 
     async def find_or_create(self, participant_id: str, display_name: str) -> Tenant:
         """The tenant for a participant, created on first sight (provisioning and data flows)."""
+        async with self.store.read() as uow:  # the usual case: no write, no wait for the writer
+            known = await uow.tenants.get_by_participant(participant_id)
+        if known is not None:
+            return known
         try:
             async with self.store.transaction() as uow:
                 existing = await uow.tenants.get_by_participant(participant_id)
