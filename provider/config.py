@@ -410,7 +410,25 @@ class ExecutionSettings(_Section):
     )
 
 
-class EdcConnectorSettings(_Section):
+class _CallbackDestinations(_Section):
+    """Where the service's own requests to a connector or control plane may go (the SSRF guard)."""
+
+    callback_hosts: list[str] = Field(
+        default_factory=list,
+        description="host names callbacks may go to (addresses they resolve to that are private "
+        "need callback_networks too)",
+    )
+    callback_networks: list[str] = Field(
+        default_factory=list,
+        description="CIDRs callbacks may reach under any name, private ones included; with "
+        "callback_hosts empty too, callbacks are refused",
+    )
+
+    _hosts = field_validator("callback_hosts")(_check_host_names)
+    _callback_networks = field_validator("callback_networks")(_check_networks)
+
+
+class EdcConnectorSettings(_CallbackDestinations):
     secret: SecretStr = Field(
         description="the secret path segment of this connector's webhook URLs (32+ characters)"
     )
@@ -424,22 +442,10 @@ class EdcConnectorSettings(_Section):
         default_factory=list,
         description="catalog asset ids that workspaces of this connector's data-plane provisioner may run",
     )
-    callback_hosts: list[str] = Field(
-        default_factory=list,
-        description="host names provisioning callbacks may go to (addresses they resolve to that "
-        "are private need callback_networks too)",
-    )
-    callback_networks: list[str] = Field(
-        default_factory=list,
-        description="CIDRs provisioning callbacks may reach under any name, private ones included; "
-        "with callback_hosts empty too, callbacks are refused",
-    )
 
     _strong = field_validator("secret")(_strong_secret)
     _real_key = field_validator("management_api_key")(_not_placeholder)
-
-    _hosts = field_validator("callback_hosts")(_check_host_names)
-    _networks = field_validator("allowed_networks", "callback_networks")(_check_networks)
+    _networks = field_validator("allowed_networks")(_check_networks)
 
 
 class EdcEventSettings(_Section):
@@ -478,7 +484,7 @@ class EdcSettings(_Section):
     events: EdcEventSettings = Field(default_factory=EdcEventSettings)
 
 
-class ControlPlaneSettings(_Section):
+class ControlPlaneSettings(_CallbackDestinations):
     secret: SecretStr = Field(
         description="what this control plane sends as `Authorization: Bearer <secret>` on every "
         "signal (32+ characters); it names the control plane"
@@ -494,12 +500,6 @@ class ControlPlaneSettings(_Section):
         description="sent as `Authorization: Bearer <token>` on notices and registration; unset: "
         "nothing is sent",
     )
-    callback_hosts: list[str] = Field(
-        default_factory=list, description="host names notices may go to (as edc.connectors.*.callback_hosts)"
-    )
-    callback_networks: list[str] = Field(
-        default_factory=list, description="CIDRs notices may reach under any name, private ones included"
-    )
     participants: list[str] = Field(
         default_factory=list,
         description="participant ids this control plane acts for as a consumer: prepare binds "
@@ -508,8 +508,6 @@ class ControlPlaneSettings(_Section):
 
     _strong = field_validator("secret")(_strong_secret)
     _real_token = field_validator("callback_token")(_not_placeholder)
-    _hosts = field_validator("callback_hosts")(_check_host_names)
-    _networks = field_validator("callback_networks")(_check_networks)
 
 
 class SignalingSettings(_Section):
