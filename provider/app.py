@@ -376,7 +376,9 @@ def build_components(
         compute=compute,
         executions=executions,
         provisioning=provisioning,
-        transfers=TransferService(store, workspaces, imports, clock),
+        transfers=TransferService(
+            store, workspaces, imports, clock, frozenset(settings.edc.events.participants)
+        ),
         signaling=signaling,
         poster=poster,
         signaling_poster=signaling_poster,

@@ -457,6 +457,12 @@ class EdcEventSettings(_Section):
         description="the header's value (the secret behind its authCodeId, 32+ characters); "
         "unset: events are off",
     )
+    participants: list[str] = Field(
+        default_factory=list,
+        description="participant ids the consumer connector sending events acts for: a started "
+        "transfer fills only their tenants' registered workspaces (empty: any tenant's, unless "
+        "several tenants registered it: then none)",
+    )
 
     _strong = field_validator("auth_code")(_strong_secret)
 

@@ -557,6 +557,85 @@ async def test_a_registration_may_ask_for_a_scheme_before_the_token(events_api: 
     assert refused.status == 422
 
 
+async def test_another_tenant_registering_the_same_transfer_gets_no_copy(
+    edc_settings: Settings, data_plane, contract
+) -> None:  # type: ignore[no-untyped-def]
+    """The consumer connector acts for did:web:c; an intruder who learned the transfer's id and
+    registered it for its own workspace must not receive the data (edc.events.participants)."""
+    server, seen = data_plane
+    events = edc_settings.edc.events.model_validate(
+        {"auth_code": EVENTS_SECRET, "participants": ["did:web:c"]}
+    )
+    settings = edc_settings.model_copy(
+        update={
+            "edc": edc_settings.edc.model_copy(update={"events": events}),
+            "imports": edc_settings.imports.model_copy(update={"allowed_networks": ["127.0.0.1/32"]}),
+        }
+    )
+    api, close = await live_api(settings, contract)
+    try:
+        key, ws = await consumer_workspace(api)  # did:web:c
+        tenant = await api.json(
+            "POST", "/api/v1/tenants", 201, key=ADMIN_KEY, json={"participant_id": "did:web:intruder"}
+        )
+        intruder = (
+            await api.json("POST", f"/api/v1/tenants/{tenant['id']}/api-keys", 201, key=ADMIN_KEY, json={})
+        )["key"]
+        trap = (await api.json("POST", "/api/v1/workspaces", 201, key=intruder, json={}))["id"]
+        event = example("transfer-started-event")
+        process = event["payload"]["transferProcessId"]
+        for who, workspace in ((key, ws), (intruder, trap)):
+            await api.json(
+                "POST",
+                f"/api/v1/workspaces/{workspace}/edc-transfers",
+                201,
+                key=who,
+                json={"transfer_process_id": process, "target_key": "in.csv"},
+            )
+        properties = event["payload"]["dataAddress"]["properties"]
+        properties["https://w3id.org/edc/v0.0.1/ns/endpoint"] = str(server.make_url("/public/"))
+        answer = await api.json("POST", "/edc/events", 200, json=event, headers={"X-Api-Key": EVENTS_SECRET})
+        assert answer == {"imports_started": 1}
+        await imported(api, key, ws, "in.csv")
+        assert len(seen) == 1  # fetched once, for did:web:c
+        listed = await api.json("GET", f"/api/v1/workspaces/{trap}/imports", 200, key=intruder)
+        assert listed["items"] == []
+        registrations = await api.json("GET", f"/api/v1/workspaces/{trap}/edc-transfers", 200, key=intruder)
+        assert registrations["items"][0]["import_id"] is None
+    finally:
+        await close()
+
+
+async def test_a_transfer_several_tenants_registered_fills_nobody_s_workspace(
+    events_api: Api, data_plane
+) -> None:  # type: ignore[no-untyped-def]
+    """Without edc.events.participants the owner cannot be told from an impostor: no copy at all."""
+    server, seen = data_plane
+    key, ws = await consumer_workspace(events_api)
+    tenant = await events_api.json(
+        "POST", "/api/v1/tenants", 201, key=ADMIN_KEY, json={"participant_id": "did:web:intruder"}
+    )
+    intruder = (
+        await events_api.json("POST", f"/api/v1/tenants/{tenant['id']}/api-keys", 201, key=ADMIN_KEY, json={})
+    )["key"]
+    trap = (await events_api.json("POST", "/api/v1/workspaces", 201, key=intruder, json={}))["id"]
+    event = example("transfer-started-event")
+    for who, workspace in ((key, ws), (intruder, trap)):
+        await events_api.json(
+            "POST",
+            f"/api/v1/workspaces/{workspace}/edc-transfers",
+            201,
+            key=who,
+            json={"transfer_process_id": event["payload"]["transferProcessId"], "target_key": "in.csv"},
+        )
+    properties = event["payload"]["dataAddress"]["properties"]
+    properties["https://w3id.org/edc/v0.0.1/ns/endpoint"] = str(server.make_url("/public/"))
+    answer = await events_api.json(
+        "POST", "/edc/events", 200, json=event, headers={"X-Api-Key": EVENTS_SECRET}
+    )
+    assert answer == {"imports_started": 0} and seen == []
+
+
 async def test_events_need_their_header_and_unknown_transfers_are_acknowledged(events_api: Api) -> None:
     event = example("transfer-started-event")
     await events_api.json("POST", "/edc/events", 404, json=event)

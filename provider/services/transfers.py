@@ -32,12 +32,20 @@ class TransferStarted:
 
 class TransferService:
     def __init__(
-        self, store: Store, workspaces: WorkspaceService, imports: ImportService, clock: Clock
+        self,
+        store: Store,
+        workspaces: WorkspaceService,
+        imports: ImportService,
+        clock: Clock,
+        participants: frozenset[str] = frozenset(),
     ) -> None:
         self.store = store
         self.workspaces = workspaces
         self.imports = imports
         self.clock = clock
+        # Whom the connector that sends events acts for (empty: anyone): another tenant that
+        # registered the same transfer id must not receive a copy of the data.
+        self.participants = participants
 
     async def register(
         self,
@@ -80,9 +88,26 @@ class TransferService:
         process = event.process_id
         async with self.store.read() as uow:
             registrations = await uow.transfers.matching(process, event.contract_id)
+            if self.participants:
+                tenants = {r.tenant_id: await uow.tenants.get(r.tenant_id) for r in registrations}
+                registrations = [
+                    r
+                    for r in registrations
+                    if (tenant := tenants[r.tenant_id]) is not None
+                    and tenant.participant_id in self.participants
+                ]
         if not registrations:
             log.info(
                 "EDC transfer started that no workspace registered", extra={"transfer_process_id": process}
+            )
+            return 0
+        if len({r.tenant_id for r in registrations}) > 1:
+            # One transfer is one consumer's: registrations of several tenants mean that one of
+            # them is not its owner, and which one cannot be told here. Nobody gets the data.
+            log.warning(
+                "EDC transfer registered by several tenants: no import started "
+                "(set edc.events.participants to the participants the connector acts for)",
+                extra={"transfer_process_id": process},
             )
             return 0
         if not event.endpoint:
