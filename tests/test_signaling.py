@@ -7,6 +7,7 @@ completed told to the control plane, which may be down for a while."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -579,3 +580,24 @@ def test_control_plane_names_are_short_plain_words(settings: Settings) -> None:
                 "signaling": {"control_planes": {"x" * 65: {"secret": CP_SECRET}}},
             }
         )
+
+
+async def test_a_notice_seen_due_by_several_senders_at_once_is_sent_once(
+    dps: Api, control_plane: ControlPlane
+) -> None:
+    """Replicas (here: rounds of one, at once) that find the same notice due: one claims it."""
+    context = dps.app[CONTEXT]
+    answer = await signal(dps, "start", 200, example("start", processId="p-once"))
+    workspace, _ = address_of(answer)
+    control_plane.refusals = [503]  # the first attempt fails: the notice is due again at once
+    await dps.json("DELETE", workspace, 204, key=ADMIN_KEY)
+    await poll_until(lambda: not control_plane.refusals, "the first attempt")
+    await asyncio.gather(*(context.signaling.send_due() for _ in range(4)))
+
+    async def settled() -> bool:
+        async with context.store.read() as uow:
+            flow = await uow.dataflows.get("cp", "p-once")
+        return flow is not None and flow.notice is None
+
+    await poll_until(settled, "the notice taken")
+    assert [r[:2] for r in control_plane.received] == [("p-once", "errored")]

@@ -242,6 +242,10 @@ class DataFlowRepository(Protocol):
     async def started_consumer_flows(self) -> builtins.list[DataFlow]:
         """Consumer flows whose import may be under way."""
 
+    async def claim_notice(self, flow: DataFlow, until: datetime) -> bool:
+        """Put the flow's due notice off until `until` if it is still as `flow` has it; False when
+        another replica (or round) claimed or settled it first."""
+
     async def notices_due(self, now: datetime, limit: int = 100) -> builtins.list[DataFlow]:
         """Flows with a notice to send now."""
 

@@ -62,6 +62,7 @@ ACCESS_SCOPES = {
     Scope.EXECUTIONS_READ,
     Scope.SUBSCRIPTIONS_WRITE,
 }
+NOTICE_CLAIM_SECONDS = 120  # longer than a notice's request may take
 RETRYABLE_STATUS = {408, 409, 425, 429}  # 409: a control plane busy with the transfer (EDC's lease)
 
 
@@ -499,7 +500,15 @@ class SignalingService:
         return taken
 
     async def _send(self, flow: DataFlow) -> int:
-        assert flow.notice is not None
+        assert flow.notice is not None and flow.next_notice_at is not None
+        # Claim the attempt first: of the replicas (or rounds) that saw it due, one sends it; if
+        # that one dies, the notice is due again when the claim runs out.
+        async with self.store.transaction() as uow:
+            claimed = await uow.dataflows.claim_notice(
+                flow, self.clock() + timedelta(seconds=NOTICE_CLAIM_SECONDS)
+            )
+        if not claimed:
+            return 0
         control_plane = self.policy.control_planes.get(flow.control_plane)
         async with self.store.read() as uow:
             registered = await uow.dataflows.control_plane_endpoint(flow.control_plane)

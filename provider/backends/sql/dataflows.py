@@ -76,6 +76,20 @@ class SqlDataFlowRepository:
         )
         return [_row(r) for r in await self.conn.execute(query)]
 
+    async def claim_notice(self, flow: DataFlow, until: datetime) -> bool:
+        result = await self.conn.execute(
+            t.dataflows.update()
+            .where(
+                _F.control_plane == flow.control_plane,
+                _F.id == flow.id,
+                _F.notice == (flow.notice.value if flow.notice else None),
+                _F.notice_attempts == flow.notice_attempts,
+                _F.next_notice_at == flow.next_notice_at,
+            )
+            .values(next_notice_at=until)
+        )
+        return bool(result.rowcount)
+
     async def notices_due(self, now: datetime, limit: int = 100) -> list[DataFlow]:
         query = (
             t.dataflows.select()
