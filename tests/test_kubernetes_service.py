@@ -470,13 +470,13 @@ async def shared_schema() -> AsyncIterator[str]:
 
 
 async def replica(
-    settings: Settings, contract: Any, schema: str, identity: str
+    settings: Settings, contract: Any, schema: str, identity: str, **kubernetes: Any
 ) -> tuple[Api, Callable[[], Awaitable[None]]]:
     """One replica of the service: its own port and Lease identity, the shared database."""
     port = free_port()
     server = settings.server.model_copy(update={"port": port, "public_url": f"http://127.0.0.1:{port}"})
     app = create_app(
-        with_kubernetes(settings, identity=identity).model_copy(update={"server": server}),
+        with_kubernetes(settings, identity=identity, **kubernetes).model_copy(update={"server": server}),
         store=SqlStore(POSTGRES_URL, schema=schema, pool_size=5),
     )
     client = TestClient(TestServer(app, port=port))
@@ -490,12 +490,15 @@ async def test_a_cancel_through_another_replica_ends_canceled_whoever_sees_the_j
     fake_kube: FakeKube,  # noqa: F811
     shared_schema: str,
 ) -> None:
-    first, close_first = await replica(k8s_settings, contract, shared_schema, "replica-a")
+    # Both replicas share this process's event loop: a Lease of minutes, so that a stall of the
+    # loaded machine cannot hand leadership over in the middle of the test.
+    lease = {"lease_seconds": 120.0}
+    first, close_first = await replica(k8s_settings, contract, shared_schema, "replica-a", **lease)
     try:
         leader = first.app[CONTEXT].executions.compute
         assert isinstance(leader, KubernetesCompute)
         await fake_kube.wait_until(lambda: leader.leading, within=WAIT_SECONDS)
-        second, close_second = await replica(k8s_settings, contract, shared_schema, "replica-b")
+        second, close_second = await replica(k8s_settings, contract, shared_schema, "replica-b", **lease)
         try:
             other = second.app[CONTEXT].executions.compute
             assert isinstance(other, KubernetesCompute) and not other.leading
