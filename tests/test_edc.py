@@ -557,6 +557,33 @@ async def test_a_registration_may_ask_for_a_scheme_before_the_token(events_api: 
     assert refused.status == 422
 
 
+async def registered_by_owner_and_intruder(
+    api: Api, server: TestServer
+) -> tuple[str, str, str, str, dict[str, Any]]:
+    """did:web:c's workspace and an intruder's both registered for the example event's transfer:
+    (owner key, owner workspace, intruder key, intruder workspace, the event pointing at `server`)."""
+    key, ws = await consumer_workspace(api)
+    tenant = await api.json(
+        "POST", "/api/v1/tenants", 201, key=ADMIN_KEY, json={"participant_id": "did:web:intruder"}
+    )
+    intruder = (
+        await api.json("POST", f"/api/v1/tenants/{tenant['id']}/api-keys", 201, key=ADMIN_KEY, json={})
+    )["key"]
+    trap = (await api.json("POST", "/api/v1/workspaces", 201, key=intruder, json={}))["id"]
+    event = example("transfer-started-event")
+    for who, workspace in ((key, ws), (intruder, trap)):
+        await api.json(
+            "POST",
+            f"/api/v1/workspaces/{workspace}/edc-transfers",
+            201,
+            key=who,
+            json={"transfer_process_id": event["payload"]["transferProcessId"], "target_key": "in.csv"},
+        )
+    properties = event["payload"]["dataAddress"]["properties"]
+    properties["https://w3id.org/edc/v0.0.1/ns/endpoint"] = str(server.make_url("/public/"))
+    return key, ws, intruder, trap, event
+
+
 async def test_another_tenant_registering_the_same_transfer_gets_no_copy(
     edc_settings: Settings, data_plane, contract
 ) -> None:  # type: ignore[no-untyped-def]
@@ -574,26 +601,7 @@ async def test_another_tenant_registering_the_same_transfer_gets_no_copy(
     )
     api, close = await live_api(settings, contract)
     try:
-        key, ws = await consumer_workspace(api)  # did:web:c
-        tenant = await api.json(
-            "POST", "/api/v1/tenants", 201, key=ADMIN_KEY, json={"participant_id": "did:web:intruder"}
-        )
-        intruder = (
-            await api.json("POST", f"/api/v1/tenants/{tenant['id']}/api-keys", 201, key=ADMIN_KEY, json={})
-        )["key"]
-        trap = (await api.json("POST", "/api/v1/workspaces", 201, key=intruder, json={}))["id"]
-        event = example("transfer-started-event")
-        process = event["payload"]["transferProcessId"]
-        for who, workspace in ((key, ws), (intruder, trap)):
-            await api.json(
-                "POST",
-                f"/api/v1/workspaces/{workspace}/edc-transfers",
-                201,
-                key=who,
-                json={"transfer_process_id": process, "target_key": "in.csv"},
-            )
-        properties = event["payload"]["dataAddress"]["properties"]
-        properties["https://w3id.org/edc/v0.0.1/ns/endpoint"] = str(server.make_url("/public/"))
+        key, ws, intruder, trap, event = await registered_by_owner_and_intruder(api, server)
         answer = await api.json("POST", "/edc/events", 200, json=event, headers={"X-Api-Key": EVENTS_SECRET})
         assert answer == {"imports_started": 1}
         await imported(api, key, ws, "in.csv")
@@ -611,25 +619,7 @@ async def test_a_transfer_several_tenants_registered_fills_nobody_s_workspace(
 ) -> None:  # type: ignore[no-untyped-def]
     """Without edc.events.participants the owner cannot be told from an impostor: no copy at all."""
     server, seen = data_plane
-    key, ws = await consumer_workspace(events_api)
-    tenant = await events_api.json(
-        "POST", "/api/v1/tenants", 201, key=ADMIN_KEY, json={"participant_id": "did:web:intruder"}
-    )
-    intruder = (
-        await events_api.json("POST", f"/api/v1/tenants/{tenant['id']}/api-keys", 201, key=ADMIN_KEY, json={})
-    )["key"]
-    trap = (await events_api.json("POST", "/api/v1/workspaces", 201, key=intruder, json={}))["id"]
-    event = example("transfer-started-event")
-    for who, workspace in ((key, ws), (intruder, trap)):
-        await events_api.json(
-            "POST",
-            f"/api/v1/workspaces/{workspace}/edc-transfers",
-            201,
-            key=who,
-            json={"transfer_process_id": event["payload"]["transferProcessId"], "target_key": "in.csv"},
-        )
-    properties = event["payload"]["dataAddress"]["properties"]
-    properties["https://w3id.org/edc/v0.0.1/ns/endpoint"] = str(server.make_url("/public/"))
+    *_, event = await registered_by_owner_and_intruder(events_api, server)
     answer = await events_api.json(
         "POST", "/edc/events", 200, json=event, headers={"X-Api-Key": EVENTS_SECRET}
     )
