@@ -76,6 +76,12 @@ class Tasks:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
+    async def join(self, key: Hashable) -> None:
+        """Wait until the task under `key` has ended by itself (at once when none runs)."""
+        task = self._tasks.get(key)
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+
     def running_keys(self) -> list[Hashable]:
         """The keys of the tasks still running."""
         return [key for key, task in self._tasks.items() if not task.done()]

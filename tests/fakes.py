@@ -151,6 +151,7 @@ class DrivenCompute:
         self.canceled: list[str] = []
         self.running: set[str] = set()
         self.released: list[str] = []
+        self.withdrawn: list[str] = []
         self.sink: EventSink | None = None
 
     async def start(self, sink: EventSink, reconcile: Reconciler) -> None:
@@ -171,6 +172,10 @@ class DrivenCompute:
 
     async def release(self, execution_id: str) -> None:
         self.released.append(execution_id)
+        self.running.discard(execution_id)
+
+    async def withdraw(self, execution_id: str) -> None:
+        self.withdrawn.append(execution_id)
         self.running.discard(execution_id)
 
     async def stop(self) -> None:

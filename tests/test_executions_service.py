@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import pytest
 
@@ -160,3 +161,41 @@ async def test_long_poll_sees_a_change_made_by_another_replica(world, settings: 
     finally:
         await other.storage.close()
         await other.store.close()
+
+
+async def test_held_executions_wait_out_reconciliation_and_holds_cost_no_retry(world) -> None:  # type: ignore[no-untyped-def]
+    """A suspended data flow holds its workspace's queued executions (provider/services/signaling.py)."""
+    components, compute, admin, workspace = world
+    executions = components.executions
+    executions.deps.policy = replace(executions.deps.policy, max_attempts=2)
+    execution_id = await start(world)
+    for _ in range(2):  # suspended and resumed twice: two withdrawn attempts
+        await components.workspaces.suspend(workspace)
+        assert await executions.hold_workspace(workspace) == 1
+        assert await executions.hold_workspace(workspace) == 0  # held already
+        compute.submitted.clear()
+        await executions.reconcile()  # a restart meanwhile: held stays held
+        assert compute.submitted == []
+        compute.running.add(execution_id)  # its job outlived the hold (a crash in between)
+        await executions.reconcile()
+        assert execution_id not in compute.running and compute.withdrawn.count(execution_id) >= 2
+        await components.workspaces.unsuspend(workspace)
+        assert await executions.release_workspace(workspace) == 1
+    execution = await executions.get(admin, execution_id)
+    assert (execution.state, execution.attempt, execution.tries) == (State.QUEUED, 3, 1)
+    assert [job.attempt for job in compute.submitted] == [3]
+    # Its first real try fails in a way worth retrying: with two tries allowed, it is retried.
+    await compute.emit(execution_id, State.SYSTEM_ERROR, reason="Lost", attempt=3)
+    retried = await executions.get(admin, execution_id)
+    assert (retried.state, retried.reason, retried.attempt) == (State.QUEUED, "Retry", 4)
+
+
+async def test_a_held_execution_can_be_canceled(world) -> None:  # type: ignore[no-untyped-def]
+    components, _, admin, workspace = world
+    execution_id = await start(world)
+    await components.workspaces.suspend(workspace)
+    await components.executions.hold_workspace(workspace)
+    canceled = await components.executions.cancel(admin, execution_id)
+    assert canceled.state is State.CANCELED
+    await components.workspaces.unsuspend(workspace)
+    assert await components.executions.release_workspace(workspace) == 0

@@ -314,6 +314,30 @@ async def test_quota_keeps_it_queued_with_the_reason_then_retries(
     assert {e.state for e in recorder.events} == {State.QUEUED}
 
 
+async def test_a_withdrawn_job_goes_with_its_secret_and_a_waiting_submission_stops(
+    start_backend: Callable[..., Awaitable[Backend]],
+    fake_kube: FakeKube,  # noqa: F811
+) -> None:
+    """Holding a queued execution (its data flow suspended): its Job and Secret are deleted, and a
+    submission still waiting for the quota never creates one later."""
+    backend, _ = await start_backend()
+    made, waiting = job_spec(), job_spec(execution_id="exe_waiting")
+    await backend.submit(made)
+    assert fake_kube.get("secrets", NS, secret_name(made.execution_id)) is not None
+    await backend.withdraw(made.execution_id)
+    assert fake_kube.get("jobs", NS, job_name(made.execution_id)) is None
+    assert fake_kube.get("secrets", NS, secret_name(made.execution_id)) is None
+
+    fake_kube.inject_fault(
+        method="POST", path=r"/jobs$", status=403, reason="Forbidden", message="exceeded quota: compute"
+    )
+    await backend.submit(waiting)
+    assert backend._retries.running(waiting.execution_id)  # it tries again after a backoff
+    await backend.withdraw(waiting.execution_id)
+    assert not backend._retries.running(waiting.execution_id)  # and now never will
+    assert fake_kube.get("jobs", NS, job_name(waiting.execution_id)) is None
+
+
 async def test_api_server_errors_on_create_are_retried(
     start_backend: Callable[..., Awaitable[Backend]],
     fake_kube: FakeKube,  # noqa: F811

@@ -46,6 +46,7 @@ from provider.sidecar.contract import (
     outputs_prefix,
 )
 from provider.sidecar.staging import StagingError, stage_out, unpack
+from tests.conftest import poll_until
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -387,6 +388,26 @@ def test_the_local_backend_hands_the_sidecar_its_description_and_workspace(
         assert isinstance(workspace, remote.ApiWorkspace)
         assert (workspace.netloc, workspace.base) == ("127.0.0.1:8080", "/api/v1/workspaces/wsp_1/objects")
         assert workspace.headers == {"Authorization": "Bearer job-token"}
+
+
+def test_a_withdrawn_local_job_stops_at_once_and_leaves_nothing(tmp_path: Path) -> None:
+    """A queued execution put on hold (its data flow suspended): the local backend stops its job
+    in whatever stage it is, removes its directory, and what it still reports is of its attempt."""
+
+    async def scenario() -> tuple[list[ComputeEvent], set[str], bool]:
+        async with local_backend(tmp_path / "jobs") as (compute, events, _):
+            compute.sidecar = [sys.executable, "-c", "import time; time.sleep(600)"]
+            spec = job_spec(
+                StorageAccess.objects_api("http://127.0.0.1:9", "wsp_1", "t"), max_run_seconds=900
+            )
+            await compute.submit(spec)
+            await poll_until(lambda: any(e.state is State.INITIALIZING for e in events), "stage-in began")
+            await compute.withdraw(EXECUTION)
+            return events, await compute.known(), (tmp_path / "jobs" / EXECUTION).exists()
+
+    events, known, directory_left = asyncio.run(scenario())
+    assert known == set() and not directory_left
+    assert all(e.attempt == 1 for e in events)  # nothing the hold's next attempt would take as its own
 
 
 class MemoryWorkspace:

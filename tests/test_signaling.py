@@ -21,7 +21,9 @@ from referencing import Registry, Resource
 from provider.api.context import CONTEXT
 from provider.app import create_app
 from provider.config import ConfigError, Settings
+from provider.domain.executions import State
 from tests.conftest import ADMIN_KEY, REPO, Api, poll_until
+from tests.fakes import DrivenCompute
 
 DPS = REPO / "contracts" / "dps"
 CP_SECRET = "cp-secret-" + "7f3a9c2e5b8d1f4a6c0e9b2d7a5f3c1e"
@@ -262,6 +264,51 @@ async def test_a_suspended_flow_s_workspace_is_closed_to_the_consumer_s_api_keys
     response = await dps.request("GET", f"{workspace}/objects/in.bin", key=key)
     assert response.status == 200 and await response.read() == b"x"
     assert (await dps.json("GET", workspace, 200, key=key))["state"] == "active"
+
+
+async def test_suspend_holds_queued_executions_and_resume_submits_them_again(
+    aiohttp_client: Any, settings: Settings, control_plane: ControlPlane, contract: Any
+) -> None:
+    """A running execution runs on; a queued one is withdrawn from compute before it begins, its
+    late reports change nothing, and on resume it runs as its next attempt (costing no retry)."""
+    compute = DrivenCompute()
+    app = create_app(signaling_settings(settings, control_plane), compute=compute)
+    dps = Api(await aiohttp_client(app), contract, app)
+    workspace, token = address_of(await signal(dps, "start", 200, example("start", processId="p-hold")))
+    await dps.json("PUT", f"{workspace}/objects/in.bin", 201, key=token, data=b"x")
+    request = {
+        "asset_id": "dummy",
+        "workspace_id": workspace.rsplit("/", 1)[-1],
+        "inputs": {"source": "in.bin"},
+    }
+    running = await dps.json("POST", "/api/v1/executions", 201, key=token, json=request)
+    queued = await dps.json("POST", "/api/v1/executions", 201, key=token, json=request)
+    await compute.emit(running["id"], State.RUNNING, attempt=1)
+
+    await signal(dps, "p-hold/suspend", 200, example("suspend"))
+    held = await dps.json("GET", f"/api/v1/executions/{queued['id']}", 200, key=ADMIN_KEY)
+    assert (held["state"], held["reason"], held["attempt"]) == ("QUEUED", "Suspended", 2)
+    assert held["attempts"][0]["reason"] == "Suspended"
+    assert compute.withdrawn == [queued["id"]] and queued["id"] not in compute.running
+    await compute.emit(queued["id"], State.RUNNING, attempt=1)  # its withdrawn job, late
+    assert (await dps.json("GET", f"/api/v1/executions/{queued['id']}", 200, key=ADMIN_KEY))[
+        "state"
+    ] == "QUEUED"
+    still = await dps.json("GET", f"/api/v1/executions/{running['id']}", 200, key=ADMIN_KEY)
+    assert still["state"] == "RUNNING"
+    await compute.emit(running["id"], State.COMPLETE, attempt=1)  # began before: it finishes
+    submissions = len(compute.submitted)
+
+    await signal(dps, "p-hold/suspend", 200, example("suspend"))  # again: nothing more is held
+    assert compute.withdrawn == [queued["id"]]
+    resumed = await signal(dps, "p-hold/resume", 200, example("resume"))
+    _, fresh = address_of(resumed)
+    assert [(j.execution_id, j.attempt) for j in compute.submitted[submissions:]] == [(queued["id"], 2)]
+    shown = await dps.json("GET", f"/api/v1/executions/{queued['id']}", 200, key=fresh)
+    assert (shown["state"], shown["reason"]) == ("QUEUED", None)
+    await compute.emit(queued["id"], State.COMPLETE, attempt=2)
+    done = await dps.json("GET", f"/api/v1/executions/{queued['id']}", 200, key=fresh)
+    assert done["state"] == "COMPLETE"
 
 
 async def test_completed_ends_a_provider_flow_like_terminate(dps: Api) -> None:

@@ -79,6 +79,7 @@ class Reason(enum.StrEnum):
 
     # Said by the service
     CANCELED = "Canceled"  # canceled on request (or its workspace went away)
+    SUSPENDED = "Suspended"  # held while its workspace's data flow is suspended; submitted on resume
     RETRY = "Retry"  # queued again for its next attempt
     LOST = "Lost"  # the backend no longer knows the job (a restart, a deleted Job or pod)
     SUBMIT = "Submit"  # the job could not be handed to the backend
@@ -187,6 +188,49 @@ class Execution:
     callback: dict[str, Any] | None = field(default=None)
     attempts: tuple[Attempt, ...] = ()  # earlier attempts, oldest first
     retry_at: datetime | None = None  # a QUEUED retry is submitted at this time
+
+    @property
+    def held(self) -> bool:
+        """Queued, and kept from compute while its workspace's data flow is suspended."""
+        return self.state is State.QUEUED and self.reason == Reason.SUSPENDED
+
+    @property
+    def tries(self) -> int:
+        """The attempts that ran or are running: a withdrawn (held) attempt is not a try, so a
+        suspension costs no retry."""
+        return self.attempt - sum(1 for a in self.attempts if a.reason == Reason.SUSPENDED)
+
+    def hold(self, at: datetime, message: str) -> Execution:
+        """Withdraw the queued attempt: its job is stopped before it began, its late reports are
+        of an earlier attempt (ignored), and the next submission starts the next attempt."""
+        if self.state is not State.QUEUED:
+            raise Conflict(f"execution {self.id} is {self.state.value}: only a queued execution is held")
+        started = self.entered(State.QUEUED) or self.created_at
+        withdrawn = Attempt(self.attempt, State.CANCELED, Reason.SUSPENDED, message, None, started, at)
+        return replace(
+            self,
+            version=self.version + 1,
+            updated_at=at,
+            history=(*self.history, Transition(State.QUEUED, at, Reason.SUSPENDED)),
+            attempt=self.attempt + 1,
+            attempts=(*self.attempts, withdrawn),
+            retry_at=None,
+            reason=Reason.SUSPENDED,
+            message=message,
+        )
+
+    def unhold(self, at: datetime) -> Execution:
+        """Queued again for compute: its workspace's data flow resumed."""
+        if not self.held:
+            raise Conflict(f"execution {self.id} is not held")
+        return replace(
+            self,
+            version=self.version + 1,
+            updated_at=at,
+            history=(*self.history, Transition(State.QUEUED, at)),
+            reason=None,
+            message=None,
+        )
 
     @property
     def just_retried(self) -> bool:

@@ -699,6 +699,10 @@ class Compute(Protocol):
     async def release(self, execution_id: str) -> None:
         """Remove what is left of a finished job (working directory, pod); its logs were saved."""
 
+    async def withdraw(self, execution_id: str) -> None:
+        """Stop and remove the job of a queued execution that is put on hold, whatever it reached
+        meanwhile; what it still reports carries its attempt, which the hold has ended."""
+
     async def stop(self) -> None:
         """Stop observing (jobs of remote backends keep running)."""
 

@@ -233,10 +233,12 @@ class SignalingService:
         )
 
     async def suspend(self, control_plane: str, flow_id: str) -> DataFlow:
-        """No access until resumed: every token of the workspace is revoked at once."""
+        """No access until resumed: every token of the workspace is revoked at once, and its queued
+        executions are held (those that began run on, their sidecars keeping their tokens)."""
         flow = await self._move(control_plane, flow_id, FlowState.SUSPENDED)
         if flow.role is FlowRole.PROVIDER:
             await self.workspaces.suspend(flow.workspace_id)
+            await self.executions.hold_workspace(flow.workspace_id)
         elif flow.import_id is not None:
             await self._cancel_import(flow)
         return flow
@@ -261,6 +263,7 @@ class SignalingService:
         flow = await self._move(control_plane, flow_id, FlowState.STARTED)
         if flow.role is FlowRole.PROVIDER:
             await self.workspaces.unsuspend(flow.workspace_id)
+            await self.executions.release_workspace(flow.workspace_id)
             return flow, await self._address(flow)
         return flow, None
 

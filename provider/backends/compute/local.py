@@ -128,6 +128,11 @@ class LocalCompute:
     async def known(self) -> set[str]:
         return {i for i, job in self._jobs.items() if not job.done.is_set()}
 
+    async def withdraw(self, execution_id: str) -> None:
+        await self.cancel(execution_id)  # what it still reports is of the withdrawn attempt
+        await self._runs.join(execution_id)  # nothing of it writes to its directory any more
+        await self.release(execution_id)
+
     async def release(self, execution_id: str) -> None:
         entry = self._jobs.pop(execution_id, None)
         directory = entry.directory if entry else self.root / execution_id

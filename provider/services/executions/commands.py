@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from provider.domain.assets import Asset, InputKind, grant_problem
@@ -236,6 +237,29 @@ class Commands:
             for execution in page.items:
                 await self._cancel(execution, message)
                 count += 1
+
+    async def hold_workspace(self, workspace_id: str) -> int:
+        """Hold every queued execution of a workspace whose data flow is suspended; how many.
+        Those past QUEUED run on: their job has begun, and its sidecar keeps its token."""
+        return await self._each_queued(workspace_id, self.observation.hold)
+
+    async def release_workspace(self, workspace_id: str) -> int:
+        """Submit the held executions of a workspace whose data flow resumed; how many."""
+        return await self._each_queued(workspace_id, self.observation.unhold)
+
+    async def _each_queued(
+        self, workspace_id: str, action: Callable[[str], Awaitable[Execution | None]]
+    ) -> int:
+        where = ExecutionFilter(workspace_id=workspace_id, states=frozenset({State.QUEUED}))
+        page, count = PageRequest(500), 0
+        while True:
+            async with self.deps.store.read() as uow:
+                found = await uow.executions.list(where, page)
+            for execution in found.items:
+                count += await action(execution.id) is not None
+            if found.next_after is None:
+                return count
+            page = PageRequest(500, found.next_after)
 
     async def _cancel(self, execution: Execution, message: str) -> Execution | None:
         """A queued execution ends CANCELED here; a later one is CANCELING until its job stops."""

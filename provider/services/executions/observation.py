@@ -27,12 +27,14 @@ from provider.domain.executions import (
     should_retry,
 )
 from provider.domain.pagination import PageRequest
+from provider.domain.workspaces import WorkspaceState
 from provider.services.executions.reads import Reads
 from provider.services.executions.shared import Dependencies, Shared, log
 from provider.services.executions.submission import Submission
 from provider.services.ports import ComputeEvent, Reported
 from provider.sidecar.contract import Manifest, manifest_key, outputs_prefix
 
+HELD = "held: its workspace's data flow is suspended; it is submitted again when the flow resumes"
 # A busy SQLite writer: tried again soon, for about 10 s in all, since a transition must not be lost.
 STORE_BUSY = Backoff(0.05, 2.0, "upper")
 
@@ -125,7 +127,7 @@ class Observation:
                 limit is not None
                 and current.state is not State.CANCELING
                 and should_retry(
-                    target, event.reason, current.attempt, limit.max_attempts, limit.executor_errors
+                    target, event.reason, current.tries, limit.max_attempts, limit.executor_errors
                 )
             ):
                 policy = self.deps.policy
@@ -265,7 +267,44 @@ class Observation:
                 ComputeEvent(execution.id, State.SYSTEM_ERROR, reason=Reason.LOST, message=exc.detail)
             )
             return
+        if workspace.state is WorkspaceState.SUSPENDED:  # a retry that came due during a suspension
+            await self.hold(execution.id)
+            return
         await self.submission.submit(execution, asset, workspace)
+
+    async def hold(self, execution_id: str) -> Execution | None:
+        """Keep a queued execution from compute while its workspace's data flow is suspended: the
+        hold is stored first, then its job (which had not begun) is stopped; None when it is not
+        queued (any more) or held already."""
+        async with self.deps.store.transaction() as uow:
+            current = await uow.executions.get(execution_id, for_update=True)
+            if current is None or current.state is not State.QUEUED or current.held:
+                return None
+            updated = current.hold(self.deps.clock(), HELD)
+            await uow.executions.update(updated)
+            queued = self.deps.events is not None and await self.deps.events.execution_changed(uow, updated)
+        self.shared.tasks.cancel(execution_id)  # a retry waiting here: the hold replaced its attempt
+        await self.announce(updated, queued)
+        await self._withdraw(execution_id)
+        return updated
+
+    async def unhold(self, execution_id: str) -> Execution | None:
+        """The data flow resumed: a held execution is queued for compute again (its next attempt)."""
+        async with self.deps.store.transaction() as uow:
+            current = await uow.executions.get(execution_id, for_update=True)
+            if current is None or not current.held:
+                return None
+            updated = current.unhold(self.deps.clock())
+            await uow.executions.update(updated)
+        await self.announce(updated)
+        await self._submit_again(updated)
+        return updated
+
+    async def _withdraw(self, execution_id: str) -> None:
+        token_id = self.shared.job_tokens.pop(execution_id, None)
+        if token_id is not None:
+            await self.deps.workspaces.revoke_token_id(token_id)
+        await self.deps.compute.withdraw(execution_id)
 
     async def stop(self) -> None:
         """Retries waiting in this process end here; reconciliation schedules them again at start."""
@@ -305,6 +344,10 @@ class Observation:
         known = await compute.known()  # raises if the backend cannot tell: nothing is judged
         now = self.deps.clock()
         for execution in active:
+            if execution.held:
+                if execution.id in known:  # the hold was stored, and its job not stopped (a crash)
+                    await self._withdraw(execution.id)
+                continue
             if execution.id in known:
                 continue
             if execution.state is State.QUEUED:

@@ -42,6 +42,8 @@ class ExecutionService:
         self.start = self.commands.start
         self.cancel = self.commands.cancel
         self.cancel_workspace = self.commands.cancel_workspace
+        self.hold_workspace = self.commands.hold_workspace
+        self.release_workspace = self.commands.release_workspace
         self.get = self.reads.get
         self.wait = self.reads.wait
         self.list = self.reads.list

@@ -351,6 +351,12 @@ class KubernetesCompute:
         )
         await self._emit(ComputeEvent(execution_id, State.CANCELED, reason=Reason.CANCELED))
 
+    async def withdraw(self, execution_id: str) -> None:
+        # A submission still waiting for the API server stops; the Job (the pod dies with it) and
+        # its Secret go, as for a finished job. What the watch still sees is of the old attempt.
+        self._retries.cancel(execution_id)
+        await self.release(execution_id)
+
     async def release(self, execution_id: str) -> None:
         assert self.kube is not None
         self._tracked.pop(execution_id, None)
