@@ -431,6 +431,8 @@ def build_signaling(
         http_networks=tuple(parse_networks(s.http_networks)),
         notice_max_attempts=s.notice_max_attempts,
         notice_backoff=Backoff(s.notice_backoff_seconds, s.notice_max_backoff_seconds),
+        retention_seconds=s.retention_seconds,
+        complete_after_idle_seconds=s.complete_after_idle_seconds,
     )
     return SignalingService(store, tenants, assets, workspaces, executions, imports, poster, clock, policy)
 

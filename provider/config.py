@@ -544,6 +544,19 @@ class SignalingSettings(_Section):
         default=1.0, gt=0, description="first retry delay; doubles, with jitter"
     )
     notice_max_backoff_seconds: float = Field(default=300.0, gt=0)
+    retention_seconds: int = Field(
+        default=0,
+        ge=0,
+        description="keep an ended provider flow's workspace data this long (closed to the "
+        "consumer at once; 0: deleted at once)",
+    )
+    complete_after_idle_seconds: int | None = Field(
+        default=None,
+        ge=1,
+        description="a provider flow completes by itself (and its control plane is told) once its "
+        "workspace has run an execution and none has been active this long; unset: only the "
+        "control plane ends flows",
+    )
 
     _networks = field_validator("http_networks")(_check_networks)
 

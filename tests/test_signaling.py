@@ -22,7 +22,7 @@ from provider.api.context import CONTEXT
 from provider.app import create_app
 from provider.config import ConfigError, Settings
 from provider.domain.executions import State
-from tests.conftest import ADMIN_KEY, REPO, Api, poll_until
+from tests.conftest import ADMIN_KEY, REPO, Api, MovableClock, poll_until
 from tests.fakes import DrivenCompute
 
 DPS = REPO / "contracts" / "dps"
@@ -318,6 +318,65 @@ async def test_completed_ends_a_provider_flow_like_terminate(dps: Api) -> None:
     assert (await signal(dps, "p-done/completed", 200))["state"] == "COMPLETED"
     await dps.json("GET", f"{workspace}/objects", 401, key=token)
     await dps.json("GET", workspace, 404, key=ADMIN_KEY)
+
+
+async def test_an_ended_flow_s_workspace_is_closed_at_once_and_deleted_after_the_retention(
+    aiohttp_client: Any, settings: Settings, control_plane: ControlPlane, contract: Any, clock: MovableClock
+) -> None:
+    app = create_app(signaling_settings(settings, control_plane, retention_seconds=3600), clock=clock)
+    dps = Api(await aiohttp_client(app), contract, app)
+    workspace, token = address_of(await signal(dps, "start", 200, example("start", processId="p-keep")))
+    await dps.json("PUT", f"{workspace}/objects/in.bin", 201, key=token, data=b"x")
+    await signal(dps, "p-keep/terminate", 200, example("terminate"))
+    await dps.json("GET", f"{workspace}/objects", 401, key=token)  # closed at once
+    assert (await dps.json("GET", workspace, 200, key=ADMIN_KEY))["state"] == "suspended"  # data kept
+    await app[CONTEXT].signaling.sweep()
+    await dps.json("GET", workspace, 200, key=ADMIN_KEY)  # not yet
+    clock.advance(3601)
+    await app[CONTEXT].signaling.sweep()
+    await dps.json("GET", workspace, 404, key=ADMIN_KEY)
+    assert await flow_state(dps, "p-keep") == "TERMINATED"
+
+
+async def test_a_flow_completes_by_itself_once_its_executions_are_done_and_idle(
+    aiohttp_client: Any, settings: Settings, control_plane: ControlPlane, contract: Any, clock: MovableClock
+) -> None:
+    """signaling.complete_after_idle_seconds: the control plane hears `completed`, the workspace goes."""
+    compute = DrivenCompute()
+    app = create_app(
+        signaling_settings(settings, control_plane, complete_after_idle_seconds=60),
+        compute=compute,
+        clock=clock,
+    )
+    dps = Api(await aiohttp_client(app), contract, app)
+    sweep = app[CONTEXT].signaling.sweep
+    workspace, token = address_of(await signal(dps, "start", 200, example("start", processId="p-idle")))
+    unused, _ = address_of(await signal(dps, "start", 200, example("start", processId="p-unused")))
+    busy, busy_token = address_of(await signal(dps, "start", 200, example("start", processId="p-busy")))
+    runs = []
+    for path, key in ((workspace, token), (busy, busy_token)):
+        await dps.json("PUT", f"{path}/objects/in.bin", 201, key=key, data=b"x")
+        request = {
+            "asset_id": "dummy",
+            "workspace_id": path.rsplit("/", 1)[-1],
+            "inputs": {"source": "in.bin"},
+        }
+        runs.append(await dps.json("POST", "/api/v1/executions", 201, key=key, json=request))
+    await compute.emit(runs[0]["id"], State.COMPLETE, attempt=1)
+    await compute.emit(runs[1]["id"], State.RUNNING, attempt=1)
+    await sweep()
+    assert await flow_state(dps, "p-idle") == "STARTED"  # not idle long enough yet
+    clock.advance(61)
+    await sweep()
+    assert await flow_state(dps, "p-idle") == "COMPLETED"
+    assert await flow_state(dps, "p-unused") == "STARTED"  # ran nothing: the consumer may still
+    assert await flow_state(dps, "p-busy") == "STARTED"  # still running
+    await poll_until(lambda: [r for r in control_plane.received if r[0] == "p-idle"], "the completed notice")
+    [(_, notice, authorization, body)] = [r for r in control_plane.received if r[0] == "p-idle"]
+    assert (notice, authorization, body["state"]) == ("completed", f"Bearer {CALLBACK_TOKEN}", "COMPLETED")
+    await dps.json("GET", f"{workspace}/objects", 401, key=token)
+    await dps.json("GET", workspace, 404, key=ADMIN_KEY)  # no retention configured: deleted
+    await dps.json("GET", unused, 200, key=ADMIN_KEY)
 
 
 async def test_a_second_start_of_a_process_is_refused_and_makes_nothing(dps: Api) -> None:

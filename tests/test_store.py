@@ -16,9 +16,11 @@ from provider.backends.sql import SqlStore
 from provider.backends.sql import migrate as migrations
 from provider.backends.sql.tables import metadata
 from provider.domain.errors import Conflict
+from provider.domain.executions import Execution, State, Transition
 from provider.domain.ids import new_id
 from provider.domain.pagination import PageRequest
 from provider.domain.tenants import ApiKey, Role, Tenant, hash_secret
+from provider.domain.workspaces import Quota, Usage, Workspace, WorkspaceState
 from tests.conftest import POSTGRES_URL, REPO, postgres_enabled
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
@@ -207,3 +209,39 @@ async def test_many_first_sights_of_a_participant_make_one_tenant(store: SqlStor
     assert len({t.id for t in found}) == 1
     async with store.read() as uow:
         assert (await uow.tenants.get_by_participant("did:web:new-consumer")) is not None
+
+
+async def test_a_workspace_s_activity_counts_active_executions_and_the_last_end(store: SqlStore) -> None:
+    """What a data flow's self-completion reads (signaling.complete_after_idle_seconds)."""
+    owner = tenant("did:web:activity")
+    ws = Workspace(
+        new_id("wsp"), owner.id, "w", {}, "loc", Quota(10, 10), Usage(), WorkspaceState.ACTIVE, NOW, NOW
+    )
+
+    def run(state: State, ended: datetime) -> Execution:
+        return Execution(
+            new_id("exe"),
+            owner.id,
+            ws.id,
+            "dummy",
+            "1",
+            {},
+            {},
+            {},
+            state,
+            1,
+            NOW,
+            ended,
+            (Transition(state, NOW),),
+        )
+
+    async with store.transaction() as uow:
+        await uow.tenants.add(owner)
+        await uow.workspaces.add(ws)
+        assert await uow.executions.workspace_activity(ws.id) == (0, None)
+        await uow.executions.add(run(State.COMPLETE, NOW + timedelta(minutes=1)))
+        await uow.executions.add(run(State.CANCELED, NOW + timedelta(minutes=3)))
+        await uow.executions.add(run(State.RUNNING, NOW + timedelta(minutes=9)))
+        await uow.executions.add(run(State.QUEUED, NOW + timedelta(minutes=9)))
+    async with store.read() as uow:
+        assert await uow.executions.workspace_activity(ws.id) == (2, NOW + timedelta(minutes=3))

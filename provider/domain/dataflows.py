@@ -92,6 +92,7 @@ class DataFlow:
     notice_attempts: int = 0
     next_notice_at: datetime | None = None
     notice_error: str | None = None  # the control plane's last refusal or failure
+    delete_after: datetime | None = None  # provider: when the ended flow's workspace is deleted
 
     def to(self, state: FlowState, at: datetime) -> DataFlow | None:
         """The flow in `state`, or None when it is there already (a repeated signal changes

@@ -177,6 +177,9 @@ class ExecutionRepository(Protocol):
     async def active(self) -> builtins.list[Execution]:
         """Every execution not in a final state (for reconciliation)."""
 
+    async def workspace_activity(self, workspace_id: str) -> tuple[int, datetime | None]:
+        """How many of a workspace's executions are active, and when the last one ended."""
+
     async def count_active(self, tenant_id: str) -> int:
         """How many of a tenant's executions are past QUEUED and not final."""
 
@@ -241,6 +244,12 @@ class DataFlowRepository(Protocol):
 
     async def started_consumer_flows(self) -> builtins.list[DataFlow]:
         """Consumer flows whose import may be under way."""
+
+    async def started_provider_flows(self, limit: int) -> builtins.list[DataFlow]:
+        """STARTED provider flows, the longest unchanged first."""
+
+    async def deletions_due(self, now: datetime, limit: int) -> builtins.list[DataFlow]:
+        """Ended flows whose workspace's retention is over (`delete_after` passed)."""
 
     async def claim_notice(self, flow: DataFlow, until: datetime) -> bool:
         """Put the flow's due notice off until `until` if it is still as `flow` has it; False when

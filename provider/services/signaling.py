@@ -83,6 +83,8 @@ class SignalingPolicy:
     http_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     notice_max_attempts: int = 20
     notice_backoff: Backoff = field(default_factory=lambda: Backoff(1.0, 300.0))
+    retention_seconds: int = 0  # an ended provider flow's workspace is deleted after this
+    complete_after_idle_seconds: int | None = None  # None: only the control plane ends a flow
 
 
 @dataclass(frozen=True)
@@ -274,15 +276,71 @@ class SignalingService:
         return await self._end(control_plane, flow_id, FlowState.COMPLETED)
 
     async def _end(self, control_plane: str, flow_id: str, state: FlowState) -> DataFlow:
-        """A provider flow's workspace goes (executions canceled, tokens revoked, data deleted); a
-        consumer flow's import stops, and the consumer keeps its workspace."""
-        flow = await self._move(control_plane, flow_id, state)
+        """A provider flow's workspace goes (executions canceled and tokens revoked at once, data
+        deleted after signaling.retention_seconds); a consumer flow's import stops, and the
+        consumer keeps its workspace."""
+        flow = await self._move(control_plane, flow_id, state, retain=True)
         if flow.role is FlowRole.PROVIDER:
-            await self.executions.cancel_workspace(flow.workspace_id, f"the data flow is {state.value}")
-            await self.workspaces.delete_system(flow.workspace_id)
+            await self._close(flow, f"the data flow is {state.value}")
         elif flow.import_id is not None:
             await self._cancel_import(flow)
         return flow
+
+    async def _close(self, flow: DataFlow, why: str) -> None:
+        """An ended provider flow: nothing runs or opens its workspace any more; its data stays
+        until `delete_after` (at once when the operator keeps nothing)."""
+        await self.executions.cancel_workspace(flow.workspace_id, why)
+        if self.policy.retention_seconds == 0:
+            await self._delete(flow)
+        else:
+            await self.workspaces.suspend(flow.workspace_id)  # API keys meet 409
+            await self.workspaces.revoke_all_tokens(flow.workspace_id)
+
+    async def _delete(self, flow: DataFlow) -> None:
+        await self.workspaces.delete_system(flow.workspace_id)  # idempotent
+        async with self.store.transaction() as uow:
+            current = await uow.dataflows.get(flow.control_plane, flow.id, for_update=True)
+            if current is not None and current.delete_after is not None:
+                await uow.dataflows.update(replace(current, delete_after=None))
+
+    async def sweep(self, limit: int = 100) -> tuple[int, int]:
+        """Housekeeping of provider flows: (how many completed by themselves, how many ended
+        flows' workspaces were deleted). A flow completes once its workspace has run an execution
+        and none has been active for signaling.complete_after_idle_seconds."""
+        completed = 0
+        idle = self.policy.complete_after_idle_seconds
+        if idle is not None:
+            async with self.store.read() as uow:
+                flows = await uow.dataflows.started_provider_flows(limit)
+            for flow in flows:
+                completed += await self._complete_if_idle(flow, timedelta(seconds=idle))
+        async with self.store.read() as uow:
+            due = await uow.dataflows.deletions_due(self.clock(), limit)
+        for flow in due:
+            await self._delete(flow)
+            log.info("ended data flow's workspace deleted", extra={"process_id": flow.id})
+        return completed, len(due)
+
+    async def _complete_if_idle(self, flow: DataFlow, idle: timedelta) -> bool:
+        async with self.store.transaction() as uow:
+            active, last_ended = await uow.executions.workspace_activity(flow.workspace_id)
+            now = self.clock()
+            if active or last_ended is None or now - last_ended < idle:
+                return False
+            current = await uow.dataflows.get(flow.control_plane, flow.id, for_update=True)
+            if current is None or current.state is not FlowState.STARTED:
+                return False  # suspended or ended by its control plane meanwhile
+            moved = current.to(FlowState.COMPLETED, now)
+            assert moved is not None
+            ended = replace(
+                moved.notify(Notice.COMPLETED, now),
+                delete_after=now + timedelta(seconds=self.policy.retention_seconds),
+            )
+            await uow.dataflows.update(ended)
+        log.info("data flow completed: its executions are done", extra={"process_id": flow.id})
+        await self._close(ended, "the data flow completed")
+        self._wake.set()
+        return True
 
     async def status(self, control_plane: str, flow_id: str) -> DataFlow:
         return await self._get(control_plane, flow_id)
@@ -483,6 +541,7 @@ class SignalingService:
     async def _notices(self) -> None:
         while True:
             try:
+                await self.sweep()
                 await self.send_due()
                 async with self.store.read() as uow:
                     due = await uow.dataflows.next_notice()
@@ -582,18 +641,28 @@ class SignalingService:
         return flow
 
     async def _move(
-        self, control_plane: str, flow_id: str, state: FlowState, import_id: str | None = None
+        self,
+        control_plane: str,
+        flow_id: str,
+        state: FlowState,
+        import_id: str | None = None,
+        retain: bool = False,
     ) -> DataFlow:
-        """Store the flow in `state` (a repeated signal changes nothing); raises NotFound, Conflict."""
+        """Store the flow in `state` (a repeated signal changes nothing); raises NotFound, Conflict.
+        `retain`: an ending provider flow's workspace is due for deletion after the retention
+        (stored with the end, so that no crash can forget it)."""
         async with self.store.transaction() as uow:
             flow = await uow.dataflows.get(control_plane, flow_id, for_update=True)
             if flow is None:
                 raise NotFound("data flow", flow_id)
-            moved = flow.to(state, self.clock())
+            now = self.clock()
+            moved = flow.to(state, now)
             if moved is None:
                 return flow
             if import_id is not None:
                 moved = replace(moved, import_id=import_id)
+            if retain and flow.role is FlowRole.PROVIDER:
+                moved = replace(moved, delete_after=now + timedelta(seconds=self.policy.retention_seconds))
             await uow.dataflows.update(moved)
         log.info("data flow %s", state.value.lower(), extra={"process_id": flow_id})
         return moved

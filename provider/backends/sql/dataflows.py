@@ -15,7 +15,7 @@ from provider.domain.dataflows import DataFlow, FlowRole, FlowState, Notice
 _FIELDS = (
     "profile", "participant_id", "counter_party_id", "agreement_id", "dataset_id", "tenant_id",
     "workspace_id", "target_key", "import_id", "error", "notice_attempts", "next_notice_at",
-    "notice_error", "created_at", "updated_at",
+    "notice_error", "created_at", "updated_at", "delete_after",
 )  # fmt: skip
 _F = t.dataflows.c
 
@@ -74,6 +74,19 @@ class SqlDataFlowRepository:
         query = t.dataflows.select().where(
             _F.role == FlowRole.CONSUMER.value, _F.state == FlowState.STARTED.value
         )
+        return [_row(r) for r in await self.conn.execute(query)]
+
+    async def started_provider_flows(self, limit: int) -> list[DataFlow]:
+        query = (
+            t.dataflows.select()
+            .where(_F.role == FlowRole.PROVIDER.value, _F.state == FlowState.STARTED.value)
+            .order_by(_F.updated_at)
+            .limit(limit)
+        )
+        return [_row(r) for r in await self.conn.execute(query)]
+
+    async def deletions_due(self, now: datetime, limit: int) -> list[DataFlow]:
+        query = t.dataflows.select().where(_F.delete_after <= now).order_by(_F.delete_after).limit(limit)
         return [_row(r) for r in await self.conn.execute(query)]
 
     async def claim_notice(self, flow: DataFlow, until: datetime) -> bool:

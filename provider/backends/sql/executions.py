@@ -185,6 +185,15 @@ class SqlExecutionRepository:
         query = t.executions.select().where(t.executions.c.state.in_(_ACTIVE)).order_by(t.executions.c.id)
         return [_row(r) for r in await self.conn.execute(query)]
 
+    async def workspace_activity(self, workspace_id: str) -> tuple[int, datetime | None]:
+        c = t.executions.c
+        active = sa.func.sum(sa.case((c.state.in_(_ACTIVE), 1), else_=0))
+        ended = sa.func.max(
+            sa.case((c.state.not_in(_ACTIVE), c.updated_at), else_=None), type_=t.UTCDateTime()
+        )
+        row = (await self.conn.execute(sa.select(active, ended).where(c.workspace_id == workspace_id))).one()
+        return int(row[0] or 0), row[1]
+
     async def count_active(self, tenant_id: str) -> int:
         c = t.executions.c
         busy = [s for s in _ACTIVE if s != State.QUEUED.value]

@@ -238,6 +238,7 @@ dataflows = sa.Table(
     sa.Column("notice_error", sa.Text(), nullable=True),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("delete_after", UTCDateTime(), nullable=True, index=True),  # an ended flow's workspace
 )
 
 control_plane_registrations = sa.Table(
