@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from aiohttp import web
@@ -41,7 +42,7 @@ from provider.services.imports import ImportService, RetryPolicy
 from provider.services.notifications import DeliveryPolicy, DeliveryWorker, EventLog, SubscriptionService
 from provider.services.ports import Clock, Compute, Storage, Store
 from provider.services.provisioning import ProvisioningPolicy, ProvisioningService
-from provider.services.signaling import ControlPlane, SignalingPolicy, SignalingService
+from provider.services.signaling import ControlPlane, Registration, SignalingPolicy, SignalingService
 from provider.services.tenants import TenantService
 from provider.services.transfers import TransferService
 from provider.services.workspaces import WorkspacePolicy, WorkspaceService
@@ -424,6 +425,13 @@ def build_signaling(
                 str(c.endpoint).rstrip("/") if c.endpoint else None,
                 c.callback_token.get_secret_value() if c.callback_token else None,
                 frozenset(c.participants),
+                Registration(
+                    str(c.registration.url).rstrip("/"),
+                    c.registration.authorization,
+                    tuple(c.registration.labels),
+                )
+                if c.registration
+                else None,
             )
             for name, c in s.control_planes.items()
         },
@@ -432,6 +440,7 @@ def build_signaling(
         notice_max_attempts=s.notice_max_attempts,
         notice_backoff=Backoff(s.notice_backoff_seconds, s.notice_max_backoff_seconds),
         retention_seconds=s.retention_seconds,
+        dataplane_id=s.dataplane_id or f"provider-{urlsplit(settings.public_url).hostname}",
         complete_after_idle_seconds=s.complete_after_idle_seconds,
     )
     return SignalingService(store, tenants, assets, workspaces, executions, imports, poster, clock, policy)

@@ -490,6 +490,29 @@ class EdcSettings(_Section):
     events: EdcEventSettings = Field(default_factory=EdcEventSettings)
 
 
+class DataPlaneRegistrationSettings(_Section):
+    """This data plane registers itself with the control plane (the specification's optional
+    `PUT /dataplanes` of the control plane), at every start until the control plane takes it."""
+
+    url: AnyHttpUrl = Field(
+        description="the control plane's registration base: PUT {url}/dataplanes (checked against "
+        "callback_hosts and callback_networks, as notices are)"
+    )
+    authorization: dict[str, Any] = Field(
+        description="the registration's `authorization` object, sent as given: the authorization "
+        "profile the control plane supports (its `type` and that profile's properties)"
+    )
+    labels: list[str] = Field(default_factory=list, description="the registration's labels")
+
+    @field_validator("authorization")
+    @classmethod
+    def _typed(cls, value: dict[str, Any]) -> dict[str, Any]:
+        kind = value.get("type")
+        if not isinstance(kind, str) or not kind.strip():
+            raise ValueError("needs a `type`: the authorization profile, e.g. oauth2_client_credentials")
+        return value
+
+
 class ControlPlaneSettings(_CallbackDestinations):
     secret: SecretStr = Field(
         description="what this control plane sends as `Authorization: Bearer <secret>` on every "
@@ -511,6 +534,9 @@ class ControlPlaneSettings(_CallbackDestinations):
         description="participant ids this control plane acts for as a consumer: prepare binds "
         "only their registered workspaces (empty: it prepares no flow)",
     )
+    registration: DataPlaneRegistrationSettings | None = Field(
+        default=None, description="register this data plane with the control plane at start; unset: not"
+    )
 
     _strong = field_validator("secret")(_strong_secret)
     _real_token = field_validator("callback_token")(_not_placeholder)
@@ -524,6 +550,12 @@ class SignalingSettings(_Section):
     )
     token_ttl_seconds: int = Field(
         default=24 * 3600, ge=60, description="lifetime of the token in a started flow's data address"
+    )
+    dataplane_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        description="this data plane's id in registrations; unset: provider-<host of server.public_url>",
     )
 
     @field_validator("control_planes")

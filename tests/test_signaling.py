@@ -18,11 +18,12 @@ from aiohttp.test_utils import TestServer
 from jsonschema import Draft7Validator
 from referencing import Registry, Resource
 
+from provider.aio import wait_event
 from provider.api.context import CONTEXT
 from provider.app import create_app
 from provider.config import ConfigError, Settings
 from provider.domain.executions import State
-from tests.conftest import ADMIN_KEY, REPO, Api, MovableClock, poll_until
+from tests.conftest import ADMIN_KEY, REPO, WAIT_SECONDS, Api, MovableClock, poll_until
 from tests.fakes import DrivenCompute
 
 DPS = REPO / "contracts" / "dps"
@@ -86,7 +87,21 @@ class ControlPlane:
     def __init__(self) -> None:
         self.received: list[tuple[str, str, str | None, dict[str, Any]]] = []
         self.refusals: list[int] = []  # statuses to answer first, one per notice
+        self.registrations: list[tuple[str | None, dict[str, Any]]] = []
+        self.registration_answers: list[int] = []  # statuses to answer first, one per registration
+        self.registered = asyncio.Event()
         self.server: TestServer | None = None
+
+    async def register(self, request: web.Request) -> web.Response:
+        """PUT /dataplanes of the specification's control plane side."""
+        body = await request.json()
+        self.registrations.append((request.headers.get("Authorization"), body))
+        if self.registration_answers:
+            return web.Response(status=self.registration_answers.pop(0))
+        if valid("DataPlaneRegistrationMessage", body):
+            return web.Response(status=400)
+        self.registered.set()
+        return web.Response(status=200)
 
     async def notice(self, request: web.Request) -> web.Response:
         body = await request.json()
@@ -115,6 +130,7 @@ async def control_plane() -> AsyncIterator[ControlPlane]:
     plane = ControlPlane()
     app = web.Application()
     app.router.add_post("/cp/transfers/{process}/dataflow/{notice}", plane.notice)
+    app.router.add_put("/cp/dataplanes", plane.register)
     plane.server = TestServer(app, host="127.0.0.1")
     await plane.server.start_server()
     yield plane
@@ -141,7 +157,9 @@ async def source() -> AsyncIterator[tuple[TestServer, bytes, list[str | None]]]:
     await server.close()
 
 
-def signaling_settings(settings: Settings, control_plane: ControlPlane, **signaling: Any) -> Settings:
+def signaling_settings(
+    settings: Settings, control_plane: ControlPlane, cp: dict[str, Any] | None = None, **signaling: Any
+) -> Settings:
     return Settings.model_validate(
         {
             **settings.model_dump(mode="json", exclude={"auth"}),
@@ -156,6 +174,7 @@ def signaling_settings(settings: Settings, control_plane: ControlPlane, **signal
                         "callback_token": CALLBACK_TOKEN,
                         "callback_networks": ["127.0.0.0/8"],
                         "participants": ["did:web:consumer.example"],
+                        **(cp or {}),
                     },
                     "other": {"secret": OTHER_SECRET},
                 },
@@ -676,6 +695,66 @@ async def test_odd_inputs_are_4xx_never_500(
     broken["dataAddress"]["endpoint"] = "https://[::1"
     await signal(dps, "process-prepare-1/started", 400, broken)
     assert await flow_state(dps, "process-prepare-1") == "PREPARED"
+
+
+OAUTH2 = {
+    "type": "oauth2_client_credentials",
+    "tokenEndpoint": "https://auth.provider.test/token",
+    "clientId": "provider",
+    "clientSecret": "client-secret-of-the-data-plane",
+}
+
+
+async def test_the_data_plane_registers_itself_until_the_control_plane_takes_it(
+    aiohttp_client: Any, settings: Settings, control_plane: ControlPlane, contract: Any
+) -> None:
+    control_plane.registration_answers = [503, 409]  # down, then busy: tried again
+    registration = {"url": control_plane.url, "authorization": OAUTH2, "labels": ["compute"]}
+    app = create_app(signaling_settings(settings, control_plane, cp={"registration": registration}))
+    await aiohttp_client(app)
+    assert await wait_event(control_plane.registered, WAIT_SECONDS)
+    assert len(control_plane.registrations) == 3
+    authorization, message = control_plane.registrations[-1]
+    assert valid("DataPlaneRegistrationMessage", message) == []
+    assert authorization == f"Bearer {CALLBACK_TOKEN}"
+    assert message == {
+        "dataplaneId": "provider-provider.test",
+        "endpoint": f"{PUBLIC}/signaling/v1",
+        "profiles": ["https://w3id.org/dspace-sig/profile/http-pull"],
+        "authorization": OAUTH2,
+        "labels": ["compute"],
+    }
+
+
+async def test_a_refused_registration_is_not_repeated(
+    aiohttp_client: Any, settings: Settings, control_plane: ControlPlane, contract: Any
+) -> None:
+    control_plane.registration_answers = [403]
+    registration = {"url": control_plane.url, "authorization": OAUTH2}
+    app = create_app(signaling_settings(settings, control_plane, cp={"registration": registration}))
+    await aiohttp_client(app)
+    tasks = app[CONTEXT].signaling._tasks
+    # The start-up attempt gives up on the 403: it is the operator's to fix, not to hammer.
+    await poll_until(lambda: not tasks.running(("registration", "cp")), "the registration given up")
+    assert len(control_plane.registrations) == 1 and not control_plane.registered.is_set()
+
+
+def test_a_registration_names_its_authorization_profile(settings: Settings) -> None:
+    for authorization in ({}, {"type": ""}, {"type": 7}):
+        with pytest.raises(ValueError, match="authorization profile"):
+            Settings.model_validate(
+                {
+                    **settings.model_dump(mode="json", exclude={"auth"}),
+                    "signaling": {
+                        "control_planes": {
+                            "cp": {
+                                "secret": CP_SECRET,
+                                "registration": {"url": "https://cp.test", "authorization": authorization},
+                            }
+                        }
+                    },
+                }
+            )
 
 
 def test_control_plane_names_are_short_plain_words(settings: Settings) -> None:

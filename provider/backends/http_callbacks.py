@@ -69,12 +69,14 @@ class HttpPoster:
             self._sessions[connector] = session
         return session
 
-    async def post_json(self, connector: str, url: str, headers: dict[str, str], body: dict[str, Any]) -> int:
+    async def post_json(
+        self, connector: str, url: str, headers: dict[str, str], body: dict[str, Any], method: str = "POST"
+    ) -> int:
         rules = self._rules(connector)
         try:
             check_literal_host(url, rules.networks, rules.hosts)
-            async with self._session(connector, rules).post(
-                url, json=body, headers=headers, allow_redirects=False
+            async with self._session(connector, rules).request(
+                method, url, json=body, headers=headers, allow_redirects=False
             ) as response:
                 await response.read()
                 return response.status

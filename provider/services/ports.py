@@ -722,9 +722,11 @@ class JsonPoster(Protocol):
     async def check(self, connector: str, url: str, field: str) -> None:
         """Raise ForbiddenAddress naming the setting if `connector`'s callbacks may not go to `url`."""
 
-    async def post_json(self, connector: str, url: str, headers: dict[str, str], body: dict[str, Any]) -> int:
-        """POST a JSON body; the HTTP status, ForbiddenAddress when the address connected to is
-        not allowed, or another exception when the receiver is unreachable."""
+    async def post_json(
+        self, connector: str, url: str, headers: dict[str, str], body: dict[str, Any], method: str = "POST"
+    ) -> int:
+        """POST (or `method`) a JSON body; the HTTP status, ForbiddenAddress when the address
+        connected to is not allowed, or another exception when the receiver is unreachable."""
 
 
 # --- notifications ------------------------------------------------------------------------------

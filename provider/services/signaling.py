@@ -29,6 +29,7 @@ from urllib.parse import SplitResult, quote, urlsplit
 from provider.aio import Backoff, Tasks, wait_event
 from provider.domain.dataflows import (
     HTTP_PULL,
+    PROFILES,
     DataFlow,
     FlowRole,
     FlowState,
@@ -67,12 +68,22 @@ RETRYABLE_STATUS = {408, 409, 425, 429}  # 409: a control plane busy with the tr
 
 
 @dataclass(frozen=True)
+class Registration:
+    """How this data plane registers itself with a control plane: PUT {url}/dataplanes."""
+
+    url: str
+    authorization: dict[str, Any] = field(repr=False)  # the operator's, sent as given
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ControlPlane:
     name: str
     secret: str = field(repr=False)
     endpoint: str | None  # configured; a registration replaces it
     callback_token: str | None = field(default=None, repr=False)
     participants: frozenset[str] = frozenset()  # whom it may prepare consumer flows for
+    registration: Registration | None = None
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,7 @@ class SignalingPolicy:
     notice_max_attempts: int = 20
     notice_backoff: Backoff = field(default_factory=lambda: Backoff(1.0, 300.0))
     retention_seconds: int = 0  # an ended provider flow's workspace is deleted after this
+    dataplane_id: str = "provider"
     complete_after_idle_seconds: int | None = None  # None: only the control plane ends a flow
 
 
@@ -520,6 +532,58 @@ class SignalingService:
     def start_worker(self) -> None:
         if self.enabled:
             self._tasks.spawn("notices", self._notices(), "signaling notices")
+        for control_plane in self.policy.control_planes.values():
+            if control_plane.registration is not None:
+                work = self._register_until_taken(control_plane)
+                self._tasks.spawn(
+                    ("registration", control_plane.name), work, f"register with {control_plane.name}"
+                )
+
+    def registration_message(self, control_plane: ControlPlane) -> dict[str, Any]:
+        """The specification's DataPlaneRegistrationMessage for `control_plane`."""
+        assert control_plane.registration is not None
+        message: dict[str, Any] = {
+            "dataplaneId": self.policy.dataplane_id,
+            "endpoint": f"{self.policy.public_url}/signaling/v1",
+            "profiles": list(PROFILES),
+            "authorization": control_plane.registration.authorization,
+        }
+        if control_plane.registration.labels:
+            message["labels"] = list(control_plane.registration.labels)
+        return message
+
+    async def register_with(self, control_plane: ControlPlane) -> int:
+        """One registration with `control_plane`: its HTTP status; raises when it cannot be reached."""
+        assert control_plane.registration is not None
+        headers = {}
+        if control_plane.callback_token:
+            headers["Authorization"] = f"Bearer {control_plane.callback_token}"
+        url = f"{control_plane.registration.url.rstrip('/')}/dataplanes"
+        return await self.poster.post_json(
+            control_plane.name, url, headers, self.registration_message(control_plane), method="PUT"
+        )
+
+    async def _register_until_taken(self, control_plane: ControlPlane) -> bool:
+        """Register at start, again with backoff while the control plane is down or busy; a
+        refusal (another 4xx) is the operator's to fix, and is logged."""
+        failures = 0
+        while True:
+            problem: str
+            try:
+                status = await self.register_with(control_plane)
+                problem = f"HTTP {status}"
+            except Exception as exc:  # unreachable, or an address the operator does not allow
+                status, problem = None, f"{type(exc).__name__}: {exc}"[:500]
+            where = {"control_plane": control_plane.name, "dataplane_id": self.policy.dataplane_id}
+            if status is not None and 200 <= status < 300:
+                log.info("registered with the control plane", extra=where)
+                return True
+            if status is not None and 400 <= status < 500 and status not in RETRYABLE_STATUS:
+                log.error("the control plane refused the registration: %s", problem, extra=where)
+                return False
+            failures += 1
+            log.warning("registration not taken (%s); trying again", problem, extra=where)
+            await asyncio.sleep(self.policy.notice_backoff.delay(failures))
 
     async def recover(self) -> int:
         """At start-up: consumer flows whose import ended while no process heard it (a crash, a
