@@ -510,6 +510,9 @@ class DataPlaneRegistrationSettings(_Section):
         kind = value.get("type")
         if not isinstance(kind, str) or not kind.strip():
             raise ValueError("needs a `type`: the authorization profile, e.g. oauth2_client_credentials")
+        for name, item in value.items():
+            if "secret" in name.lower() and isinstance(item, str) and is_placeholder(item):
+                raise ValueError(f"{name} is a placeholder from the documentation: set a real secret")
         return value
 
 
@@ -774,7 +777,7 @@ def describe_errors(exc: ValidationError, path: Path | None) -> str:
 
 
 def _shown(key: str, value: Any) -> str:
-    if any(word in key for word in ("key", "secret", "password", "token", "auth_code")):
+    if any(word in key for word in ("key", "secret", "password", "token", "auth_code", "authorization")):
         return "a value that is not shown"
     # A URL's password (store.url) is not shown either.
     text = re.sub(r"(://[^/:@\s]*:)[^@\s]*@", r"\1***@", repr(value))

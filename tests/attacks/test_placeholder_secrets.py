@@ -114,11 +114,30 @@ SECRET_SETTINGS: dict[str, Callable[[str], dict[str, str]]] = {
     },
     "edc.connectors.main.secret": lambda v: {"PROVIDER_EDC__CONNECTORS": connectors(v)},
     "edc.events.auth_code": lambda v: {"PROVIDER_EDC__EVENTS__AUTH_CODE": v},
+    "signaling.control_planes.main.secret": lambda v: {
+        "PROVIDER_SIGNALING__CONTROL_PLANES": json.dumps({"main": {"secret": v}})
+    },
 }
 # Credentials of other systems: any length, but never a placeholder.
 CREDENTIAL_SETTINGS: dict[str, Callable[[str], dict[str, str]]] = {
     "storage.s3.secret_access_key": lambda v: {"PROVIDER_STORAGE__S3__SECRET_ACCESS_KEY": v},
     "edc.connectors.main.management_api_key": lambda v: {"PROVIDER_EDC__CONNECTORS": connectors(STRONG, v)},
+    "signaling.control_planes.main.callback_token": lambda v: {
+        "PROVIDER_SIGNALING__CONTROL_PLANES": json.dumps({"main": {"secret": STRONG, "callback_token": v}})
+    },
+    "signaling.control_planes.main.registration.authorization": lambda v: {
+        "PROVIDER_SIGNALING__CONTROL_PLANES": json.dumps(
+            {
+                "main": {
+                    "secret": STRONG,
+                    "registration": {
+                        "url": "https://cp.example.org/signaling",
+                        "authorization": {"type": "oauth2_client_credentials", "clientSecret": v},
+                    },
+                }
+            }
+        )
+    },
     "store.url": lambda v: {
         "PROVIDER_STORE__URL": f"postgresql+asyncpg://provider:{quote(v, safe='')}@db.example.org/provider"
     },
