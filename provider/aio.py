@@ -5,6 +5,8 @@
   task is held until it ends, a failure is logged with the task's name, each runs in a fresh
   context (a request's id must not follow work that outlives the request), and `close()` cancels
   and awaits them all.
+- `SingleFlight`: one load per key at a time, its result shared by every caller that asks
+  meanwhile (no stampede when a hot cache entry expires).
 - `wait_event`: wait for an `asyncio.Event` with a time limit, answering whether it was set,
   instead of `asyncio.wait_for(event.wait(), t)` and a suppressed `TimeoutError` at every caller.
 - `Backoff` and `retry`: exponential delays with jitter (so that many clients that failed together
@@ -21,9 +23,10 @@ import logging
 import random
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 T = TypeVar("T")
+K = TypeVar("K", bound=Hashable)
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +101,47 @@ class Tasks:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class SingleFlight(Generic[K, T]):
+    """One load per key at a time: callers that ask while it runs share its result (or its
+    error), so that a cache entry that expires under load is read once, not once per request.
+    The load runs as a task of its own: a caller that gives up (a client gone) ends no one else's
+    wait."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self._log = logger or log
+        self._loads: dict[K, asyncio.Task[T]] = {}
+
+    async def do(self, key: K, load: Callable[[], Awaitable[T]]) -> T:
+        """The result of the load under way for `key`, or of a new one."""
+        return await asyncio.shield(self._start(key, load))
+
+    def start(self, key: K, load: Callable[[], Awaitable[T]]) -> None:
+        """Begin a load in the background unless one is under way (refreshing ahead of expiry);
+        its failure is logged, and the next caller loads again."""
+        self._start(key, load)
+
+    def running(self, key: K) -> bool:
+        return key in self._loads
+
+    def _start(self, key: K, load: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
+        task = self._loads.get(key)
+        if task is None:
+
+            async def run() -> T:
+                return await load()
+
+            task = asyncio.create_task(run(), context=contextvars.Context())
+            self._loads[key] = task
+            task.add_done_callback(lambda done: self._ended(key, done))
+        return task
+
+    def _ended(self, key: K, task: asyncio.Task[T]) -> None:
+        if self._loads.get(key) is task:
+            del self._loads[key]
+        if not task.cancelled() and (error := task.exception()) is not None:
+            self._log.debug("a shared load failed", exc_info=error)  # its callers were told
 
 
 async def wait_event(event: asyncio.Event, seconds: float | None) -> bool:

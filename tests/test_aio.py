@@ -9,7 +9,8 @@ import logging
 
 import pytest
 
-from provider.aio import Backoff, Tasks, retry, wait_event
+from provider.aio import Backoff, SingleFlight, Tasks, retry, wait_event
+from tests.conftest import poll_until
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
@@ -129,3 +130,41 @@ async def test_tasks_are_held_logged_and_closed(caplog: pytest.LogCaptureFixture
     await asyncio.sleep(0)  # it starts
     await tasks.stop("c")
     assert ended[-1] == "stopped"
+
+
+async def test_single_flight_reads_once_for_everyone_who_asks_meanwhile() -> None:
+    flight: SingleFlight[str, int] = SingleFlight()
+    release = asyncio.Event()
+    calls = 0
+
+    async def load() -> int:
+        nonlocal calls
+        calls += 1
+        await release.wait()
+        return 42
+
+    waiters = [asyncio.ensure_future(flight.do("k", load)) for _ in range(50)]
+    await asyncio.sleep(0)
+    waiters[0].cancel()  # one caller gives up (its client left): the others still get the answer
+    release.set()
+    results = await asyncio.gather(*waiters, return_exceptions=True)
+    assert calls == 1 and isinstance(results[0], asyncio.CancelledError) and results[1:] == [42] * 49
+    assert not flight.running("k")
+    assert await flight.do("k", load) == 42 and calls == 2  # done: the next ask loads again
+
+
+async def test_single_flight_shares_a_failure_and_forgets_it() -> None:
+    flight: SingleFlight[str, int] = SingleFlight()
+    attempts = 0
+
+    async def failing() -> int:
+        nonlocal attempts
+        attempts += 1
+        await asyncio.sleep(0)
+        raise ConnectionError("store down")
+
+    results = await asyncio.gather(*(flight.do("k", failing) for _ in range(5)), return_exceptions=True)
+    assert attempts == 1 and all(isinstance(r, ConnectionError) for r in results)
+    flight.start("k", failing)  # a background refresh that fails is not an error anyone awaits
+    await poll_until(lambda: not flight.running("k"), "the refresh ended")
+    assert attempts == 2

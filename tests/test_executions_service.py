@@ -199,3 +199,28 @@ async def test_a_held_execution_can_be_canceled(world) -> None:  # type: ignore[
     assert canceled.state is State.CANCELED
     await components.workspaces.unsuspend(workspace)
     assert await components.executions.release_workspace(workspace) == 0
+
+
+async def test_an_execution_polled_by_many_at_once_is_read_from_the_store_once(world) -> None:  # type: ignore[no-untyped-def]
+    """No stampede: when its cache entry has expired, the first poll reads it and the others wait
+    for that read."""
+    components, _, admin, _ = world
+    execution_id = await start(world)
+    executions = components.executions
+    executions.shared.cache = type(executions.shared.cache)(seconds=0)  # every poll finds it expired
+    store, reads = executions.deps.store, []
+
+    class Counting:
+        def __getattr__(self, name: str) -> object:
+            return getattr(store, name)
+
+        def read(self) -> object:
+            reads.append(1)
+            return store.read()
+
+    executions.deps.store = Counting()
+    try:
+        polled = await asyncio.gather(*(executions.get(admin, execution_id) for _ in range(64)))
+    finally:
+        executions.deps.store = store
+    assert len(reads) == 1 and {e.id for e in polled} == {execution_id}

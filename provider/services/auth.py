@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol
 
+from provider.aio import SingleFlight
 from provider.domain.errors import Forbidden, Unauthenticated
 from provider.domain.tenants import CredentialKind, Principal, Role, hash_secret
+from provider.domain.tokens import TokenClaims
 from provider.domain.workspaces import JOB_SIDECAR, WorkspaceState
 from provider.services.ports import Clock, Store, TokenCodec
 
@@ -29,35 +31,77 @@ class PrincipalCache:
     """Remembers verified principals briefly, so hot polling does not hit the store each time.
 
     A revocation made through this process drops entries at once (`forget`); other replicas
-    see it within `seconds`.
+    see it within `seconds`. Each key is read from the store once however many requests present
+    it at that moment (`load`), and a hot entry is read again in the background in the second
+    half of its life, so that it does not expire under load.
     """
 
-    def __init__(self, seconds: float, size: int = 4096) -> None:
+    def __init__(
+        self, seconds: float, size: int = 4096, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self.seconds = seconds
         self.size = size
-        self._entries: OrderedDict[str, tuple[float, Principal]] = OrderedDict()
+        self.monotonic = monotonic
+        # key -> (stored at, expires at, principal), monotonic times
+        self._entries: OrderedDict[str, tuple[float, float, Principal]] = OrderedDict()
+        self._loads: SingleFlight[str, Principal | None] = SingleFlight()
+        # Raised by every drop and forget: a load that began before one stores nothing, so a
+        # revocation is not undone by a read that saw the key still valid.
+        self._generation = 0
 
     def get(self, key: str) -> Principal | None:
         entry = self._entries.get(key)
-        if entry is None or entry[0] <= time.monotonic():
+        if entry is None or entry[1] <= self.monotonic():
             return None
-        return entry[1]
+        return entry[2]
+
+    async def load(
+        self, key: str, read: Callable[[], Awaitable[tuple[Principal, float] | None]]
+    ) -> Principal | None:
+        """The cached principal, or the one `read` finds (with its remaining lifetime in seconds;
+        None: not valid), read once for all who ask at the same time."""
+        entry = self._entries.get(key)
+        now = self.monotonic()
+        if entry is not None and entry[1] > now:
+            if now - entry[0] > self.seconds / 2:
+                self._loads.start(key, lambda: self._read(key, read))
+            return entry[2]
+        return await self._loads.do(key, lambda: self._read(key, read))
+
+    async def _read(
+        self, key: str, read: Callable[[], Awaitable[tuple[Principal, float] | None]]
+    ) -> Principal | None:
+        generation = self._generation
+        found = await read()
+        if generation != self._generation:
+            return found[0] if found else None  # for these callers; cached by the next load
+        if found is None:
+            self._entries.pop(key, None)
+            return None
+        self.put(key, *found)
+        return found[0]
 
     def put(self, key: str, principal: Principal, lifetime: float) -> None:
         ttl = min(self.seconds, lifetime)
         if ttl <= 0:
             return
-        self._entries[key] = (time.monotonic() + ttl, principal)
+        now = self.monotonic()
+        self._entries[key] = (now, now + ttl, principal)
         self._entries.move_to_end(key)
         while len(self._entries) > self.size:
             self._entries.popitem(last=False)
 
+    def keys(self) -> list[str]:
+        return list(self._entries)
+
     def drop(self, key: str) -> None:
+        self._generation += 1
         self._entries.pop(key, None)
 
     def forget(self, credential_ids: Iterable[str]) -> None:
+        self._generation += 1
         ids = set(credential_ids)
-        for key in [k for k, (_, p) in self._entries.items() if p.credential_id in ids]:
+        for key in [k for k, (_, _, p) in self._entries.items() if p.credential_id in ids]:
             del self._entries[key]
 
 
@@ -75,21 +119,22 @@ class ApiKeyVerifier:
 
     async def verify(self, credential: str) -> Principal:
         digest = hash_secret(credential)
-        cached = self.cache.get(digest)
-        if cached is not None:
-            return cached
+        principal = await self.cache.load(digest, lambda: self._read(digest))
+        if principal is None:
+            raise Unauthenticated("the API key is unknown, expired or revoked")
+        return principal
+
+    async def _read(self, digest: str) -> tuple[Principal, float] | None:
         async with self.store.read() as uow:
             key = await uow.api_keys.find_by_hash(digest)
         now = self.clock()
         if key is None or not key.is_usable(now):
-            self.cache.drop(digest)
-            raise Unauthenticated("the API key is unknown, expired or revoked")
+            return None
         principal = Principal(
             tenant_id=key.tenant_id, role=key.role, kind=CredentialKind.API_KEY, credential_id=key.id
         )
         lifetime = (key.expires_at - now).total_seconds() if key.expires_at else float("inf")
-        self.cache.put(digest, principal, lifetime)
-        return principal
+        return principal, lifetime
 
 
 class WorkspaceTokenVerifier:
@@ -106,9 +151,12 @@ class WorkspaceTokenVerifier:
 
     async def verify(self, credential: str) -> Principal:
         claims = self.codec.decode(credential)
-        cached = self.cache.get(claims.token_id)
-        if cached is not None:
-            return cached
+        principal = await self.cache.load(claims.token_id, lambda: self._read(claims))
+        if principal is None:
+            raise Unauthenticated("the workspace token is revoked, expired or unknown")
+        return principal
+
+    async def _read(self, claims: TokenClaims) -> tuple[Principal, float] | None:
         async with self.store.read() as uow:
             record = await uow.tokens.get(claims.token_id)
             workspace = await uow.workspaces.get(claims.workspace_id)
@@ -123,7 +171,7 @@ class WorkspaceTokenVerifier:
                 or (workspace.state is WorkspaceState.SUSPENDED and record.name == JOB_SIDECAR)
             )
         ):
-            raise Unauthenticated("the workspace token is revoked, expired or unknown")
+            return None
         principal = Principal(
             tenant_id=record.tenant_id,
             role=Role.CONSUMER,
@@ -133,8 +181,7 @@ class WorkspaceTokenVerifier:
             scopes=frozenset(s.value for s in record.scopes),
             sidecar=record.name == JOB_SIDECAR,
         )
-        self.cache.put(claims.token_id, principal, (record.expires_at - now).total_seconds())
-        return principal
+        return principal, (record.expires_at - now).total_seconds()
 
 
 class Authenticator:

@@ -32,13 +32,29 @@ class Reads:
         return execution
 
     async def fetch(self, execution_id: str) -> Execution | None:
-        """The execution, whoever asks, from the cache while it is fresh; None if there is none."""
-        execution = self.shared.cache.get(execution_id)
-        if execution is None:
-            async with self.deps.store.read() as uow:
-                execution = await uow.executions.get(execution_id)
-            if execution is not None:
-                self.shared.cache.put(execution)
+        """The execution, whoever asks, from the cache while it is fresh; None if there is none.
+
+        A missing or expired entry is read once however many ask at that moment (the others
+        wait for that read); an entry in the second half of its life is read again in the
+        background, so that a hot one never expires under its pollers.
+        """
+        cache = self.shared.cache
+        entry = cache.lookup(execution_id)
+        if entry is not None:
+            age, execution = entry
+            if age <= cache.seconds:
+                if age > cache.seconds / 2:
+                    self.shared.loads.start(execution_id, lambda: self._read(execution_id))
+                return execution
+        loaded = await self.shared.loads.do(execution_id, lambda: self._read(execution_id))
+        newer = cache.peek(execution_id)  # committed here while the shared read was under way
+        return newer if newer is not None and (loaded is None or newer.version > loaded.version) else loaded
+
+    async def _read(self, execution_id: str) -> Execution | None:
+        async with self.deps.store.read() as uow:
+            execution = await uow.executions.get(execution_id)
+        if execution is not None:
+            self.shared.cache.put(execution)
         return execution
 
     def _visible(self, principal: Principal, execution: Execution | None, execution_id: str) -> Execution:

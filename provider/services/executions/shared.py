@@ -10,7 +10,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from provider.aio import Tasks, wait_event
+from provider.aio import SingleFlight, Tasks, wait_event
 from provider.domain.executions import Execution
 from provider.services.assets import AssetService
 from provider.services.notifications import EventLog, SubscriptionService
@@ -66,6 +66,11 @@ class ExecutionCache:
             return None
         return entry[1]
 
+    def lookup(self, execution_id: str) -> tuple[float, Execution] | None:
+        """The entry and its age in seconds, however old."""
+        entry = self._entries.get(execution_id)
+        return (time.monotonic() - entry[0], entry[1]) if entry is not None else None
+
     def peek(self, execution_id: str) -> Execution | None:
         """The entry however old it is."""
         entry = self._entries.get(execution_id)
@@ -102,6 +107,7 @@ class Shared:
 
     def __init__(self, cache_seconds: float) -> None:
         self.cache = ExecutionCache(cache_seconds)
+        self.loads: SingleFlight[str, Execution | None] = SingleFlight(log)  # store reads by id
         self.notifier = ChangeNotifier()
         # execution id -> the id of the workspace token its running job holds (filesystem
         # storage), revoked when the attempt ends
