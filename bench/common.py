@@ -57,22 +57,23 @@ def memory_kib(pid: int, field: str) -> int:
 class Service:
     """`provider serve` in its own process, so that its memory is measured alone."""
 
-    def __init__(self, settings: dict[str, Any]) -> None:
+    def __init__(self, settings: dict[str, Any], core: int | None = None) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="provider-bench-"))
         self.port = free_port()
         config = {
             "data_dir": str(self.dir / "data"),
             "auth": {"bootstrap_admin_key": ADMIN_KEY},
             "assets": {"directory": str(REPO / "config" / "assets")},
-            "logging": {"level": "WARNING"},
+            "logging": {"level": "WARNING"},  # a bench that measures logging sets its own level
             **settings,
             "server": {"port": self.port, **settings.get("server", {})},  # merged, not replaced
         }
         (self.dir / "config.yaml").write_text(json.dumps(config))
         self.url = f"http://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("PROVIDER_")}
+        pin = ["taskset", "-c", str(core)] if core is not None else []  # one core of its own
         self.process = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-m", "provider", "serve", "--config", str(self.dir / "config.yaml")],
+            [*pin, sys.executable, "-m", "provider", "serve", "--config", str(self.dir / "config.yaml")],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=open(self.dir / "service.log", "w"),  # noqa: SIM115

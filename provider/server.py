@@ -9,6 +9,7 @@ the same limit, and the same problem answers to requests aiohttp cannot parse
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 
 from aiohttp import web
@@ -139,11 +140,21 @@ async def start(app: web.Application, settings: ServerSettings) -> tuple[web.App
     return runner, site
 
 
+def settle_garbage_collector() -> None:
+    """Once started: what start-up made (modules, the application, its models) lives as long as
+    the process, so it is moved out of the collector's sight. A full collection then walks only
+    what requests made since: tens of milliseconds less per pause, every few seconds under load,
+    which is what requests waited for at the far end of their latency."""
+    gc.collect()
+    gc.freeze()
+
+
 def serve(app: web.Application, settings: ServerSettings) -> None:
     """Serve until SIGINT or SIGTERM, then let running requests finish (up to the shutdown timeout)."""
 
     async def main() -> None:
         runner, _ = await start(app, settings)
+        settle_garbage_collector()
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):

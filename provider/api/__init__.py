@@ -17,7 +17,7 @@ from provider.api.handlers import (
     tenants,
     workspaces,
 )
-from provider.api.middleware import problems, request_context
+from provider.api.middleware import request_context
 from provider.api.protocol import CLIENT_ERRORS, client_errors
 from provider.api.routing import add_routes
 
@@ -28,7 +28,7 @@ def build_api(context: ApiContext, max_body_bytes: int, header_timeout_seconds: 
     # slowly header bytes trickle in meanwhile: that timeout is the header timeout. It is set here,
     # on the application, so that every runner (the service's and the tests') applies it.
     app = web.Application(
-        middlewares=[request_context, problems],
+        middlewares=[request_context],
         client_max_size=max_body_bytes,
         handler_args={"keepalive_timeout": header_timeout_seconds},
     )

@@ -1,7 +1,9 @@
-"""Middlewares: request id and metrics around everything, then errors to problem JSON."""
+"""The middleware: a request id, metrics and the access log around everything, and errors turned
+into problem JSON."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import time
@@ -13,7 +15,7 @@ from aiohttp import web
 from provider.api.context import ctx
 from provider.api.problems import from_exception, problem_response
 from provider.api.protocol import CLIENT_ERRORS
-from provider.logs import request_id_var
+from provider.logs import access_log, request_id_var
 
 log = logging.getLogger("provider.http")
 
@@ -29,15 +31,24 @@ def route_template(request: web.Request) -> str:
     return "unmatched"
 
 
+# Request ids: a random prefix per process and a counter, unique across replicas without a
+# call to the system's random source per request.
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_next_id = itertools.count(1).__next__
+
+
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
-    incoming = request.headers.get("X-Request-ID", "")
-    request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+    incoming = request.headers.get("X-Request-ID")
+    request_id = incoming if incoming and _REQUEST_ID.match(incoming) else f"{_ID_PREFIX}{_next_id():016x}"
     token = request_id_var.set(request_id)
     started = time.perf_counter()
     status = 500
     try:
-        response = await handler(request)
+        try:
+            response = await handler(request)
+        except Exception as exc:
+            response = _problem(request, exc)
         status = response.status
         response.headers["X-Request-ID"] = request_id
         return response
@@ -45,35 +56,27 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         elapsed = time.perf_counter() - started
         route = route_template(request)
         ctx(request).metrics.observe(request.method, route, status, elapsed)
-        log.info(
-            "%s %s %s",
-            request.method,
-            route,
-            status,
-            extra={"status": status, "duration_ms": round(elapsed * 1000, 2), "remote": request.remote},
-        )
+        access_log.record(request.method, route, status, round(elapsed * 1000, 2), request.remote, request_id)
         request_id_var.reset(token)
 
 
-@web.middleware
-async def problems(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except Exception as exc:
-        response = from_exception(exc)
-        if response is not None:
-            return response
-        if isinstance(exc, web.HTTPException):
-            raise  # redirects and other non-error statuses pass through
-        if isinstance(exc, ConnectionError) and (request.transport is None or request.transport.is_closing()):
-            # The client left mid-request (its body stopped, or our answer could not be sent):
-            # not a fault of ours, and any client can do it at will, hence no traceback.
-            request.app[CLIENT_ERRORS].warn(
-                "client-disconnected",
-                "a client closed its connection during %s %s",
-                request.method,
-                route_template(request),
-            )
-            return problem_response(499, "the client closed the connection", "client-closed-request")
-        log.exception("unhandled error in %s %s", request.method, route_template(request))
-        return problem_response(500, "internal error; quote the request id when reporting it", "internal")
+def _problem(request: web.Request, exc: Exception) -> web.StreamResponse:
+    """The problem document an exception of a handler stands for (one middleware does both jobs:
+    each layer of middleware costs every request a coroutine and a call)."""
+    response = from_exception(exc)
+    if response is not None:
+        return response
+    if isinstance(exc, web.HTTPException):
+        raise exc  # redirects and other non-error statuses pass through
+    if isinstance(exc, ConnectionError) and (request.transport is None or request.transport.is_closing()):
+        # The client left mid-request (its body stopped, or our answer could not be sent):
+        # not a fault of ours, and any client can do it at will, hence no traceback.
+        request.app[CLIENT_ERRORS].warn(
+            "client-disconnected",
+            "a client closed its connection during %s %s",
+            request.method,
+            route_template(request),
+        )
+        return problem_response(499, "the client closed the connection", "client-closed-request")
+    log.error("unhandled error in %s %s", request.method, route_template(request), exc_info=exc)
+    return problem_response(500, "internal error; quote the request id when reporting it", "internal")

@@ -140,8 +140,13 @@ async def parse_json(request: web.Request, model: type[M]) -> M:
         ) from exc
 
 
+_NO_QUERY: dict[type[BaseModel], BaseModel] = {}  # each model's defaults, validated once
+
+
 def parse_query(request: web.Request, model: type[M]) -> M:
     """Query parameters into `model` (repeated parameters become lists); 400 when invalid."""
+    if not request.query_string and model in _NO_QUERY:  # polling: the defaults, validated once
+        return _NO_QUERY[model].model_copy()  # type: ignore[return-value]
     data: dict[str, Any] = {}
     for key in request.query:
         values = request.query.getall(key)
@@ -150,6 +155,9 @@ def parse_query(request: web.Request, model: type[M]) -> M:
     if nul:
         raise ProblemError(400, "invalid-query", "invalid query parameters", nul)
     try:
-        return model.model_validate(data)
+        parsed = model.model_validate(data)
     except ValidationError as exc:
         raise ProblemError(400, "invalid-query", "invalid query parameters", _problems(exc, "query")) from exc
+    if not data:
+        _NO_QUERY[model] = parsed.model_copy()
+    return parsed
