@@ -19,7 +19,8 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class QueryModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Frozen: a request without a query shares its model's defaults (parse_query).
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class PageQuery(QueryModel):
@@ -146,7 +147,7 @@ _NO_QUERY: dict[type[BaseModel], BaseModel] = {}  # each model's defaults, valid
 def parse_query(request: web.Request, model: type[M]) -> M:
     """Query parameters into `model` (repeated parameters become lists); 400 when invalid."""
     if not request.query_string and model in _NO_QUERY:  # polling: the defaults, validated once
-        return _NO_QUERY[model].model_copy()  # type: ignore[return-value]
+        return _NO_QUERY[model]  # type: ignore[return-value]
     data: dict[str, Any] = {}
     for key in request.query:
         values = request.query.getall(key)
@@ -158,6 +159,6 @@ def parse_query(request: web.Request, model: type[M]) -> M:
         parsed = model.model_validate(data)
     except ValidationError as exc:
         raise ProblemError(400, "invalid-query", "invalid query parameters", _problems(exc, "query")) from exc
-    if not data:
-        _NO_QUERY[model] = parsed.model_copy()
+    if not data and parsed.model_config.get("frozen"):
+        _NO_QUERY[model] = parsed
     return parsed
