@@ -147,6 +147,7 @@ def settle_garbage_collector() -> None:
     which is what requests waited for at the far end of their latency."""
     gc.collect()
     gc.freeze()
+    gc.enable()
 
 
 def serve(app: web.Application, settings: ServerSettings) -> None:

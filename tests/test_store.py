@@ -245,3 +245,10 @@ async def test_a_workspace_s_activity_counts_active_executions_and_the_last_end(
         await uow.executions.add(run(State.QUEUED, NOW + timedelta(minutes=9)))
     async with store.read() as uow:
         assert await uow.executions.workspace_activity(ws.id) == (2, NOW + timedelta(minutes=3))
+
+
+def test_the_head_start_up_knows_without_alembic_is_alembic_s_head() -> None:
+    """A restart with a current schema skips Alembic: it must find the head Alembic would."""
+    assert migrations.head_revision() == migrations.HEAD
+    numbers = sorted(p.name[:4] for p in (migrations.MIGRATIONS / "versions").glob("[0-9]*_*.py"))
+    assert numbers == [f"{n:04d}" for n in range(1, len(numbers) + 1)]  # one line of history

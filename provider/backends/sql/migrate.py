@@ -1,23 +1,32 @@
-"""Run Alembic migrations programmatically (`provider migrate`, or at start-up)."""
+"""Run Alembic migrations programmatically (`provider migrate`, or at start-up).
+
+A start-up whose schema is current (the usual restart) reads the stored revision with one query
+and imports none of Alembic: the head is the highest numbered script (the history is one line,
+0001, 0002, ..., which tests/test_store.py checks against Alembic's own view).
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
+from sqlalchemy.exc import DBAPIError
 
 from provider.backends.sql.store import SqlStore
 
+if TYPE_CHECKING:
+    from alembic.config import Config
+
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).with_name("migrations")
+HEAD = max(path.name.split("_", 1)[0] for path in (MIGRATIONS / "versions").glob("[0-9][0-9][0-9][0-9]_*.py"))
 
 
 def _config(connection: sa.Connection) -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
@@ -36,6 +45,10 @@ async def upgrade(store: SqlStore, revision: str = "head") -> None:
     failing on each other's tables.
     """
     before = await current_revision(store)
+    if revision == "head" and before == HEAD:
+        return
+    from alembic import command
+
     async with store.engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
@@ -46,11 +59,21 @@ async def upgrade(store: SqlStore, revision: str = "head") -> None:
 
 
 async def current_revision(store: SqlStore) -> str | None:
+    """The revision the database is at; None before the first migration."""
+    version = sa.table("alembic_version", sa.column("version_num"))
     async with store.engine.connect() as conn:
-        return await conn.run_sync(lambda sync: MigrationContext.configure(sync).get_current_revision())
+        try:
+            rows = (await conn.execute(sa.select(version.c.version_num))).scalars().all()
+        except DBAPIError:  # no version table yet
+            return None
+    return rows[0] if len(rows) == 1 else None
 
 
 def head_revision() -> str | None:
+    """The newest revision, as Alembic reads the scripts."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     return ScriptDirectory.from_config(config).get_current_head()

@@ -121,12 +121,12 @@ class SqlStore:
 
     async def prepare(self, migrate: bool) -> None:
         """Bring the schema up to date, or (migrate False) check that it is."""
-        from provider.backends.sql import migrate as migrations  # alembic: only when starting
+        from provider.backends.sql import migrate as migrations  # only when starting
 
         if migrate:
             await migrations.upgrade(self)
             return
-        current, head = await migrations.current_revision(self), migrations.head_revision()
+        current, head = await migrations.current_revision(self), migrations.HEAD
         if current != head:
             raise RuntimeError(
                 f"database schema is at {current}, the service needs {head}: run 'provider migrate'"
