@@ -240,6 +240,25 @@ async def test_a_repeated_provision_request_gets_the_same_workspace_and_another_
     assert [t["participant_id"] for t in tenants["items"]].count(body["policy"]["assignee"]) == 1
 
 
+async def test_a_burst_of_the_same_request_makes_one_workspace_and_leaves_no_other_behind(
+    live: Api, connector: Connector, edc_settings: Settings
+) -> None:
+    """A connector that retries at once (its request timed out) sends the same provision while
+    the first is under way: each copy makes a bucket, one record wins, and every other copy's
+    bucket and workspace row go with its refused transaction."""
+    body = request_for(connector)
+    body["policy"]["assignee"] = "did:web:burst.example"  # a participant seen for the first time
+    answers = await asyncio.gather(*(live.json("POST", WEBHOOK, 200, json=body) for _ in range(8)))
+    assert len({a["workspace_id"] for a in answers}) == 1
+    listed = await live.json("GET", "/api/v1/workspaces?page_size=500", 200, key=ADMIN_KEY)
+    mine = [w for w in listed["items"] if w["id"] == answers[0]["workspace_id"]]
+    assert len(mine) == 1 and len(listed["items"]) == 1
+    directories = [p.name for p in (edc_settings.data_dir / "workspaces").iterdir()]
+    assert directories == [mine[0]["storage"]["location"]]
+    tenants = await live.json("GET", "/api/v1/tenants", 200, key=ADMIN_KEY)
+    assert [t["participant_id"] for t in tenants["items"]].count("did:web:burst.example") == 1
+
+
 async def test_deprovision_answers_exactly_200_cancels_executions_and_removes_everything(
     live: Api, connector: Connector, edc_settings: Settings
 ) -> None:

@@ -211,3 +211,29 @@ async def test_revoking_a_consumer_s_access_spares_the_sidecars_of_running_jobs(
     await workspaces.revoke_all_tokens(ws.id)  # deletion and deprovisioning take every token
     with pytest.raises(Unauthenticated):
         await components.auth.authenticate(f"Bearer {job.token}")
+
+
+async def test_a_participant_first_seen_by_many_requests_at_once_is_created_with_one_write(
+    services: ServiceWorld,
+) -> None:
+    """A burst of transfers for a new participant: one request creates its tenant, the others
+    wait for it instead of each queueing for the database's writer."""
+    tenants = services.components.tenants
+    store, writes = tenants.store, []
+
+    class Counting:
+        def __getattr__(self, name: str) -> object:
+            return getattr(store, name)
+
+        def transaction(self) -> object:
+            writes.append(1)
+            return store.transaction()
+
+    tenants.store = Counting()  # type: ignore[assignment]
+    try:
+        found = await asyncio.gather(
+            *(tenants.find_or_create("did:web:new.example", "new") for _ in range(50))
+        )
+    finally:
+        tenants.store = store
+    assert len({t.id for t in found}) == 1 and len(writes) == 1

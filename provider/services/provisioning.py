@@ -20,10 +20,10 @@ from provider.domain.errors import Conflict, ForbiddenAddress, NotFound, Offerin
 from provider.domain.ids import new_id
 from provider.domain.provisioning import PendingCallback, ProvisionerKind, Provisioning, ProvisioningState
 from provider.domain.tenants import hash_secret
-from provider.domain.workspaces import Scope
+from provider.domain.workspaces import Scope, Workspace
 from provider.services.assets import AssetService
 from provider.services.executions import ExecutionService
-from provider.services.ports import Clock, JsonPoster, Storage, Store
+from provider.services.ports import Clock, JsonPoster, Storage, Store, UnitOfWork
 from provider.services.tenants import TenantService
 from provider.services.workspaces import WorkspaceService
 
@@ -105,39 +105,44 @@ class ProvisioningService:
             return again
         granted = await self._granted(connector, request.asset_id, kind)
         tenant = await self.tenants.find_or_create(request.participant_id, request.participant_id)
-        workspace = await self.workspaces.create(
-            tenant.id,
-            f"EDC transfer {request.transfer_process_id}"[:200],
-            {"edc.connector": connector[:256], "edc.asset": request.asset_id[:256]},
-            allowed_assets=granted,
-        )
-        now = self.clock()
         code = secrets.token_urlsafe(32)
-        item = Provisioning(
-            id=new_id("prv"),
-            connector=connector,
-            transfer_process_id=request.transfer_process_id,
-            resource_definition_id=request.resource_definition_id,
-            asset_id=request.asset_id,
-            callback_address=request.callback_address,
-            participant_id=request.participant_id,
-            tenant_id=tenant.id,
-            workspace_id=workspace.id,
-            access_code_hash=hash_secret(code),
-            state=ProvisioningState.CALLBACK_PENDING,
-            attempts=0,
-            next_attempt_at=now,
-            deadline_at=now + timedelta(seconds=self.policy.deadline_seconds),
-            created_at=now,
-            updated_at=now,
-            kind=kind,
-        )
+        made: list[Provisioning] = []
+
+        async def record(uow: UnitOfWork, workspace: Workspace) -> None:
+            now = self.clock()
+            item = Provisioning(
+                id=new_id("prv"),
+                connector=connector,
+                transfer_process_id=request.transfer_process_id,
+                resource_definition_id=request.resource_definition_id,
+                asset_id=request.asset_id,
+                callback_address=request.callback_address,
+                participant_id=request.participant_id,
+                tenant_id=tenant.id,
+                workspace_id=workspace.id,
+                access_code_hash=hash_secret(code),
+                state=ProvisioningState.CALLBACK_PENDING,
+                attempts=0,
+                next_attempt_at=now,
+                deadline_at=now + timedelta(seconds=self.policy.deadline_seconds),
+                created_at=now,
+                updated_at=now,
+                kind=kind,
+            )
+            await uow.provisionings.add(item)  # Conflict: the same request raced in
+            made.append(item)
+
         try:
-            async with self.store.transaction() as uow:
-                await uow.provisionings.add(item)
-        except Conflict:  # the same request raced in: keep the first, drop this workspace
-            await self.workspaces.delete_system(workspace.id)
+            workspace = await self.workspaces.create(
+                tenant.id,
+                f"EDC transfer {request.transfer_process_id}"[:200],
+                {"edc.connector": connector[:256], "edc.asset": request.asset_id[:256]},
+                allowed_assets=granted,
+                with_it=record,
+            )
+        except Conflict:  # the first one stands (its bucket was kept, this one's removed)
             return await self.provision(connector, request, kind)
+        [item] = made
         self._codes[item.id] = code
         log.info(
             "provisioned",

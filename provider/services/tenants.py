@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+from provider.aio import SingleFlight
 from provider.domain.errors import Conflict, FieldProblem, InvalidInput, NotFound
 from provider.domain.ids import new_id
 from provider.domain.pagination import Page, PageRequest
@@ -48,6 +49,9 @@ class TenantService:
         self.clock = clock
         self.operator_participant_id = operator_participant_id
         self.operator_name = operator_name
+        # First sight of a participant by many requests at once (a burst of transfers): one
+        # looks and creates, the others wait for it instead of queueing for the writer.
+        self._first_sight: SingleFlight[str, Tenant] = SingleFlight()
 
     async def create(
         self, participant_id: str, display_name: str, allowed_assets: frozenset[str] | None = None
@@ -71,6 +75,11 @@ class TenantService:
 
     async def find_or_create(self, participant_id: str, display_name: str) -> Tenant:
         """The tenant for a participant, created on first sight (provisioning and data flows)."""
+        return await self._first_sight.do(
+            participant_id, lambda: self._find_or_create(participant_id, display_name)
+        )
+
+    async def _find_or_create(self, participant_id: str, display_name: str) -> Tenant:
         async with self.store.read() as uow:  # the usual case: no write, no wait for the writer
             known = await uow.tenants.get_by_participant(participant_id)
         if known is not None:

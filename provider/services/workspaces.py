@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -43,6 +43,7 @@ from provider.services.ports import (
     StoredObject,
     TemporaryCredentials,
     TokenCodec,
+    UnitOfWork,
 )
 
 log = logging.getLogger(__name__)
@@ -95,8 +96,11 @@ class WorkspaceService:
         name: str,
         labels: dict[str, str],
         allowed_assets: frozenset[str] | None = None,
+        with_it: Callable[[UnitOfWork, Workspace], Awaitable[None]] | None = None,
     ) -> Workspace:
-        """A new workspace; `allowed_assets` limits what it may run (provisioning sets it)."""
+        """A new workspace; `allowed_assets` limits what it may run (provisioning sets it), and
+        `with_it` writes what belongs to it (a provisioning record) in the same transaction: one
+        write instead of two, and never one without the other."""
         now = self.clock()
         workspace_id = new_id("ws")
         workspace = Workspace(
@@ -120,6 +124,8 @@ class WorkspaceService:
                 if await uow.tenants.get(tenant_id) is None:
                     raise NotFound("tenant", tenant_id)
                 await uow.workspaces.add(workspace)
+                if with_it is not None:
+                    await with_it(uow, workspace)
                 if self.events is not None:
                     await self.events.workspace_changed(uow, workspace, self.storage.name)
         except BaseException:
