@@ -79,7 +79,11 @@ class Isolation(Protocol):
     mode: str
 
     async def provision(self, bucket: str) -> None:
-        """Create what the bucket's credentials need (nothing, or a user and a role); idempotent."""
+        """Create what the bucket's credentials need (nothing, or a user and a role); idempotent.
+        Runs while the bucket itself is being made: it needs no bucket yet."""
+
+    async def bucket_made(self, bucket: str) -> None:
+        """What needs the bucket itself (a bucket policy), once both are there; idempotent."""
 
     async def retire(self, bucket: str) -> None:
         """Remove it again, ending every session of the bucket where the server allows; idempotent."""
@@ -101,6 +105,9 @@ class SharedRole:
         self.role_arn = role_arn
 
     async def provision(self, bucket: str) -> None:
+        return None
+
+    async def bucket_made(self, bucket: str) -> None:
         return None
 
     async def retire(self, bucket: str) -> None:
@@ -181,6 +188,8 @@ class RolePerWorkspace:
             )
         except ClientError as exc:
             raise Unavailable(f"RGW refused the workspace role's policy for {bucket}: {exc}") from exc
+
+    async def bucket_made(self, bucket: str) -> None:
         # Objects that a session writes belong to the workspace user, and RGW does not let even the
         # bucket's owner read them; this policy lets the service read and remove them.
         service_user = await self._service_user_id()
