@@ -1,7 +1,11 @@
 """100 concurrent EDC provision requests against the S3 backend (radosgw): every callback must
 arrive; p50 and p99 from the request to its webhook answer and to the connector's callback.
+In the same run, before it: 100 concurrent bare workspace creations through the API to warm
+radosgw up (a fresh one makes its first buckets several times slower than the rest), then 100
+more as the baseline: the part of the work every provision does (a bucket, its user and role, a
+row).
 
-    python -m bench.edc_provisioning [--count 100] [--s3-endpoint URL] [--busy 1]
+    python -m bench.edc_provisioning [--count 100] [--s3-endpoint URL] [--busy 1] [--store postgresql]
 
 `--busy N` makes the connector answer 409 to the first N callbacks of each transfer, as a real
 connector does while it holds the process lease.
@@ -18,12 +22,14 @@ import uuid
 import aiohttp
 from aiohttp import web
 
-from bench.common import REPO, S3_ACCESS, S3_SECRET, Service, percentile, with_s3
+from bench.common import ADMIN_KEY, REPO, S3_ACCESS, S3_SECRET, Databases, Service, percentile, with_s3
 
 WEBHOOK_SECRET = "bench-connector-secret-" + "x" * 20
 
 
-async def run(count: int, endpoint: str, busy: int) -> None:
+async def run(count: int, endpoint: str, busy: int, store: str = "sqlite") -> None:
+    databases = Databases()
+    store_url = await databases.create() if store == "postgresql" else None
     received: dict[str, float] = {}
     calls: dict[str, int] = {}
     done = asyncio.Event()
@@ -47,6 +53,7 @@ async def run(count: int, endpoint: str, busy: int) -> None:
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
     service = Service(
         {
+            **({"store": {"url": store_url}} if store_url else {}),
             "storage": {
                 "backend": "s3",
                 "s3": {
@@ -68,7 +75,25 @@ async def run(count: int, endpoint: str, busy: int) -> None:
         body["assetId"] = "compute-offering-dummy"  # the offering config/assets/dummy.yaml names
         sent: dict[str, float] = {}
         answered: dict[str, float] = {}
+        created: list[float] = []
+        warm_up: list[float] = []
         async with aiohttp.ClientSession() as session:
+            admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+            async with session.get(f"{service.url}/api/v1/me", headers=admin) as r:
+                operator = (await r.json())["tenant"]["id"]
+
+            async def create_workspace() -> None:
+                begun = time.perf_counter()
+                workspace = {"tenant_id": operator, "name": "bench"}
+                async with session.post(
+                    f"{service.url}/api/v1/workspaces", json=workspace, headers=admin
+                ) as r:
+                    assert r.status == 201, await r.text()
+                created.append((time.perf_counter() - begun) * 1000)
+
+            await asyncio.gather(*(create_workspace() for _ in range(count)))
+            warm_up, created[:] = created[:], []
+            await asyncio.gather(*(create_workspace() for _ in range(count)))
 
             async def provision() -> None:
                 process = str(uuid.uuid4())
@@ -87,11 +112,20 @@ async def run(count: int, endpoint: str, busy: int) -> None:
     finally:
         service.stop()
         await runner.cleanup()
+        await databases.drop_all()
     to_answer = [(answered[p] - sent[p]) * 1000 for p in sent]
     to_callback = [(received[p] - sent[p]) * 1000 for p in sent]
-    print(f"{count} concurrent provision requests, S3 backend (radosgw), connector answers 409 {busy}x first")
+    print(
+        f"{count} concurrent provision requests, S3 backend (radosgw), store {store}, "
+        f"connector answers 409 {busy}x first"
+    )
     print(f"  callbacks delivered: {len(received)} of {count} in {wall:.1f} s")
-    for label, values in (("request -> 200 answer", to_answer), ("request -> callback", to_callback)):
+    for label, values in (
+        ("warm-up creation", warm_up),
+        ("bare workspace creation", created),
+        ("request -> 200 answer", to_answer),
+        ("request -> callback", to_callback),
+    ):
         p50, p99 = percentile(values, 0.5), percentile(values, 0.99)
         print(f"  {label:<22} p50 {p50:7.0f} ms   p99 {p99:7.0f} ms")
 
@@ -101,8 +135,13 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100)
     parser.add_argument("--busy", type=int, default=1)
     parser.add_argument("--s3-endpoint")
+    parser.add_argument("--store", choices=("sqlite", "postgresql"), default="sqlite")
     args = parser.parse_args()
-    with_s3(args.s3_endpoint, 7496, lambda endpoint: asyncio.run(run(args.count, endpoint, args.busy)))
+    with_s3(
+        args.s3_endpoint,
+        7496,
+        lambda endpoint: asyncio.run(run(args.count, endpoint, args.busy, args.store)),
+    )
 
 
 if __name__ == "__main__":
