@@ -65,10 +65,12 @@ class Tasks:
         return task is not None and not task.done()
 
     def cancel(self, key: Hashable) -> bool:
-        """Cancel the task under `key`; False when none runs."""
-        task = self._tasks.pop(key, None)
-        if task is None or task.done():
+        """Cancel the task under `key`; False when none runs, or when it is the caller's own
+        task (which goes on: it is the one asking)."""
+        task = self._tasks.get(key)
+        if task is None or task.done() or task is asyncio.current_task():
             return False
+        del self._tasks[key]
         task.cancel()
         return True
 

@@ -174,7 +174,7 @@ class DrivenCompute:
         self.released.append(execution_id)
         self.running.discard(execution_id)
 
-    async def withdraw(self, execution_id: str) -> None:
+    async def withdraw(self, execution_id: str, attempt: int) -> None:
         self.withdrawn.append(execution_id)
         self.running.discard(execution_id)
 

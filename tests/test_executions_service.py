@@ -224,3 +224,42 @@ async def test_an_execution_polled_by_many_at_once_is_read_from_the_store_once(w
     finally:
         executions.deps.store = store
     assert len(reads) == 1 and {e.id for e in polled} == {execution_id}
+
+
+async def test_a_queued_execution_found_in_a_suspended_workspace_is_held_not_failed(world) -> None:  # type: ignore[no-untyped-def]
+    """The hold of a suspension was lost (a crash between storing the suspension and holding), or
+    a retry came due meanwhile: whoever submits it next finds the workspace suspended and holds
+    it, where it would have ended the execution as Lost."""
+    components, compute, admin, workspace = world
+    execution_id = await start(world)
+    compute.running.discard(execution_id)  # its job is gone (a restart)
+    await components.workspaces.suspend(workspace)  # and nobody held it
+    await components.executions.reconcile()
+    held = await components.executions.get(admin, execution_id)
+    assert (held.state, held.reason) == (State.QUEUED, "Suspended")
+
+
+async def test_reconciliation_releases_held_executions_of_a_resumed_workspace(world) -> None:  # type: ignore[no-untyped-def]
+    components, compute, admin, workspace = world
+    execution_id = await start(world)
+    await components.workspaces.suspend(workspace)
+    await components.executions.hold_workspace(workspace)
+    await components.workspaces.unsuspend(workspace)  # resumed, and the release was lost
+    compute.submitted.clear()
+    await components.executions.reconcile()
+    released = await components.executions.get(admin, execution_id)
+    assert (released.state, released.reason) == (State.QUEUED, None)
+    assert [(j.execution_id, j.attempt) for j in compute.submitted] == [(execution_id, 2)]
+
+
+async def test_a_job_of_the_held_attempt_that_began_anyway_is_stopped(world) -> None:  # type: ignore[no-untyped-def]
+    """A submission of the held attempt still being retried elsewhere made its job after the
+    hold: its first report is not taken, and the job is withdrawn."""
+    components, compute, admin, workspace = world
+    execution_id = await start(world)
+    await components.workspaces.suspend(workspace)
+    await components.executions.hold_workspace(workspace)
+    assert compute.withdrawn == [execution_id]
+    await compute.emit(execution_id, State.INITIALIZING, attempt=1)
+    await poll_until(lambda: compute.withdrawn == [execution_id, execution_id], "the late job withdrawn")
+    assert (await components.executions.get(admin, execution_id)).state is State.QUEUED

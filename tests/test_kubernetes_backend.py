@@ -324,7 +324,9 @@ async def test_a_withdrawn_job_goes_with_its_secret_and_a_waiting_submission_sto
     made, waiting = job_spec(), job_spec(execution_id="exe_waiting")
     await backend.submit(made)
     assert fake_kube.get("secrets", NS, secret_name(made.execution_id)) is not None
-    await backend.withdraw(made.execution_id)
+    await backend.withdraw(made.execution_id, made.attempt)  # the hold's own attempt: kept
+    assert fake_kube.get("jobs", NS, job_name(made.execution_id)) is not None
+    await backend.withdraw(made.execution_id, made.attempt + 1)
     assert fake_kube.get("jobs", NS, job_name(made.execution_id)) is None
     assert fake_kube.get("secrets", NS, secret_name(made.execution_id)) is None
 
@@ -333,7 +335,7 @@ async def test_a_withdrawn_job_goes_with_its_secret_and_a_waiting_submission_sto
     )
     await backend.submit(waiting)
     assert backend._retries.running(waiting.execution_id)  # it tries again after a backoff
-    await backend.withdraw(waiting.execution_id)
+    await backend.withdraw(waiting.execution_id, waiting.attempt + 1)
     assert not backend._retries.running(waiting.execution_id)  # and now never will
     assert fake_kube.get("jobs", NS, job_name(waiting.execution_id)) is None
 

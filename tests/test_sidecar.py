@@ -402,7 +402,9 @@ def test_a_withdrawn_local_job_stops_at_once_and_leaves_nothing(tmp_path: Path) 
             )
             await compute.submit(spec)
             await poll_until(lambda: any(e.state is State.INITIALIZING for e in events), "stage-in began")
-            await compute.withdraw(EXECUTION)
+            await compute.withdraw(EXECUTION, spec.attempt)  # a later attempt's job: not this one
+            assert EXECUTION in await compute.known()
+            await compute.withdraw(EXECUTION, spec.attempt + 1)
             return events, await compute.known(), (tmp_path / "jobs" / EXECUTION).exists()
 
     events, known, directory_left = asyncio.run(scenario())

@@ -22,6 +22,8 @@ from provider.aio import wait_event
 from provider.api.context import CONTEXT
 from provider.app import create_app
 from provider.config import ConfigError, Settings
+from provider.domain.dataflows import FlowState
+from provider.domain.errors import Unavailable
 from provider.domain.executions import State
 from tests.conftest import ADMIN_KEY, REPO, WAIT_SECONDS, Api, MovableClock, poll_until
 from tests.fakes import DrivenCompute
@@ -309,7 +311,8 @@ async def test_suspend_holds_queued_executions_and_resume_submits_them_again(
     assert (held["state"], held["reason"], held["attempt"]) == ("QUEUED", "Suspended", 2)
     assert held["attempts"][0]["reason"] == "Suspended"
     assert compute.withdrawn == [queued["id"]] and queued["id"] not in compute.running
-    await compute.emit(queued["id"], State.RUNNING, attempt=1)  # its withdrawn job, late
+    await compute.emit(queued["id"], State.RUNNING, attempt=1)  # its withdrawn job, late ...
+    await poll_until(lambda: compute.withdrawn == [queued["id"]] * 2, "the late job withdrawn again")
     assert (await dps.json("GET", f"/api/v1/executions/{queued['id']}", 200, key=ADMIN_KEY))[
         "state"
     ] == "QUEUED"
@@ -319,7 +322,7 @@ async def test_suspend_holds_queued_executions_and_resume_submits_them_again(
     submissions = len(compute.submitted)
 
     await signal(dps, "p-hold/suspend", 200, example("suspend"))  # again: nothing more is held
-    assert compute.withdrawn == [queued["id"]]
+    assert compute.withdrawn == [queued["id"]] * 2
     resumed = await signal(dps, "p-hold/resume", 200, example("resume"))
     _, fresh = address_of(resumed)
     assert [(j.execution_id, j.attempt) for j in compute.submitted[submissions:]] == [(queued["id"], 2)]
@@ -396,6 +399,74 @@ async def test_a_flow_completes_by_itself_once_its_executions_are_done_and_idle(
     await dps.json("GET", f"{workspace}/objects", 401, key=token)
     await dps.json("GET", workspace, 404, key=ADMIN_KEY)  # no retention configured: deleted
     await dps.json("GET", unused, 200, key=ADMIN_KEY)
+
+
+async def test_the_sweep_closes_what_a_stop_left_open_and_one_failing_deletion_stops_no_other(
+    aiohttp_client: Any,
+    settings: Settings,
+    control_plane: ControlPlane,
+    contract: Any,
+    clock: MovableClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    app = create_app(signaling_settings(settings, control_plane, retention_seconds=60), clock=clock)
+    dps = Api(await aiohttp_client(app), contract, app)
+    signaling = app[CONTEXT].signaling
+    await signaling._tasks.stop("notices")  # the sweeps are this test's alone
+    stuck, stuck_token = address_of(await signal(dps, "start", 200, example("start", processId="p-stuck")))
+    other, _ = address_of(await signal(dps, "start", 200, example("start", processId="p-other")))
+    # The end of p-stuck is stored, and the process stops before it closes the workspace.
+    await signaling._move("cp", "p-stuck", FlowState.TERMINATED, retain=True)
+    await dps.json("GET", f"{stuck}/objects", 200, key=stuck_token)  # still open
+    await signaling.sweep()
+    await dps.json("GET", f"{stuck}/objects", 401, key=stuck_token)  # closed by the sweep
+    assert (await dps.json("GET", stuck, 200, key=ADMIN_KEY))["state"] == "suspended"
+    await signal(dps, "p-other/terminate", 200, example("terminate"))
+    workspaces = app[CONTEXT].workspaces
+    delete, refused = workspaces.delete_system, stuck.rsplit("/", 1)[-1]
+
+    async def failing(workspace_id: str) -> None:
+        if workspace_id == refused:
+            raise Unavailable("the storage refuses (injected)")
+        await delete(workspace_id)
+
+    monkeypatch.setattr(workspaces, "delete_system", failing)
+    clock.advance(61)
+    assert await signaling.sweep() == (0, 1)  # p-stuck's deletion failed, p-other's went on
+    await dps.json("GET", other, 404, key=ADMIN_KEY)
+    await dps.json("GET", stuck, 200, key=ADMIN_KEY)
+    monkeypatch.setattr(workspaces, "delete_system", delete)
+    clock.advance(121)  # its claim runs out: the next sweep tries again
+    assert await signaling.sweep() == (0, 1)
+    await dps.json("GET", stuck, 404, key=ADMIN_KEY)
+
+
+async def test_idle_flows_complete_however_many_are_busy(
+    aiohttp_client: Any, settings: Settings, control_plane: ControlPlane, contract: Any, clock: MovableClock
+) -> None:
+    """Flows that never finish (never ran anything) do not keep later flows from completing."""
+    compute = DrivenCompute()
+    app = create_app(
+        signaling_settings(settings, control_plane, complete_after_idle_seconds=60),
+        compute=compute,
+        clock=clock,
+    )
+    dps = Api(await aiohttp_client(app), contract, app)
+    await app[CONTEXT].signaling._tasks.stop("notices")  # the sweeps are this test's alone
+    for n in range(3):
+        await signal(dps, "start", 200, example("start", processId=f"p-unused-{n}"))
+    workspace, token = address_of(await signal(dps, "start", 200, example("start", processId="p-last")))
+    await dps.json("PUT", f"{workspace}/objects/in.bin", 201, key=token, data=b"x")
+    request = {
+        "asset_id": "dummy",
+        "workspace_id": workspace.rsplit("/", 1)[-1],
+        "inputs": {"source": "in.bin"},
+    }
+    run = await dps.json("POST", "/api/v1/executions", 201, key=token, json=request)
+    await compute.emit(run["id"], State.COMPLETE, attempt=1)
+    clock.advance(61)
+    assert await app[CONTEXT].signaling.sweep(limit=2) == (1, 0)  # pages of two: the fourth flow too
+    assert await flow_state(dps, "p-last") == "COMPLETED"
 
 
 async def test_a_second_start_of_a_process_is_refused_and_makes_nothing(dps: Api) -> None:

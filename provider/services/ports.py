@@ -245,11 +245,19 @@ class DataFlowRepository(Protocol):
     async def started_consumer_flows(self) -> builtins.list[DataFlow]:
         """Consumer flows whose import may be under way."""
 
-    async def started_provider_flows(self, limit: int) -> builtins.list[DataFlow]:
-        """STARTED provider flows, the longest unchanged first."""
+    async def started_provider_flows(
+        self, limit: int, after: tuple[datetime, str, str] | None = None
+    ) -> builtins.list[DataFlow]:
+        """STARTED provider flows, oldest first, after the position (created_at, control plane, id)."""
+
+    async def ended_with_open_workspace(self, limit: int) -> builtins.list[DataFlow]:
+        """Ended provider flows still to delete whose workspace is active (never closed)."""
 
     async def deletions_due(self, now: datetime, limit: int) -> builtins.list[DataFlow]:
         """Ended flows whose workspace's retention is over (`delete_after` passed)."""
+
+    async def claim_deletion(self, flow: DataFlow, until: datetime) -> bool:
+        """Move `delete_after` to `until` if it is still the flow's; False when another took it."""
 
     async def claim_notice(self, flow: DataFlow, until: datetime) -> bool:
         """Put the flow's due notice off until `until` if it is still as `flow` has it; False when
@@ -708,9 +716,10 @@ class Compute(Protocol):
     async def release(self, execution_id: str) -> None:
         """Remove what is left of a finished job (working directory, pod); its logs were saved."""
 
-    async def withdraw(self, execution_id: str) -> None:
+    async def withdraw(self, execution_id: str, attempt: int) -> None:
         """Stop and remove the job of a queued execution that is put on hold, whatever it reached
-        meanwhile; what it still reports carries its attempt, which the hold has ended."""
+        meanwhile, if it is of an attempt before `attempt` (a later one's stays: a resume may have
+        submitted it); what it still reports carries its attempt, which the hold has ended."""
 
     async def stop(self) -> None:
         """Stop observing (jobs of remote backends keep running)."""

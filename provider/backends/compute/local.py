@@ -94,6 +94,7 @@ class LocalCompute:
         await ensure_writable(self.root)
 
     async def submit(self, job: JobSpec) -> None:
+        await self.withdraw(job.execution_id, job.attempt)  # an earlier attempt still going away
         if job.execution_id in self._jobs:
             return
         entry = _Job(job, self.root / job.execution_id)
@@ -128,7 +129,10 @@ class LocalCompute:
     async def known(self) -> set[str]:
         return {i for i, job in self._jobs.items() if not job.done.is_set()}
 
-    async def withdraw(self, execution_id: str) -> None:
+    async def withdraw(self, execution_id: str, attempt: int) -> None:
+        entry = self._jobs.get(execution_id)
+        if entry is None or entry.spec.attempt >= attempt:
+            return
         await self.cancel(execution_id)  # what it still reports is of the withdrawn attempt
         await self._runs.join(execution_id)  # nothing of it writes to its directory any more
         await self.release(execution_id)

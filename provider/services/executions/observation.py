@@ -117,6 +117,14 @@ class Observation:
             if current is None or current.state.final:
                 return None  # unknown, or a late event after the end: the first final state stands
             if event.attempt is not None and event.attempt != current.attempt:
+                if current.held and event.attempt < current.attempt and not event.state.final:
+                    # The job of the held attempt began after all (a submission that was still
+                    # being retried elsewhere when the hold came): it is stopped too.
+                    self.shared.tasks.spawn(
+                        ("withdraw", current.id),
+                        self._withdraw(current.id, current.attempt),
+                        f"withdraw {current.id}",
+                    )
                 return None  # a late report of an attempt that was already run again
             target = observed_target(current.state, event.state, event.reason)
             if target is None:
@@ -260,7 +268,7 @@ class Observation:
             asset = await self.deps.assets.get(execution.asset_id, execution.asset_version)
             async with self.deps.store.read() as uow:
                 workspace = await uow.workspaces.get(execution.workspace_id)
-            if workspace is None or not workspace.active:
+            if workspace is None or not workspace.open:
                 raise NotFound("workspace", execution.workspace_id)
         except NotFound as exc:
             await self.on_event(
@@ -285,7 +293,7 @@ class Observation:
             queued = self.deps.events is not None and await self.deps.events.execution_changed(uow, updated)
         self.shared.tasks.cancel(execution_id)  # a retry waiting here: the hold replaced its attempt
         await self.announce(updated, queued)
-        await self._withdraw(execution_id)
+        await self._withdraw(execution_id, updated.attempt)
         return updated
 
     async def unhold(self, execution_id: str) -> Execution | None:
@@ -300,11 +308,13 @@ class Observation:
         await self._submit_again(updated)
         return updated
 
-    async def _withdraw(self, execution_id: str) -> None:
+    async def _withdraw(self, execution_id: str, attempt: int) -> None:
+        """Stop the job of any attempt before `attempt` (the held one's), never a later one's: a
+        resume on another replica may have submitted it meanwhile."""
         token_id = self.shared.job_tokens.pop(execution_id, None)
         if token_id is not None:
             await self.deps.workspaces.revoke_token_id(token_id)
-        await self.deps.compute.withdraw(execution_id)
+        await self.deps.compute.withdraw(execution_id, attempt)
 
     async def stop(self) -> None:
         """Retries waiting in this process end here; reconciliation schedules them again at start."""
@@ -346,7 +356,11 @@ class Observation:
         for execution in active:
             if execution.held:
                 if execution.id in known:  # the hold was stored, and its job not stopped (a crash)
-                    await self._withdraw(execution.id)
+                    await self._withdraw(execution.id, execution.attempt)
+                async with self.deps.store.read() as uow:
+                    workspace = await uow.workspaces.get(execution.workspace_id)
+                if workspace is not None and workspace.active:  # resumed, and the release was lost
+                    await self.unhold(execution.id)
                 continue
             if execution.id in known:
                 continue

@@ -133,6 +133,7 @@ class KubernetesCompute:
         self._campaign = Tasks(log)  # the Lease elector of this replica
         self._leader_tasks = Tasks(log)  # watches, workers and reconciliation while leading
         self._retries = Tasks(log)  # execution id -> its Job's creation or deletion, tried again
+        self._retrying: dict[str, int] = {}  # execution id -> the attempt whose creation is retried
         # Kubernetes answers 429, 5xx or a quota: tried again sooner, then at most this far apart.
         self._backoff = Backoff(1.0, options.max_retry_seconds)
         self._tracked: dict[str, _Tracked] = {}
@@ -232,6 +233,7 @@ class KubernetesCompute:
         except KubeError as exc:
             if exc.retryable:
                 await self._queued(job, exc)
+                self._retrying[job.execution_id] = job.attempt
                 self._retries.spawn(
                     job.execution_id, self._retry(job), f"submit {job.execution_id}", replace=True
                 )
@@ -351,15 +353,23 @@ class KubernetesCompute:
         )
         await self._emit(ComputeEvent(execution_id, State.CANCELED, reason=Reason.CANCELED))
 
-    async def withdraw(self, execution_id: str) -> None:
-        # A submission still waiting for the API server stops; the Job (the pod dies with it) and
-        # its Secret go, as for a finished job. What the watch still sees is of the old attempt.
-        self._retries.cancel(execution_id)
+    async def withdraw(self, execution_id: str, attempt: int) -> None:
+        # A submission of an earlier attempt still waiting for the API server stops; that
+        # attempt's Job (its pod dies with it) and Secret go, as for a finished job. A Job of
+        # `attempt` or later stays: a resume may have made it. What the watch still sees of the
+        # old one carries its attempt, which the service ignores.
+        assert self.kube is not None
+        if self._retrying.get(execution_id, attempt) < attempt:
+            self._retries.cancel(execution_id)
+        job = await self._job(execution_id)
+        if job is not None and (attempt_of(job) or 0) >= attempt:
+            return
         await self.release(execution_id)
 
     async def release(self, execution_id: str) -> None:
         assert self.kube is not None
         self._tracked.pop(execution_id, None)
+        self._retrying.pop(execution_id, None)
         self._canceling.discard(execution_id)
         self._by_job.pop(job_name(execution_id), None)
         self._refusals.pop(job_name(execution_id), None)
