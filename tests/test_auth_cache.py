@@ -14,7 +14,7 @@ import pytest
 from provider.domain.errors import Unauthenticated
 from provider.domain.tenants import Role
 from provider.services.auth import ApiKeyVerifier, PrincipalCache
-from tests.conftest import ServiceWorld, poll_until
+from tests.conftest import WAIT_SECONDS, ServiceWorld, poll_until
 
 
 class CountingStore:
@@ -109,3 +109,24 @@ async def test_a_read_that_began_before_a_revocation_does_not_cache_the_key(
     store.gate = None
     with pytest.raises(Unauthenticated):
         await check.verify(secret)
+
+
+async def test_a_request_after_a_revocation_does_not_join_a_read_from_before_it(
+    services: ServiceWorld, key: tuple[str, str]
+) -> None:
+    """A hot key is being read again when it is revoked here: a request that comes after the
+    revocation must be refused, not handed what that earlier read found."""
+    secret, key_id = key
+    check, store = verifier(services, Ticks())
+    gate = store.gate = asyncio.Event()
+    before = asyncio.ensure_future(check.verify(secret))  # a read under way ...
+    await store.parked.wait()
+    async with services.components.store.transaction() as uow:
+        await uow.api_keys.revoke(key_id, services.clock())
+    check.cache.forget([key_id])  # ... when the revocation is heard
+    store.gate = None
+    with pytest.raises(Unauthenticated):  # asked after the revocation: reads for itself (had it
+        async with asyncio.timeout(WAIT_SECONDS):  # joined the read from before, it would wait)
+            await check.verify(secret)
+    gate.set()
+    await before  # asked before it: answered by what its read found

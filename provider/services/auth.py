@@ -44,9 +44,10 @@ class PrincipalCache:
         self.monotonic = monotonic
         # key -> (stored at, expires at, principal), monotonic times
         self._entries: OrderedDict[str, tuple[float, float, Principal]] = OrderedDict()
-        self._loads: SingleFlight[str, Principal | None] = SingleFlight()
-        # Raised by every drop and forget: a load that began before one stores nothing, so a
-        # revocation is not undone by a read that saw the key still valid.
+        # Loads are shared by key and generation. The generation rises with every drop and
+        # forget: a load that began before one stores nothing, and a request that comes after
+        # one starts a load of its own instead of joining a read that saw the key still valid.
+        self._loads: SingleFlight[tuple[str, int], Principal | None] = SingleFlight()
         self._generation = 0
 
     def get(self, key: str) -> Principal | None:
@@ -64,9 +65,9 @@ class PrincipalCache:
         now = self.monotonic()
         if entry is not None and entry[1] > now:
             if now - entry[0] > self.seconds / 2:
-                self._loads.start(key, lambda: self._read(key, read))
+                self._loads.start((key, self._generation), lambda: self._read(key, read))
             return entry[2]
-        return await self._loads.do(key, lambda: self._read(key, read))
+        return await self._loads.do((key, self._generation), lambda: self._read(key, read))
 
     async def _read(
         self, key: str, read: Callable[[], Awaitable[tuple[Principal, float] | None]]
