@@ -16,7 +16,7 @@ from aiohttp import web
 
 from provider.api.protocol import CLIENT_ERRORS, ProblemRequestHandler
 from provider.config import ServerSettings
-from provider.logs import ThrottledWarnings
+from provider.logs import ThrottledWarnings, access_log
 
 
 class ConnectionLimit:
@@ -164,5 +164,6 @@ def serve(app: web.Application, settings: ServerSettings) -> None:
             await stop.wait()
         finally:
             await runner.cleanup()
+            access_log.flush()  # the last requests' lines
 
     asyncio.run(main())

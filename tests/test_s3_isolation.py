@@ -14,8 +14,10 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from provider.api.context import CONTEXT
 from provider.app import create_app
 from provider.config import Settings
+from provider.domain.errors import Unavailable
 from tests.conftest import ADMIN_KEY, REPO, WAIT_SECONDS, Api, poll_until, s3_settings
 
 pytestmark = pytest.mark.s3
@@ -268,3 +270,26 @@ async def test_an_execution_on_s3_storage_stages_with_temporary_credentials(
         await api.json("DELETE", f"/api/v1/workspaces/{ws['id']}", 204, key=key)
     finally:
         await close()
+
+
+async def test_a_workspace_that_could_not_be_made_leaves_no_bucket_or_role(s3_api: Api, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The bucket and the credentials' user and role are made side by side: when one side fails,
+    the other's work is removed, so that failed creations (a retrying connector) pile up nothing."""
+    storage = s3_api.app[CONTEXT].workspaces.storage
+    assert storage.isolation is not None
+    s3, iam = await storage._client("s3"), await storage._client("iam")
+
+    async def made() -> set[str]:
+        buckets = {b["Name"] for b in (await s3.list_buckets())["Buckets"]}
+        return buckets | {r["RoleName"] for r in (await iam.list_roles())["Roles"]}
+
+    async def refused(bucket: str) -> None:
+        raise Unavailable("RGW refused the bucket policy (injected)")
+
+    key = await consumer(s3_api, "did:web:half-made")
+    before = await made()
+    monkeypatch.setattr(storage.isolation, "bucket_made", refused)
+    failed = await s3_api.request("POST", "/api/v1/workspaces", key=key, json={"name": "x"})
+    assert failed.status == 503
+    assert await made() == before  # neither the bucket nor the role of the failed workspace
+    assert (await s3_api.json("GET", "/api/v1/workspaces", 200, key=key))["items"] == []

@@ -40,7 +40,10 @@ _next_id = itertools.count(1).__next__
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     incoming = request.headers.get("X-Request-ID")
-    request_id = incoming if incoming and _REQUEST_ID.match(incoming) else f"{_ID_PREFIX}{_next_id():016x}"
+    if incoming and _REQUEST_ID.fullmatch(incoming):
+        request_id = incoming
+    else:
+        request_id = f"{_ID_PREFIX}{_next_id():016x}"
     token = request_id_var.set(request_id)
     started = time.perf_counter()
     status = 500

@@ -21,6 +21,7 @@ import hmac
 import ipaddress
 import logging
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -318,20 +319,47 @@ class SignalingService:
     async def sweep(self, limit: int = 100) -> tuple[int, int]:
         """Housekeeping of provider flows: (how many completed by themselves, how many ended
         flows' workspaces were deleted). A flow completes once its workspace has run an execution
-        and none has been active for signaling.complete_after_idle_seconds."""
-        completed = 0
+        and none has been active for signaling.complete_after_idle_seconds. An ended flow whose
+        workspace is still open (the process stopped between storing the end and closing it) is
+        closed now. Each flow's trouble is logged and left for the next round, never in the way
+        of the others."""
+        completed = deleted = 0
         idle = self.policy.complete_after_idle_seconds
         if idle is not None:
-            async with self.store.read() as uow:
-                flows = await uow.dataflows.started_provider_flows(limit)
-            for flow in flows:
-                completed += await self._complete_if_idle(flow, timedelta(seconds=idle))
+            after: tuple[datetime, str, str] | None = None
+            while True:
+                async with self.store.read() as uow:
+                    flows = await uow.dataflows.started_provider_flows(limit, after)
+                for flow in flows:
+                    done = await self._each(flow, self._complete_if_idle(flow, timedelta(seconds=idle)))
+                    completed += done is True
+                if len(flows) < limit:
+                    break
+                after = (flows[-1].created_at, flows[-1].control_plane, flows[-1].id)
+        async with self.store.read() as uow:
+            unclosed = await uow.dataflows.ended_with_open_workspace(limit)
+        for flow in unclosed:
+            await self._each(flow, self._close(flow, f"the data flow is {flow.state.value}"))
         async with self.store.read() as uow:
             due = await uow.dataflows.deletions_due(self.clock(), limit)
         for flow in due:
-            await self._delete(flow)
-            log.info("ended data flow's workspace deleted", extra={"process_id": flow.id})
-        return completed, len(due)
+            # Claimed first, as notices are: of the replicas that found it due, one deletes it.
+            async with self.store.transaction() as uow:
+                claimed = await uow.dataflows.claim_deletion(
+                    flow, self.clock() + timedelta(seconds=NOTICE_CLAIM_SECONDS)
+                )
+            if claimed and await self._each(flow, self._delete(flow)) is not False:
+                deleted += 1
+                log.info("ended data flow's workspace deleted", extra={"process_id": flow.id})
+        return completed, deleted
+
+    async def _each(self, flow: DataFlow, work: Awaitable[Any]) -> Any:
+        """`work` for one flow of a sweep; False (logged) when it fails."""
+        try:
+            return await work
+        except Exception:
+            log.exception("data flow housekeeping failed; trying again later", extra={"process_id": flow.id})
+            return False
 
     async def _complete_if_idle(self, flow: DataFlow, idle: timedelta) -> bool:
         async with self.store.transaction() as uow:
@@ -606,6 +634,9 @@ class SignalingService:
         while True:
             try:
                 await self.sweep()
+            except Exception:  # the store: the notices below may still go out
+                log.exception("data flow housekeeping failed; trying again")
+            try:
                 await self.send_due()
                 async with self.store.read() as uow:
                     due = await uow.dataflows.next_notice()

@@ -76,11 +76,28 @@ class SqlDataFlowRepository:
         )
         return [_row(r) for r in await self.conn.execute(query)]
 
-    async def started_provider_flows(self, limit: int) -> list[DataFlow]:
+    async def started_provider_flows(
+        self, limit: int, after: tuple[datetime, str, str] | None = None
+    ) -> list[DataFlow]:
+        query = t.dataflows.select().where(
+            _F.role == FlowRole.PROVIDER.value, _F.state == FlowState.STARTED.value
+        )
+        if after is not None:
+            query = query.where(sa.tuple_(_F.created_at, _F.control_plane, _F.id) > sa.tuple_(*after))
+        query = query.order_by(_F.created_at, _F.control_plane, _F.id).limit(limit)
+        return [_row(r) for r in await self.conn.execute(query)]
+
+    async def ended_with_open_workspace(self, limit: int) -> list[DataFlow]:
+        w = t.workspaces.c
         query = (
             t.dataflows.select()
-            .where(_F.role == FlowRole.PROVIDER.value, _F.state == FlowState.STARTED.value)
-            .order_by(_F.updated_at)
+            .join(t.workspaces, w.id == _F.workspace_id)
+            .where(
+                _F.role == FlowRole.PROVIDER.value,
+                _F.state.in_([FlowState.COMPLETED.value, FlowState.TERMINATED.value]),
+                _F.delete_after.is_not(None),
+                w.state == "active",
+            )
             .limit(limit)
         )
         return [_row(r) for r in await self.conn.execute(query)]
@@ -88,6 +105,18 @@ class SqlDataFlowRepository:
     async def deletions_due(self, now: datetime, limit: int) -> list[DataFlow]:
         query = t.dataflows.select().where(_F.delete_after <= now).order_by(_F.delete_after).limit(limit)
         return [_row(r) for r in await self.conn.execute(query)]
+
+    async def claim_deletion(self, flow: DataFlow, until: datetime) -> bool:
+        result = await self.conn.execute(
+            t.dataflows.update()
+            .where(
+                _F.control_plane == flow.control_plane,
+                _F.id == flow.id,
+                _F.delete_after == flow.delete_after,
+            )
+            .values(delete_after=until)
+        )
+        return bool(result.rowcount)
 
     async def claim_notice(self, flow: DataFlow, until: datetime) -> bool:
         result = await self.conn.execute(

@@ -64,9 +64,16 @@ async def current_revision(store: SqlStore) -> str | None:
     async with store.engine.connect() as conn:
         try:
             rows = (await conn.execute(sa.select(version.c.version_num))).scalars().all()
-        except DBAPIError:  # no version table yet
+        except DBAPIError as exc:
+            if not _missing_table(exc):
+                raise  # the database is unreachable or refuses: not "never migrated"
             return None
     return rows[0] if len(rows) == 1 else None
+
+
+def _missing_table(exc: DBAPIError) -> bool:
+    text = str(exc.orig).lower()
+    return "no such table" in text or ("alembic_version" in text and "does not exist" in text)
 
 
 def head_revision() -> str | None:

@@ -9,6 +9,7 @@ server, and the start-up check that proves it, is in s3_isolation.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -206,8 +207,19 @@ class S3Storage:
             return
         # The bucket and its credentials' user and role are independent: made side by side,
         # a workspace costs the longer of the two chains of requests, not their sum.
-        await asyncio.gather(self._create_bucket(location), self.isolation.provision(location))
-        await self.isolation.bucket_made(location)
+        made = await asyncio.gather(
+            self._create_bucket(location), self.isolation.provision(location), return_exceptions=True
+        )
+        failed = next((m for m in made if isinstance(m, BaseException)), None)
+        try:
+            if failed is not None:
+                raise failed
+            await self.isolation.bucket_made(location)
+        except BaseException:
+            # Nothing of a workspace that was not made stays behind: no bucket, user or role.
+            with contextlib.suppress(Exception):
+                await self.delete_location(location)
+            raise
 
     async def _create_bucket(self, location: str) -> None:
         s3 = await self._client("s3")
