@@ -360,18 +360,25 @@ async def test_an_ended_flow_s_workspace_is_closed_at_once_and_deleted_after_the
     assert await flow_state(dps, "p-keep") == "TERMINATED"
 
 
-async def test_a_flow_completes_by_itself_once_its_executions_are_done_and_idle(
+async def idle_completing(
     aiohttp_client: Any, settings: Settings, control_plane: ControlPlane, contract: Any, clock: MovableClock
-) -> None:
-    """signaling.complete_after_idle_seconds: the control plane hears `completed`, the workspace goes."""
+) -> tuple[Api, DrivenCompute]:
+    """The service with signaling.complete_after_idle_seconds 60, on a compute the test drives."""
     compute = DrivenCompute()
     app = create_app(
         signaling_settings(settings, control_plane, complete_after_idle_seconds=60),
         compute=compute,
         clock=clock,
     )
-    dps = Api(await aiohttp_client(app), contract, app)
-    sweep = app[CONTEXT].signaling.sweep
+    return Api(await aiohttp_client(app), contract, app), compute
+
+
+async def test_a_flow_completes_by_itself_once_its_executions_are_done_and_idle(
+    aiohttp_client: Any, settings: Settings, control_plane: ControlPlane, contract: Any, clock: MovableClock
+) -> None:
+    """signaling.complete_after_idle_seconds: the control plane hears `completed`, the workspace goes."""
+    dps, compute = await idle_completing(aiohttp_client, settings, control_plane, contract, clock)
+    sweep = dps.app[CONTEXT].signaling.sweep
     workspace, token = address_of(await signal(dps, "start", 200, example("start", processId="p-idle")))
     unused, _ = address_of(await signal(dps, "start", 200, example("start", processId="p-unused")))
     busy, busy_token = address_of(await signal(dps, "start", 200, example("start", processId="p-busy")))
@@ -445,13 +452,8 @@ async def test_idle_flows_complete_however_many_are_busy(
     aiohttp_client: Any, settings: Settings, control_plane: ControlPlane, contract: Any, clock: MovableClock
 ) -> None:
     """Flows that never finish (never ran anything) do not keep later flows from completing."""
-    compute = DrivenCompute()
-    app = create_app(
-        signaling_settings(settings, control_plane, complete_after_idle_seconds=60),
-        compute=compute,
-        clock=clock,
-    )
-    dps = Api(await aiohttp_client(app), contract, app)
+    dps, compute = await idle_completing(aiohttp_client, settings, control_plane, contract, clock)
+    app = dps.app
     await app[CONTEXT].signaling._tasks.stop("notices")  # the sweeps are this test's alone
     for n in range(3):
         await signal(dps, "start", 200, example("start", processId=f"p-unused-{n}"))
