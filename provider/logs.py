@@ -128,6 +128,7 @@ class AccessLog:
         self._lines: list[str] = []
         self._second = -1
         self._stamp = ""
+        self._plain: dict[tuple[str, str], bool] = {}
 
     def attach(self, handler: logging.StreamHandler[Any], json_lines: bool) -> None:
         self.flush()
@@ -139,7 +140,12 @@ class AccessLog:
         if not self.logger.isEnabledFor(logging.INFO):
             return
         handler = self._handler
-        if handler is None or logging.getLogger().handlers != [handler] or not _plain(method + route):
+        plain = self._plain.get((method, route))
+        if plain is None:
+            plain = self._plain[(method, route)] = _plain(method + route)
+            if len(self._plain) > 10_000:  # routes are templates, methods few: never in practice
+                self._plain.clear()
+        if handler is None or logging.getLogger().handlers != [handler] or not plain:
             self.logger.info(
                 "%s %s %s",
                 method,
