@@ -37,6 +37,7 @@ class Load:
     errors: int  # non-2xx answers and socket errors
     generator_cpu: float  # share of one core the load generator used
     server_cpu: float  # share of one core the server used
+    problems: str = ""  # wrk's lines about them
 
 
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
@@ -74,7 +75,10 @@ def wrk(
     socket = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     if socket:
         errors += sum(int(n) for n in socket.groups())
-    return Load(rate, p50, p99, errors, generator, server)
+    said = "; ".join(
+        line.strip() for line in out.splitlines() if "Non-2xx" in line or "Socket errors" in line
+    )
+    return Load(rate, p50, p99, errors, generator, server, said)
 
 
 def pinned(core: int, command: list[str]) -> list[str]:
