@@ -1,11 +1,17 @@
-"""Objects API throughput: a 1 GiB upload and download through the service against writing and
-reading the same bytes directly to the same backend, in one run.
+"""Objects API throughput: a 1 GiB upload and download through the service against a baseline
+doing the same work, in one run, rounds alternating.
+
+- fs: the baseline is a bare aiohttp server (bench/bare_files.py) streaming the same bytes to and
+  from a file on the same disk (fsync'd, sendfile), through the same HTTP client. Writing and
+  reading the file in this process, with no HTTP at all, is printed too, for reference.
+- s3: the baseline is aioboto3 talking to the same radosgw directly (multipart upload with the
+  service's part size and concurrency, a streamed GET).
 
     python -m bench.objects_throughput [--size-mib 1024] [--backend fs|s3|both] [--s3-endpoint URL]
 
-Prints MiB/s for each path, the ratio API/direct (target >= 0.9 both ways) and the service's
-memory growth during the transfers (target < 64 MiB). Without --s3-endpoint the s3 part starts
-the test radosgw (tests/services/radosgw.sh).
+Prints MiB/s for each path, the ratio service/baseline (target >= 0.9 both ways) and the
+service's memory growth during the transfers (target < 64 MiB). Without --s3-endpoint the s3
+part starts the test radosgw (tests/services/radosgw.sh).
 """
 
 from __future__ import annotations
@@ -13,7 +19,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import subprocess
+import sys
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,7 +33,7 @@ import aioboto3
 import aiohttp
 from botocore.config import Config
 
-from bench.common import ADMIN_KEY, S3_ACCESS, S3_SECRET, Service, with_s3
+from bench.common import ADMIN_KEY, S3_ACCESS, S3_SECRET, Service, free_port, with_s3
 
 MiB = 1024 * 1024
 BLOCK = os.urandom(8 * MiB)
@@ -49,21 +59,38 @@ async def through_api(service: Service, size: int) -> tuple[float, float, int]:
         url = f"{service.url}/api/v1/workspaces/{workspace}/objects/bench.bin"
         baseline = service.rss_kib()
         service.reset_peak()
-        started = time.perf_counter()
-        async with session.put(url, data=blocks(size), headers={"Content-Length": str(size)}) as response:
-            assert response.status == 201, await response.text()
-        upload = time.perf_counter() - started
-        started = time.perf_counter()
-        received = 0
-        async with session.get(url) as response:
-            async for chunk in response.content.iter_chunked(MiB):
-                received += len(chunk)
-        download = time.perf_counter() - started
-        assert received == size
+        upload, download = await transfer(session, url, size)
         growth = service.peak_kib() - baseline  # peak (VmHWM) over the resident size before
         async with session.delete(f"{service.url}/api/v1/workspaces/{workspace}"):
             pass
     return upload, download, growth
+
+
+async def transfer(session: aiohttp.ClientSession, url: str, size: int) -> tuple[float, float]:
+    """Seconds to PUT `size` bytes to `url` and to GET them back, with the same client for every path."""
+    started = time.perf_counter()
+    async with session.put(url, data=blocks(size), headers={"Content-Length": str(size)}) as response:
+        assert response.status == 201, await response.text()
+    upload = time.perf_counter() - started
+    started = time.perf_counter()
+    received = 0
+    async with session.get(url) as response:
+        async for chunk in response.content.iter_chunked(MiB):
+            received += len(chunk)
+    download = time.perf_counter() - started
+    assert received == size
+    return upload, download
+
+
+async def through_bare(base: str, size: int) -> tuple[float, float]:
+    """The same transfer against the bare aiohttp file server."""
+    timeout = aiohttp.ClientTimeout(total=3600)
+    async with aiohttp.ClientSession(timeout=timeout) as session:
+        url = f"{base}/files/{uuid.uuid4().hex}.bin"
+        times = await transfer(session, url, size)
+        async with session.delete(url):
+            pass
+    return times
 
 
 async def direct_fs(directory: Path, size: int) -> tuple[float, float]:
@@ -129,7 +156,7 @@ async def direct_s3(endpoint: str, size: int, part: int, in_flight: int) -> tupl
 
 
 def report(
-    name: str, size: int, api: tuple[float, float, int], direct: tuple[float, float]
+    name: str, size: int, api: tuple[float, float, int], direct: tuple[float, float], baseline: str
 ) -> dict[str, float]:
     mib = size / MiB
     rows = {
@@ -142,11 +169,11 @@ def report(
         rows["api_upload_mib_s"] / rows["direct_upload_mib_s"],
         rows["api_download_mib_s"] / rows["direct_download_mib_s"],
     )
-    print(f"[{name}] {mib:.0f} MiB")
+    print(f"[{name}] {mib:.0f} MiB; baseline: {baseline}")
     for label, ratio in (("upload", up), ("download", down)):
         api_rate, direct_rate = rows[f"api_{label}_mib_s"], rows[f"direct_{label}_mib_s"]
         print(
-            f"  {label:<9} API {api_rate:8.1f} MiB/s   direct {direct_rate:8.1f} MiB/s"
+            f"  {label:<9} service {api_rate:8.1f} MiB/s   baseline {direct_rate:8.1f} MiB/s"
             f"   ratio {ratio:.2f} (target >= 0.90)"
         )
     print(f"  service memory growth during the transfers: {api[2] / 1024:.1f} MiB (target < 64 MiB)")
@@ -170,15 +197,43 @@ async def rounds(
     return api, direct
 
 
-async def run_fs(size: int, count: int) -> None:
+def bare_files(directory: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """bench/bare_files.py in its own process, once it answers; the process and its URL."""
+    port = free_port()
+    process = subprocess.Popen(  # noqa: S603
+        [sys.executable, "-m", "bench.bare_files", str(directory), str(port)]
+    )
+    for _ in range(100):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/files/none", timeout=1)
+        except urllib.error.HTTPError:
+            break  # it answers (404)
+        except OSError:
+            time.sleep(0.1)
+    return process, f"http://127.0.0.1:{port}"
+
+
+def run_fs(size: int, count: int) -> None:
     service = Service({"storage": {"backend": "fs"}, "workspaces": {"quota_bytes": 4 * size}})
-    try:
-        api, direct = await rounds(
-            count, lambda: through_api(service, size), lambda: direct_fs(service.dir, size)
+    bare, base = bare_files(service.dir / "bare")
+
+    async def measure() -> tuple[tuple[float, float, int], tuple[float, float], tuple[float, float]]:
+        api, served = await rounds(
+            count, lambda: through_api(service, size), lambda: through_bare(base, size)
         )
+        return api, served, await direct_fs(service.dir, size)
+
+    try:
+        api, served, direct = asyncio.run(measure())
     finally:
         service.stop()
-    report("fs", size, api, direct)
+        bare.terminate()
+    report("fs", size, api, served, "a bare aiohttp server streaming the file (bench/bare_files.py)")
+    mib = size / MiB
+    print(
+        f"  for reference, the file in this process with no HTTP: write {mib / direct[0]:.0f} MiB/s "
+        f"(fsync'd), read {mib / direct[1]:.0f} MiB/s (page cache)"
+    )
 
 
 async def run_s3(size: int, endpoint: str, count: int) -> None:
@@ -205,7 +260,7 @@ async def run_s3(size: int, endpoint: str, count: int) -> None:
         )
     finally:
         service.stop()
-    report("s3 (radosgw)", size, api, direct)
+    report("s3 (radosgw)", size, api, direct, "aioboto3 to the same radosgw")
 
 
 def main() -> None:
@@ -219,7 +274,7 @@ def main() -> None:
     args = parser.parse_args()
     size = args.size_mib * MiB
     if args.backend in ("fs", "both"):
-        asyncio.run(run_fs(size, args.rounds))
+        run_fs(size, args.rounds)
     if args.backend in ("s3", "both"):
         with_s3(args.s3_endpoint, 7495, lambda endpoint: asyncio.run(run_s3(size, endpoint, args.rounds)))
 
