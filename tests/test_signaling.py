@@ -222,6 +222,12 @@ def address_of(answer: dict[str, Any]) -> tuple[str, str]:
 # --- provider flows -------------------------------------------------------------------------
 
 
+async def dummy_run(dps: Api, workspace: str, token: str) -> dict[str, Any]:
+    """Put an input into a flow's workspace (its URL path); the body that runs `dummy` on it."""
+    await dps.json("PUT", f"{workspace}/objects/in.bin", 201, key=token, data=b"x")
+    return {"asset_id": "dummy", "workspace_id": workspace.rsplit("/", 1)[-1], "inputs": {"source": "in.bin"}}
+
+
 async def test_a_started_flow_opens_its_workspace_until_suspended_and_terminate_removes_it(dps: Api) -> None:
     answer = await signal(dps, "start", 200, example("start"))
     assert valid("DataFlowStatusMessage", answer) == []
@@ -296,12 +302,7 @@ async def test_suspend_holds_queued_executions_and_resume_submits_them_again(
     app = create_app(signaling_settings(settings, control_plane), compute=compute)
     dps = Api(await aiohttp_client(app), contract, app)
     workspace, token = address_of(await signal(dps, "start", 200, example("start", processId="p-hold")))
-    await dps.json("PUT", f"{workspace}/objects/in.bin", 201, key=token, data=b"x")
-    request = {
-        "asset_id": "dummy",
-        "workspace_id": workspace.rsplit("/", 1)[-1],
-        "inputs": {"source": "in.bin"},
-    }
+    request = await dummy_run(dps, workspace, token)
     running = await dps.json("POST", "/api/v1/executions", 201, key=token, json=request)
     queued = await dps.json("POST", "/api/v1/executions", 201, key=token, json=request)
     await compute.emit(running["id"], State.RUNNING, attempt=1)
@@ -384,12 +385,7 @@ async def test_a_flow_completes_by_itself_once_its_executions_are_done_and_idle(
     busy, busy_token = address_of(await signal(dps, "start", 200, example("start", processId="p-busy")))
     runs = []
     for path, key in ((workspace, token), (busy, busy_token)):
-        await dps.json("PUT", f"{path}/objects/in.bin", 201, key=key, data=b"x")
-        request = {
-            "asset_id": "dummy",
-            "workspace_id": path.rsplit("/", 1)[-1],
-            "inputs": {"source": "in.bin"},
-        }
+        request = await dummy_run(dps, path, key)
         runs.append(await dps.json("POST", "/api/v1/executions", 201, key=key, json=request))
     await compute.emit(runs[0]["id"], State.COMPLETE, attempt=1)
     await compute.emit(runs[1]["id"], State.RUNNING, attempt=1)
@@ -458,12 +454,7 @@ async def test_idle_flows_complete_however_many_are_busy(
     for n in range(3):
         await signal(dps, "start", 200, example("start", processId=f"p-unused-{n}"))
     workspace, token = address_of(await signal(dps, "start", 200, example("start", processId="p-last")))
-    await dps.json("PUT", f"{workspace}/objects/in.bin", 201, key=token, data=b"x")
-    request = {
-        "asset_id": "dummy",
-        "workspace_id": workspace.rsplit("/", 1)[-1],
-        "inputs": {"source": "in.bin"},
-    }
+    request = await dummy_run(dps, workspace, token)
     run = await dps.json("POST", "/api/v1/executions", 201, key=token, json=request)
     await compute.emit(run["id"], State.COMPLETE, attempt=1)
     clock.advance(61)
