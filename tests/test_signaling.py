@@ -362,12 +362,17 @@ async def test_an_ended_flow_s_workspace_is_closed_at_once_and_deleted_after_the
 
 
 async def idle_completing(
-    aiohttp_client: Any, settings: Settings, control_plane: ControlPlane, contract: Any, clock: MovableClock
+    aiohttp_client: Any,
+    settings: Settings,
+    control_plane: ControlPlane,
+    contract: Any,
+    clock: MovableClock,
+    **signaling: Any,
 ) -> tuple[Api, DrivenCompute]:
     """The service with signaling.complete_after_idle_seconds 60, on a compute the test drives."""
     compute = DrivenCompute()
     app = create_app(
-        signaling_settings(settings, control_plane, complete_after_idle_seconds=60),
+        signaling_settings(settings, control_plane, complete_after_idle_seconds=60, **signaling),
         compute=compute,
         clock=clock,
     )
@@ -442,6 +447,46 @@ async def test_the_sweep_closes_what_a_stop_left_open_and_one_failing_deletion_s
     clock.advance(121)  # its claim runs out: the next sweep tries again
     assert await signaling.sweep() == (0, 1)
     await dps.json("GET", stuck, 404, key=ADMIN_KEY)
+
+
+async def test_a_flow_that_completes_by_itself_closes_its_workspace_in_the_same_commit(
+    aiohttp_client: Any,
+    settings: Settings,
+    control_plane: ControlPlane,
+    contract: Any,
+    clock: MovableClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No execution can slip in between the completion and the closing of the workspace: the
+    completion closes it in its own transaction (and a start locks the same row)."""
+    dps, compute = await idle_completing(
+        aiohttp_client, settings, control_plane, contract, clock, retention_seconds=600
+    )
+    signaling = dps.app[CONTEXT].signaling
+    await signaling._tasks.stop("notices")  # the sweeps are this test's alone
+    workspace, token = address_of(await signal(dps, "start", 200, example("start", processId="p-atomic")))
+    request = await dummy_run(dps, workspace, token)
+    run = await dps.json("POST", "/api/v1/executions", 201, key=token, json=request)
+    await compute.emit(run["id"], State.COMPLETE, attempt=1)
+    clock.advance(61)
+
+    async def stopped_here(flow: Any, why: str) -> None:
+        return None  # the process stops right after the completion's commit
+
+    monkeypatch.setattr(signaling, "_close", stopped_here)
+    assert await signaling.sweep() == (1, 0)
+    refused = await dps.request("POST", "/api/v1/executions", key=token, json=request)
+    assert refused.status in (401, 409)  # the token may still be valid; the workspace is closed
+    assert (await dps.json("GET", workspace, 200, key=ADMIN_KEY))["state"] == "suspended"
+    tenant_key = await dps.json(
+        "POST",
+        f"/api/v1/tenants/{(await dps.json('GET', workspace, 200, key=ADMIN_KEY))['tenant_id']}/api-keys",
+        201,
+        key=ADMIN_KEY,
+        json={},
+    )
+    refused = await dps.request("POST", "/api/v1/executions", key=tenant_key["key"], json=request)
+    assert refused.status == 409
 
 
 async def test_idle_flows_complete_however_many_are_busy(

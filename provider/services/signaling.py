@@ -48,7 +48,7 @@ from provider.domain.errors import (
     Unauthenticated,
 )
 from provider.domain.imports import Import, ImportState
-from provider.domain.workspaces import Scope
+from provider.domain.workspaces import Scope, WorkspaceState
 from provider.services.assets import AssetService
 from provider.services.executions import ExecutionService
 from provider.services.imports import ImportService
@@ -363,6 +363,11 @@ class SignalingService:
 
     async def _complete_if_idle(self, flow: DataFlow, idle: timedelta) -> bool:
         async with self.store.transaction() as uow:
+            # The workspace row is locked first, as starting an execution locks it: an execution
+            # started at this moment is either counted below or refused by the closed workspace.
+            workspace = await uow.workspaces.get(flow.workspace_id, for_update=True)
+            if workspace is None or workspace.state is not WorkspaceState.ACTIVE:
+                return False  # suspended (its flow too) or being deleted
             active, last_ended = await uow.executions.workspace_activity(flow.workspace_id)
             now = self.clock()
             if active or last_ended is None or now - last_ended < idle:
@@ -377,6 +382,9 @@ class SignalingService:
                 delete_after=now + timedelta(seconds=self.policy.retention_seconds),
             )
             await uow.dataflows.update(ended)
+            # Closed with the completion: API keys meet 409 from this commit on (_close below
+            # revokes the tokens and deletes or keeps the data).
+            await uow.workspaces.update(replace(workspace, state=WorkspaceState.SUSPENDED, updated_at=now))
         log.info("data flow completed: its executions are done", extra={"process_id": flow.id})
         await self._close(ended, "the data flow completed")
         self._wake.set()

@@ -62,6 +62,10 @@ class Started:
     secret: str | None = None  # a generated callback secret, shown once
 
 
+class WorkspaceClosed(Exception):
+    """The workspace was closed (suspended, completed, deleted) while an execution was started."""
+
+
 class Commands:
     def __init__(
         self, deps: Dependencies, reads: Reads, submission: Submission, observation: Observation
@@ -141,11 +145,18 @@ class Commands:
         )
         try:
             async with self.deps.store.transaction() as uow:
+                # Locked: a data flow that completes by itself at this moment (which locks the
+                # workspace too) either sees this execution or has closed the workspace first.
+                current = await uow.workspaces.get(workspace.id, for_update=True)
+                if current is None or not current.active:
+                    raise WorkspaceClosed(f"workspace {workspace.id} is no longer open to new executions")
                 await uow.executions.add(execution)
                 if subscription is not None:
                     await uow.subscriptions.add(subscription)
                 events = self.deps.events
                 queued = events is not None and await events.execution_changed(uow, execution)
+        except WorkspaceClosed as closed:
+            raise Conflict(str(closed)) from None
         except Conflict:  # the same key raced in from another request
             assert idempotency_key is not None
             replayed = await self._replay(principal.tenant_id, idempotency_key, digest)
