@@ -40,6 +40,20 @@ def with_s3(endpoint: str | None, port: int, work: Callable[[str], None]) -> Non
         subprocess.run(["bash", str(script), "stop", str(port)], check=False)  # noqa: S603, S607
 
 
+def s3_storage(endpoint: str, bucket_prefix: str, **options: Any) -> dict[str, Any]:
+    """The `storage` settings of a service on the test radosgw with its admin credentials."""
+    return {
+        "backend": "s3",
+        "s3": {
+            "endpoint_url": endpoint,
+            "access_key_id": S3_ACCESS,
+            "secret_access_key": S3_SECRET,
+            "bucket_prefix": bucket_prefix,
+            **options,
+        },
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -23,7 +23,15 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 
-from bench.common import ADMIN_KEY, REPO, S3_ACCESS, S3_SECRET, Databases, Service, percentile, with_s3
+from bench.common import (
+    ADMIN_KEY,
+    REPO,
+    Databases,
+    Service,
+    percentile,
+    s3_storage,
+    with_s3,
+)
 
 CONTROL_PLANE_SECRET = "bench-control-plane-" + "5e2a9c4b7d1f3a6e8c0b"
 
@@ -49,15 +57,7 @@ async def run(count: int, endpoint: str, store: str) -> None:
         {
             **({"store": {"url": store_url}} if store_url else {}),
             "server": {"public_url": "https://provider.bench"},
-            "storage": {
-                "backend": "s3",
-                "s3": {
-                    "endpoint_url": endpoint,
-                    "access_key_id": S3_ACCESS,
-                    "secret_access_key": S3_SECRET,
-                    "bucket_prefix": "bench-dps-",
-                },
-            },
+            "storage": s3_storage(endpoint, "bench-dps-"),
             "signaling": {"control_planes": {"bench": {"secret": CONTROL_PLANE_SECRET}}},
         }
     )

@@ -22,7 +22,15 @@ import uuid
 import aiohttp
 from aiohttp import web
 
-from bench.common import ADMIN_KEY, REPO, S3_ACCESS, S3_SECRET, Databases, Service, percentile, with_s3
+from bench.common import (
+    ADMIN_KEY,
+    REPO,
+    Databases,
+    Service,
+    percentile,
+    s3_storage,
+    with_s3,
+)
 
 WEBHOOK_SECRET = "bench-connector-secret-" + "x" * 20
 
@@ -54,15 +62,7 @@ async def run(count: int, endpoint: str, busy: int, store: str = "sqlite") -> No
     service = Service(
         {
             **({"store": {"url": store_url}} if store_url else {}),
-            "storage": {
-                "backend": "s3",
-                "s3": {
-                    "endpoint_url": endpoint,
-                    "access_key_id": S3_ACCESS,
-                    "secret_access_key": S3_SECRET,
-                    "bucket_prefix": "bench-edc-",
-                },
-            },
+            "storage": s3_storage(endpoint, "bench-edc-"),
             "edc": {
                 "connectors": {"main": {"secret": WEBHOOK_SECRET, "callback_networks": ["127.0.0.1/32"]}},
                 "callback_backoff_seconds": 0.1,

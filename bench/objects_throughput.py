@@ -33,7 +33,7 @@ import aioboto3
 import aiohttp
 from botocore.config import Config
 
-from bench.common import ADMIN_KEY, S3_ACCESS, S3_SECRET, Service, free_port, with_s3
+from bench.common import ADMIN_KEY, S3_ACCESS, S3_SECRET, Service, free_port, s3_storage, with_s3
 
 MiB = 1024 * 1024
 BLOCK = os.urandom(8 * MiB)
@@ -240,17 +240,7 @@ async def run_s3(size: int, endpoint: str, count: int) -> None:
     part, in_flight = 8 * MiB, 2
     service = Service(
         {
-            "storage": {
-                "backend": "s3",
-                "s3": {
-                    "endpoint_url": endpoint,
-                    "access_key_id": S3_ACCESS,
-                    "secret_access_key": S3_SECRET,
-                    "bucket_prefix": "bench-",
-                    "part_size_bytes": part,
-                    "parts_in_flight": in_flight,
-                },
-            },
+            "storage": s3_storage(endpoint, "bench-", part_size_bytes=part, parts_in_flight=in_flight),
             "workspaces": {"quota_bytes": 4 * size},
         }
     )

@@ -50,12 +50,6 @@ class PrincipalCache:
         self._loads: SingleFlight[tuple[str, int], Principal | None] = SingleFlight()
         self._generation = 0
 
-    def get(self, key: str) -> Principal | None:
-        entry = self._entries.get(key)
-        if entry is None or entry[1] <= self.monotonic():
-            return None
-        return entry[2]
-
     async def load(
         self, key: str, read: Callable[[], Awaitable[tuple[Principal, float] | None]]
     ) -> Principal | None:

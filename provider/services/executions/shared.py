@@ -60,12 +60,6 @@ class ExecutionCache:
         self.size = size
         self._entries: OrderedDict[str, tuple[float, Execution]] = OrderedDict()
 
-    def get(self, execution_id: str) -> Execution | None:
-        entry = self._entries.get(execution_id)
-        if entry is None or time.monotonic() - entry[0] > self.seconds:
-            return None
-        return entry[1]
-
     def lookup(self, execution_id: str) -> tuple[float, Execution] | None:
         """The entry and its age in seconds, however old."""
         entry = self._entries.get(execution_id)
