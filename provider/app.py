@@ -130,6 +130,8 @@ def build_storage(settings: Settings) -> Storage:
                 allow_role_chaining=s3.sts.allow_role_chaining,
                 check_duration_seconds=s3.sts.duration_seconds,
                 bucket_prefix=s3.bucket_prefix,
+                layout=s3.layout,
+                shared_buckets=s3.shared_buckets,
             )
         )
     return FilesystemStorage(settings.storage.fs.root or settings.data_dir / "workspaces")

@@ -239,6 +239,16 @@ class S3StorageSettings(_Section):
         pattern=r"^[a-z0-9][a-z0-9.-]{0,29}$",
         description="workspace buckets are PREFIX+id",
     )
+    layout: Literal["bucket_per_workspace", "shared_buckets"] = Field(
+        default="bucket_per_workspace",
+        description=(
+            "bucket_per_workspace: a bucket each (bounded by the server's bucket quota); "
+            "shared_buckets: a prefix each in one of `shared_buckets` buckets PREFIX+shared-N"
+        ),
+    )
+    shared_buckets: int = Field(
+        default=8, ge=1, le=1000, description="how many shared buckets (layout shared_buckets)"
+    )
     addressing_style: Literal["path", "virtual", "auto"] = "path"
     _urls = field_validator("endpoint_url", "public_endpoint_url")(_http_url)
     part_size_bytes: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024, le=512 * 1024 * 1024)

@@ -58,6 +58,9 @@ class MemoryStorage:
     async def ping(self) -> None:
         return None
 
+    def location_for(self, name: str) -> str:
+        return name
+
     async def create_location(self, location: str) -> None:
         self.locations.setdefault(location, {})
 

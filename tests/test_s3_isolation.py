@@ -1,5 +1,6 @@
 """Isolation on a real S3 server (Ceph radosgw): what a workspace's credentials, links and
-tokens can reach, and that they stop working when they should."""
+tokens can reach, and that they stop working when they should; in both layouts, a bucket per
+workspace and workspaces as prefixes of one shared bucket."""
 
 from __future__ import annotations
 
@@ -16,21 +17,39 @@ from botocore.exceptions import ClientError
 
 from provider.api.context import CONTEXT
 from provider.app import create_app
+from provider.backends.storage.s3_isolation import Place
 from provider.config import Settings
 from provider.domain.errors import Unavailable
 from tests.conftest import ADMIN_KEY, REPO, WAIT_SECONDS, Api, poll_until, s3_settings
 
 pytestmark = pytest.mark.s3
 SHORT_SECONDS = 15  # the lifetime of the short credentials
+# One shared bucket: every workspace of a test lives beside the others in it.
+LAYOUTS = {"bucket_per_workspace": {}, "shared_buckets": {"layout": "shared_buckets", "shared_buckets": 1}}
+
+
+@pytest.fixture(params=list(LAYOUTS))
+def layout(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return dict(LAYOUTS[request.param])
+
+
+def place(workspace: dict[str, Any]) -> Place:
+    return Place.of(workspace["storage"]["location"])
+
+
+def path(workspace: dict[str, Any], key: str) -> str:
+    """The path of a workspace's object on the S3 server."""
+    where = place(workspace)
+    return f"/{where.bucket}/{where.prefix}{key}"
 
 
 @pytest.fixture
-async def s3_api(aiohttp_client, radosgw: str, tmp_path: Path, contract) -> Api:  # type: ignore[no-untyped-def]
+async def s3_api(aiohttp_client, radosgw: str, tmp_path: Path, contract, layout: dict[str, Any]) -> Api:  # type: ignore[no-untyped-def]
     settings = Settings(
         data_dir=tmp_path / "data",
         auth={"bootstrap_admin_key": ADMIN_KEY, "key_cache_seconds": 0},
         assets={"directory": REPO / "config" / "assets"},
-        storage=s3_settings(radosgw, s3={"sts": {"duration_seconds": 900}}),
+        storage=s3_settings(radosgw, s3={"sts": {"duration_seconds": 900}, **layout}),
     )
     client = await aiohttp_client(create_app(settings))
     return Api(client, contract, client.app)
@@ -75,24 +94,42 @@ async def two_workspaces(s3_api: Api) -> AsyncIterator[tuple[str, dict[str, Any]
 async def test_credentials_open_only_their_own_bucket(s3_api: Api, two_workspaces) -> None:  # type: ignore[no-untyped-def]
     key, a, b = two_workspaces
     creds = await s3_api.json("POST", f"/api/v1/workspaces/{a['id']}/credentials", 201, key=key)
-    bucket_a, bucket_b = a["storage"]["location"], b["storage"]["location"]
-    assert creds["bucket"] == bucket_a and creds["session_token"]
+    mine, theirs = place(a), place(b)
+    assert (creds["bucket"], creds["prefix"]) == (mine.bucket, mine.prefix) and creds["session_token"]
+    bucket_a, bucket_b, pa, pb = mine.bucket, theirs.bucket, mine.prefix, theirs.prefix
     async with s3_client(creds) as s3:
         # Everything works on A ...
-        await s3.put_object(Bucket=bucket_a, Key="direct.bin", Body=b"written with STS credentials")
-        listed = await s3.list_objects_v2(Bucket=bucket_a)
-        assert [o["Key"] for o in listed["Contents"]] == ["direct.bin"]
-        got = await s3.get_object(Bucket=bucket_a, Key="direct.bin")
+        await s3.put_object(Bucket=bucket_a, Key=pa + "direct.bin", Body=b"written with STS credentials")
+        listed = await s3.list_objects_v2(Bucket=bucket_a, Prefix=pa)
+        assert [o["Key"] for o in listed["Contents"]] == [pa + "direct.bin"]
+        got = await s3.get_object(Bucket=bucket_a, Key=pa + "direct.bin")
         assert await got["Body"].read() == b"written with STS credentials"
-        upload = await s3.create_multipart_upload(Bucket=bucket_a, Key="mp.bin")
-        await s3.abort_multipart_upload(Bucket=bucket_a, Key="mp.bin", UploadId=upload["UploadId"])
+        upload = await s3.create_multipart_upload(Bucket=bucket_a, Key=pa + "mp.bin")
+        await s3.abort_multipart_upload(Bucket=bucket_a, Key=pa + "mp.bin", UploadId=upload["UploadId"])
         # ... and nothing on B.
-        assert await denied(s3.list_objects_v2(Bucket=bucket_b)) == 403
-        assert await denied(s3.get_object(Bucket=bucket_b, Key="secret.txt")) == 403
-        assert await denied(s3.put_object(Bucket=bucket_b, Key="x", Body=b"x")) == 403
-        assert await denied(s3.create_multipart_upload(Bucket=bucket_b, Key="x")) == 403
-        assert await denied(s3.delete_object(Bucket=bucket_b, Key="secret.txt")) == 403
+        assert await denied(s3.list_objects_v2(Bucket=bucket_b, Prefix=pb)) == 403
+        assert await denied(s3.get_object(Bucket=bucket_b, Key=pb + "secret.txt")) == 403
+        assert await denied(s3.head_object(Bucket=bucket_b, Key=pb + "secret.txt")) == 403
+        assert await denied(s3.put_object(Bucket=bucket_b, Key=pb + "x", Body=b"x")) == 403
+        assert await denied(s3.create_multipart_upload(Bucket=bucket_b, Key=pb + "x")) == 403
+        assert await denied(s3.delete_object(Bucket=bucket_b, Key=pb + "secret.txt")) == 403
+        copy = {"Bucket": bucket_b, "Key": pb + "secret.txt"}
+        assert await denied(s3.copy_object(Bucket=bucket_a, Key=pa + "stolen", CopySource=copy)) == 403
         assert await denied(s3.create_bucket(Bucket=bucket_a + "-new")) == 403
+        if mine.shared:
+            # In the shared bucket: no listing beyond A's prefix (not the bucket, not a prefix
+            # that A's is a part of, not the uploads that name B's keys), and no key outside it.
+            assert bucket_a == bucket_b
+            assert await denied(s3.list_objects_v2(Bucket=bucket_a)) == 403
+            assert await denied(s3.list_objects_v2(Bucket=bucket_a, Prefix=pa[:-1])) == 403
+            assert await denied(s3.list_objects(Bucket=bucket_a)) == 403
+            assert await denied(s3.list_object_versions(Bucket=bucket_a)) == 403
+            assert await denied(s3.list_multipart_uploads(Bucket=bucket_a)) == 403
+            assert await denied(s3.put_object(Bucket=bucket_a, Key="outside", Body=b"x")) == 403
+            assert await denied(s3.get_bucket_policy(Bucket=bucket_a)) == 403
+            # A literal "../" is part of the key, not a way up: it stays under A's prefix.
+            dotted = await s3.list_objects_v2(Bucket=bucket_a, Prefix=f"{pa}../{pb}")
+            assert dotted.get("Contents", []) == []
     # A direct write shows up in the service once usage is recounted, and through the API.
     refreshed = await s3_api.json("GET", f"/api/v1/workspaces/{a['id']}?refresh_usage=true", 200, key=key)
     assert refreshed["usage"]["objects"] == 1
@@ -150,13 +187,13 @@ async def test_presigned_links_reach_one_object_and_expire(s3_api: Api, two_work
     link = await s3_api.json(
         "POST", f"/api/v1/workspaces/{a['id']}/links", 201, key=key, json={"key": "shared.bin"}
     )
-    bucket_a, bucket_b = a["storage"]["location"], b["storage"]["location"]
+    assert path(a, "shared.bin") in link["url"]
     async with aiohttp.ClientSession() as session:
         async with session.get(link["url"]) as response:
             assert response.status == 200 and await response.read() == data
         for tampered in (
-            link["url"].replace(f"/{bucket_a}/shared.bin", f"/{bucket_b}/secret.txt"),
-            link["url"].replace(f"/{bucket_a}/", f"/{bucket_b}/"),
+            link["url"].replace(path(a, "shared.bin"), path(b, "secret.txt")),
+            link["url"].replace(path(a, ""), path(b, "")),
             link["url"].replace("shared.bin", "other.bin"),
         ):
             async with session.get(tampered) as response:
@@ -197,7 +234,7 @@ async def test_tokens_reach_only_their_workspace_on_s3(s3_api: Api, two_workspac
     await s3_api.json("PUT", f"/api/v1/workspaces/{b['id']}/objects/x", 404, key=token, data=b"x")
     await s3_api.json("POST", f"/api/v1/workspaces/{b['id']}/credentials", 404, key=token)
     creds = await s3_api.json("POST", f"/api/v1/workspaces/{a['id']}/credentials", 201, key=token)
-    assert creds["bucket"] == a["storage"]["location"]
+    assert (creds["bucket"], creds["prefix"]) == (place(a).bucket, place(a).prefix)
 
 
 async def test_objects_api_on_s3_streams_large_objects_and_deletes_the_bucket(s3_api: Api) -> None:
@@ -217,23 +254,30 @@ async def test_objects_api_on_s3_streams_large_objects_and_deletes_the_bucket(s3
 
     s3 = await s3_api.app[CONTEXT].workspaces.storage._client("s3")
     buckets = [b["Name"] for b in (await s3.list_buckets())["Buckets"]]
-    assert ws["storage"]["location"] not in buckets
+    where = place(ws)
+    if where.shared:  # the shared bucket stays, with nothing of the workspace in it
+        assert where.bucket in buckets
+        assert (await s3.list_objects_v2(Bucket=where.bucket, Prefix=where.prefix)).get("Contents", []) == []
+    else:
+        assert where.bucket not in buckets
 
 
 async def test_an_execution_on_s3_storage_stages_with_temporary_credentials(
     radosgw: str,
     tmp_path: Path,
     contract,  # type: ignore[no-untyped-def]
+    layout: dict[str, Any],
 ) -> None:
     """The sidecar's S3 path: it gets the workspace's temporary credentials (never the
-    service's), stages the input from the bucket and ships the output back, byte for byte."""
+    service's), stages the input from the bucket (or its prefix of the shared one) and ships the
+    output back, byte for byte."""
     from tests.conftest import live_api
 
     settings = Settings(
         data_dir=tmp_path / "data",
         auth={"bootstrap_admin_key": ADMIN_KEY, "key_cache_seconds": 0},
         assets={"directory": REPO / "config" / "assets"},
-        storage=s3_settings(radosgw),
+        storage=s3_settings(radosgw, s3=layout),
     )
     api, close = await live_api(settings, contract)
     try:
@@ -274,22 +318,38 @@ async def test_an_execution_on_s3_storage_stages_with_temporary_credentials(
 
 async def test_a_workspace_that_could_not_be_made_leaves_no_bucket_or_role(s3_api: Api, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The bucket and the credentials' user and role are made side by side: when one side fails,
-    the other's work is removed, so that failed creations (a retrying connector) pile up nothing."""
+    the other's work is removed, so that failed creations (a retrying connector) pile up nothing.
+    (In the shared layout the failure comes once the user and role are made.)"""
     storage = s3_api.app[CONTEXT].workspaces.storage
     assert storage.isolation is not None
     s3, iam = await storage._client("s3"), await storage._client("iam")
 
     async def made() -> set[str]:
+        """This test's buckets and roles (other tests make theirs at the same time)."""
         buckets = {b["Name"] for b in (await s3.list_buckets())["Buckets"]}
-        return buckets | {r["RoleName"] for r in (await iam.list_roles())["Roles"]}
+        names = buckets | {r["RoleName"] for r in (await iam.list_roles())["Roles"]}
+        return {name for name in names if name.startswith(storage.options.bucket_prefix)}
 
     async def refused(bucket: str) -> None:
         raise Unavailable("RGW refused the bucket policy (injected)")
 
     key = await consumer(s3_api, "did:web:half-made")
+    await s3_api.json(
+        "POST", "/api/v1/workspaces", 201, key=key, json={"name": "first"}
+    )  # shared bucket made
     before = await made()
-    monkeypatch.setattr(storage.isolation, "bucket_made", refused)
+    if storage.options.layout == "shared_buckets":
+        provision = storage.isolation.provision
+
+        async def refused_late(where: Place) -> None:
+            await provision(where)
+            raise Unavailable("RGW refused the role's policy (injected)")
+
+        monkeypatch.setattr(storage.isolation, "provision", refused_late)
+    else:
+        monkeypatch.setattr(storage.isolation, "bucket_made", refused)
     failed = await s3_api.request("POST", "/api/v1/workspaces", key=key, json={"name": "x"})
     assert failed.status == 503
     assert await made() == before  # neither the bucket nor the role of the failed workspace
-    assert (await s3_api.json("GET", "/api/v1/workspaces", 200, key=key))["items"] == []
+    listed = (await s3_api.json("GET", "/api/v1/workspaces", 200, key=key))["items"]
+    assert [ws["name"] for ws in listed] == ["first"]

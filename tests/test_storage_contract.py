@@ -3,6 +3,7 @@ in-memory fake that service tests use (tests/fakes.py), so that the fake stays h
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import uuid
@@ -10,10 +11,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
 from provider.backends.storage.fs import FilesystemStorage
 from provider.backends.storage.s3 import S3Options, S3Storage
-from provider.domain.errors import ChecksumMismatch, NotFound, NotSupported, PayloadTooLarge
+from provider.backends.storage.s3_isolation import Place
+from provider.domain.errors import ChecksumMismatch, InvalidKey, NotFound, NotSupported, PayloadTooLarge
 from provider.domain.pagination import PageRequest
 from provider.domain.ranges import ByteRange
 from provider.domain.workspaces import key_problems
@@ -24,7 +27,14 @@ from tests.fakes import MemoryStorage
 MiB = 1024 * 1024
 
 
-@pytest.fixture(params=["fs", pytest.param("s3", marks=pytest.mark.s3), "memory"])
+@pytest.fixture(
+    params=[
+        "fs",
+        pytest.param("s3", marks=pytest.mark.s3),
+        pytest.param("s3-shared", marks=pytest.mark.s3),
+        "memory",
+    ]
+)
 async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Storage]:
     if request.param == "fs":
         backend: Storage = FilesystemStorage(tmp_path / "storage")
@@ -34,19 +44,36 @@ async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         endpoint = request.getfixturevalue("radosgw")
         backend = S3Storage(
             S3Options(
-                endpoint, "us-east-1", S3_ACCESS_KEY, S3_SECRET_KEY, part_size=5 * MiB, parts_in_flight=2
+                endpoint,
+                "us-east-1",
+                S3_ACCESS_KEY,
+                S3_SECRET_KEY,
+                part_size=5 * MiB,
+                parts_in_flight=2,
+                bucket_prefix=f"pt-{uuid.uuid4().hex[:8]}-",
+                layout="shared_buckets" if request.param == "s3-shared" else "bucket_per_workspace",
+                shared_buckets=2,
             )
         )
     yield backend
+    if isinstance(backend, S3Storage) and backend.options.layout == "shared_buckets":
+        s3 = await backend._client("s3")
+        for index in range(backend.options.shared_buckets):  # empty by now, unless a test failed
+            with contextlib.suppress(ClientError):
+                await s3.delete_bucket(Bucket=backend.shared_bucket(index))
     await backend.close()
 
 
 @pytest.fixture
 async def location(storage: Storage) -> AsyncIterator[str]:
-    name = f"pt-{uuid.uuid4().hex[:12]}"
-    await storage.create_location(name)
-    yield name
-    await storage.delete_location(name)
+    where = storage.location_for(f"pt-{uuid.uuid4().hex[:12]}")
+    await storage.create_location(where)
+    yield where
+    await storage.delete_location(where)
+
+
+def shared(storage: Storage) -> bool:
+    return isinstance(storage, S3Storage) and storage.options.layout == "shared_buckets"
 
 
 async def stream(data: bytes, piece: int = 64 * 1024) -> AsyncIterator[bytes]:
@@ -139,7 +166,9 @@ async def test_interrupted_upload_leaves_nothing(storage: Storage, location: str
     assert (await storage.list(location, "", PageRequest(10))).items == []
     if isinstance(storage, S3Storage):  # no multipart upload left behind to pay for
         s3 = await storage._client("s3")
-        assert (await s3.list_multipart_uploads(Bucket=location)).get("Uploads", []) == []
+        place = Place.of(location)
+        uploads = await s3.list_multipart_uploads(Bucket=place.bucket, Prefix=place.prefix)
+        assert uploads.get("Uploads", []) == []
 
 
 async def test_list_by_prefix_in_key_order_with_pages(storage: Storage, location: str) -> None:
@@ -166,15 +195,45 @@ async def test_list_by_prefix_in_key_order_with_pages(storage: Storage, location
 
 
 async def test_delete_location_removes_everything_and_is_idempotent(storage: Storage) -> None:
-    name = f"pt-{uuid.uuid4().hex[:12]}"
+    name = storage.location_for(f"pt-{uuid.uuid4().hex[:12]}")
     await storage.create_location(name)
     await storage.create_location(name)  # idempotent
     for i in range(5):
         await storage.put(name, f"x/{i}", stream(b"data"), PutLimits())
     await storage.delete_location(name)
     await storage.delete_location(name)
+    if shared(storage):  # a prefix of a shared bucket: nothing left under it, the bucket stays
+        assert (await storage.list(name, "", PageRequest(10))).items == []
+        return
     with pytest.raises(NotFound):
         await storage.list(name, "", PageRequest(10))
+
+
+async def test_locations_hold_their_own_objects_only(storage: Storage) -> None:
+    """Two workspaces side by side (in one shared bucket when the layout has only one): each
+    lists, counts, reads and deletes its own objects, and deleting one leaves the other whole."""
+    names = [storage.location_for(f"pt-{uuid.uuid4().hex[:12]}") for _ in range(2)]
+    if isinstance(storage, S3Storage) and storage.options.layout == "shared_buckets":
+        while Place.of(names[1]).bucket != Place.of(names[0]).bucket:
+            names[1] = storage.location_for(f"pt-{uuid.uuid4().hex[:12]}")
+    a, b = names
+    for where in names:
+        await storage.create_location(where)
+    try:
+        await storage.put(a, "k", stream(b"A"), PutLimits())
+        await storage.put(a, "only-a", stream(b"A"), PutLimits())
+        await storage.put(b, "k", stream(b"BB"), PutLimits())
+        assert await read_all(storage, a, "k") == b"A" and await read_all(storage, b, "k") == b"BB"
+        assert [o.key for o in (await storage.list(b, "", PageRequest(10))).items] == ["k"]
+        assert await storage.head(b, "only-a") is None
+        usage = await storage.usage(b)
+        assert (usage.objects, usage.bytes) == (1, 2)
+        await storage.delete_location(a)
+        assert await read_all(storage, b, "k") == b"BB"
+        assert [o.key for o in (await storage.list(b, "", PageRequest(10))).items] == ["k"]
+    finally:
+        for where in names:
+            await storage.delete_location(where)
 
 
 async def test_presign_where_supported(storage: Storage, location: str) -> None:
@@ -197,6 +256,15 @@ async def test_the_longest_key_segments_the_key_rules_allow_work_on_every_backen
     file name limit, which S3 does not have; both must take them."""
     key = "/".join(["é" * 127 + "x"] * 4)  # 4 segments of 255 bytes: 1023 bytes
     assert key_problems(key) == [] and key_problems(key + "y") != []
+    if shared(storage):
+        # S3 keys end at 1024 bytes with the workspace's prefix: the rest is refused as a bad key,
+        # before anything is sent, and the longest key that fits works.
+        with pytest.raises(InvalidKey, match="shared buckets"):
+            await storage.put(location, key, stream(b"data"), PutLimits())
+        assert (await storage.list(location, "", PageRequest(10))).items == []
+        room = 1024 - len(Place.of(location).prefix)
+        key = "/".join(["x" * 255] * 3) + "/" + "y" * (room - 768)
+        assert key_problems(key) == [] and len(key) == room
     await storage.put(location, key, stream(b"data"), PutLimits())
     assert await read_all(storage, location, key) == b"data"
     listed = await storage.list(location, "", PageRequest(10))
@@ -215,13 +283,15 @@ async def test_what_jobs_and_consumers_get_beside_the_objects_api(storage: Stora
         assert storage.consumer_address(location) is None
         return
     assert isinstance(storage, S3Storage)
+    place = Place.of(location)
     assert storage.consumer_address(location) == {
         "type": "AmazonS3",
-        "bucketName": location,
+        "bucketName": place.bucket,
         "region": "us-east-1",
-        "objectPrefix": "",
+        "objectPrefix": place.prefix,
         "endpointOverride": storage.options.endpoint_url,
     }
+    assert place.shared == shared(storage) and place.prefix == ("" if not place.shared else f"{place.name}/")
     with pytest.raises(NotSupported, match=r"storage\.s3\.sts"):
         await storage.job_access(location, 900)
     with pytest.raises(NotSupported, match=r"storage\.s3\.sts"):

@@ -100,6 +100,7 @@ def credentials_out(creds: TemporaryCredentials) -> dict[str, Any]:
         "expiration": timestamp(creds.expiration),
         "endpoint_url": creds.endpoint_url,
         "bucket": creds.bucket,
+        "prefix": creds.prefix,
         "region": creds.region,
     }
 

@@ -465,6 +465,7 @@ class TemporaryCredentials:
     endpoint_url: str | None
     bucket: str
     region: str
+    prefix: str = ""  # what the workspace's keys start with in a shared bucket; "": the whole bucket
 
 
 class Storage(Protocol):
@@ -478,6 +479,10 @@ class Storage(Protocol):
 
     async def ping(self) -> None:
         """Raise if the storage cannot be reached with the service's credentials (readiness)."""
+
+    def location_for(self, name: str) -> str:
+        """Where a new workspace called `name` lives: a bucket or directory of that name, or
+        `bucket/name` for a prefix of a shared bucket (S3's shared_buckets layout)."""
 
     async def create_location(self, location: str) -> None:
         """Create the location (and what its credentials need); idempotent."""
@@ -635,6 +640,7 @@ class StorageAccess:
             settings={
                 Env.S3_ENDPOINT: credentials.endpoint_url or "",
                 Env.S3_BUCKET: credentials.bucket,
+                Env.S3_PREFIX: credentials.prefix,
                 Env.S3_REGION: credentials.region,
             },
         )

@@ -252,6 +252,7 @@ class ProvisioningService:
             document["storage"].update(
                 endpoint_url=creds.endpoint_url,
                 bucket=creds.bucket,
+                prefix=creds.prefix,
                 region=creds.region,
                 access_key_id=creds.access_key_id,
                 secret_access_key=creds.secret_access_key,

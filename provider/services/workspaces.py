@@ -108,7 +108,7 @@ class WorkspaceService:
             tenant_id=tenant_id,
             name=name,
             labels=labels,
-            location=self.policy.location_prefix + workspace_id.replace("_", "-"),
+            location=self.storage.location_for(self.policy.location_prefix + workspace_id.replace("_", "-")),
             quota=self.policy.quota,
             usage=Usage(),
             state=WorkspaceState.ACTIVE,

@@ -32,6 +32,7 @@ def workspace_from_env() -> Workspace:
             os.environ.get(Env.S3_ENDPOINT),
             os.environ[Env.S3_BUCKET],
             os.environ[Env.S3_REGION],
+            os.environ.get(Env.S3_PREFIX, ""),
         )
     raise KeyError(f"{Env.STORAGE_KIND}={kind!r} (expected api or s3)")
 

@@ -58,6 +58,7 @@ class Env:
     # StorageKind.S3
     S3_ENDPOINT = "PROVIDER_S3_ENDPOINT"  # empty: AWS itself
     S3_BUCKET = "PROVIDER_S3_BUCKET"
+    S3_PREFIX = "PROVIDER_S3_PREFIX"  # the workspace's prefix in a shared bucket; empty: the whole bucket
     S3_REGION = "PROVIDER_S3_REGION"
     # secret: temporary credentials that open that bucket alone
     AWS_ACCESS_KEY_ID = "AWS_ACCESS_KEY_ID"

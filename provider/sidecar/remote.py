@@ -176,12 +176,14 @@ class ApiWorkspace:
 
 
 class S3Workspace:
-    """One bucket with temporary credentials (S3 storage)."""
+    """One bucket, or one prefix of a shared bucket, with temporary credentials (S3 storage).
+    Keys are the workspace's own: the prefix is added on the way out and cut on the way back."""
 
-    def __init__(self, endpoint_url: str | None, bucket: str, region: str) -> None:
+    def __init__(self, endpoint_url: str | None, bucket: str, region: str, prefix: str = "") -> None:
         self.endpoint_url = endpoint_url or None
         self.bucket = bucket
         self.region = region
+        self.prefix = prefix
 
     async def __aenter__(self) -> S3Workspace:
         import aioboto3
@@ -205,15 +207,15 @@ class S3Workspace:
 
     async def keys(self, prefix: str) -> AsyncIterator[str]:
         paginator = self.s3.get_paginator("list_objects_v2")
-        async for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+        async for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix + prefix):
             for item in page.get("Contents", []):
-                yield item["Key"]
+                yield item["Key"][len(self.prefix) :]
 
     async def download(self, key: str, target: Path) -> int:
         from botocore.exceptions import ClientError
 
         try:
-            answer = await self.s3.get_object(Bucket=self.bucket, Key=key)
+            answer = await self.s3.get_object(Bucket=self.bucket, Key=self.prefix + key)
         except ClientError as exc:
             raise RemoteError(f"object {key!r}: {exc.response.get('Error', {}).get('Code')}") from exc
         size = 0
@@ -231,5 +233,5 @@ class S3Workspace:
         config = TransferConfig(
             multipart_threshold=16 * CHUNK, multipart_chunksize=16 * CHUNK, max_concurrency=2
         )
-        await self.s3.upload_file(str(source), self.bucket, key, Config=config)
+        await self.s3.upload_file(str(source), self.bucket, self.prefix + key, Config=config)
         return source.stat().st_size, sha256

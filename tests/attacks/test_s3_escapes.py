@@ -2,6 +2,8 @@
 real Ceph radosgw, through the real service: STS role chaining (signed in headers and in the
 query string), other STS calls, bucket-level calls, and the other workspace's data.
 
+Both layouts are attacked: a bucket per workspace, and workspaces as prefixes of one shared bucket.
+
 On Ceph the shared-role set-up lets a session assume the role again without its session policy;
 the last tests show that escape is real there, and that the service refuses to start on it."""
 
@@ -15,11 +17,22 @@ from typing import Any
 import pytest
 
 from provider.app import create_app
+from provider.backends.storage.s3_isolation import Place
 from provider.backends.storage.s3_signed import Answer, Keys, SignedHttp, parse_assumed_credentials
 from provider.config import ConfigError, Settings
 from tests.conftest import ADMIN_KEY, REPO, S3_ROLE_ARN, Api, s3_settings
 
 pytestmark = pytest.mark.s3
+LAYOUTS = {"bucket_per_workspace": {}, "shared_buckets": {"layout": "shared_buckets", "shared_buckets": 1}}
+
+
+@pytest.fixture(params=list(LAYOUTS))
+def layout(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return dict(LAYOUTS[request.param])
+
+
+def place(workspace: dict[str, Any]) -> Place:
+    return Place.of(workspace["storage"]["location"])
 
 
 def service_settings(radosgw: str, tmp_path: Path, **s3: Any) -> Settings:
@@ -62,18 +75,17 @@ async def assume(http: SignedHttp, endpoint: str, keys: Keys, arn: str, in_query
     return await http.send("POST", endpoint, "sts", keys, form=form, sign_in_query=in_query)
 
 
-async def escapes(
-    http: SignedHttp, endpoint: str, keys: Keys, other_bucket: str, arns: list[str]
-) -> list[str]:
+async def escapes(http: SignedHttp, endpoint: str, keys: Keys, other: Place, arns: list[str]) -> list[str]:
     """Every escape that worked with these credentials."""
     worked = []
+    secret = f"{endpoint}/{other.bucket}/{other.prefix}secret.txt"
     for arn in arns:
         for in_query in (False, True):
             answer = await assume(http, endpoint, keys, arn, in_query)
             if answer.ok:
                 chained = parse_assumed_credentials(answer.body)
                 session = Keys(chained["AccessKeyId"], chained["SecretAccessKey"], chained["SessionToken"])
-                read = await http.send("GET", f"{endpoint}/{other_bucket}/secret.txt", "s3", session)
+                read = await http.send("GET", secret, "s3", session)
                 worked.append(f"AssumeRole {arn} {'query' if in_query else 'header'}: read B={read.ok}")
     probes = {
         "GetSessionToken": ("POST", endpoint, "sts", {"Action": "GetSessionToken", "Version": "2011-06-15"}),
@@ -97,27 +109,35 @@ async def escapes(
         worked.append("ListBuckets")
     if (await http.send("PUT", f"{endpoint}/pt-escape-made-by-a-consumer", "s3", keys)).ok:
         worked.append("CreateBucket")
-    if (await http.send("GET", f"{endpoint}/{other_bucket}/secret.txt", "s3", keys)).ok:
+    if (await http.send("GET", secret, "s3", keys)).ok:
         worked.append("GetObject on B")
-    if (await http.send("GET", f"{endpoint}/{other_bucket}", "s3", keys, query={"list-type": "2"})).ok:
+    if (await http.send("PUT", f"{endpoint}/{other.bucket}/{other.prefix}x", "s3", keys, form=b"x")).ok:
+        worked.append("PutObject on B")
+    listing = {"list-type": "2", "prefix": other.prefix}
+    if (await http.send("GET", f"{endpoint}/{other.bucket}", "s3", keys, query=listing)).ok:
         worked.append("ListObjects on B")
+    if other.shared:
+        for query in ({"list-type": "2"}, {"uploads": ""}, {"versions": ""}, {"policy": ""}):
+            if (await http.send("GET", f"{endpoint}/{other.bucket}", "s3", keys, query=query)).ok:
+                worked.append(f"GET on the shared bucket with {query}")
     return worked
 
 
 async def test_workspace_credentials_cannot_leave_their_workspace(
-    aiohttp_client, radosgw: str, tmp_path: Path, contract, signer: SignedHttp
+    aiohttp_client, radosgw: str, tmp_path: Path, contract, signer: SignedHttp, layout: dict[str, Any]
 ) -> None:  # type: ignore[no-untyped-def]
-    client = await aiohttp_client(create_app(service_settings(radosgw, tmp_path)))
+    client = await aiohttp_client(create_app(service_settings(radosgw, tmp_path, **layout)))
     api = Api(client, contract, client.app)
     key, a, b = await two_workspaces(api)
     creds = await api.json("POST", f"/api/v1/workspaces/{a['id']}/credentials", 201, key=key)
     keys = Keys(creds["access_key_id"], creds["secret_access_key"], creds["session_token"])
-    bucket_a, bucket_b = a["storage"]["location"], b["storage"]["location"]
-    # They work on their own bucket ...
-    assert (await signer.send("PUT", f"{radosgw}/{bucket_a}/mine.txt", "s3", keys)).ok
+    mine, theirs = place(a), place(b)
+    bucket_a = mine.bucket
+    # They work on their own workspace ...
+    assert (await signer.send("PUT", f"{radosgw}/{bucket_a}/{mine.prefix}mine.txt", "s3", keys)).ok
     # ... and on nothing else: B's role, the shared role of the other set-up, any STS call.
-    arns = [f"arn:aws:iam:::role/{bucket_b}", S3_ROLE_ARN]
-    assert await escapes(signer, radosgw, keys, bucket_b, arns) == []
+    arns = [f"arn:aws:iam:::role/{theirs.name}", S3_ROLE_ARN]
+    assert await escapes(signer, radosgw, keys, theirs, arns) == []
     # Bucket-level changes on their own bucket are refused too.
     public = '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:GetObject",'
     public += f'"Resource":"arn:aws:s3:::{bucket_a}/*"}}]}}'
@@ -128,37 +148,42 @@ async def test_workspace_credentials_cannot_leave_their_workspace(
     acl = await signer.send("PUT", f"{radosgw}/{bucket_a}", "s3", keys, query={"acl": ""}, form=b"")
     assert acl.status in (400, 403)  # refused, whatever the body
     # Chaining to the workspace's own role is the one call that works, and it stays inside.
-    own = await assume(signer, radosgw, keys, f"arn:aws:iam:::role/{bucket_a}", in_query=True)
+    own = await assume(signer, radosgw, keys, f"arn:aws:iam:::role/{mine.name}", in_query=True)
+    own_listing = {"list-type": "2", "prefix": mine.prefix}
     if own.ok:
         chained = parse_assumed_credentials(own.body)
         session = Keys(chained["AccessKeyId"], chained["SecretAccessKey"], chained["SessionToken"])
-        assert not (await signer.send("GET", f"{radosgw}/{bucket_b}/secret.txt", "s3", session)).ok
-        assert await escapes(signer, radosgw, session, bucket_b, arns) == []
+        assert await escapes(signer, radosgw, session, theirs, arns) == []
         # Deleting the workspace ends every session of it at once, chained ones included.
         await api.json("DELETE", f"/api/v1/workspaces/{a['id']}", 204, key=key)
-        assert not (
-            await signer.send("GET", f"{radosgw}/{bucket_a}", "s3", session, query={"list-type": "2"})
-        ).ok
+        assert not (await signer.send("GET", f"{radosgw}/{bucket_a}", "s3", session, query=own_listing)).ok
     else:
         await api.json("DELETE", f"/api/v1/workspaces/{a['id']}", 204, key=key)
-    assert not (await signer.send("PUT", f"{radosgw}/{bucket_a}/after.txt", "s3", keys)).ok
+    assert not (await signer.send("PUT", f"{radosgw}/{bucket_a}/{mine.prefix}after.txt", "s3", keys)).ok
+    assert not (await signer.send("GET", f"{radosgw}/{bucket_a}", "s3", keys, query=own_listing)).ok
 
 
 async def test_job_credentials_of_an_execution_cannot_leave_the_workspace(
-    aiohttp_client, radosgw: str, tmp_path: Path, contract, signer: SignedHttp
+    aiohttp_client, radosgw: str, tmp_path: Path, contract, signer: SignedHttp, layout: dict[str, Any]
 ) -> None:  # type: ignore[no-untyped-def]
     """The sidecar's credentials come from the same place as a consumer's: same escapes, same answer."""
-    client = await aiohttp_client(create_app(service_settings(radosgw, tmp_path)))
+    client = await aiohttp_client(create_app(service_settings(radosgw, tmp_path, **layout)))
     api = Api(client, contract, client.app)
     _, a, b = await two_workspaces(api)
     from provider.api.context import CONTEXT
 
     storage = client.app[CONTEXT].workspaces.storage
-    issued = await storage.temporary_credentials(a["storage"]["location"], 900)
-    keys = Keys(issued.access_key_id, issued.secret_access_key, issued.session_token)
-    bucket_b = b["storage"]["location"]
+    access = await storage.job_access(a["storage"]["location"], 900)
+    assert access.settings["PROVIDER_S3_PREFIX"] == place(a).prefix
+    keys = Keys(
+        *(
+            access.secrets[name]
+            for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+        )
+    )
+    theirs = place(b)
     assert (
-        await escapes(signer, radosgw, keys, bucket_b, [f"arn:aws:iam:::role/{bucket_b}", S3_ROLE_ARN]) == []
+        await escapes(signer, radosgw, keys, theirs, [f"arn:aws:iam:::role/{theirs.name}", S3_ROLE_ARN]) == []
     )
 
 
@@ -182,7 +207,7 @@ async def test_the_shared_role_set_up_lets_sessions_chain_out_on_ceph(
     key, a, b = await two_workspaces(api)
     creds = await api.json("POST", f"/api/v1/workspaces/{a['id']}/credentials", 201, key=key)
     keys = Keys(creds["access_key_id"], creds["secret_access_key"], creds["session_token"])
-    worked = await escapes(signer, radosgw, keys, b["storage"]["location"], [S3_ROLE_ARN])
+    worked = await escapes(signer, radosgw, keys, place(b), [S3_ROLE_ARN])
     assert any("read B=True" in item for item in worked), worked
 
 

@@ -70,6 +70,9 @@ class FilesystemStorage:
     async def ping(self) -> None:
         await ensure_writable(self.root)
 
+    def location_for(self, name: str) -> str:
+        return name
+
     async def create_location(self, location: str) -> None:
         def create() -> None:
             self._objects(location).mkdir(parents=True, exist_ok=True)

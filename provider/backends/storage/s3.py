@@ -1,4 +1,9 @@
-"""S3 storage (AWS, MinIO, Ceph RGW) through aioboto3: one bucket per workspace.
+"""S3 storage (AWS, MinIO, Ceph RGW) through aioboto3.
+
+Two layouts (`storage.s3.layout`): a bucket per workspace, or workspaces as prefixes of a few
+shared buckets, for servers whose bucket quota is smaller than the number of workspaces (Ceph
+allows 1,000 buckets per user, AWS 10,000 per account by default). A location names either
+(`Place`); every key the service reads or writes is the workspace's prefix plus the key.
 
 Uploads stream as multipart uploads with a bounded number of parts in memory; a failed or
 interrupted upload is aborted, so nothing partial becomes visible. Temporary credentials come
@@ -10,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -22,9 +28,11 @@ import aioboto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from provider.aio import SingleFlight
 from provider.backends.storage.s3_isolation import (
     Endpoints,
     Isolation,
+    Place,
     RolePerWorkspace,
     SharedRole,
     probe_chaining,
@@ -32,10 +40,10 @@ from provider.backends.storage.s3_isolation import (
 from provider.backends.storage.s3_signed import Keys, SignedHttp, parse_time
 from provider.backends.storage.streams import DigestingCounter, rechunk
 from provider.config import ConfigError
-from provider.domain.errors import NotFound, NotSupported, Unavailable
+from provider.domain.errors import FieldProblem, InvalidKey, NotFound, NotSupported, Unavailable
 from provider.domain.pagination import Page, PageRequest
 from provider.domain.ranges import ByteRange
-from provider.domain.workspaces import Usage
+from provider.domain.workspaces import MAX_KEY_BYTES, Usage
 from provider.services.ports import (
     ObjectInfo,
     ObjectStream,
@@ -67,6 +75,8 @@ class S3Options:
     allow_role_chaining: bool = False
     check_duration_seconds: int = 900
     bucket_prefix: str = "provider-"
+    layout: str = "bucket_per_workspace"  # or "shared_buckets"
+    shared_buckets: int = 8
 
 
 def _code(exc: ClientError) -> str:
@@ -79,6 +89,21 @@ def _status(exc: ClientError) -> int:
 
 def _missing(exc: ClientError) -> bool:
     return _status(exc) == 404 or _code(exc) in ("NoSuchKey", "NoSuchBucket", "404", "NotFound")
+
+
+def _key(place: Place, key: str) -> str:
+    """The key in the bucket. S3 keys have at most 1024 bytes, the prefix included: in a shared
+    bucket, the longest keys the key rules allow do not fit, and are refused with a 400."""
+    full = place.prefix + key
+    size = len(full.encode("utf-8", "surrogatepass"))
+    if size > MAX_KEY_BYTES:
+        room = MAX_KEY_BYTES - len(place.prefix.encode())
+        raise InvalidKey(
+            f"invalid object key: it has {size - len(place.prefix.encode())} bytes of UTF-8, and this "
+            f"storage keeps workspaces in shared buckets under a prefix, which leaves {room} for the key",
+            [FieldProblem("path.key", f"must be at most {room} bytes of UTF-8 on this storage")],
+        )
+    return full
 
 
 def _etag(value: str) -> str:
@@ -119,6 +144,34 @@ class S3Storage:
             self.isolation = RolePerWorkspace(self._client, self._http, self._endpoints, service)
         elif options.role_arn:
             self.isolation = SharedRole(lambda: self._client("sts"), options.role_arn)
+        self._shared_ready: set[str] = set()
+        self._shared_flight: SingleFlight[str, None] = SingleFlight()
+
+    def location_for(self, name: str) -> str:
+        """Its own bucket, or a prefix of the shared bucket that the name's hash picks: every
+        replica picks the same, and a changed bucket count moves no existing workspace."""
+        if self.options.layout != "shared_buckets":
+            return name
+        index = (
+            int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big") % self.options.shared_buckets
+        )
+        return f"{self.shared_bucket(index)}/{name}"
+
+    def shared_bucket(self, index: int) -> str:
+        return f"{self.options.bucket_prefix}shared-{index}"
+
+    async def _shared(self, bucket: str) -> None:
+        """Make a shared bucket (and its bucket policy) once per process; idempotent on the server."""
+        if bucket in self._shared_ready:
+            return
+
+        async def make() -> None:
+            await self._create_bucket(bucket)
+            if self.isolation is not None:
+                await self.isolation.bucket_made(bucket)
+            self._shared_ready.add(bucket)
+
+        await self._shared_flight.do(bucket, make)
 
     async def _client(self, kind: str) -> Any:
         """Clients are opened once and shared; `public` presigns URLs for the consumers' endpoint."""
@@ -166,6 +219,14 @@ class S3Storage:
             raise ConfigError(
                 f"storage.s3.endpoint_url: cannot use the S3 server at {endpoint}: {exc}"
             ) from exc
+        if self.options.layout == "shared_buckets":
+            try:
+                await asyncio.gather(
+                    *(self._shared(self.shared_bucket(i)) for i in range(self.options.shared_buckets))
+                )
+            except (Unavailable, ClientError, BotoCoreError, OSError) as exc:
+                await self.close()
+                raise ConfigError(f"storage.s3.layout: cannot make the shared buckets: {exc}") from exc
         if self.isolation is None or not self.options.check_isolation:
             return
         try:
@@ -175,6 +236,7 @@ class S3Storage:
                 self._endpoints,
                 self.create_location,
                 self.delete_location,
+                self.location_for,
                 self.options.bucket_prefix,
                 self.options.check_duration_seconds,
             )
@@ -202,19 +264,20 @@ class S3Storage:
         )
 
     async def create_location(self, location: str) -> None:
+        place = Place.of(location)
+        bucket = self._shared(place.bucket) if place.shared else self._create_bucket(place.bucket)
         if self.isolation is None:
-            await self._create_bucket(location)
+            await bucket
             return
         # The bucket and its credentials' user and role are independent: made side by side,
         # a workspace costs the longer of the two chains of requests, not their sum.
-        made = await asyncio.gather(
-            self._create_bucket(location), self.isolation.provision(location), return_exceptions=True
-        )
+        made = await asyncio.gather(bucket, self.isolation.provision(place), return_exceptions=True)
         failed = next((m for m in made if isinstance(m, BaseException)), None)
         try:
             if failed is not None:
                 raise failed
-            await self.isolation.bucket_made(location)
+            if not place.shared:
+                await self.isolation.bucket_made(place.bucket)
         except BaseException:
             # Nothing of a workspace that was not made stays behind: no bucket, user or role.
             with contextlib.suppress(Exception):
@@ -235,30 +298,34 @@ class S3Storage:
                 raise Unavailable(f"cannot create bucket {location}: {_code(exc) or exc}") from exc
 
     async def delete_location(self, location: str) -> None:
+        place = Place.of(location)
         if self.isolation is not None:  # credentials end first, then the data
-            await self.isolation.retire(location)
+            await self.isolation.retire(place)
         s3 = await self._client("s3")
+        where = {"Bucket": place.bucket, "Prefix": place.prefix}
         try:
             paginator = s3.get_paginator("list_multipart_uploads")
-            async for result in paginator.paginate(Bucket=location):
+            async for result in paginator.paginate(**where):
                 for upload in result.get("Uploads", []):
                     await s3.abort_multipart_upload(
-                        Bucket=location, Key=upload["Key"], UploadId=upload["UploadId"]
+                        Bucket=place.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
                     )
             paginator = s3.get_paginator("list_objects_v2")
-            async for result in paginator.paginate(Bucket=location):
+            async for result in paginator.paginate(**where):
                 keys = [{"Key": item["Key"]} for item in result.get("Contents", [])]
                 if keys:
-                    await s3.delete_objects(Bucket=location, Delete={"Objects": keys, "Quiet": True})
-            await s3.delete_bucket(Bucket=location)
+                    await s3.delete_objects(Bucket=place.bucket, Delete={"Objects": keys, "Quiet": True})
+            if not place.shared:
+                await s3.delete_bucket(Bucket=place.bucket)
         except ClientError as exc:
             if not _missing(exc):
-                raise Unavailable(f"cannot delete bucket {location}: {_code(exc) or exc}") from exc
+                raise Unavailable(f"cannot delete the workspace at {location}: {_code(exc) or exc}") from exc
 
     async def put(
         self, location: str, key: str, chunks: AsyncIterator[bytes], limits: PutLimits
     ) -> StoredObject:
         s3 = await self._client("s3")
+        place = Place.of(location)
         previous = await self.head(location, key)
         counter = DigestingCounter(limits)
         parts = rechunk(chunks, self.options.part_size)
@@ -268,11 +335,11 @@ class S3Storage:
             if following is None:  # small: one PUT, after the checks
                 counter.update(head[0])
                 sha256 = counter.verify()
-                await s3.put_object(Bucket=location, Key=key, Body=head.pop())
+                await s3.put_object(Bucket=place.bucket, Key=_key(place, key), Body=head.pop())
             else:
                 head.append(following)
                 del following  # only `head` may hold parts, so that each is freed once sent
-                sha256 = await self._multipart(s3, location, key, counter, head, parts)
+                sha256 = await self._multipart(s3, place.bucket, _key(place, key), counter, head, parts)
         except ClientError as exc:
             if _code(exc) == "NoSuchBucket":
                 raise NotFound("storage location", location) from exc
@@ -287,20 +354,20 @@ class S3Storage:
     async def _multipart(
         self,
         s3: Any,
-        location: str,
+        bucket: str,
         key: str,
         counter: DigestingCounter,
         head: list[bytes],
         rest: AsyncIterator[bytes],
     ) -> str:
         """Upload parts with at most `parts_in_flight` in memory; abort on any failure."""
-        upload_id = (await s3.create_multipart_upload(Bucket=location, Key=key))["UploadId"]
+        upload_id = (await s3.create_multipart_upload(Bucket=bucket, Key=key))["UploadId"]
         done: list[dict[str, Any]] = []
         in_flight: set[asyncio.Task[None]] = set()
 
         async def send(number: int, body: bytes) -> None:
             answer = await s3.upload_part(
-                Bucket=location, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+                Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
             )
             done.append({"PartNumber": number, "ETag": answer["ETag"]})
 
@@ -325,24 +392,25 @@ class S3Storage:
             sha256 = counter.verify()
             done.sort(key=lambda part: int(part["PartNumber"]))
             await s3.complete_multipart_upload(
-                Bucket=location, Key=key, UploadId=upload_id, MultipartUpload={"Parts": done}
+                Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": done}
             )
             return sha256
         except BaseException:
             for task in in_flight:
                 task.cancel()
-            await asyncio.shield(self._abort(s3, location, key, upload_id))
+            await asyncio.shield(self._abort(s3, bucket, key, upload_id))
             raise
 
-    async def _abort(self, s3: Any, location: str, key: str, upload_id: str) -> None:
+    async def _abort(self, s3: Any, bucket: str, key: str, upload_id: str) -> None:
         try:
-            await s3.abort_multipart_upload(Bucket=location, Key=key, UploadId=upload_id)
+            await s3.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
         except (ClientError, BotoCoreError) as exc:
-            log.warning("could not abort multipart upload of %s in %s: %s", key, location, exc)
+            log.warning("could not abort multipart upload of %s in %s: %s", key, bucket, exc)
 
     async def open(self, location: str, key: str, byte_range: ByteRange | None) -> ObjectStream:
         s3 = await self._client("s3")
-        params: dict[str, Any] = {"Bucket": location, "Key": key}
+        place = Place.of(location)
+        params: dict[str, Any] = {"Bucket": place.bucket, "Key": _key(place, key)}
         if byte_range is not None:
             params["Range"] = f"bytes={byte_range.start}-{byte_range.end}"
         try:
@@ -367,8 +435,9 @@ class S3Storage:
 
     async def head(self, location: str, key: str) -> ObjectInfo | None:
         s3 = await self._client("s3")
+        place = Place.of(location)
         try:
-            answer = await s3.head_object(Bucket=location, Key=key)
+            answer = await s3.head_object(Bucket=place.bucket, Key=_key(place, key))
         except ClientError as exc:
             if _missing(exc):
                 return None
@@ -379,17 +448,25 @@ class S3Storage:
 
     async def list(self, location: str, prefix: str, page: PageRequest) -> Page[ObjectInfo]:
         s3 = await self._client("s3")
-        params: dict[str, Any] = {"Bucket": location, "Prefix": prefix, "MaxKeys": page.size}
+        place = Place.of(location)
+        params: dict[str, Any] = {
+            "Bucket": place.bucket,
+            "Prefix": place.prefix + prefix,
+            "MaxKeys": page.size,
+        }
         if page.after:
-            params["StartAfter"] = page.after[0]
+            params["StartAfter"] = place.prefix + page.after[0]
         try:
             answer = await s3.list_objects_v2(**params)
         except ClientError as exc:
             if _missing(exc):
                 raise NotFound("storage location", location) from exc
             raise Unavailable(f"S3 refused a listing: {_code(exc) or exc}") from exc
+        cut = len(place.prefix)
         items = [
-            ObjectInfo(item["Key"], item["Size"], _etag(item["ETag"]), item["LastModified"].astimezone(UTC))
+            ObjectInfo(
+                item["Key"][cut:], item["Size"], _etag(item["ETag"]), item["LastModified"].astimezone(UTC)
+            )
             for item in answer.get("Contents", [])
         ]
         more = bool(answer.get("IsTruncated")) and bool(items)
@@ -400,15 +477,17 @@ class S3Storage:
         if info is None:
             return None
         s3 = await self._client("s3")
-        await s3.delete_object(Bucket=location, Key=key)
+        place = Place.of(location)
+        await s3.delete_object(Bucket=place.bucket, Key=_key(place, key))
         return info
 
     async def usage(self, location: str) -> Usage:
         s3 = await self._client("s3")
         total = count = 0
         paginator = s3.get_paginator("list_objects_v2")
+        place = Place.of(location)
         try:
-            async for result in paginator.paginate(Bucket=location):
+            async for result in paginator.paginate(Bucket=place.bucket, Prefix=place.prefix):
                 for item in result.get("Contents", []):
                     total += item["Size"]
                     count += 1
@@ -419,18 +498,24 @@ class S3Storage:
     async def presign(self, location: str, key: str, method: str, expires_seconds: int) -> str | None:
         s3 = await self._client("public")
         operation = {"GET": "get_object", "PUT": "put_object"}[method]
+        place = Place.of(location)
         url: str = await s3.generate_presigned_url(
-            operation, Params={"Bucket": location, "Key": key}, ExpiresIn=expires_seconds
+            operation, Params={"Bucket": place.bucket, "Key": _key(place, key)}, ExpiresIn=expires_seconds
         )
         return url
 
     async def temporary_credentials(self, location: str, duration_seconds: int) -> TemporaryCredentials:
         if self.isolation is None:
             raise NotSupported("temporary credentials need storage.s3.sts in the configuration")
-        credentials = await self.isolation.assume(location, duration_seconds)
+        place = Place.of(location)
+        credentials = await self.isolation.assume(place, duration_seconds)
         log.info(
             "temporary credentials issued",
-            extra={"bucket": location, "access_key_id": credentials["AccessKeyId"]},
+            extra={
+                "bucket": place.bucket,
+                "prefix": place.prefix,
+                "access_key_id": credentials["AccessKeyId"],
+            },
         )
         expiration = credentials["Expiration"]
         if isinstance(expiration, str):
@@ -441,8 +526,9 @@ class S3Storage:
             session_token=credentials["SessionToken"],
             expiration=expiration.astimezone(UTC),
             endpoint_url=self.options.public_endpoint_url or self.options.endpoint_url,
-            bucket=location,
+            bucket=place.bucket,
             region=self.options.region,
+            prefix=place.prefix,
         )
 
     async def job_access(self, location: str, lifetime_seconds: int) -> StorageAccess:
@@ -452,12 +538,14 @@ class S3Storage:
         return await self.temporary_credentials(location, duration_seconds)
 
     def consumer_address(self, location: str) -> dict[str, Any]:
-        """The bucket as EDC's AmazonS3 data address names it, at the endpoint consumers reach."""
+        """The workspace as EDC's AmazonS3 data address names it (its bucket, and its prefix in a
+        shared bucket), at the endpoint consumers reach."""
+        place = Place.of(location)
         address: dict[str, Any] = {
             "type": "AmazonS3",
-            "bucketName": location,
+            "bucketName": place.bucket,
             "region": self.options.region,
-            "objectPrefix": "",
+            "objectPrefix": place.prefix,
         }
         endpoint = self.options.public_endpoint_url or self.options.endpoint_url
         if endpoint:

@@ -13,7 +13,10 @@ Two set-ups, chosen by `storage.s3.sts.mode`:
   role, which only that user may assume and which allows that bucket only. A session can then
   chain to nothing but its own workspace's role; deleting the role ends every session at once.
 
-`probe_chaining` performs the attack at start-up on scratch buckets, so that a server that
+Either set-up serves both layouts (`Place`): a workspace's own bucket, or a prefix of a shared
+bucket, where the policies name the prefix's objects and allow listings of that prefix only.
+
+`probe_chaining` performs the attack at start-up on scratch workspaces, so that a server that
 behaves otherwise is found before a consumer finds it.
 """
 
@@ -22,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -53,6 +57,26 @@ def _compact(document: dict[str, Any]) -> str:
     return json.dumps(document, separators=(",", ":"))
 
 
+@dataclass(frozen=True)
+class Place:
+    """Where a workspace lives in S3: its own bucket (location `bucket`), or a prefix of a shared
+    bucket (location `bucket/name`, objects under `name/`)."""
+
+    bucket: str
+    name: str  # the workspace's own name: its bucket, or its prefix without the slash
+    shared: bool
+
+    @classmethod
+    def of(cls, location: str) -> Place:
+        bucket, _, name = location.partition("/")
+        return cls(bucket, name, True) if name else cls(bucket, bucket, False)
+
+    @property
+    def prefix(self) -> str:
+        """What every key of the workspace starts with in its bucket."""
+        return f"{self.name}/" if self.shared else ""
+
+
 def bucket_policy(bucket: str) -> str:
     """What a workspace's credentials may do: objects and listings of one bucket, nothing else."""
     return _compact(
@@ -66,6 +90,40 @@ def bucket_policy(bucket: str) -> str:
     )
 
 
+def prefix_policy(bucket: str, prefix: str) -> str:
+    """The same within a shared bucket: objects under the prefix, and listings that name it.
+    A listing without a prefix, or of the bucket's uploads (which name other workspaces' keys),
+    matches no statement and is refused."""
+    return _compact(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": ["s3:ListBucket"],
+                    "Resource": [f"arn:aws:s3:::{bucket}"],
+                    "Condition": {"StringLike": {"s3:prefix": [f"{prefix}*"]}},
+                },
+                {
+                    "Effect": "Allow",
+                    "Action": ["s3:GetBucketLocation"],
+                    "Resource": [f"arn:aws:s3:::{bucket}"],
+                },
+                {
+                    "Effect": "Allow",
+                    "Action": OBJECT_ACTIONS,
+                    "Resource": [f"arn:aws:s3:::{bucket}/{prefix}*"],
+                },
+            ],
+        }
+    )
+
+
+def policy(place: Place) -> str:
+    """What the credentials of the workspace at `place` may do."""
+    return prefix_policy(place.bucket, place.prefix) if place.shared else bucket_policy(place.bucket)
+
+
 @dataclass(frozen=True)
 class Endpoints:
     s3: str
@@ -74,25 +132,26 @@ class Endpoints:
 
 
 class Isolation(Protocol):
-    """How temporary credentials for one bucket are made, and what each workspace needs for it."""
+    """How temporary credentials for one workspace are made, and what each workspace needs for it."""
 
     mode: str
 
-    async def provision(self, bucket: str) -> None:
-        """Create what the bucket's credentials need (nothing, or a user and a role); idempotent.
+    async def provision(self, place: Place) -> None:
+        """Create what the workspace's credentials need (nothing, or a user and a role); idempotent.
         Runs while the bucket itself is being made: it needs no bucket yet."""
 
     async def bucket_made(self, bucket: str) -> None:
-        """What needs the bucket itself (a bucket policy), once both are there; idempotent."""
+        """What a bucket needs once it is there (a bucket policy): a workspace's own bucket, or a
+        shared bucket when it is made; idempotent."""
 
-    async def retire(self, bucket: str) -> None:
-        """Remove it again, ending every session of the bucket where the server allows; idempotent."""
+    async def retire(self, place: Place) -> None:
+        """Remove it again, ending every session of the workspace where the server allows; idempotent."""
 
-    async def assume(self, bucket: str, duration_seconds: int) -> dict[str, Any]:
-        """STS credentials for the bucket: AccessKeyId, SecretAccessKey, SessionToken, Expiration."""
+    async def assume(self, place: Place, duration_seconds: int) -> dict[str, Any]:
+        """STS credentials for the workspace: AccessKeyId, SecretAccessKey, SessionToken, Expiration."""
 
-    def chain_targets(self, bucket: str, other: str) -> list[str]:
-        """Role ARNs a session of `bucket` must not be able to assume."""
+    def chain_targets(self, place: Place, other: Place) -> list[str]:
+        """Role ARNs a session of `place` must not be able to assume."""
 
 
 class SharedRole:
@@ -104,22 +163,22 @@ class SharedRole:
         self._sts = sts_client
         self.role_arn = role_arn
 
-    async def provision(self, bucket: str) -> None:
+    async def provision(self, place: Place) -> None:
         return None
 
     async def bucket_made(self, bucket: str) -> None:
         return None
 
-    async def retire(self, bucket: str) -> None:
+    async def retire(self, place: Place) -> None:
         return None
 
-    async def assume(self, bucket: str, duration_seconds: int) -> dict[str, Any]:
+    async def assume(self, place: Place, duration_seconds: int) -> dict[str, Any]:
         sts = await self._sts()
         try:
             answer = await sts.assume_role(
                 RoleArn=self.role_arn,
-                RoleSessionName=bucket[:64],
-                Policy=bucket_policy(bucket),
+                RoleSessionName=place.name[:64],
+                Policy=policy(place),
                 DurationSeconds=duration_seconds,
             )
         except ClientError as exc:
@@ -128,7 +187,7 @@ class SharedRole:
         credentials: dict[str, Any] = answer["Credentials"]
         return credentials
 
-    def chain_targets(self, bucket: str, other: str) -> list[str]:
+    def chain_targets(self, place: Place, other: Place) -> list[str]:
         return [self.role_arn]
 
 
@@ -146,17 +205,19 @@ class RolePerWorkspace:
         self._keys: dict[str, Keys] = {}  # workspace user -> its keys, read once from RGW
 
     @staticmethod
-    def role_arn(bucket: str) -> str:
-        return f"arn:aws:iam:::role/{bucket}"
+    def role_arn(name: str) -> str:
+        return f"arn:aws:iam:::role/{name}"
 
     async def _admin(self, method: str, **params: str) -> Answer:
         return await self._http.send(
             method, f"{self._endpoints.admin}/admin/user", "s3", self._service, query=params
         )
 
-    async def provision(self, bucket: str) -> None:
+    async def provision(self, place: Place) -> None:
         # The user: may own no bucket (max-buckets -1), and gets no policy of its own, so its
-        # keys can do nothing but assume the workspace's role.
+        # keys can do nothing but assume the workspace's role. User and role take the
+        # workspace's name (its bucket, or its prefix in a shared bucket).
+        bucket = place.name
         answer = await self._admin(
             "PUT",
             uid=bucket,
@@ -183,15 +244,14 @@ class RolePerWorkspace:
             if exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") != 409:
                 raise Unavailable(f"RGW refused to create the workspace role {bucket}: {exc}") from exc
         try:
-            await iam.put_role_policy(
-                RoleName=bucket, PolicyName="workspace", PolicyDocument=bucket_policy(bucket)
-            )
+            await iam.put_role_policy(RoleName=bucket, PolicyName="workspace", PolicyDocument=policy(place))
         except ClientError as exc:
             raise Unavailable(f"RGW refused the workspace role's policy for {bucket}: {exc}") from exc
 
     async def bucket_made(self, bucket: str) -> None:
         # Objects that a session writes belong to the workspace user, and RGW does not let even the
-        # bucket's owner read them; this policy lets the service read and remove them.
+        # bucket's owner read them; this policy lets the service read and remove them. It names
+        # the service alone: in a shared bucket it gives no workspace another's objects.
         service_user = await self._service_user_id()
         owner_access = {
             "Version": "2012-10-17",
@@ -238,8 +298,9 @@ class RolePerWorkspace:
             raise Unavailable(f"RGW does not know the workspace user {bucket}: HTTP {answer.status}")
         return self._remember(bucket, answer.body)
 
-    async def retire(self, bucket: str) -> None:
+    async def retire(self, place: Place) -> None:
         # The role first: RGW checks on every request that a session's role still exists.
+        bucket = place.name
         iam = await self._client("iam")
         for call, args in (
             (iam.delete_role_policy, {"RoleName": bucket, "PolicyName": "workspace"}),
@@ -255,47 +316,50 @@ class RolePerWorkspace:
             raise Unavailable(f"RGW refused to delete the workspace user {bucket}: HTTP {answer.status}")
         self._keys.pop(bucket, None)
 
-    async def assume(self, bucket: str, duration_seconds: int) -> dict[str, Any]:
+    async def assume(self, place: Place, duration_seconds: int) -> dict[str, Any]:
         form = {
             "Action": "AssumeRole",
             "Version": "2011-06-15",
-            "RoleArn": self.role_arn(bucket),
-            "RoleSessionName": bucket[:64],
-            "Policy": bucket_policy(bucket),
+            "RoleArn": self.role_arn(place.name),
+            "RoleSessionName": place.name[:64],
+            "Policy": policy(place),
             "DurationSeconds": str(duration_seconds),
         }
         answer = await self._http.send(
-            "POST", self._endpoints.sts, "sts", await self._user_keys(bucket), form=form
+            "POST", self._endpoints.sts, "sts", await self._user_keys(place.name), form=form
         )
         if not answer.ok:
             if answer.status == 403:  # keys rotated behind our back: read them again next time
-                self._keys.pop(bucket, None)
+                self._keys.pop(place.name, None)
             raise Unavailable(
                 f"STS refused AssumeRole (HTTP {answer.status}): {error_code(answer.body) or 'no code'}"
             )
         return parse_assumed_credentials(answer.body)
 
-    def chain_targets(self, bucket: str, other: str) -> list[str]:
-        return [self.role_arn(other)]
+    def chain_targets(self, place: Place, other: Place) -> list[str]:
+        return [self.role_arn(other.name)]
 
 
 async def probe_chaining(
     isolation: Isolation,
     http: SignedHttp,
     endpoints: Endpoints,
-    create: Any,
-    delete: Any,
+    create: Callable[[str], Awaitable[None]],
+    delete: Callable[[str], Awaitable[None]],
+    locate: Callable[[str], str],
     prefix: str,
     duration_seconds: int,
 ) -> list[str]:
     """Perform the escapes a consumer would try with one workspace's credentials, on two scratch
-    buckets; return what succeeded (empty when the set-up holds)."""
+    workspaces placed as real ones are (`locate`: name -> location); return what succeeded
+    (empty when the set-up holds)."""
     tag = secrets.token_hex(4)
-    mine, other = f"{prefix}check-{tag}-a", f"{prefix}check-{tag}-b"
+    locations = [locate(f"{prefix}check-{tag}-a"), locate(f"{prefix}check-{tag}-b")]
+    mine, other = Place.of(locations[0]), Place.of(locations[1])
     breaches: list[str] = []
     try:
-        await create(mine)
-        await create(other)
+        for location in locations:
+            await create(location)
         issued = await isolation.assume(mine, duration_seconds)
         keys = Keys(issued["AccessKeyId"], issued["SecretAccessKey"], issued["SessionToken"])
         sts = endpoints.sts
@@ -324,13 +388,30 @@ async def probe_chaining(
         if made.ok:
             breaches.append("CreateBucket")
             await delete(f"{prefix}check-{tag}-c")
-        foreign = await http.send("GET", f"{endpoints.s3}/{other}", "s3", keys, query={"list-type": "2"})
+        bucket_url = f"{endpoints.s3}/{other.bucket}"
+        foreign = await http.send(
+            "GET", bucket_url, "s3", keys, query={"list-type": "2", "prefix": other.prefix}
+        )
         if foreign.ok:
-            breaches.append("ListObjects on another workspace's bucket")
+            breaches.append("ListObjects of another workspace")
+        written = await http.send("PUT", f"{bucket_url}/{other.prefix}check.txt", "s3", keys, form=b"x")
+        if written.ok:
+            breaches.append("PutObject into another workspace")
+        if mine.shared:
+            whole = await http.send(
+                "GET", f"{endpoints.s3}/{mine.bucket}", "s3", keys, query={"list-type": "2"}
+            )
+            if whole.ok:
+                breaches.append("ListObjects of the whole shared bucket")
+            uploads = await http.send(
+                "GET", f"{endpoints.s3}/{mine.bucket}", "s3", keys, query={"uploads": ""}
+            )
+            if uploads.ok:
+                breaches.append("ListMultipartUploads of the whole shared bucket")
     finally:
-        for bucket in (mine, other):
+        for location in locations:
             try:
-                await delete(bucket)
+                await delete(location)
             except Unavailable as exc:
-                log.warning("could not remove the isolation check's bucket %s: %s", bucket, exc)
+                log.warning("could not remove the isolation check's workspace %s: %s", location, exc)
     return breaches
