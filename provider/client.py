@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 
@@ -29,6 +29,9 @@ class ApiClient:
     def __init__(self, url: str, key: str | None, timeout: float | None = 3600) -> None:
         if not key:
             raise ApiError("no API key or token: pass --key or set PROVIDER_API_KEY")
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ApiError(f"the service URL {url!r} needs http:// or https:// and a host")
         self.url = url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {key}"}
         self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
@@ -84,6 +87,18 @@ class ApiClient:
             if not token:
                 return
 
+    async def stream(self, path: str, params: dict[str, str] | None = None) -> AsyncIterator[bytes]:
+        """A response body as it arrives (logs, followed)."""
+        try:
+            async with self.session.get(
+                self.url + path, params=params, timeout=aiohttp.ClientTimeout(sock_connect=10)
+            ) as response:
+                await self._raise_for(response, f"GET {path}")
+                async for block in response.content.iter_any():
+                    yield block
+        except aiohttp.ClientConnectionError as exc:
+            raise ApiError(f"cannot reach the service at {self.url}: {exc}") from exc
+
     @staticmethod
     def object_path(workspace: str, key: str) -> str:
         return f"/api/v1/workspaces/{quote(workspace, safe='')}/objects/{quote(key, safe='/')}"
@@ -100,6 +115,11 @@ class ApiClient:
 
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(size)}
         return await self.json("PUT", self.object_path(workspace, key), data=body(), headers=headers)
+
+    async def upload_stream(self, workspace: str, key: str, chunks: AsyncIterator[bytes]) -> Any:
+        """Stream bytes of unknown length (standard input) to an object, chunked."""
+        headers = {"Content-Type": "application/octet-stream"}
+        return await self.json("PUT", self.object_path(workspace, key), data=chunks, headers=headers)
 
     async def download(
         self,

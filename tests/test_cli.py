@@ -42,6 +42,20 @@ def test_every_command_has_help(capsys: pytest.CaptureFixture[str]) -> None:
         ["assets", "list"],
         ["assets", "validate"],
         ["watch"],
+        ["run"],
+        ["executions"],
+        *[["executions", c] for c in ("list", "get", "cancel", "logs", "outputs")],
+        ["tenants"],
+        *[["tenants", c] for c in ("list", "create", "get")],
+        ["keys"],
+        *[["keys", c] for c in ("list", "create", "revoke")],
+        ["tokens"],
+        *[["tokens", c] for c in ("list", "create", "revoke")],
+        ["subscriptions"],
+        *[["subscriptions", c] for c in ("list", "create", "rm", "deliveries", "retry")],
+        ["completion"],
+        ["put"],
+        ["get"],
     ]
     for argv in [[], *commands]:
         with pytest.raises(SystemExit) as done:

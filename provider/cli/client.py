@@ -5,10 +5,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-from pathlib import Path
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-from provider.cli.common import CliError, _client, _progress, _size
+from provider.cli.common import (
+    CliError,
+    _client,
+    _progress,
+    _size,
+    download_tree,
+    key_values,
+    upload_plan,
+    upload_tree,
+)
 from provider.client import ApiClient
 
 
@@ -31,7 +42,7 @@ def cmd_assets_list(args: argparse.Namespace) -> int:
 
 
 def cmd_workspace_create(args: argparse.Namespace) -> int:
-    labels = dict(item.split("=", 1) for item in args.label)
+    labels = key_values(args.label, "--label", "KEY=VALUE")
 
     async def run() -> Any:
         async with _client(args) as api:
@@ -73,9 +84,38 @@ def cmd_workspace_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_put(args: argparse.Namespace) -> int:
+    """A file, a whole folder (recursive, parallel, resumable) or standard input (`-`)."""
+    if args.local == "-":
+        if not args.key_name:
+            raise CliError("put - (standard input) needs the object KEY")
+
+        async def from_stdin() -> Any:
+            async def chunks() -> AsyncIterator[bytes]:
+                while block := await asyncio.to_thread(sys.stdin.buffer.read, 1024 * 1024):
+                    yield block
+
+            async with _client(args) as api:
+                return await api.upload_stream(args.workspace, args.key_name, chunks())
+
+        stored = asyncio.run(from_stdin())
+        print(f"{args.key_name}: {stored['size']} bytes, sha256 {stored['sha256']}")
+        return 0
     source = Path(args.local)
+    if source.is_dir():
+        prefix = args.key_name if args.key_name is not None else source.name
+        prefix = prefix if prefix in ("",) or prefix.endswith("/") else prefix + "/"
+
+        files, _ = upload_plan(source, prefix)
+
+        async def tree() -> None:
+            async with _client(args) as api:
+                await upload_tree(api, args.workspace, files, prefix, args.parallel, args.force)
+
+        asyncio.run(tree())
+        print(f"{source}/ -> {prefix or '(workspace root)'}")
+        return 0
     if not source.is_file():
-        raise CliError(f"{source} is not a file")
+        raise CliError(f"{source} is not a file or a folder")
     key = args.key_name or source.name
     size = source.stat().st_size
 
@@ -91,6 +131,31 @@ def cmd_put(args: argparse.Namespace) -> int:
 
 
 def cmd_get(args: argparse.Namespace) -> int:
+    """An object, every object under a prefix ending in '/' (into a folder), or to standard
+    output (`-`)."""
+    if args.local == "-":
+
+        async def to_stdout() -> None:
+            async with _client(args) as api:
+                path = api.object_path(args.workspace, args.key_name)
+                async for block in api.stream(path):
+                    sys.stdout.buffer.write(block)
+            sys.stdout.buffer.flush()
+
+        asyncio.run(to_stdout())
+        return 0
+    if args.key_name.endswith("/"):
+        folder = Path(args.local or PurePosixPath(args.key_name).name)
+
+        async def tree() -> list[Path]:
+            async with _client(args) as api:
+                return await download_tree(
+                    api, args.workspace, args.key_name, folder, args.parallel, args.force
+                )
+
+        written = asyncio.run(tree())
+        print(f"{args.key_name} -> {folder}/ ({len(written)} files downloaded)")
+        return 0
     target = Path(args.local or Path(args.key_name).name)
     if target.is_dir():
         target = target / Path(args.key_name).name
@@ -127,8 +192,12 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_import(args: argparse.Namespace) -> int:
-    headers = dict(item.split(":", 1) for item in args.header)
-    headers = {k.strip(): v.strip() for k, v in headers.items()}
+    headers = {}
+    for item in args.header:
+        name, sep, value = item.partition(":")
+        if not sep or not name.strip():
+            raise CliError(f"--header {item!r}: expected NAME:VALUE")
+        headers[name.strip()] = value.strip()
     body: dict[str, Any] = {"source_url": args.source_url, "target_key": args.key_name, "headers": headers}
     if args.sha256:
         body["sha256"] = args.sha256

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
+from datetime import datetime
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
 from provider.client import ApiClient
@@ -61,3 +65,116 @@ def _size(value: int | None) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return str(value)
+
+
+def key_values(items: list[str], option: str, form: str) -> dict[str, str]:
+    """`K=V` arguments as a dict; a malformed one is a one-line error naming the option."""
+    parsed = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise CliError(f"{option} {item!r}: expected {form}")
+        parsed[name] = value
+    return parsed
+
+
+def local_files(root: Path) -> list[tuple[Path, str]]:
+    """Every file under `root` with its '/'-separated path below it, in a stable order."""
+    found = []
+    for folder, _, names in os.walk(root):
+        for name in sorted(names):
+            path = Path(folder) / name
+            found.append((path, path.relative_to(root).as_posix()))
+    return sorted(found, key=lambda item: item[1])
+
+
+def _same(local: Path, size: int, modified: float) -> bool:
+    """A local copy of that size, no older than the object: a quick check, as rsync's."""
+    try:
+        stat = local.stat()
+    except FileNotFoundError:
+        return False
+    return stat.st_size == size and stat.st_mtime >= modified
+
+
+def _iso(value: str) -> float:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+def upload_plan(local: Path, prefix: str) -> tuple[list[tuple[Path, str]], str]:
+    """The files to upload for a local file (to `prefix + its name`) or folder (below `prefix`),
+    with their keys, and what names them in the workspace: the key, or the prefix."""
+    if local.is_file():
+        return [(local, prefix + local.name)], prefix + local.name
+    if local.is_dir():
+        return [(path, prefix + relative) for path, relative in local_files(local)], prefix
+    raise CliError(f"{local} is neither a file nor a folder")
+
+
+async def upload_tree(
+    api: ApiClient,
+    workspace: str,
+    files: list[tuple[Path, str]],
+    prefix: str,
+    parallel: int,
+    force: bool = False,
+) -> None:
+    """Upload `files` (upload_plan), `parallel` at a time with one progress bar.
+
+    A file already in the workspace with the same size and a time no older than the local
+    file's is skipped (a quick check, as rsync's), so that an interrupted upload resumes where it
+    stopped; `force` sends everything again."""
+    remote: dict[str, dict[str, Any]] = {}
+    if not force:
+        async for item in api.pages(f"/api/v1/workspaces/{workspace}/objects", prefix=prefix):
+            remote[item["key"]] = item
+    todo = []
+    for local, key in files:
+        stat = await asyncio.to_thread(local.stat)
+        known = remote.get(key)
+        if known and known["size"] == stat.st_size and _iso(known["last_modified"]) >= stat.st_mtime:
+            continue
+        todo.append((local, key, stat.st_size))
+    if not todo:
+        _console().print(f"{len(files)} files already in the workspace")
+        return
+    gate = asyncio.Semaphore(parallel)
+    with _progress() as bar:
+        task = bar.add_task(f"upload {len(todo)} files", total=sum(size for _, _, size in todo))
+
+        async def one(local: Path, key: str) -> None:
+            async with gate:
+                await api.upload(workspace, key, local, lambda n: bar.advance(task, n))
+
+        await asyncio.gather(*(one(local, key) for local, key, _ in todo))
+
+
+async def download_tree(
+    api: ApiClient, workspace: str, prefix: str, target: Path, parallel: int, force: bool = False
+) -> list[Path]:
+    """Download every object below `prefix` into `target`, by its path below the prefix; a local
+    file of the same size no older than the object is skipped unless `force`."""
+    items = [item async for item in api.pages(f"/api/v1/workspaces/{workspace}/objects", prefix=prefix)]
+    if not items:
+        raise CliError(f"no objects under {prefix!r} in {workspace}")
+    # "data/" and "data/x" both keep what follows "data/"; "" keeps whole keys.
+    cut = len(prefix) if prefix.endswith("/") else prefix.rfind("/") + 1
+    todo = []
+    for item in items:
+        local = target.joinpath(*PurePosixPath(item["key"][cut:]).parts)
+        if not force and _same(local, item["size"], _iso(item["last_modified"])):
+            continue
+        todo.append((item, local))
+    gate = asyncio.Semaphore(parallel)
+    with _progress() as bar:
+        task = bar.add_task(f"download {len(todo)} files", total=sum(item["size"] for item, _ in todo))
+
+        async def one(item: dict[str, Any], local: Path) -> None:
+            async with gate:
+                local.parent.mkdir(parents=True, exist_ok=True)
+                await api.download(
+                    workspace, item["key"], local, lambda _: None, lambda n: bar.advance(task, n)
+                )
+
+        await asyncio.gather(*(one(item, local) for item, local in todo))
+    return [local for _, local in todo]
