@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo serve test test-fast fuzz lint format clean
+.PHONY: help venv demo serve test test-fast fuzz lint format clean console-screenshots
 
 help:
 	@echo "make demo   run the main job end to end on embedded defaults (SQLite, local files and processes)"
@@ -31,6 +31,7 @@ serve: venv
 # PostgreSQL must be running; the S3 tests start their own radosgw (tests/services/radosgw.sh).
 test: venv
 	bash tests/services/postgres.sh
+	bash tests/services/chromium.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: venv
@@ -40,6 +41,11 @@ test-fast: venv
 # the contract's links, at least 5,000 cases (FUZZ_ARGS: --seed N, --max-examples N, --keep DIR).
 fuzz: venv
 	$(BIN)/python -m tests.fuzz_contract $(FUZZ_ARGS)
+
+# The screenshots in docs/console.md, taken by the console's browser tests.
+console-screenshots: venv
+	bash tests/services/chromium.sh
+	PROVIDER_CONSOLE_SCREENSHOTS=docs/console $(BIN)/python -m pytest -q tests/test_console.py
 
 lint: venv
 	$(BIN)/ruff check provider tests $(wildcard bench)

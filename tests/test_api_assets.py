@@ -45,6 +45,27 @@ async def test_put_creates_then_replaces_and_latest_version_wins(api: Api) -> No
     ] == "1.9.0"
 
 
+async def test_a_dry_run_validates_and_stores_nothing(api: Api) -> None:
+    checked = await api.json(
+        "PUT",
+        "/api/v1/assets/trial/versions/1.0.0?dry_run=true",
+        200,
+        key=ADMIN_KEY,
+        json=dummy_spec(title="T"),
+    )
+    assert checked["id"] == "trial" and checked["title"] == "T"
+    await api.json("GET", "/api/v1/assets/trial", 404, key=ADMIN_KEY)  # nothing stored
+    refused = await api.json(
+        "PUT",
+        "/api/v1/assets/trial/versions/1.0.0?dry_run=true",
+        422,
+        key=ADMIN_KEY,
+        json=dummy_spec(max_run_seconds=-1),
+    )
+    assert any("max_run_seconds" in problem["field"] for problem in refused["errors"])
+    await api.json("PUT", "/api/v1/assets/trial/versions/1.0.0", 201, key=ADMIN_KEY, json=dummy_spec())
+
+
 async def test_put_accepts_matching_identity_in_body_and_rejects_a_mismatch(api: Api) -> None:
     await api.json(
         "PUT",

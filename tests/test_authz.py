@@ -148,6 +148,9 @@ VALID_BODIES = {
 }
 
 
+REDIRECTS = ("/", "/console")  # to the console's page, for anyone
+
+
 async def status(
     api: Api, route: Route, path: str, key: str | None, workspace: str = "", **kwargs: object
 ) -> int:
@@ -193,6 +196,10 @@ async def test_every_route_with_every_caller(api: Api, world: World) -> None:
             }.items():
                 got = await status(api, route, path, workspace=ws["id"], key=key)
                 assert got == 401, f"{where} {label}: {got}"
+            continue
+        if route.path in REDIRECTS:
+            got = await status(api, route, path, workspace=ws["id"], key=None, allow_redirects=False)
+            assert got == 302, where
             continue
         if route.access is Access.PUBLIC:
             assert await status(api, route, path, workspace=ws["id"], key=None) == 200, where
@@ -267,6 +274,10 @@ async def test_admin_passes_every_guard_and_sees_every_tenant(api: Api, world: W
             or route.path in SELF_GUARDED
             or route.path.startswith(SIGNALING)
         ):
+            continue
+        if route.path in REDIRECTS:
+            got = await status(api, route, route.path, ADMIN_KEY, allow_redirects=False)
+            assert got == 302, route.path
             continue
         got = await status(api, route, concrete(route, world, ws), ADMIN_KEY)
         assert got == 200, f"{route.method} {route.path}: {got}"

@@ -9,13 +9,10 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +22,7 @@ import pytest
 import yaml
 
 from tests.conftest import ADMIN_KEY, REPO, WAIT_SECONDS
+from tests.live_service import serve
 
 
 def script_asset(name: str, code: str) -> dict[str, Any]:
@@ -80,12 +78,6 @@ class Live:
         return done.stdout.decode()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     root = tmp_path_factory.mktemp("cli")
@@ -98,12 +90,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     (assets / "sleepy.yaml").write_text(
         yaml.safe_dump(script_asset("sleepy", "import time; print('sleeping', flush=True); time.sleep(600)"))
     )
-    port = free_port()
-    config = {
-        "data_dir": str(root / "data"),
-        "auth": {"bootstrap_admin_key": ADMIN_KEY, "key_cache_seconds": 0},
+    settings = {
         "assets": {"directory": str(assets)},
-        "server": {"port": port},
         "compute": {"local": {"cancel_grace_seconds": 2}},
         "notifications": {
             "allowed_networks": ["127.0.0.1/32"],
@@ -112,30 +100,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
             "poll_seconds": 0.2,
         },
     }
-    (root / "config.yaml").write_text(json.dumps(config))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVIDER_")}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "provider", "serve", "--config", str(root / "config.yaml")],
-        cwd=root,
-        env=env,
-        stdout=open(root / "service.log", "w"),  # noqa: SIM115
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + WAIT_SECONDS
-    while True:
-        try:
-            with urllib.request.urlopen(url + "/readyz", timeout=1):
-                break
-        except OSError:
-            assert process.poll() is None, (root / "service.log").read_text()
-            assert time.monotonic() < deadline, "the service did not start"
-            time.sleep(0.2)
-    try:
+    with serve(root, **settings) as url:
         yield Live(url, root)
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(30)
 
 
 @pytest.fixture(scope="module")

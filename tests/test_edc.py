@@ -240,6 +240,30 @@ async def test_a_repeated_provision_request_gets_the_same_workspace_and_another_
     assert [t["participant_id"] for t in tenants["items"]].count(body["policy"]["assignee"]) == 1
 
 
+async def test_operators_list_provisionings_with_their_callback_state(
+    live: Api, connector: Connector
+) -> None:
+    body = request_for(connector)
+    answer = await live.json("POST", WEBHOOK, 200, json=body)
+    await accepted(connector, body["transferProcessId"])
+
+    async def provisioned() -> dict[str, Any] | None:
+        page = await live.json("GET", "/api/v1/provisionings?state=provisioned", 200, key=ADMIN_KEY)
+        return next((p for p in page["items"] if p["transfer_process_id"] == body["transferProcessId"]), None)
+
+    record = await poll_until(provisioned, "the provisioning recorded as provisioned")
+    assert record["workspace_id"] == answer["workspace_id"] and record["pending_callback"] is None
+    assert record["attempts"] == 3 and record["last_status"] in (200, 204)  # two 409s first
+    assert "access_code_hash" not in record
+    pending = await live.json("GET", "/api/v1/provisionings?state=callback_pending", 200, key=ADMIN_KEY)
+    assert body["transferProcessId"] not in [p["transfer_process_id"] for p in pending["items"]]
+    await live.json("GET", "/api/v1/provisionings?state=nonsense", 400, key=ADMIN_KEY)
+    consumer = await live.json(
+        "POST", f"/api/v1/tenants/{record['tenant_id']}/api-keys", 201, key=ADMIN_KEY, json={}
+    )
+    await live.json("GET", "/api/v1/provisionings", 403, key=consumer["key"])
+
+
 async def test_a_burst_of_the_same_request_makes_one_workspace_and_leaves_no_other_behind(
     live: Api, connector: Connector, edc_settings: Settings
 ) -> None:

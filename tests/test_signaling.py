@@ -261,6 +261,29 @@ async def test_a_started_flow_opens_its_workspace_until_suspended_and_terminate_
     await signal(dps, "process-start-1/resume", 409, example("resume"))  # final states stay final
 
 
+async def test_operators_list_flows_page_by_page_with_their_state(dps: Api) -> None:
+    for process in ("process-list-a", "process-list-b", "process-list-c"):
+        await signal(dps, "start", 200, {**example("start"), "processId": process})
+    await signal(dps, "process-list-b/suspend", 200, example("suspend"))
+    seen, token = [], None
+    while True:
+        query = "page_size=2" + (f"&page_token={token}" if token else "")
+        page = await dps.json("GET", f"/api/v1/dataflows?{query}", 200, key=ADMIN_KEY)
+        seen += [(f["id"], f["state"], f["role"]) for f in page["items"]]
+        token = page["next_page_token"]
+        if not token:
+            break
+    assert seen == [
+        ("process-list-a", "STARTED", "provider"),
+        ("process-list-b", "SUSPENDED", "provider"),
+        ("process-list-c", "STARTED", "provider"),
+    ]
+    suspended = await dps.json("GET", "/api/v1/dataflows?state=SUSPENDED", 200, key=ADMIN_KEY)
+    assert [f["id"] for f in suspended["items"]] == ["process-list-b"]
+    assert suspended["items"][0]["control_plane"] and suspended["items"][0]["notice"] is None
+    await dps.json("GET", "/api/v1/dataflows", 401)
+
+
 async def test_a_suspended_flow_s_workspace_is_closed_to_the_consumer_s_api_keys_too(dps: Api) -> None:
     """The consumer may hold an API key of its tenant (the one its flows' workspaces belong to):
     revoking tokens alone would leave that way in."""

@@ -7,10 +7,12 @@ from aiohttp import web
 from provider.api.context import CONTEXT, ApiContext
 from provider.api.handlers import (
     assets,
+    console,
     edc,
     executions,
     imports,
     objects,
+    operations,
     signaling,
     subscriptions,
     system,
@@ -45,7 +47,11 @@ def build_api(context: ApiContext, max_body_bytes: int, header_timeout_seconds: 
         + executions.ROUTES
         + subscriptions.ROUTES
         + edc.ROUTES
-        + signaling.ROUTES,
+        + signaling.ROUTES
+        + operations.ROUTES
+        + console.ROUTES,
     )
     app.router.add_static("/docs/static", system.swagger_static_dir(), name="swagger-ui")
+    app.router.add_static("/console/static", console.static_dir(), name="console")
+    app.on_response_prepare.append(console.secure_console)
     return app

@@ -12,10 +12,11 @@ from datetime import datetime
 from typing import Any
 
 from provider.domain.assets import Asset
+from provider.domain.dataflows import DataFlow
 from provider.domain.executions import Execution
 from provider.domain.imports import Import
 from provider.domain.notifications import Delivery, Subscription
-from provider.domain.provisioning import TransferRegistration
+from provider.domain.provisioning import Provisioning, TransferRegistration
 from provider.domain.tenants import ApiKey, Principal, Tenant
 from provider.domain.tokens import WorkspaceToken
 from provider.domain.workspaces import Workspace
@@ -204,6 +205,58 @@ def delivery_out(item: Delivery) -> dict[str, Any]:
             }
             for a in item.history
         ],
+    }
+
+
+def provisioning_out(item: Provisioning) -> dict[str, Any]:
+    """A provisioning as operators see it: everything but the access code's hash."""
+    return {
+        "id": item.id,
+        "kind": item.kind.value,
+        "connector": item.connector,
+        "transfer_process_id": item.transfer_process_id,
+        "resource_definition_id": item.resource_definition_id,
+        "asset_id": item.asset_id,
+        "participant_id": item.participant_id,
+        "tenant_id": item.tenant_id,
+        "workspace_id": item.workspace_id,
+        "callback_address": item.callback_address,
+        "state": item.state.value,
+        "pending_callback": item.pending.value if item.pending else None,
+        "attempts": item.attempts,
+        "next_attempt_at": timestamp(item.next_attempt_at),
+        "deadline_at": timestamp(item.deadline_at),
+        "last_status": item.last_status,
+        "error": item.error,
+        "delete_after": timestamp(item.delete_after),
+        "created_at": timestamp(item.created_at),
+        "updated_at": timestamp(item.updated_at),
+    }
+
+
+def dataflow_out(flow: DataFlow) -> dict[str, Any]:
+    return {
+        "id": flow.id,
+        "control_plane": flow.control_plane,
+        "role": flow.role.value,
+        "state": flow.state.value,
+        "profile": flow.profile,
+        "participant_id": flow.participant_id,
+        "counter_party_id": flow.counter_party_id,
+        "agreement_id": flow.agreement_id,
+        "dataset_id": flow.dataset_id,
+        "tenant_id": flow.tenant_id,
+        "workspace_id": flow.workspace_id,
+        "target_key": flow.target_key,
+        "import_id": flow.import_id,
+        "error": flow.error,
+        "notice": flow.notice.value if flow.notice else None,
+        "notice_attempts": flow.notice_attempts,
+        "next_notice_at": timestamp(flow.next_notice_at),
+        "notice_error": flow.notice_error,
+        "delete_after": timestamp(flow.delete_after),
+        "created_at": timestamp(flow.created_at),
+        "updated_at": timestamp(flow.updated_at),
     }
 
 

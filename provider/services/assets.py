@@ -48,6 +48,11 @@ class AssetService:
         async with self.store.transaction() as uow:
             return await self._put(uow, asset_id, version, spec)
 
+    async def check(self, asset_id: str, version: str, spec: AssetSpec) -> Asset:
+        """The asset `put` would store, validated the same way, with nothing stored (a dry run)."""
+        async with self.store.read() as uow:
+            return self._build(asset_id, version, spec, await uow.assets.get(asset_id, version))
+
     async def load(self, assets: Iterable[Asset]) -> int:
         """Upsert assets read from files at start-up, all in one transaction; returns the count."""
         items = list(assets)
@@ -57,12 +62,15 @@ class AssetService:
         return len(items)
 
     async def _put(self, uow: UnitOfWork, asset_id: str, version: str, spec: AssetSpec) -> tuple[Asset, bool]:
+        asset = self._build(asset_id, version, spec, await uow.assets.get(asset_id, version))
+        return asset, await uow.assets.upsert(asset)
+
+    def _build(self, asset_id: str, version: str, spec: AssetSpec, existing: Asset | None) -> Asset:
         problems = [FieldProblem(f"path.{name}", msg) for name, msg in identity_problems(asset_id, version)]
         if problems:
             raise InvalidInput("invalid asset id or version", problems)
         now = self.clock()
-        existing = await uow.assets.get(asset_id, version)
-        asset = Asset.model_validate(
+        return Asset.model_validate(
             {
                 **spec.model_dump(),
                 "id": asset_id,
@@ -71,7 +79,6 @@ class AssetService:
                 "updated_at": now,
             }
         )
-        return asset, await uow.assets.upsert(asset)
 
     async def delete(self, asset_id: str, version: str | None = None) -> None:
         async with self.store.transaction() as uow:

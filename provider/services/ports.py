@@ -196,6 +196,9 @@ class ProvisioningRepository(Protocol):
     async def for_transfer(self, connector: str, transfer_process_id: str) -> builtins.list[Provisioning]:
         """Every resource provisioned for a transfer."""
 
+    async def list(self, page: PageRequest, state: str | None = None) -> Page[Provisioning]:
+        """Every record, newest first, optionally in one state (for operators)."""
+
     async def for_workspace(self, workspace_id: str) -> Provisioning | None:
         """The provisioning that created a workspace, if any."""
 
@@ -235,6 +238,10 @@ class DataFlowRepository(Protocol):
 
     async def update(self, flow: DataFlow) -> None:
         """Store the flow's state and its notice schedule."""
+
+    async def list(self, page: PageRequest, state: str | None = None) -> Page[DataFlow]:
+        """Every flow of every control plane, by control plane and id, optionally in one state
+        (for operators)."""
 
     async def for_import(self, import_id: str) -> DataFlow | None:
         """The consumer flow an import serves, if any."""

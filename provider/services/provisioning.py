@@ -18,6 +18,7 @@ from typing import Any
 from provider.aio import Backoff, Tasks, wait_event
 from provider.domain.errors import Conflict, ForbiddenAddress, NotFound, OfferingNotGranted, Unauthenticated
 from provider.domain.ids import new_id
+from provider.domain.pagination import Page, PageRequest
 from provider.domain.provisioning import PendingCallback, ProvisionerKind, Provisioning, ProvisioningState
 from provider.domain.tenants import hash_secret
 from provider.domain.workspaces import Scope, Workspace
@@ -206,6 +207,11 @@ class ProvisioningService:
         await self.executions.cancel_workspace(item.workspace_id)
         await self.workspaces.revoke_all_tokens(item.workspace_id)
         self._wake.set()
+
+    async def list(self, page: PageRequest, state: ProvisioningState | None = None) -> Page[Provisioning]:
+        """Every provisioning record with its callback state, newest first (operators)."""
+        async with self.store.read() as uow:
+            return await uow.provisionings.list(page, state.value if state else None)
 
     async def access_document(self, workspace_id: str, code: str | None) -> dict[str, Any]:
         """What the consumer needs to use its workspace, for the holder of the access code."""

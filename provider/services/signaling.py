@@ -48,6 +48,7 @@ from provider.domain.errors import (
     Unauthenticated,
 )
 from provider.domain.imports import Import, ImportState
+from provider.domain.pagination import Page, PageRequest
 from provider.domain.workspaces import Scope, WorkspaceState
 from provider.services.assets import AssetService
 from provider.services.executions import ExecutionService
@@ -246,6 +247,11 @@ class SignalingService:
             f"{self.policy.public_url}/api/v1/workspaces/{flow.workspace_id}",
             {"authorization": issued.token, "authType": "bearer"},
         )
+
+    async def list(self, page: PageRequest, state: FlowState | None = None) -> Page[DataFlow]:
+        """Every flow of every control plane with its notice state (operators)."""
+        async with self.store.read() as uow:
+            return await uow.dataflows.list(page, state.value if state else None)
 
     async def suspend(self, control_plane: str, flow_id: str) -> DataFlow:
         """No access until resumed: every token of the workspace is revoked at once, and its queued

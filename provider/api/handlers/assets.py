@@ -23,6 +23,10 @@ class VersionQuery(QueryModel):
     version: str | None = Field(default=None, max_length=64)
 
 
+class PutQuery(QueryModel):
+    dry_run: bool = Field(default=False, description="validate; answer what would be stored, store nothing")
+
+
 async def list_assets(request: web.Request) -> web.Response:
     query = parse_query(request, AssetListQuery)
     page = await ctx(request).assets.list(query.page(arity=2), query.id, query.q)
@@ -42,6 +46,7 @@ async def get_asset_version(request: web.Request) -> web.Response:
 
 async def put_asset_version(request: web.Request) -> web.Response:
     asset_id, version = request.match_info["asset_id"], request.match_info["version"]
+    query = parse_query(request, PutQuery)
     body = await parse_json(request, AssetPut)
     problems = [
         FieldProblem(f"body.{name}", f"must equal the path's {name} {expected!r}")
@@ -51,6 +56,8 @@ async def put_asset_version(request: web.Request) -> web.Response:
     if problems:
         raise InvalidInput("the body names another asset than the path", problems)
     spec = AssetSpec.model_validate(body.model_dump(exclude={"id", "version"}))
+    if query.dry_run:
+        return web.json_response(asset_out(await ctx(request).assets.check(asset_id, version, spec)))
     asset, created = await ctx(request).assets.put(asset_id, version, spec)
     return web.json_response(asset_out(asset), status=201 if created else 200)
 

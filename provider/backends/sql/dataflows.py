@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from datetime import datetime
 from typing import Any
 
@@ -11,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from provider.backends.sql import tables as t
 from provider.backends.sql.common import insert_row
 from provider.domain.dataflows import DataFlow, FlowRole, FlowState, Notice
+from provider.domain.pagination import Page, PageRequest, page_from_rows
 
 _FIELDS = (
     "profile", "participant_id", "counter_party_id", "agreement_id", "dataset_id", "tenant_id",
@@ -62,15 +64,24 @@ class SqlDataFlowRepository:
             .values(**_values(flow))
         )
 
+    async def list(self, page: PageRequest, state: str | None = None) -> Page[DataFlow]:
+        query = t.dataflows.select().order_by(_F.control_plane, _F.id).limit(page.size + 1)
+        if state is not None:
+            query = query.where(_F.state == state)
+        if page.after:
+            query = query.where(sa.tuple_(_F.control_plane, _F.id) > sa.tuple_(*page.after))
+        rows = [_row(row) for row in await self.conn.execute(query)]
+        return page_from_rows(rows, page.size, lambda flow: (flow.control_plane, flow.id))
+
     async def for_import(self, import_id: str) -> DataFlow | None:
         row = (await self.conn.execute(t.dataflows.select().where(_F.import_id == import_id))).first()
         return _row(row) if row else None
 
-    async def for_workspace(self, workspace_id: str) -> list[DataFlow]:
+    async def for_workspace(self, workspace_id: str) -> builtins.list[DataFlow]:
         query = t.dataflows.select().where(_F.workspace_id == workspace_id).order_by(_F.created_at)
         return [_row(r) for r in await self.conn.execute(query)]
 
-    async def started_consumer_flows(self) -> list[DataFlow]:
+    async def started_consumer_flows(self) -> builtins.list[DataFlow]:
         query = t.dataflows.select().where(
             _F.role == FlowRole.CONSUMER.value, _F.state == FlowState.STARTED.value
         )
@@ -78,7 +89,7 @@ class SqlDataFlowRepository:
 
     async def started_provider_flows(
         self, limit: int, after: tuple[datetime, str, str] | None = None
-    ) -> list[DataFlow]:
+    ) -> builtins.list[DataFlow]:
         query = t.dataflows.select().where(
             _F.role == FlowRole.PROVIDER.value, _F.state == FlowState.STARTED.value
         )
@@ -87,7 +98,7 @@ class SqlDataFlowRepository:
         query = query.order_by(_F.created_at, _F.control_plane, _F.id).limit(limit)
         return [_row(r) for r in await self.conn.execute(query)]
 
-    async def ended_with_open_workspace(self, limit: int) -> list[DataFlow]:
+    async def ended_with_open_workspace(self, limit: int) -> builtins.list[DataFlow]:
         w = t.workspaces.c
         query = (
             t.dataflows.select()
@@ -102,7 +113,7 @@ class SqlDataFlowRepository:
         )
         return [_row(r) for r in await self.conn.execute(query)]
 
-    async def deletions_due(self, now: datetime, limit: int) -> list[DataFlow]:
+    async def deletions_due(self, now: datetime, limit: int) -> builtins.list[DataFlow]:
         query = t.dataflows.select().where(_F.delete_after <= now).order_by(_F.delete_after).limit(limit)
         return [_row(r) for r in await self.conn.execute(query)]
 
@@ -132,7 +143,7 @@ class SqlDataFlowRepository:
         )
         return bool(result.rowcount)
 
-    async def notices_due(self, now: datetime, limit: int = 100) -> list[DataFlow]:
+    async def notices_due(self, now: datetime, limit: int = 100) -> builtins.list[DataFlow]:
         query = (
             t.dataflows.select()
             .where(_F.notice.is_not(None), _F.next_notice_at <= now)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Collection
 from datetime import datetime
 from typing import Any
@@ -10,7 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from provider.backends.sql import tables as t
-from provider.backends.sql.common import insert_row
+from provider.backends.sql.common import id_page, insert_row
+from provider.domain.pagination import Page, PageRequest
 from provider.domain.provisioning import (
     PendingCallback,
     ProvisionerKind,
@@ -65,12 +67,18 @@ class SqlProvisioningRepository:
         row = (await self.conn.execute(query)).first()
         return _row(row) if row else None
 
-    async def for_transfer(self, connector: str, transfer_process_id: str) -> list[Provisioning]:
+    async def for_transfer(self, connector: str, transfer_process_id: str) -> builtins.list[Provisioning]:
         c = t.provisionings.c
         query = t.provisionings.select().where(
             c.connector == connector, c.transfer_process_id == transfer_process_id
         )
         return [_row(r) for r in await self.conn.execute(query)]
+
+    async def list(self, page: PageRequest, state: str | None = None) -> Page[Provisioning]:
+        query = t.provisionings.select()
+        if state is not None:
+            query = query.where(t.provisionings.c.state == state)
+        return await id_page(self.conn, query, t.provisionings.c.id, page, _row, newest_first=True)
 
     async def for_workspace(self, workspace_id: str) -> Provisioning | None:
         query = t.provisionings.select().where(t.provisionings.c.workspace_id == workspace_id)
@@ -82,7 +90,7 @@ class SqlProvisioningRepository:
             t.provisionings.update().where(t.provisionings.c.id == item.id).values(**_values(item))
         )
 
-    async def due(self, now: datetime) -> list[Provisioning]:
+    async def due(self, now: datetime) -> builtins.list[Provisioning]:
         """Callbacks to send and deletions whose retention ended."""
         c = t.provisionings.c
         query = t.provisionings.select().where(
@@ -125,7 +133,9 @@ class SqlTransferRegistrationRepository:
             self.conn, t.edc_transfers.insert().values(id=item.id, **values), "this registration"
         )
 
-    async def matching(self, transfer_process_id: str, contract_id: str | None) -> list[TransferRegistration]:
+    async def matching(
+        self, transfer_process_id: str, contract_id: str | None
+    ) -> builtins.list[TransferRegistration]:
         """Registrations not yet started that name this transfer process (or its contract)."""
         c = t.edc_transfers.c
         names = c.transfer_process_id == transfer_process_id
@@ -134,7 +144,7 @@ class SqlTransferRegistrationRepository:
         query = t.edc_transfers.select().where(names, c.started_at.is_(None)).order_by(c.id)
         return [_registration(r) for r in await self.conn.execute(query)]
 
-    async def for_workspace(self, workspace_id: str) -> list[TransferRegistration]:
+    async def for_workspace(self, workspace_id: str) -> builtins.list[TransferRegistration]:
         query = t.edc_transfers.select().where(t.edc_transfers.c.workspace_id == workspace_id)
         return [_registration(r) for r in await self.conn.execute(query.order_by(t.edc_transfers.c.id))]
 
