@@ -30,6 +30,16 @@ async def insert_row(conn: AsyncConnection, stmt: sa.Insert, what: str) -> None:
         raise Conflict(f"{what} already exists") from exc
 
 
+async def insert_new(conn: AsyncConnection, stmt: sa.Insert, what: str) -> None:
+    """Insert a row under a fresh id, which nothing else can hold: no savepoint, two round trips
+    fewer on the single writer's time (SQLite). Should it fail after all, the whole transaction
+    is lost with it; use insert_row where a conflict is expected and the transaction goes on."""
+    try:
+        await conn.execute(stmt)
+    except IntegrityError as exc:
+        raise Conflict(f"{what} already exists") from exc
+
+
 async def id_page(
     conn: AsyncConnection,
     query: sa.Select[Any],

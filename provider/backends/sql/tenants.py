@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from provider.backends.sql import tables as t
-from provider.backends.sql.common import id_page, insert_row
+from provider.backends.sql.common import id_page, insert_new, insert_row
 from provider.domain.pagination import Page, PageRequest
 from provider.domain.tenants import ApiKey, Role, Tenant
 
@@ -81,7 +81,7 @@ class SqlApiKeyRepository:
             expires_at=key.expires_at,
             revoked_at=key.revoked_at,
         )
-        await insert_row(self.conn, stmt, "API key")
+        await insert_new(self.conn, stmt, "API key")
 
     async def get(self, key_id: str) -> ApiKey | None:
         row = (await self.conn.execute(t.api_keys.select().where(t.api_keys.c.id == key_id))).first()

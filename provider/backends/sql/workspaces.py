@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from provider.backends.sql import tables as t
-from provider.backends.sql.common import id_page, insert_row
+from provider.backends.sql.common import id_page, insert_new
 from provider.domain.pagination import Page, PageRequest
 from provider.domain.tokens import WorkspaceToken
 from provider.domain.workspaces import Quota, Scope, Usage, Workspace, WorkspaceState
@@ -67,7 +67,7 @@ class SqlWorkspaceRepository:
 
     async def add(self, workspace: Workspace) -> None:
         stmt = t.workspaces.insert().values(id=workspace.id, **_workspace_values(workspace))
-        await insert_row(self.conn, stmt, f"workspace {workspace.id}")
+        await insert_new(self.conn, stmt, f"workspace {workspace.id}")
 
     async def get(self, workspace_id: str, *, for_update: bool = False) -> Workspace | None:
         query = t.workspaces.select().where(t.workspaces.c.id == workspace_id)
@@ -123,7 +123,7 @@ class SqlTokenRepository:
             expires_at=token.expires_at,
             revoked_at=token.revoked_at,
         )
-        await insert_row(self.conn, stmt, "workspace token")
+        await insert_new(self.conn, stmt, "workspace token")
 
     async def get(self, token_id: str) -> WorkspaceToken | None:
         query = t.workspace_tokens.select().where(t.workspace_tokens.c.id == token_id)
