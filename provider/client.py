@@ -26,7 +26,7 @@ class ApiError(Exception):
 
 
 class ApiClient:
-    def __init__(self, url: str, key: str | None, timeout: float | None = 3600) -> None:
+    def __init__(self, url: str, key: str | None, timeout: float | None = None) -> None:
         if not key:
             raise ApiError("no API key or token: pass --key or set PROVIDER_API_KEY")
         parts = urlsplit(url)
@@ -34,7 +34,9 @@ class ApiClient:
             raise ApiError(f"the service URL {url!r} needs http:// or https:// and a host")
         self.url = url.rstrip("/")
         self.headers = {"Authorization": f"Bearer {key}"}
-        self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10)
+        # No limit on a whole transfer (a large upload takes as long as it takes); a connection
+        # that stops moving for five minutes ends.
+        self.timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=10, sock_read=300)
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> ApiClient:
@@ -71,7 +73,12 @@ class ApiClient:
                 await self._raise_for(response, what)
                 if response.status == 204 or response.content_length == 0:
                     return None
-                return await response.json(content_type=None)
+                try:
+                    return await response.json(content_type=None)
+                except ValueError as exc:
+                    raise ApiError(
+                        f"{what}: the answer is not JSON: is {self.url} the provider service?"
+                    ) from exc
         except aiohttp.ClientConnectionError as exc:
             raise ApiError(f"cannot reach the service at {self.url}: {exc}") from exc
 
@@ -151,36 +158,45 @@ class ApiClient:
         os.replace(partial, target)
         return size
 
+    async def event_stream(
+        self, params: dict[str, str], last_event_id: str | None = None
+    ) -> AsyncIterator[tuple[str | None, dict[str, Any]]]:
+        """One connection to the event stream (SSE): (event id, data) pairs until it ends or
+        drops, or goes silent past two heartbeats. Raises ApiError when the service cannot be
+        reached or refuses."""
+        path = "/api/v1/events"
+        headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
+        try:
+            async with self.session.get(
+                self.url + path,
+                params=params,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=60),
+            ) as response:
+                await self._raise_for(response, f"GET {path}")
+                fields: dict[str, str] = {}
+                async for raw in response.content:
+                    line = raw.decode().rstrip("\r\n")
+                    if line.startswith(":"):
+                        continue
+                    if line:
+                        name, _, value = line.partition(":")
+                        fields[name] = value.removeprefix(" ")
+                        continue
+                    if "data" in fields:
+                        yield fields.get("id"), json.loads(fields["data"])
+                    fields = {}
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError, TimeoutError):
+            return  # dropped: the caller decides how to go on
+        except aiohttp.ClientConnectionError as exc:
+            raise ApiError(f"cannot reach the service at {self.url}: {exc}") from exc
+
     async def events(
         self, params: dict[str, str], last_event_id: str | None = None
     ) -> AsyncIterator[dict[str, Any]]:
-        """Follow the event stream (SSE); reconnects after a dropped connection where it left off."""
-        path = "/api/v1/events"
+        """Follow the event stream; after a dropped connection, resume after the last event seen."""
         while True:
-            headers = {"Last-Event-ID": last_event_id} if last_event_id else {}
-            try:
-                async with self.session.get(
-                    self.url + path,
-                    params=params,
-                    headers=headers,
-                    timeout=aiohttp.ClientTimeout(sock_connect=10),
-                ) as response:
-                    await self._raise_for(response, f"GET {path}")
-                    fields: dict[str, str] = {}
-                    async for raw in response.content:
-                        line = raw.decode().rstrip("\r\n")
-                        if line.startswith(":"):
-                            continue
-                        if line:
-                            name, _, value = line.partition(":")
-                            fields[name] = value.removeprefix(" ")
-                            continue
-                        if "data" in fields:
-                            last_event_id = fields.get("id", last_event_id)
-                            yield json.loads(fields["data"])
-                        fields = {}
-            except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError):
-                pass
-            except aiohttp.ClientConnectionError as exc:
-                raise ApiError(f"cannot reach the service at {self.url}: {exc}") from exc
-            await asyncio.sleep(1)  # the stream ended: resume after the last event seen
+            async for event_id, data in self.event_stream(params, last_event_id):
+                last_event_id = event_id or last_event_id
+                yield data
+            await asyncio.sleep(1)

@@ -305,3 +305,28 @@ def test_help_and_version_import_nothing_heavy(argv: list[str]) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip().splitlines()[-1] == "[]", result.stdout
+
+
+@pytest.mark.parametrize(
+    "key", ["../outside", "a/../../outside", "a//b", "./a", "C:\\evil.bat", "a\\..\\..\\x", "c:x", ""]
+)
+def test_downloads_refuse_keys_that_would_leave_the_target(tmp_path: Path, key: str) -> None:
+    """Object keys are the server's word, and any writer of the workspace chose them."""
+    from provider.cli.common import CliError, local_target
+
+    with pytest.raises(CliError, match="refusing to write"):
+        local_target(tmp_path / "target", key)
+    assert local_target(tmp_path / "target", "a/b.txt") == tmp_path / "target" / "a" / "b.txt"
+
+
+def test_server_text_is_printed_as_it_is_not_as_markup(capsys: pytest.CaptureFixture[str]) -> None:
+    from provider.cli.common import _console
+
+    _console().print("worker said [/usr/lib] and [link=https://evil.example]click[/link]")
+    assert "[/usr/lib]" in capsys.readouterr().err
+
+
+def test_a_parallelism_below_one_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["put", "ws", "folder", "--parallel", "0"])
+    assert done.value.code == 2 and "is not at least 1" in capsys.readouterr().err

@@ -253,8 +253,17 @@ def test_folders_go_up_and_down_in_parallel_and_resume(live: Live, consumer: str
     live.ok("put", workspace, "tree", "data", "--parallel", "2", key=consumer)
     listed = json.loads(live.ok("ls", workspace, "data/", "--json", key=consumer))
     assert sorted(item["key"] for item in listed) == sorted(f"data/{name}" for name in files)
-    again = live.cli("put", workspace, "tree", "data", key=consumer)
+    again = live.cli("put", workspace, "tree", "data", "--resume", key=consumer)
     assert again.returncode == 0 and b"3 files already in the workspace" in again.stderr
+    (tree / "a.txt").write_bytes(b"B" * 10)  # same size, newer: sent again
+    live.ok("put", workspace, "tree", "data", "--resume", key=consumer)
+    assert live.cli("get", workspace, "data/a.txt", "-", key=consumer).stdout == b"B" * 10
+    files["a.txt"] = b"B" * 10
+    (tree / "link").symlink_to(live.root / "config.yaml")  # a planted link is not followed
+    live.ok("put", workspace, "tree", "data", key=consumer)
+    assert "data/link" not in [
+        item["key"] for item in json.loads(live.ok("ls", workspace, "data/", "--json", key=consumer))
+    ]
     live.ok("get", workspace, "data/", "copy", key=consumer)
     for name, content in files.items():
         assert (live.root / "copy" / name).read_bytes() == content

@@ -108,19 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     def transfer_options(command: argparse.ArgumentParser) -> None:
         command.add_argument(
-            "--parallel", type=int, default=4, help="files at a time for folders (default 4)"
+            "--parallel", type=_positive, default=4, help="files at a time for folders (default 4)"
         )
         command.add_argument(
-            "--force",
+            "--resume",
             action="store_true",
-            help="send every file of a folder again (default: skip complete ones)",
+            help="skip the files of a folder already at the other end with the same size and a time no "
+            "older than the source's (a quick check, as rsync's: a changed file of the same size and an "
+            "older time is skipped too)",
         )
 
     put = sub.add_parser(
         "put",
         help="upload a file, a folder or standard input",
-        description="upload a local file, a whole folder (recursive, parallel; a second run skips the "
-        "files already there with the same size) or standard input (LOCAL '-') into a workspace",
+        description="upload a local file, a whole folder (recursive, parallel; --resume skips the files "
+        "already there) or standard input (LOCAL '-') into a workspace",
     )
     client_options(put)
     put.add_argument("workspace", metavar="WS")
@@ -213,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--download", metavar="DIR", help="download the outputs into DIR when COMPLETE (implies --wait)"
     )
-    run.add_argument("--parallel", type=int, default=4, help="files at a time for folder inputs (default 4)")
+    run.add_argument(
+        "--parallel", type=_positive, default=4, help="files at a time for folder inputs (default 4)"
+    )
     run.set_defaults(func="executions.cmd_run")
 
     executions = sub.add_parser(
@@ -351,6 +355,16 @@ def build_parser() -> argparse.ArgumentParser:
     completion.add_argument("shell", choices=("bash", "zsh"))
     completion.set_defaults(func=cmd_completion)
     return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
 
 
 def cmd_version(args: argparse.Namespace) -> int:

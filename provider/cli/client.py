@@ -84,7 +84,7 @@ def cmd_workspace_rm(args: argparse.Namespace) -> int:
 
 
 def cmd_put(args: argparse.Namespace) -> int:
-    """A file, a whole folder (recursive, parallel, resumable) or standard input (`-`)."""
+    """A file, a whole folder (recursive, parallel, resumable with --resume) or standard input (`-`)."""
     if args.local == "-":
         if not args.key_name:
             raise CliError("put - (standard input) needs the object KEY")
@@ -109,7 +109,7 @@ def cmd_put(args: argparse.Namespace) -> int:
 
         async def tree() -> None:
             async with _client(args) as api:
-                await upload_tree(api, args.workspace, files, prefix, args.parallel, args.force)
+                await upload_tree(api, args.workspace, files, prefix, args.parallel, args.resume)
 
         asyncio.run(tree())
         print(f"{source}/ -> {prefix or '(workspace root)'}")
@@ -150,7 +150,7 @@ def cmd_get(args: argparse.Namespace) -> int:
         async def tree() -> list[Path]:
             async with _client(args) as api:
                 return await download_tree(
-                    api, args.workspace, args.key_name, folder, args.parallel, args.force
+                    api, args.workspace, args.key_name, folder, args.parallel, args.resume
                 )
 
         written = asyncio.run(tree())

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import os
 from datetime import datetime
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from provider.client import ApiClient
@@ -40,7 +40,7 @@ def _progress() -> Progress:
     )
 
     return Progress(
-        TextColumn("{task.description}"),
+        TextColumn("{task.description}", markup=False),  # object keys and server text, not markup
         BarColumn(),
         DownloadColumn(),
         TransferSpeedColumn(),
@@ -53,7 +53,7 @@ def _progress() -> Progress:
 def _console() -> Console:
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, markup=False, highlight=False)
 
 
 def _size(value: int | None) -> str:
@@ -65,6 +65,19 @@ def _size(value: int | None) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return str(value)
+
+
+def local_target(root: Path, relative_key: str) -> Path:
+    """Where an object (its key below a prefix) goes under `root`, refusing any key that would
+    leave it: '..', '.', empty segments, backslashes or drive letters (a key is the server's
+    word, and another writer of the workspace chose it)."""
+    parts = relative_key.split("/")
+    if any(part in ("", ".", "..") or "\\" in part or ":" in part for part in parts):
+        raise CliError(f"refusing to write the object {relative_key!r}: its name would leave {root}")
+    target = root.joinpath(*parts)
+    if not target.resolve().is_relative_to(root.resolve()):
+        raise CliError(f"refusing to write the object {relative_key!r}: it would leave {root}")
+    return target
 
 
 def key_values(items: list[str], option: str, form: str) -> dict[str, str]:
@@ -81,9 +94,12 @@ def key_values(items: list[str], option: str, form: str) -> dict[str, str]:
 def local_files(root: Path) -> list[tuple[Path, str]]:
     """Every file under `root` with its '/'-separated path below it, in a stable order."""
     found = []
-    for folder, _, names in os.walk(root):
+    for folder, _, names in os.walk(root):  # symbolic links to folders are not followed
         for name in sorted(names):
             path = Path(folder) / name
+            if path.is_symlink():  # nor to files: a planted link must not send what it points at
+                _console().print(f"skipping the symbolic link {path}")
+                continue
             found.append((path, path.relative_to(root).as_posix()))
     return sorted(found, key=lambda item: item[1])
 
@@ -117,15 +133,15 @@ async def upload_tree(
     files: list[tuple[Path, str]],
     prefix: str,
     parallel: int,
-    force: bool = False,
+    resume: bool = False,
 ) -> None:
     """Upload `files` (upload_plan), `parallel` at a time with one progress bar.
 
-    A file already in the workspace with the same size and a time no older than the local
-    file's is skipped (a quick check, as rsync's), so that an interrupted upload resumes where it
-    stopped; `force` sends everything again."""
+    With `resume`, a file already in the workspace with the same size and a time no older than
+    the local file's is skipped (a quick check, as rsync's), so that an interrupted upload goes on where it
+    stopped, when `resume` asks for it."""
     remote: dict[str, dict[str, Any]] = {}
-    if not force:
+    if resume:
         async for item in api.pages(f"/api/v1/workspaces/{workspace}/objects", prefix=prefix):
             remote[item["key"]] = item
     todo = []
@@ -150,10 +166,10 @@ async def upload_tree(
 
 
 async def download_tree(
-    api: ApiClient, workspace: str, prefix: str, target: Path, parallel: int, force: bool = False
+    api: ApiClient, workspace: str, prefix: str, target: Path, parallel: int, resume: bool = False
 ) -> list[Path]:
     """Download every object below `prefix` into `target`, by its path below the prefix; a local
-    file of the same size no older than the object is skipped unless `force`."""
+    file of the same size no older than the object is skipped with `resume`."""
     items = [item async for item in api.pages(f"/api/v1/workspaces/{workspace}/objects", prefix=prefix)]
     if not items:
         raise CliError(f"no objects under {prefix!r} in {workspace}")
@@ -161,8 +177,8 @@ async def download_tree(
     cut = len(prefix) if prefix.endswith("/") else prefix.rfind("/") + 1
     todo = []
     for item in items:
-        local = target.joinpath(*PurePosixPath(item["key"][cut:]).parts)
-        if not force and _same(local, item["size"], _iso(item["last_modified"])):
+        local = local_target(target, item["key"][cut:])
+        if resume and _same(local, item["size"], _iso(item["last_modified"])):
             continue
         todo.append((item, local))
     gate = asyncio.Semaphore(parallel)

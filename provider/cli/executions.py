@@ -7,11 +7,19 @@ import argparse
 import asyncio
 import json
 import sys
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from provider.cli.common import CliError, _client, _console, key_values, upload_plan, upload_tree
-from provider.client import ApiClient
+from provider.cli.common import (
+    CliError,
+    _client,
+    _console,
+    key_values,
+    local_target,
+    upload_plan,
+    upload_tree,
+)
+from provider.client import ApiClient, ApiError
 
 FINAL_STATES = ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED")
 # `provider run --wait`: how an execution ended, as the exit status (1 and 2 are the CLI's own:
@@ -27,31 +35,47 @@ def _line(execution: dict[str, Any]) -> str:
 
 
 async def follow(api: ApiClient, execution_id: str, show: Any) -> dict[str, Any]:
-    """Report every state of one execution until it ends (the event stream, after one GET so
-    that a change before the stream opened is not missed); the final execution."""
-    current: dict[str, Any] = await api.json("GET", f"/api/v1/executions/{execution_id}")
-    show(current)
-    if current["state"] in FINAL_STATES:
-        return current
+    """Report every state of one execution until it ends: the event stream, with a GET first and
+    after every dropped connection, so that no change is missed while nobody listened (the
+    stream's look-back is short). A service that restarts meanwhile is waited for."""
+    path = f"/api/v1/executions/{execution_id}"
     params = {"types": "execution.state_changed", "execution_id": execution_id}
-    async for event in api.events(params):
-        execution: dict[str, Any] = event["data"]
-        if execution["version"] <= current["version"]:
-            continue
-        current = execution
-        show(current)
-        if current["state"] in FINAL_STATES:
-            break
-    return current
+    current: dict[str, Any] | None = None
+    delay = 0.5
+    while True:
+        try:
+            latest: dict[str, Any] = await api.json("GET", path)
+            if current is None or latest["version"] > current["version"]:
+                current = latest
+                show(current)
+            if current["state"] in FINAL_STATES:
+                return current
+            async for _, event in api.event_stream(params):
+                delay = 0.5
+                execution = event["data"]  # the event's envelope carries the execution
+                if execution["version"] <= current["version"]:
+                    continue
+                current = execution
+                show(current)
+                if current["state"] in FINAL_STATES:
+                    return current
+        except ApiError as exc:
+            if exc.status is not None:  # refused, not unreachable
+                raise
+            _console().print(f"provider: {exc}; trying again in {delay:g} s")
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 10.0)
 
 
 async def download_outputs(api: ApiClient, execution: dict[str, Any], target: Path) -> list[Path]:
     """Every output file under `target`, by its path below the execution's outputs folder."""
     answer = await api.json("GET", f"/api/v1/executions/{execution['id']}/outputs")
     written = []
+    prefix = f"executions/{execution['id']}/outputs/"
     for output in answer["outputs"]:
-        relative = PurePosixPath(output["key"]).relative_to(f"executions/{execution['id']}/outputs")
-        local = target.joinpath(*relative.parts)
+        if not output["key"].startswith(prefix):
+            raise CliError(f"the output {output['key']!r} is not below {prefix}")
+        local = local_target(target, output["key"][len(prefix) :])
         local.parent.mkdir(parents=True, exist_ok=True)
         await api.download(execution["workspace_id"], output["key"], local, lambda _: None, lambda _: None)
         written.append(local)
@@ -88,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 console.print(f"workspace {workspace}")
             keys = dict(inputs)
             for name, (files, named) in plans.items():
-                await upload_tree(api, workspace, files, f"inputs/{name}/", args.parallel)
+                await upload_tree(api, workspace, files, f"inputs/{name}/", args.parallel, resume=True)
                 keys[name] = named
             body = {
                 "asset_id": args.asset,
@@ -101,7 +125,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             if not wait:
                 return execution
             console.print(f"execution {execution['id']}")
-            execution = await follow(api, execution["id"], lambda e: console.print(_line(e), highlight=False))
+            execution = await follow(api, execution["id"], lambda e: console.print(_line(e)))
             if args.download is not None and execution["state"] == "COMPLETE":
                 for path in await download_outputs(api, execution, Path(args.download)):
                     console.print(f"downloaded {path}")

@@ -136,11 +136,14 @@ export async function streamText(path, onText, signal) {
  * EventSource cannot send: read with fetch, parse the frames, resume after a dropped connection
  * with Last-Event-ID. Returns a function that stops it.
  */
-export function events(params, onEvent) {
+export function events(params, onEvent, onReconnect = () => {}) {
   const controller = new AbortController();
   let lastId = null;
+  let first = true;
   const run = async () => {
     while (!controller.signal.aborted) {
+      if (!first) onReconnect();
+      first = false;
       try {
         const extra = lastId ? { "Last-Event-ID": lastId } : {};
         const query = new URLSearchParams(params);

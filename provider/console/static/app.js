@@ -5,11 +5,24 @@ import * as api from "./api.js";
 import { bytes, copyButton, field, guarded, h, parseLabels, problemBox, stateBadge, table, when } from "./ui.js";
 
 const FINAL = new Set(["COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED"]);
+const LISTED = 1000; // objects listed at most under one folder
+const ID = /^[a-z]+_[0-9a-z]{26}$/; // the ids the service makes: nothing else goes into a request path
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
 const announcer = document.getElementById("announcer");
 let me = null; // GET /api/v1/me of the signed-in credential
-let stopView = () => {};
+// Each route gets a generation; what a view started (streams, timers) is stopped when the
+// route changes, even when the view registers it after an await that outlived it.
+let generation = 0;
+let cleanups = [];
+
+function onLeave(stop) {
+  const mine = generation;
+  return () => {
+    if (mine !== generation) stop();
+    else cleanups.push(stop);
+  };
+}
 
 function announce(text) {
   announcer.textContent = text;
@@ -20,11 +33,14 @@ function go(hash) {
   else location.hash = hash;
 }
 
+/** Start a page; returns its own container, so that a view that was left writes nowhere. */
 function page(title, ...children) {
   document.title = `${title} · provider console`;
   const heading = h("h1", { tabindex: "-1" }, title);
-  main.replaceChildren(heading, ...children.filter(Boolean));
+  const view = h("div", { class: "view" }, heading, ...children.filter(Boolean));
+  main.replaceChildren(view);
   heading.focus();
+  return view;
 }
 
 // --- sign-in ------------------------------------------------------------------------------------
@@ -157,10 +173,10 @@ function deleteWorkspaceButton(ws, errors) {
 
 async function workspaceView(id, query) {
   const errors = h("div");
-  page("Workspace", errors);
+  const view = page("Workspace", errors);
   const ws = await guarded(errors, () => api.call("GET", `/api/v1/workspaces/${id}`));
   if (!ws) return;
-  const heading = main.querySelector("h1");
+  const heading = view.querySelector("h1");
   heading.textContent = ws.name ? `Workspace ${ws.name}` : "Workspace";
   const objects = h("section", { "aria-labelledby": "objects-heading" });
   const tokens = h("section", { "aria-labelledby": "tokens-heading" });
@@ -182,7 +198,7 @@ async function workspaceView(id, query) {
       /* the listing shows what there is */
     }
   };
-  main.append(
+  view.append(
     meta,
     objects,
     imports,
@@ -222,7 +238,7 @@ async function objectsSection(section, ws, prefix, changed) {
 
   const refresh = async () => {
     await guarded(errors, async () => {
-      const items = await api.all(`/api/v1/workspaces/${ws.id}/objects`, { prefix });
+      const items = await api.all(`/api/v1/workspaces/${ws.id}/objects`, { prefix }, LISTED);
       const folders = new Set();
       const here = [];
       for (const item of items) {
@@ -253,6 +269,7 @@ async function objectsSection(section, ws, prefix, changed) {
       }
       listing.replaceChildren(
         table("Objects", ["Name", "Size", "Modified", ""], rows, "Nothing here yet. Upload files or folders below."),
+        items.length >= LISTED ? h("p", { class: "hint" }, `Only the first ${LISTED} objects under this folder are shown; open a sub-folder, or list them with provider ls.`) : null,
       );
     });
   };
@@ -328,6 +345,7 @@ function importsSection(section, ws) {
   const key = h("input", { required: true, placeholder: "data/remote.csv" });
   const form = h("form", { class: "inline" }, field("Source URL", url), field("Object key", key), h("button", { type: "submit" }, "Import"));
   let timer = null;
+  const leave = onLeave(() => {});
   const refresh = async () => {
     const items = await guarded(errors, () => api.all(`/api/v1/workspaces/${ws.id}/imports`, {}, 50));
     if (!items) return;
@@ -347,6 +365,7 @@ function importsSection(section, ws) {
     clearTimeout(timer);
     if (items.some((item) => item.state === "queued" || item.state === "running") && section.isConnected) {
       timer = setTimeout(refresh, 1000);
+      leave(() => clearTimeout(timer));
     }
   };
   form.addEventListener("submit", async (event) => {
@@ -430,8 +449,11 @@ async function runView(query) {
     return { assets, workspaces };
   });
   if (!loaded) return;
-  const latest = new Map();
-  for (const asset of loaded.assets) latest.set(asset.id, asset); // ordered by version: the last wins
+  // The version each asset runs by default: the API's GET of the asset (the highest version).
+  const ids = [...new Set(loaded.assets.map((asset) => asset.id))];
+  const latest = new Map(
+    await Promise.all(ids.map(async (assetId) => [assetId, await api.call("GET", `/api/v1/assets/${encodeURIComponent(assetId)}`)])),
+  );
   if (!latest.size) {
     formSlot.replaceChildren(h("p", { class: "empty" }, "The catalog is empty: an operator adds assets."));
     return;
@@ -477,9 +499,10 @@ async function runView(query) {
     event.preventDefault();
     const body = {
       asset_id: assetSelect.value,
+      asset_version: latest.get(assetSelect.value).version,
       workspace_id: wsSelect.value,
       inputs: Object.fromEntries(inputs.filter(([, control]) => control.value).map(([input, control]) => [input.name, control.value])),
-      env: Object.fromEntries(params.map(([name, control]) => [name, control.value])),
+      env: Object.fromEntries(params.filter(([, control]) => control.value !== "").map(([name, control]) => [name, control.value])),
     };
     const execution = await guarded(errors, () => api.call("POST", "/api/v1/executions", body));
     if (execution) go(`#/executions/${execution.id}`);
@@ -512,6 +535,7 @@ async function executionsView(query) {
     );
   for (const item of items) rows.set(item.id, item);
   render();
+  const register = onLeave(() => {});
   const stop = api.events({ types: "execution.state_changed", ...params }, (event) => {
     const execution = event.data;
     const known = rows.get(execution.id);
@@ -525,12 +549,13 @@ async function executionsView(query) {
     }
     render();
   });
-  return stop;
+  register(stop);
 }
 
 async function executionView(id) {
   const errors = h("div");
-  page("Execution", errors);
+  const view = page("Execution", errors);
+  const register = onLeave(() => {});
   let execution = await guarded(errors, () => api.call("GET", `/api/v1/executions/${id}`));
   if (!execution) return;
   const header = h("p", { class: "meta" });
@@ -539,7 +564,7 @@ async function executionView(id) {
   const log = h("pre", { class: "log", tabindex: "0", "aria-label": "Worker log" });
   const cancel = h("button", { type: "button", class: "danger" }, "Cancel");
   const status = h("p", { class: "status", "aria-live": "polite" });
-  main.append(header, status, cancel, h("h2", {}, "Timeline"), timeline, h("h2", {}, "Log"), log, h("h2", {}, "Outputs"), outputs);
+  view.append(header, status, cancel, h("h2", {}, "Timeline"), timeline, h("h2", {}, "Log"), log, h("h2", {}, "Outputs"), outputs);
   cancel.addEventListener("click", async () => {
     const answer = await guarded(errors, () => api.call("POST", `/api/v1/executions/${id}/cancel`));
     if (answer) show(answer);
@@ -563,7 +588,10 @@ async function executionView(id) {
         log.textContent += text;
         log.scrollTop = log.scrollHeight;
       }, controller.signal)
-      .catch(() => {});
+      .catch(() => {})
+      .finally(() => {
+        following = false; // a stream that ended early is opened again at the next state
+      });
   };
   const showOutputs = async () => {
     const answer = await guarded(errors, () => api.call("GET", `/api/v1/executions/${id}/outputs`));
@@ -606,13 +634,25 @@ async function executionView(id) {
   if (!FINAL.has(execution.state)) {
     outputs.replaceChildren(h("p", { class: "empty" }, "Outputs appear here once the execution is COMPLETE."));
   }
-  const stop = api.events({ types: "execution.state_changed", execution_id: id }, (event) => {
-    if (event.data.version > execution.version) show(event.data);
-  });
-  return () => {
+  const stop = api.events(
+    { types: "execution.state_changed", execution_id: id },
+    (event) => {
+      if (event.data.version > execution.version) show(event.data);
+    },
+    async () => {
+      // Reconnected: what changed while nobody listened is read, not waited for.
+      try {
+        const latest = await api.call("GET", `/api/v1/executions/${id}`);
+        if (latest.version > execution.version) show(latest);
+      } catch {
+        /* the next reconnect tries again */
+      }
+    },
+  );
+  register(() => {
     stop();
     controller.abort();
-  };
+  });
 }
 
 // --- subscriptions ------------------------------------------------------------------------------
@@ -695,6 +735,13 @@ async function tenantsView() {
   const participant = h("input", { required: true, placeholder: "did:web:partner.example" });
   const name = h("input", {});
   const form = h("form", { class: "card" }, h("h2", {}, "New tenant"), field("Participant id", participant), field("Display name", name, "Optional; defaults to the participant id."), h("button", { type: "submit" }, "Create tenant"));
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = { participant_id: participant.value };
+    if (name.value) body.display_name = name.value;
+    const made = await guarded(errors, () => api.call("POST", "/api/v1/tenants", body));
+    if (made) go(`#/tenants/${made.id}`);
+  });
   page("Tenants", errors, list, form);
   const items = await guarded(errors, () => api.all("/api/v1/tenants"));
   if (items) {
@@ -712,13 +759,6 @@ async function tenantsView() {
       ),
     );
   }
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const body = { participant_id: participant.value };
-    if (name.value) body.display_name = name.value;
-    const made = await guarded(errors, () => api.call("POST", "/api/v1/tenants", body));
-    if (made) go(`#/tenants/${made.id}`);
-  });
 }
 
 async function tenantView(id) {
@@ -728,10 +768,18 @@ async function tenantView(id) {
   const keyName = h("input", { placeholder: "laptop" });
   const role = h("select", {}, h("option", { value: "consumer" }, "consumer"), h("option", { value: "admin" }, "admin"));
   const form = h("form", { class: "card" }, h("h2", {}, "New API key"), field("Name", keyName), field("Role", role), h("button", { type: "submit" }, "Issue a key"), issued);
-  page("Tenant", errors, list, form);
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const made = await guarded(errors, () => api.call("POST", `/api/v1/tenants/${id}/api-keys`, { name: keyName.value, role: role.value }));
+    if (made) {
+      issued.replaceChildren(h("p", {}, "The key is shown only now:"), h("code", { class: "secret" }, made.key), " ", copyButton(made.key));
+      refresh();
+    }
+  });
+  const view = page("Tenant", errors, list, form);
   const tenant = await guarded(errors, () => api.call("GET", `/api/v1/tenants/${id}`));
-  if (tenant) main.querySelector("h1").textContent = `Tenant ${tenant.display_name}`;
-  const refresh = async () => {
+  if (tenant) view.querySelector("h1").textContent = `Tenant ${tenant.display_name}`;
+  async function refresh() {
     const keys = await guarded(errors, () => api.all(`/api/v1/tenants/${id}/api-keys`));
     if (!keys) return;
     list.replaceChildren(
@@ -750,15 +798,7 @@ async function tenantView(id) {
         "No API keys. Issue one for each person or program of this tenant.",
       ),
     );
-  };
-  form.addEventListener("submit", async (event) => {
-    event.preventDefault();
-    const made = await guarded(errors, () => api.call("POST", `/api/v1/tenants/${id}/api-keys`, { name: keyName.value, role: role.value }));
-    if (made) {
-      issued.replaceChildren(h("p", {}, "The key is shown only now:"), h("code", { class: "secret" }, made.key), " ", copyButton(made.key));
-      refresh();
-    }
-  });
+  }
   refresh();
 }
 
@@ -924,8 +964,9 @@ async function statusView() {
 // --- routing ------------------------------------------------------------------------------------
 
 async function route() {
-  stopView();
-  stopView = () => {};
+  for (const stop of cleanups) stop();
+  cleanups = [];
+  generation += 1;
   const [path, search = ""] = location.hash.slice(1).split("?");
   const query = new URLSearchParams(search);
   const parts = path.split("/").filter(Boolean);
@@ -950,19 +991,21 @@ async function route() {
     status: () => statusView(),
   };
   const view = views[parts[0]];
-  if (!view) return go(home());
+  if (!view || (parts[1] !== undefined && !ID.test(parts[1]))) return go(home());
   for (const link of nav.querySelectorAll("a")) {
     if (link.getAttribute("href") === `#/${parts[0]}` || link.getAttribute("href") === `#/${parts.slice(0, 2).join("/")}`) link.setAttribute("aria-current", "page");
     else link.removeAttribute("aria-current");
   }
   try {
-    const stop = await view();
-    if (typeof stop === "function") stopView = stop;
+    await view();
   } catch (error) {
     main.append(problemBox(error));
   }
 }
 
+// Forms are sent by their handlers; one submitted before its handler was attached must not
+// reload the page with its fields in the URL.
+document.addEventListener("submit", (event) => event.preventDefault(), true);
 window.addEventListener("hashchange", route);
 renderNav();
 route();
