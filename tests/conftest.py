@@ -268,6 +268,24 @@ def s3_settings(endpoint: str, **changes: Any) -> dict[str, Any]:
     return settings
 
 
+# The S3 layouts the isolation tests attack; one shared bucket, so that every workspace of a test
+# lives beside the others in it.
+LAYOUTS = {"bucket_per_workspace": {}, "shared_buckets": {"layout": "shared_buckets", "shared_buckets": 1}}
+
+
+@pytest.fixture(params=list(LAYOUTS))
+def layout(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """storage.s3 settings of one layout (use with s3_settings(..., s3={**layout}))."""
+    return dict(LAYOUTS[request.param])
+
+
+def place(workspace: dict[str, Any]) -> Any:
+    """Where a workspace (as the API shows it) lives on the S3 server."""
+    from provider.backends.storage.s3_isolation import Place
+
+    return Place.of(workspace["storage"]["location"])
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[SqlStore]:
     if request.param == "sqlite":

@@ -20,21 +20,10 @@ from provider.app import create_app
 from provider.backends.storage.s3_isolation import Place
 from provider.config import Settings
 from provider.domain.errors import Unavailable
-from tests.conftest import ADMIN_KEY, REPO, WAIT_SECONDS, Api, poll_until, s3_settings
+from tests.conftest import ADMIN_KEY, REPO, WAIT_SECONDS, Api, place, poll_until, s3_settings
 
 pytestmark = pytest.mark.s3
 SHORT_SECONDS = 15  # the lifetime of the short credentials
-# One shared bucket: every workspace of a test lives beside the others in it.
-LAYOUTS = {"bucket_per_workspace": {}, "shared_buckets": {"layout": "shared_buckets", "shared_buckets": 1}}
-
-
-@pytest.fixture(params=list(LAYOUTS))
-def layout(request: pytest.FixtureRequest) -> dict[str, Any]:
-    return dict(LAYOUTS[request.param])
-
-
-def place(workspace: dict[str, Any]) -> Place:
-    return Place.of(workspace["storage"]["location"])
 
 
 def path(workspace: dict[str, Any], key: str) -> str:

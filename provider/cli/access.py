@@ -100,14 +100,20 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_keys_revoke(args: argparse.Namespace) -> int:
+def _delete_each(args: argparse.Namespace, collection: str, ids: list[str], done: str) -> int:
+    """DELETE collection/id for each id, saying `done id` after each."""
+
     async def work(api: ApiClient) -> None:
-        for key_id in args.keys:
-            await api.json("DELETE", f"/api/v1/tenants/{args.tenant}/api-keys/{key_id}")
-            print(f"revoked {key_id}")
+        for item_id in ids:
+            await api.json("DELETE", f"{collection}/{item_id}")
+            print(f"{done} {item_id}")
 
     _call(args, work)
     return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    return _delete_each(args, f"/api/v1/tenants/{args.tenant}/api-keys", args.keys, "revoked")
 
 
 # --- workspace tokens --------------------------------------------------------------------------
@@ -139,13 +145,7 @@ def cmd_tokens_create(args: argparse.Namespace) -> int:
 
 
 def cmd_tokens_revoke(args: argparse.Namespace) -> int:
-    async def work(api: ApiClient) -> None:
-        for token_id in args.tokens:
-            await api.json("DELETE", f"/api/v1/workspaces/{args.workspace}/tokens/{token_id}")
-            print(f"revoked {token_id}")
-
-    _call(args, work)
-    return 0
+    return _delete_each(args, f"/api/v1/workspaces/{args.workspace}/tokens", args.tokens, "revoked")
 
 
 # --- subscriptions -----------------------------------------------------------------------------
@@ -186,13 +186,7 @@ def cmd_subscriptions_create(args: argparse.Namespace) -> int:
 
 
 def cmd_subscriptions_rm(args: argparse.Namespace) -> int:
-    async def work(api: ApiClient) -> None:
-        for subscription_id in args.subscriptions:
-            await api.json("DELETE", f"/api/v1/subscriptions/{subscription_id}")
-            print(f"deleted {subscription_id}")
-
-    _call(args, work)
-    return 0
+    return _delete_each(args, "/api/v1/subscriptions", args.subscriptions, "deleted")
 
 
 def _delivery_line(delivery: dict[str, Any]) -> str:

@@ -20,19 +20,9 @@ from provider.app import create_app
 from provider.backends.storage.s3_isolation import Place
 from provider.backends.storage.s3_signed import Answer, Keys, SignedHttp, parse_assumed_credentials
 from provider.config import ConfigError, Settings
-from tests.conftest import ADMIN_KEY, REPO, S3_ROLE_ARN, Api, s3_settings
+from tests.conftest import ADMIN_KEY, REPO, S3_ROLE_ARN, Api, place, s3_settings
 
 pytestmark = pytest.mark.s3
-LAYOUTS = {"bucket_per_workspace": {}, "shared_buckets": {"layout": "shared_buckets", "shared_buckets": 1}}
-
-
-@pytest.fixture(params=list(LAYOUTS))
-def layout(request: pytest.FixtureRequest) -> dict[str, Any]:
-    return dict(LAYOUTS[request.param])
-
-
-def place(workspace: dict[str, Any]) -> Place:
-    return Place.of(workspace["storage"]["location"])
 
 
 def service_settings(radosgw: str, tmp_path: Path, **s3: Any) -> Settings:
