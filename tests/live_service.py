@@ -67,10 +67,13 @@ def serve(root: Path, **settings: Any) -> Iterator[str]:
             process.kill()
 
 
-def request(url: str, method: str = "GET", body: Any = None, key: str = ADMIN_KEY) -> Any:
-    """One JSON request with urllib (no event loop needed)."""
-    data = json.dumps(body).encode() if body is not None else None
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+def request(
+    url: str, method: str = "GET", body: Any = None, key: str = ADMIN_KEY, data: bytes | None = None
+) -> Any:
+    """One JSON request with urllib (no event loop needed); `data` sends bytes instead."""
+    content_type = "application/octet-stream" if data is not None else "application/json"
+    data = data if data is not None else (json.dumps(body).encode() if body is not None else None)
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": content_type}
     with urllib.request.urlopen(
         urllib.request.Request(url, data, headers, method=method), timeout=30
     ) as response:

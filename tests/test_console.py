@@ -12,13 +12,14 @@ import os
 import re
 import shutil
 import subprocess
+import urllib.error
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ADMIN_KEY, REPO, WAIT_SECONDS
-from tests.live_service import request, serve
+from tests.live_service import free_port, request, serve
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOTS = os.environ.get("PROVIDER_CONSOLE_SCREENSHOTS")
@@ -58,7 +59,13 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     assets = root / "assets"
     assets.mkdir()
     shutil.copy(REPO / "config" / "assets" / "dummy.yaml", assets)
-    with serve(root, assets={"directory": str(assets)}) as url:
+    notifications = {
+        "allowed_networks": ["127.0.0.1/32"],
+        "allow_http": True,
+        "max_attempts": 1,
+        "poll_seconds": 0.2,
+    }
+    with serve(root, assets={"directory": str(assets)}, notifications=notifications) as url:
         yield url
 
 
@@ -195,6 +202,61 @@ def test_an_operator_creates_a_tenant_and_a_key(page, service: str) -> None:  # 
     page.get_by_role("link", name="Transfers").click()
     expect(page.get_by_text("No EDC provisionings")).to_be_visible()
     expect(page.get_by_text("No data flows")).to_be_visible()
+
+
+def test_tokens_cancel_and_dead_letters_from_the_console(page, service: str) -> None:  # type: ignore[no-untyped-def]
+    from playwright.sync_api import expect
+
+    key = consumer_key(service, "did:web:dora.example", "Dora")
+    workspace = request(f"{service}/api/v1/workspaces", "POST", {"name": "tokens"}, key=key)
+    sign_in(page, service, key)
+    expect(page.get_by_role("heading", name="Workspaces", level=1)).to_be_visible()
+    # A token, shown once, that opens this workspace; revoked, it opens nothing.
+    page.get_by_role("link", name="tokens").click()
+    expect(page.get_by_text("No tokens.")).to_be_visible()
+    page.get_by_role("button", name="Issue a token").click()
+    token = page.locator("code.secret").inner_text()
+    assert request(f"{service}/api/v1/me", key=token)["workspace_id"] == workspace["id"]
+    page.get_by_role("button", name="Revoke").click()
+    expect(page.get_by_role("button", name="Revoked")).to_be_visible()
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        request(f"{service}/api/v1/me", key=token)
+    assert refused.value.code == 401
+    # A running execution, canceled from its page.
+    request(
+        f"{service}{'/api/v1/workspaces/' + workspace['id']}/objects/in.bin", "PUT", None, key=key, data=b"x"
+    )
+    body = {
+        "asset_id": "dummy",
+        "workspace_id": workspace["id"],
+        "inputs": {"source": "in.bin"},
+        "env": {"SLEEP_SECONDS": "600"},
+    }
+    execution = request(f"{service}/api/v1/executions", "POST", body, key=key)
+    page.goto(f"{service}/console/#/executions/{execution['id']}")
+    expect(page.locator(".status")).to_have_text("State: RUNNING")
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.locator(".status")).to_have_text("State: CANCELED")
+    expect(page.get_by_role("button", name="Cancel")).to_be_hidden()
+    # A subscription whose receiver is down: its delivery dies, and Retry queues it again.
+    page.get_by_role("link", name="Subscriptions").click()
+    expect(page.get_by_text("No subscriptions.")).to_be_visible()
+    page.get_by_label("Receiver URL").fill(f"http://127.0.0.1:{free_port()}/hook")
+    page.get_by_label("Events").fill("execution.*")
+    page.get_by_role("button", name="Subscribe").click()
+    expect(page.locator("code.secret")).to_have_text(re.compile("^whsec_"))
+    run = {**body, "env": {"SLEEP_SECONDS": "0"}}
+    request(f"{service}/api/v1/executions", "POST", run, key=key)
+    page.get_by_role("link", name=re.compile(r"^http:\/\/127\.0\.0\.1")).click()
+    retry = page.get_by_role("button", name="Retry").first
+    for _ in range(60):  # the deliveries page is read when opened: open it again until one died
+        if retry.is_visible():
+            break
+        page.wait_for_timeout(500)
+        page.reload()
+    retry.click()
+    expect(page.locator("#announcer")).to_have_text("Delivery queued again")
+    shot(page, "deliveries")
 
 
 def test_a_wrong_key_and_a_refused_request_show_the_problem(page, service: str) -> None:  # type: ignore[no-untyped-def]
