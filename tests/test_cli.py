@@ -330,3 +330,11 @@ def test_a_parallelism_below_one_is_a_usage_error(capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit) as done:
         main(["put", "ws", "folder", "--parallel", "0"])
     assert done.value.code == 2 and "is not at least 1" in capsys.readouterr().err
+
+
+def test_a_credential_for_plain_http_elsewhere_is_warned_about(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["workspace", "list", "--url", "http://provider.invalid:9", "--key", "pk.x"]) == 1
+    error = capsys.readouterr().err
+    assert "over plain http; use https" in error and "Traceback" not in error
+    assert main(["workspace", "list", "--url", "http://127.0.0.1:9", "--key", "pk.x"]) == 1
+    assert "plain http" not in capsys.readouterr().err  # loopback stays on the machine

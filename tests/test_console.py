@@ -332,3 +332,19 @@ def test_a_phone_and_a_keyboard_are_enough(browser, service: str) -> None:  # ty
         shot(page, "phone")
     finally:
         context.close()
+
+
+def test_the_api_docs_render_under_their_own_policy(page, service: str) -> None:  # type: ignore[no-untyped-def]
+    """/docs shares the console's origin: it gets a policy too, and Swagger UI still works."""
+    from playwright.sync_api import expect
+
+    refused: list[str] = []
+    page.on(
+        "console",
+        lambda message: refused.append(message.text) if "Content Security Policy" in message.text else None,
+    )
+    response = page.goto(service + "/docs")
+    assert "sha256-" in response.headers["content-security-policy"]
+    expect(page.locator(".opblock").first).to_be_visible()
+    expect(page.get_by_text("/api/v1/executions/{execution_id}/logs").first).to_be_visible()
+    assert refused == []

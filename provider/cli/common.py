@@ -8,6 +8,7 @@ import os
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from provider.client import ApiClient
 from provider.config import Settings, load_settings
@@ -26,7 +27,16 @@ def _settings(args: argparse.Namespace, **overrides: Any) -> Settings:
 
 
 def _client(args: argparse.Namespace) -> ApiClient:
+    warn_plain_http(args.url)
     return ApiClient(args.url, args.key)
+
+
+def warn_plain_http(url: str) -> None:
+    """Say so when the key or token would cross a network unencrypted (loopback is fine)."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if parts.scheme == "http" and host not in ("localhost", "::1") and not host.startswith("127."):
+        _console().print(f"provider: warning: the credential goes to {host} over plain http; use https")
 
 
 def _progress() -> Progress:
@@ -53,7 +63,7 @@ def _progress() -> Progress:
 def _console() -> Console:
     from rich.console import Console
 
-    return Console(stderr=True, markup=False, highlight=False)
+    return Console(stderr=True, markup=False, highlight=False, soft_wrap=True)  # a line stays one line
 
 
 def _size(value: int | None) -> str:
