@@ -12,7 +12,9 @@ import os
 import re
 import shutil
 import subprocess
+import time
 import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,6 +78,13 @@ def page(browser, service: str):  # type: ignore[no-untyped-def]
     opened = context.new_page()
     yield opened
     context.close()
+
+
+def open_streams(service: str) -> float:
+    """How many event streams the service holds open (its metric)."""
+    with urllib.request.urlopen(service + "/metrics") as response:
+        text = response.read().decode()
+    return float(re.search(r"^provider_event_streams_open\s+(\S+)$", text, re.MULTILINE).group(1))  # type: ignore[union-attr]
 
 
 def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
@@ -234,6 +243,15 @@ def test_tokens_cancel_and_dead_letters_from_the_console(page, service: str) -> 
     }
     execution = request(f"{service}/api/v1/executions", "POST", body, key=key)
     page.goto(f"{service}/console/#/executions/{execution['id']}")
+    expect(page.locator(".status")).to_have_text("State: RUNNING")
+    assert open_streams(service) >= 1  # the page follows the execution
+    page.get_by_role("link", name="Workspaces").click()  # leaving the page ends its stream
+    expect(page.get_by_role("heading", name="Workspaces", level=1)).to_be_visible()
+    deadline = time.monotonic() + WAIT_SECONDS
+    while open_streams(service) > 0:  # the service sees the stream close
+        assert time.monotonic() < deadline, "the execution page's event stream stayed open"
+        page.wait_for_timeout(100)
+    page.go_back()
     expect(page.locator(".status")).to_have_text("State: RUNNING")
     page.get_by_role("button", name="Cancel").click()
     expect(page.locator(".status")).to_have_text("State: CANCELED")

@@ -16,9 +16,11 @@ let me = null; // GET /api/v1/me of the signed-in credential
 let generation = 0;
 let cleanups = [];
 
-function onLeave(stop) {
+/** Called when a view starts: returns `register(stop)`, which stops `stop` when the view is
+ * left, or at once when it was left already. */
+function onLeave() {
   const mine = generation;
-  return () => {
+  return (stop) => {
     if (mine !== generation) stop();
     else cleanups.push(stop);
   };
@@ -345,7 +347,7 @@ function importsSection(section, ws) {
   const key = h("input", { required: true, placeholder: "data/remote.csv" });
   const form = h("form", { class: "inline" }, field("Source URL", url), field("Object key", key), h("button", { type: "submit" }, "Import"));
   let timer = null;
-  const leave = onLeave(() => {});
+  const leave = onLeave();
   const refresh = async () => {
     const items = await guarded(errors, () => api.all(`/api/v1/workspaces/${ws.id}/imports`, {}, 50));
     if (!items) return;
@@ -535,7 +537,7 @@ async function executionsView(query) {
     );
   for (const item of items) rows.set(item.id, item);
   render();
-  const register = onLeave(() => {});
+  const register = onLeave();
   const stop = api.events({ types: "execution.state_changed", ...params }, (event) => {
     const execution = event.data;
     const known = rows.get(execution.id);
@@ -555,7 +557,7 @@ async function executionsView(query) {
 async function executionView(id) {
   const errors = h("div");
   const view = page("Execution", errors);
-  const register = onLeave(() => {});
+  const register = onLeave();
   let execution = await guarded(errors, () => api.call("GET", `/api/v1/executions/${id}`));
   if (!execution) return;
   const header = h("p", { class: "meta" });
