@@ -4,6 +4,7 @@ person signs in with; these handlers only hand out the files."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 from aiohttp import web
@@ -32,10 +33,13 @@ async def root(request: web.Request) -> web.Response:
     return web.Response(status=302, headers={"Location": "/console/"})
 
 
+@functools.cache
+def _page() -> bytes:
+    return (CONSOLE_DIR / "index.html").read_bytes()  # read once, on first use
+
+
 async def console_page(request: web.Request) -> web.Response:
-    response = web.Response(
-        body=(CONSOLE_DIR / "index.html").read_bytes(), content_type="text/html", charset="utf-8"
-    )
+    response = web.Response(body=_page(), content_type="text/html", charset="utf-8")
     response.headers["Cache-Control"] = "no-cache"
     return response
 
