@@ -32,6 +32,7 @@ serve: venv
 test: venv
 	bash tests/services/postgres.sh
 	bash tests/services/chromium.sh
+	bash tests/services/snakemake.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: venv

@@ -17,6 +17,7 @@ import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from provider import __version__
 from provider.aio import Backoff
 from provider.api import build_api
 from provider.api.context import ApiContext, ConnectorWebhook, EventWebhook
@@ -30,7 +31,7 @@ from provider.backends.jwt_tokens import JwtTokenCodec, SigningKey
 from provider.backends.sql import SqlStore, default_sqlite_url
 from provider.backends.storage.fs import FilesystemStorage
 from provider.backends.webhooks import HttpWebhookSender
-from provider.config import ConfigError, Settings
+from provider.config import ConfigError, Settings, resolve_config_path
 from provider.domain.addresses import parse_networks
 from provider.domain.assets import Asset
 from provider.domain.workspaces import Quota
@@ -44,6 +45,7 @@ from provider.services.ports import Clock, Compute, Storage, Store
 from provider.services.provisioning import ProvisioningPolicy, ProvisioningService
 from provider.services.signaling import ControlPlane, Registration, SignalingPolicy, SignalingService
 from provider.services.tenants import TenantService
+from provider.services.tes import TesService
 from provider.services.transfers import TransferService
 from provider.services.workspaces import WorkspacePolicy, WorkspaceService
 
@@ -87,6 +89,7 @@ class Components:
     imports: ImportService
     compute: Compute
     executions: ExecutionService
+    tes: TesService
     provisioning: ProvisioningService
     transfers: TransferService
     signaling: SignalingService
@@ -141,12 +144,18 @@ def build_compute(settings: Settings, registry: CollectorRegistry) -> Compute:
     if settings.compute.backend == "kubernetes":
         return build_kubernetes(settings, registry)
     local = settings.compute.local
+    # What a TES task's steps must not see of the host (provider/backends/compute/local_program.py).
+    config = resolve_config_path(None)
+    hidden = [settings.data_dir, settings.storage.fs.root or settings.data_dir / "workspaces"]
+    if config is not None:
+        hidden.append(config)
     return LocalCompute(
         local.root or settings.data_dir / "executions",
         local.max_concurrent,
         settings.compute.per_tenant_max_concurrent,
         local.cancel_grace_seconds,
         local.niceness,
+        hidden=tuple(hidden),
     )
 
 
@@ -366,7 +375,20 @@ def build_components(
     signaling = build_signaling(
         settings, store, tenants, assets, workspaces, executions, imports, signaling_poster, clock
     )
-    wired = reactions.wire(tenants, workspaces, imports, executions, key_cache, token_cache, signaling)
+    tes = TesService(
+        store,
+        storage,
+        assets,
+        workspaces,
+        executions,
+        imports,
+        clock,
+        step_errors_ignorable=compute.step_errors_ignorable,
+        organization=(settings.tes.organization_name, settings.tes.organization_url or settings.public_url),
+        service_id=settings.tes.service_id,
+        version=__version__,
+    )
+    wired = reactions.wire(tenants, workspaces, imports, executions, key_cache, token_cache, signaling, tes)
     return Components(
         settings=settings,
         store=store,
@@ -378,6 +400,7 @@ def build_components(
         imports=imports,
         compute=compute,
         executions=executions,
+        tes=tes,
         provisioning=provisioning,
         transfers=TransferService(
             store, workspaces, imports, clock, frozenset(settings.edc.events.participants)
@@ -495,6 +518,7 @@ def create_app(
         workspaces=components.workspaces,
         imports=components.imports,
         executions=components.executions,
+        tes=components.tes,
         provisioning=components.provisioning,
         edc_connectors={
             name: ConnectorWebhook(c.secret.get_secret_value(), tuple(parse_networks(c.allowed_networks)))
@@ -562,10 +586,12 @@ def lifecycles(components: Components, asset_files: list[Asset]) -> list[Lifecyc
         count = await c.assets.load(asset_files)
         await c.workspaces.resume()
         resumed = await c.imports.resume()
+        await c.tes.resume()
         log.info(
             "catalog loaded, imports resumed", extra={"assets_loaded": count, "imports_resumed": resumed}
         )
         yield
+        await c.tes.stop()
         await c.imports.stop()
 
     async def compute(_: web.Application) -> AsyncIterator[None]:

@@ -646,6 +646,16 @@ class NotificationSettings(_Section):
         return self
 
 
+class TesSettings(_Section):
+    """The GA4GH TES API (/ga4gh/tes/v1, docs/tes.md): what its service-info says."""
+
+    service_id: str = Field(
+        default="provider.tes", min_length=1, description="service-info id, reverse domain name notation"
+    )
+    organization_name: str = Field(default="provider", min_length=1)
+    organization_url: str | None = Field(default=None, description="unset: the public URL")
+
+
 class LoggingSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["auto", "json", "text"] = Field(
@@ -675,6 +685,7 @@ class Settings(BaseSettings):
     edc: EdcSettings = Field(default_factory=EdcSettings)
     signaling: SignalingSettings = Field(default_factory=SignalingSettings)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
+    tes: TesSettings = Field(default_factory=TesSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @property

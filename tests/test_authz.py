@@ -101,7 +101,18 @@ async def workspace_with_tokens(api: Api, key: str) -> dict[str, str]:
         json={"asset_id": "dummy", "workspace_id": ws["id"], "inputs": {"source": "data/in.txt"}},
     )
     deliveries = await api.json("GET", f"/api/v1/subscriptions/{subscription['id']}/deliveries", 200, key=key)
+    task = await api.json(
+        "POST",
+        "/ga4gh/tes/v1/tasks",
+        200,
+        key=key,
+        json={
+            "inputs": [{"url": f"workspace://{ws['id']}/data/in.txt", "path": "/data/source"}],
+            "executors": [{"image": "asset:dummy", "command": ["python", "-m", "provider.workers.dummy"]}],
+        },
+    )
     return {
+        "task_id": task["id"],
         "id": ws["id"],
         "full": full["token"],
         "read": read["token"],
@@ -114,6 +125,8 @@ async def workspace_with_tokens(api: Api, key: str) -> dict[str, str]:
 
 
 def concrete(route: Route, world: World, ws: dict[str, str]) -> str:
+    if route.path.startswith("/ga4gh/tes/"):
+        return route.path.replace("{id}", ws["task_id"])
     values = {
         "tenant_id": world.owner.tenant_id,
         "key_id": world.owner_key_id,

@@ -416,3 +416,118 @@ def test_refusal_reads_the_events_of_this_job() -> None:
     found = refusal(events, "u1", NOW)
     assert found == Refusal(earlier, QUOTA) and found.reason == "QuotaExceeded"
     assert refusal(events[:1], "u1", NOW) is None
+
+
+# --- programs (GA4GH TES tasks) ------------------------------------------------------------------
+
+
+def program_spec() -> JobSpec:
+    from dataclasses import replace as _replace
+
+    from provider.domain.programs import Collect, Limits, Placement, Program, Step
+
+    program = Program(
+        steps=(
+            Step(("/bin/sh", "/scripts/run.sh"), workdir="/work", env={"MODE": "fast"}),
+            Step(("sort", "/work/x"), stdin="/data/in.txt", stdout="/out/sorted.txt", stderr="/work/err log"),
+        ),
+        placements=(Placement("/data/in.txt", "data/in.txt"), Placement("/scripts/run.sh", "tes/t/inputs/1")),
+        collects=(
+            Collect("/out/sorted.txt", "results/sorted.txt"),
+            Collect("/work/reports", "results/r", True),
+        ),
+        volumes=("/work",),
+        limits=Limits(cpu="1", memory="1000000000", ephemeral_storage="2000000000"),
+    )
+    return _replace(spec(dummy(consumer_command=True)), inputs={}, program=program)
+
+
+def test_a_program_becomes_ordered_steps_with_its_paths_mounted_from_scratch() -> None:
+    job = program_spec()
+    manifest = build_job(job, SETTINGS)
+    validate(manifest)
+    pod_spec = manifest["spec"]["template"]["spec"]
+    names = [c["name"] for c in pod_spec["initContainers"]]
+    assert names == ["stage-in", "step-1", "step-2"]
+    first, second = pod_spec["initContainers"][1:]
+    assert first["command"] == ["/bin/sh", "/scripts/run.sh"] and first["workingDir"] == "/work"
+    assert {"name": "MODE", "value": "fast"} in first["env"] and "args" not in first
+    # Standard streams to and from files: the image's shell opens them, then runs the command.
+    assert second["command"][:2] == ["/bin/sh", "-c"]
+    assert second["command"][2] == "exec \"$@\" </data/in.txt >/out/sorted.txt 2>'/work/err log'"
+    assert second["command"][3:] == ["sh", "sort", "/work/x"]
+    mounts = {m["mountPath"]: m for m in first["volumeMounts"]}
+    assert mounts["/out"]["subPath"] == "results/dir-0"
+    assert mounts["/work"]["subPath"] == "results/dir-1" and not mounts["/work"].get("readOnly")
+    assert mounts["/work/reports"]["subPath"] == "results/dir-2"
+    assert mounts["/data/in.txt"] == {
+        "name": "scratch",
+        "mountPath": "/data/in.txt",
+        "subPath": "inputs/placement-0",
+        "readOnly": True,
+    }
+    depths = [m["mountPath"].count("/") for m in first["volumeMounts"]]
+    assert depths == sorted(depths)  # /work before /work/reports
+    assert first["resources"]["limits"] == {"cpu": "1", "memory": "1000000000"}
+    scratch = next(v for v in pod_spec["volumes"] if v["name"] == "scratch")
+    assert scratch["emptyDir"]["sizeLimit"] == "2000000000"
+    # The sidecar stages the placements in and ships the collects to their own keys.
+    description = json.loads(
+        next(e["value"] for e in pod_spec["initContainers"][0]["env"] if e["name"] == "PROVIDER_JOB_SPEC")
+    )
+    assert [(i["name"], i["key"]) for i in description["inputs"]] == [
+        ("placement-0", "data/in.txt"),
+        ("placement-1", "tes/t/inputs/1"),
+    ]
+    assert [(o["path"], o["key"], o["kind"]) for o in description["outputs"]] == [
+        ("dir-0/sorted.txt", "results/sorted.txt", "file"),
+        ("dir-2", "results/r", "directory"),
+    ]
+
+
+def test_a_failing_step_ends_the_program_with_its_exit_code_and_every_step_is_logged() -> None:
+    started = {
+        "terminated": {
+            "exitCode": 0,
+            "reason": "Completed",
+            "startedAt": "2026-12-01T11:59:00Z",
+            "finishedAt": "2026-12-01T11:59:10Z",
+        }
+    }
+    failed = {
+        "terminated": {
+            "exitCode": 4,
+            "reason": "Error",
+            "startedAt": "2026-12-01T11:59:10Z",
+            "finishedAt": "2026-12-01T11:59:12Z",
+        }
+    }
+    waiting = {"waiting": {"reason": "PodInitializing"}}
+    seen = derive(
+        None,
+        pod(
+            init={"stage-in": done(), "step-1": started, "step-2": failed, "step-3": waiting}, phase="Failed"
+        ),
+        NOW,
+        60,
+    ).observation
+    assert seen is not None and seen.state is State.EXECUTOR_ERROR and seen.exit_code == 4
+    assert seen.message == "step 2 exited with 4"
+    assert [s.exit_code for s in seen.steps] == [0, 4]
+    assert seen.steps[0].ended_at == datetime(2026, 12, 1, 11, 59, 10, tzinfo=UTC)
+    # The last step is the worker: once it ended well, the outputs are shipped.
+    running = derive(
+        None, pod(init={"stage-in": done(), "step-1": started, "step-2": {"running": {}}}), NOW, 60
+    )
+    assert running.observation is not None and running.observation.state is State.RUNNING
+    shipping = derive(
+        None,
+        pod(
+            init={"stage-in": done(), "step-1": started, "step-2": started},
+            main={"stage-out": {"running": {}}},
+        ),
+        NOW,
+        60,
+    )
+    assert shipping.observation is not None and shipping.observation.state is State.FINALIZING
+    assert len(shipping.observation.steps) == 2

@@ -28,7 +28,7 @@ def test_the_documented_table_is_what_is_wired(settings: Settings) -> None:
         if line.startswith("| ") and "." in line.split("|")[1]
     }
     wired = {(r.event, r.reactor) for r in build_components(settings).reactions}
-    assert wired == documented and len(wired) == 6
+    assert wired == documented and len(wired) == 7
 
 
 async def test_deleting_a_workspace_through_the_api_cancels_its_running_executions(live: Api) -> None:

@@ -33,6 +33,7 @@ class EvictingCompute:
     evicted as soon as they are submitted."""
 
     inner: Any
+    step_errors_ignorable = True
     evictions: int = 0
     marked: set[str] = field(default_factory=set)
     sink: EventSink | None = None

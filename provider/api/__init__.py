@@ -17,6 +17,7 @@ from provider.api.handlers import (
     subscriptions,
     system,
     tenants,
+    tes,
     workspaces,
 )
 from provider.api.middleware import request_context
@@ -49,7 +50,8 @@ def build_api(context: ApiContext, max_body_bytes: int, header_timeout_seconds: 
         + edc.ROUTES
         + signaling.ROUTES
         + operations.ROUTES
-        + console.ROUTES,
+        + console.ROUTES
+        + tes.ROUTES,
     )
     app.router.add_static("/docs/static", system.swagger_static_dir(), name="swagger-ui")
     app.router.add_static("/console/static", console.static_dir(), name="console")

@@ -19,6 +19,7 @@ from provider.services.ports import Store
 from provider.services.provisioning import ProvisioningService
 from provider.services.signaling import SignalingService
 from provider.services.tenants import TenantService
+from provider.services.tes import TesService
 from provider.services.transfers import TransferService
 from provider.services.workspaces import WorkspaceService
 
@@ -49,6 +50,7 @@ class ApiContext:
     workspaces: WorkspaceService
     imports: ImportService
     executions: ExecutionService
+    tes: TesService
     provisioning: ProvisioningService
     edc_connectors: dict[str, ConnectorWebhook]
     edc_events: EventWebhook

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from provider.api.context import ctx
-from provider.api.problems import from_exception, problem_response
+from provider.api.problems import GA4GH_PREFIX, from_exception, ga4gh_problem, problem_response
 from provider.api.protocol import CLIENT_ERRORS
 from provider.logs import access_log, request_id_var
 
@@ -52,6 +52,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             response = await handler(request)
         except Exception as exc:
             response = _problem(request, exc)
+            if request.path.startswith(GA4GH_PREFIX) and isinstance(response, web.Response):
+                response = ga4gh_problem(response)
         status = response.status
         response.headers["X-Request-ID"] = request_id
         return response

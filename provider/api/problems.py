@@ -83,6 +83,21 @@ def problem_response(
     )
 
 
+GA4GH_PREFIX = "/ga4gh/"
+
+
+def ga4gh_problem(response: web.Response) -> web.Response:
+    """A problem answered under /ga4gh/ also carries GA4GH's error members (`msg`,
+    `status_code`, as WES and the TES implementations answer), which TES clients print."""
+    if response.content_type != PROBLEM_CONTENT_TYPE or response.text is None:
+        return response
+    body = json.loads(response.text)
+    body["msg"] = body.get("detail", body.get("title", ""))
+    body["status_code"] = response.status
+    response.text = json.dumps(body)
+    return response
+
+
 def from_exception(exc: BaseException) -> web.Response | None:
     """The problem response for a known exception, or None for an unexpected one."""
     if isinstance(exc, ProblemError):

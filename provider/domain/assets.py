@@ -154,6 +154,13 @@ class AssetSpec(_Strict):
     consumer_env: dict[str, EnvRule] = Field(
         default_factory=dict, description="variables a consumer may set, each with its rule"
     )
+    consumer_command: StrictBool = Field(
+        default=False,
+        description=(
+            "a consumer (a GA4GH TES task) may run its own commands in this asset's image, with "
+            "its own environment; off: only the asset's command, and consumer_env's variables"
+        ),
+    )
     inputs: list[AssetInput] = Field(default_factory=list)
     outputs: list[AssetOutput] = Field(default_factory=list)
     result_dir: str = "/results"

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from provider.domain.errors import Conflict
+from provider.domain.programs import Program, StepLog
 
 
 class State(enum.StrEnum):
@@ -83,6 +84,8 @@ class Reason(enum.StrEnum):
     RETRY = "Retry"  # queued again for its next attempt
     LOST = "Lost"  # the backend no longer knows the job (a restart, a deleted Job or pod)
     SUBMIT = "Submit"  # the job could not be handed to the backend
+    AWAITING_INPUTS = "AwaitingInputs"  # queued until its inputs are fetched (a TES task's http(s))
+    INPUT_FETCH = "InputFetch"  # an input could not be fetched
     # Said by the backends
     BACKEND = "Backend"  # the local backend itself failed
     STAGE_IN = "StageIn"
@@ -188,6 +191,13 @@ class Execution:
     callback: dict[str, Any] | None = field(default=None)
     attempts: tuple[Attempt, ...] = ()  # earlier attempts, oldest first
     retry_at: datetime | None = None  # a QUEUED retry is submitted at this time
+    program: Program | None = None  # the caller's own steps and paths (a TES task); None: the asset's
+    steps: tuple[StepLog, ...] = ()  # how each step of the program ended, as far as it ran
+
+    @property
+    def awaiting_inputs(self) -> bool:
+        """Queued, and kept from compute until the inputs it fetches have arrived."""
+        return self.state is State.QUEUED and self.reason == Reason.AWAITING_INPUTS
 
     @property
     def held(self) -> bool:
@@ -276,6 +286,7 @@ class Execution:
             message=f"{note}; attempt {self.attempt + 1} starts at {retry_at.isoformat()}",
             outputs=(),
             logs_key=None,
+            steps=(),
         )
 
     def advance(self, state: State, at: datetime, **details: Any) -> Execution:
@@ -328,6 +339,7 @@ def reach(
     message: str | None,
     exit_code: int | None = None,
     outputs: tuple[OutputFile, ...] = (),
+    steps: tuple[StepLog, ...] = (),
 ) -> Execution | None:
     """The execution in `target` with the observation's details, through the states of the
     forward path it skipped; the details alone when it is in `target` already; None when that
@@ -341,6 +353,8 @@ def reach(
         details["exit_code"] = exit_code
     if outputs:
         details["outputs"] = outputs
+    if steps:
+        details["steps"] = steps
     if target is execution.state:
         if all(getattr(execution, k) == v for k, v in details.items()):
             return None

@@ -24,9 +24,11 @@ from provider.domain.notifications import (
     Subscription,
 )
 from provider.domain.pagination import Page, PageRequest
+from provider.domain.programs import Program, StepLog
 from provider.domain.provisioning import Provisioning, TransferRegistration
 from provider.domain.ranges import ByteRange
 from provider.domain.tenants import ApiKey, Tenant
+from provider.domain.tes import StateFilter, TaskRecord
 from provider.domain.tokens import TokenClaims, WorkspaceToken
 from provider.domain.workspaces import Usage, Workspace, WorkspaceState
 from provider.sidecar.contract import Env, StorageKind
@@ -182,6 +184,34 @@ class ExecutionRepository(Protocol):
 
     async def count_active(self, tenant_id: str) -> int:
         """How many of a tenant's executions are past QUEUED and not final."""
+
+
+@dataclass(frozen=True)
+class TaskFilter:
+    """Which TES tasks a list shows."""
+
+    tenant_id: str | None = None
+    workspace_id: str | None = None
+    name_prefix: str | None = None
+    state: StateFilter | None = None
+    tags: tuple[tuple[str, str], ...] = ()  # (key, value); an empty value matches any value
+
+
+class TesTaskRepository(Protocol):
+    async def add(self, record: TaskRecord) -> None:
+        """Insert, with its tags."""
+
+    async def get(self, task_id: str) -> TaskRecord | None:
+        """The task, or None."""
+
+    async def set_imports(self, task_id: str, import_ids: builtins.list[str]) -> None:
+        """The imports that fetch the task's http(s) inputs."""
+
+    async def list(self, where: TaskFilter, page: PageRequest) -> Page[TaskRecord]:
+        """Tasks matching `where`, newest first."""
+
+    async def waiting(self) -> builtins.list[TaskRecord]:
+        """Tasks whose execution is queued waiting for its inputs to be fetched."""
 
 
 class ProvisioningRepository(Protocol):
@@ -396,6 +426,9 @@ class UnitOfWork(Protocol):
 
     @property
     def deliveries(self) -> DeliveryRepository: ...
+
+    @property
+    def tes_tasks(self) -> TesTaskRepository: ...
 
 
 class Store(Protocol):
@@ -665,6 +698,7 @@ class JobSpec:
     access: StorageAccess
     version: int
     attempt: int = 1
+    program: Program | None = None  # the caller's own steps and paths (a TES task)
 
 
 @dataclass(frozen=True)
@@ -682,6 +716,7 @@ class ComputeEvent:
     # The attempt the job ran for; None: not known (the service then judges by state alone).
     attempt: int | None = None
     manifest_in_storage: bool = False
+    steps: tuple[StepLog, ...] = ()  # how each step of a program ended, as far as it ran
 
 
 class Reported(enum.Enum):
@@ -703,6 +738,8 @@ class Compute(Protocol):
     """Runs jobs: stage-in, the asset's worker unchanged, stage-out; and reports what happens."""
 
     name: str
+    # A program's step that fails and ignores errors lets the next run (TES ignore_error).
+    step_errors_ignorable: bool
 
     async def start(self, sink: EventSink, reconcile: Reconciler) -> None:
         """Begin observing; every event goes to `sink`, in order per execution.

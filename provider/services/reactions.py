@@ -10,6 +10,7 @@ through the API and deprovisioning it through EDC both run the `workspace.deleti
 | workspace.deleting        | executions | cancels its active executions (jobs are stopped)     |
 | workspace.deleting        | signaling  | ends its provider data flow; tells the control plane |
 | import.changed            | signaling  | a consumer data flow's import ended: completed/errored |
+| import.changed            | tes        | a TES task's http(s) input arrived: it is submitted, or fails |
 | workspace.tokens_revoked  | auth cache | forgets the revoked tokens at once on this replica   |
 | tenant.key_revoked        | auth cache | forgets the revoked API key at once on this replica  |
 """
@@ -26,6 +27,7 @@ from provider.services.executions import ExecutionService
 from provider.services.imports import ImportService
 from provider.services.signaling import SignalingService
 from provider.services.tenants import TenantService
+from provider.services.tes import TesService
 from provider.services.workspaces import WorkspaceService
 
 
@@ -44,6 +46,7 @@ def wire(
     key_cache: PrincipalCache,
     token_cache: PrincipalCache,
     signaling: SignalingService,
+    tes: TesService,
 ) -> list[Reaction]:
     """Connect every row of the table above; returns the rows, so tests can check each one."""
     table = [
@@ -55,6 +58,7 @@ def wire(
         ),
         Reaction("workspace.deleting", "signaling", signaling.workspace_deleting),
         Reaction("import.changed", "signaling", signaling.on_import),
+        Reaction("import.changed", "tes", tes.on_import),
         Reaction("workspace.tokens_revoked", "auth cache", token_cache.forget),
         Reaction("tenant.key_revoked", "auth cache", lambda key_id: key_cache.forget([key_id])),
     ]

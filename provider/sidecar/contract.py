@@ -106,6 +106,9 @@ class OutputSpec:
     kind: str  # file | directory
     path: str  # relative to the result directory
     required: bool = True
+    # Where in the workspace it goes (a prefix for a directory); None: under outputs_prefix, at
+    # its path. A program's collects name theirs (provider/domain/programs.py).
+    key: str | None = None
 
 
 @dataclass(frozen=True)

@@ -142,8 +142,12 @@ async def stage_out(job: JobDescription, workspace: Workspace, results: Path) ->
         for path in files:
             if path.is_symlink() and not path.resolve().is_relative_to(results.resolve()):
                 raise StagingError(f"output {output.name}: {path.name} links outside the result directory")
-            relative = path.relative_to(results).as_posix()
-            key = job.outputs_prefix + relative
+            if output.key is None:
+                key = job.outputs_prefix + path.relative_to(results).as_posix()
+            elif output.kind == "directory":
+                key = output.key.rstrip("/") + "/" + path.relative_to(source).as_posix()
+            else:
+                key = output.key
             try:
                 size, sha256 = await workspace.upload(key, path)
             except RemoteError as exc:

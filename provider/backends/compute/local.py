@@ -35,11 +35,13 @@ from provider.backends.compute.process_groups import (
 )
 from provider.backends.directories import ensure_writable
 from provider.domain.executions import Reason, State, output_files
+from provider.domain.programs import StepLog, directory_path, placement_name
 from provider.services.ports import ComputeEvent, EventSink, JobSpec, Reconciler
 from provider.sidecar.contract import INPUTS, MANIFEST, MODULE, RESULTS, Command, Env, Manifest, input_path
 
 log = logging.getLogger(__name__)
 SAFE_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SYSTEMROOT")
+PROGRAM_MODULE = "provider.backends.compute.local_program"
 
 
 @dataclass
@@ -54,6 +56,7 @@ class _Job:
 
 class LocalCompute:
     name = "local"
+    step_errors_ignorable = True
 
     def __init__(
         self,
@@ -62,9 +65,13 @@ class LocalCompute:
         per_tenant: int,
         cancel_grace_seconds: float,
         niceness: int = 10,
+        hidden: tuple[Path, ...] = (),
     ) -> None:
         self.root = root.resolve()  # workers run in their own directory: paths must be absolute
         self.cancel_grace = cancel_grace_seconds
+        # What a program's steps must not read (the service's data, configuration, other jobs);
+        # the working directories of every job are among them.
+        self.hidden = tuple(dict.fromkeys((*(p.resolve() for p in hidden), self.root)))
         self.per_tenant = per_tenant
         self.sidecar = [sys.executable, "-m", MODULE]  # the data sidecar's command line
         # Jobs run with a lower CPU priority, so that the service stays responsive while they work.
@@ -255,16 +262,32 @@ class LocalCompute:
 
         await self._emit(entry, State.RUNNING)
         runner = spec.asset.local
-        assert runner is not None
         values = {"{python}": sys.executable, "{result_dir}": str(results)}
         values.update({f"{{input:{i.name}}}": str(directory / input_path(i.name)) for i in spec.asset.inputs})
-        command = [_fill(arg, values) for arg in runner.command]
+        if spec.program is not None:
+            # A program's steps see the paths a container would: the task placed the files there.
+            values["{result_dir}"] = spec.asset.result_dir
+            values.update({f"{{input:{i.name}}}": i.mount_path for i in spec.asset.inputs})
         env = {
             **_base_env(),
             **spec.asset.env,
             **spec.env,
-            **{k: _fill(v, values) for k, v in runner.env.items()},
+            **{k: _fill(v, values) for k, v in (runner.env if runner else {}).items()},
         }
+        if spec.program is not None:
+            own = [_fill(arg, values) for arg in runner.command] if runner else None
+            command = self._program_command(entry, results, env, own)
+            if command is None:
+                await self._emit(
+                    entry,
+                    State.SYSTEM_ERROR,
+                    reason=Reason.BACKEND,
+                    message="the local backend runs a task's steps with unshare(1), which this host lacks",
+                )
+                return
+        else:
+            assert runner is not None
+            command = [_fill(arg, values) for arg in runner.command]
         try:
             code, _ = await asyncio.wait_for(
                 self._process(entry, command, env, directory / "worker.log", cwd=directory),
@@ -282,18 +305,29 @@ class LocalCompute:
             return
         if await self._stopped(entry, code, "worker"):
             return
+        steps: tuple[StepLog, ...] = ()
+        if spec.program is not None:
+            report = json.loads((directory / "steps.json").read_text() or "{}")
+            steps = tuple(StepLog.from_json(s) for s in report.get("steps", []))
+            if report.get("setup_error"):
+                await self._emit(
+                    entry, State.SYSTEM_ERROR, reason=Reason.CONTAINER_CONFIG, message=report["setup_error"]
+                )
+                return
         if code != 0:
             reason = f"Signal{-code}" if code < 0 else Reason.EXIT_CODE
+            failed = "a step" if steps else "the worker"
             await self._emit(
                 entry,
                 State.EXECUTOR_ERROR,
                 exit_code=code,
                 reason=reason,
-                message=f"the worker exited with {code}",
+                message=f"{failed} exited with {code}",
+                steps=steps,
             )
             return
 
-        await self._emit(entry, State.FINALIZING, exit_code=0)
+        await self._emit(entry, State.FINALIZING, exit_code=0, steps=steps)
         code, errors = await self._process(
             entry,
             [*self.sidecar, Command.STAGE_OUT, "--spec", str(directory / "job.json"), "--root", str(results)],
@@ -319,6 +353,64 @@ class LocalCompute:
         (directory / INPUTS).mkdir(parents=True)
         results.mkdir()
         (directory / "job.json").write_text(json.dumps(sidecar_job(spec).to_json()))
+        if spec.program is not None:
+            for index in range(len(spec.program.directories())):
+                (results / directory_path(index)).mkdir()
+            (directory / "tmp").mkdir()
+            (directory / "tmp").chmod(0o1777)
+
+    def _program_command(
+        self, entry: _Job, results: Path, env: dict[str, str], own: list[str] | None
+    ) -> list[str] | None:
+        """The command that runs a program's steps in a mount namespace (local_program.py). A
+        step that runs the asset's own command runs its local equivalent (`own`)."""
+        asset_command = [*entry.spec.asset.command, *entry.spec.asset.args]
+        unshare = shutil.which("unshare")
+        program, directory = entry.spec.program, entry.directory
+        if unshare is None or program is None:
+            return None
+        plan = {
+            "root": str(directory / "root"),
+            "tmp": str(directory / "tmp"),
+            "report": str(directory / "steps.json"),
+            "directories": [
+                [str(results / directory_path(index)), path]
+                for index, path in enumerate(program.directories())
+            ],
+            "placements": [
+                [str(directory / input_path(placement_name(index))), item.path, item.directory]
+                for index, item in enumerate(program.placements)
+            ],
+            "steps": [
+                {
+                    "command": own if own and list(step.command) == asset_command else list(step.command),
+                    "workdir": step.workdir,
+                    "stdin": step.stdin,
+                    "stdout": step.stdout,
+                    "stderr": step.stderr,
+                    "env": step.env,
+                    "ignore_error": step.ignore_error,
+                }
+                for step in program.steps
+            ],
+            "env": env,
+            "hide": [str(p) for p in self.hidden],
+        }
+        (directory / "plan.json").write_text(json.dumps(plan))
+        (directory / "steps.json").write_text("{}")
+        return [
+            unshare,
+            "--user",
+            "--map-root-user",
+            "--mount",
+            "--pid",
+            "--fork",
+            sys.executable,
+            "-I",
+            "-m",
+            PROGRAM_MODULE,
+            str(directory / "plan.json"),
+        ]
 
     async def _stopped(self, entry: _Job, code: int, stage: str) -> bool:
         if entry.canceled:

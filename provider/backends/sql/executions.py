@@ -14,6 +14,7 @@ from provider.backends.sql import tables as t
 from provider.backends.sql.common import id_page, insert_row
 from provider.domain.executions import Attempt, Execution, OutputFile, State, Transition
 from provider.domain.pagination import Page, PageRequest
+from provider.domain.programs import Program, StepLog
 from provider.services.ports import ExecutionFilter
 
 _ACTIVE = [s.value for s in State if s.active]
@@ -47,6 +48,8 @@ def _values(e: Execution) -> dict[str, Any]:
         "updated_at": e.updated_at,
         "attempts": [_attempt_json(a) for a in e.attempts] or None,
         "retry_at": e.retry_at,
+        "program": e.program.to_json() if e.program else None,
+        "steps": [s.to_json() for s in e.steps] or None,
     }
 
 
@@ -115,6 +118,8 @@ def _row(row: sa.Row[Any]) -> Execution:
         updated_at=row.updated_at,
         attempts=tuple(_attempt(a) for a in row.attempts or ()),
         retry_at=row.retry_at,
+        program=Program.from_json(row.program) if row.program else None,
+        steps=tuple(StepLog.from_json(s) for s in row.steps or ()),
     )
 
 

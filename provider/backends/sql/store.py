@@ -22,6 +22,7 @@ from provider.backends.sql.imports import SqlImportRepository
 from provider.backends.sql.provisioning import SqlProvisioningRepository, SqlTransferRegistrationRepository
 from provider.backends.sql.subscriptions import SqlDeliveryRepository, SqlSubscriptionRepository
 from provider.backends.sql.tenants import SqlApiKeyRepository, SqlTenantRepository
+from provider.backends.sql.tes import SqlTesTaskRepository
 from provider.backends.sql.workspaces import SqlTokenRepository, SqlWorkspaceRepository
 from provider.domain.errors import Unavailable
 
@@ -156,3 +157,4 @@ class SqlUnitOfWork:
         self.events = SqlEventRepository(conn)
         self.subscriptions = SqlSubscriptionRepository(conn)
         self.deliveries = SqlDeliveryRepository(conn, conn.dialect.name)
+        self.tes_tasks = SqlTesTaskRepository(conn)

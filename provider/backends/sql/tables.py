@@ -158,7 +158,34 @@ executions = sa.Table(
     sa.Column("updated_at", UTCDateTime(), nullable=False),
     sa.Column("attempts", JSONType, nullable=True),  # earlier attempts of a retried execution
     sa.Column("retry_at", UTCDateTime(), nullable=True),
+    sa.Column("program", JSONType, nullable=True),  # a TES task's steps and paths
+    sa.Column("steps", JSONType, nullable=True),  # how each step ended
     sa.UniqueConstraint("tenant_id", "idempotency_key"),
+)
+
+# GA4GH TES tasks: the document as submitted, beside the execution that runs it (same id).
+tes_tasks = sa.Table(
+    "tes_tasks",
+    metadata,
+    sa.Column("id", sa.String(40), sa.ForeignKey("executions.id"), primary_key=True),
+    sa.Column("tenant_id", sa.String(40), sa.ForeignKey("tenants.id"), nullable=False, index=True),
+    sa.Column("name", sa.String(1024), nullable=True, index=True),
+    sa.Column("tags", JSONType, nullable=False),
+    sa.Column("document", JSONType, nullable=False),
+    sa.Column("input_keys", JSONType, nullable=False),
+    sa.Column("output_keys", JSONType, nullable=False),
+    sa.Column("imports", JSONType, nullable=False),
+    sa.Column("warnings", JSONType, nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+tes_task_tags = sa.Table(
+    "tes_task_tags",
+    metadata,
+    sa.Column("task_id", sa.String(40), sa.ForeignKey("tes_tasks.id"), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("value", sa.String(1024), nullable=False),
+    sa.Index("ix_tes_task_tags_key_value", "key", "value"),
 )
 
 execution_labels = sa.Table(

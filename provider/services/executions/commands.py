@@ -7,6 +7,7 @@ import hashlib
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from provider.domain.assets import Asset, InputKind, grant_problem
 from provider.domain.errors import (
@@ -22,6 +23,7 @@ from provider.domain.executions import Execution, Reason, State, Transition
 from provider.domain.ids import new_id
 from provider.domain.notifications import Subscription
 from provider.domain.pagination import PageRequest
+from provider.domain.programs import Program
 from provider.domain.tenants import Principal
 from provider.domain.workspaces import Workspace, check_key
 from provider.services.executions.observation import Observation
@@ -39,10 +41,16 @@ class ExecutionRequest:
     inputs: dict[str, str]
     env: dict[str, str]
     labels: dict[str, str]
+    program: Program | None = None  # the caller's own steps and paths (a TES task)
 
     def digest(self) -> str:
-        canonical = json.dumps(self.__dict__, sort_keys=True, separators=(",", ":"))
+        fields = {**self.__dict__, "program": self.program.to_json() if self.program else None}
+        canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+# Writes made in the transaction that creates an execution (a TES task's document, say).
+AlsoWrite = Callable[[Any, Execution], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -96,10 +104,16 @@ class Commands:
         request: ExecutionRequest,
         idempotency_key: str | None,
         callback: CallbackRequest | None = None,
+        *,
+        execution_id: str | None = None,
+        also: AlsoWrite | None = None,
+        awaiting_inputs: bool = False,
     ) -> Started:
         """`create`, with an optional callback subscription made in the same transaction.
 
-        A replayed request (same Idempotency-Key) makes no second subscription.
+        A replayed request (same Idempotency-Key) makes no second subscription. `also` writes
+        more in that transaction; `awaiting_inputs` keeps the execution QUEUED, not submitted,
+        until `Observation.inputs_arrived`.
         """
         digest = request.digest()
         if idempotency_key is not None:
@@ -112,7 +126,7 @@ class Commands:
             raise Conflict(f"workspace {workspace.id} is being deleted")
         await self._check_granted(asset.id, workspace)
         env = await self._validate(asset, workspace, request)
-        execution_id = new_id("exe")
+        execution_id = execution_id or new_id("exe")
         subscription, secret = None, None
         if callback is not None:
             if self.deps.subscriptions is None:
@@ -142,6 +156,9 @@ class Commands:
             history=(Transition(State.QUEUED, now),),
             idempotency_key=idempotency_key,
             request_hash=digest,
+            program=request.program,
+            reason=Reason.AWAITING_INPUTS if awaiting_inputs else None,
+            message="waiting for its inputs to be fetched" if awaiting_inputs else None,
         )
         try:
             async with self.deps.store.transaction() as uow:
@@ -151,6 +168,8 @@ class Commands:
                 if current is None or not current.active:
                     raise WorkspaceClosed(f"workspace {workspace.id} is no longer open to new executions")
                 await uow.executions.add(execution)
+                if also is not None:
+                    await also(uow, execution)
                 if subscription is not None:
                     await uow.subscriptions.add(subscription)
                 events = self.deps.events
@@ -164,7 +183,8 @@ class Commands:
                 raise
             return Started(replayed, False)
         await self.observation.announce(execution, queued)
-        await self.submission.submit(execution, asset, workspace)
+        if not awaiting_inputs:
+            await self.submission.submit(execution, asset, workspace)
         return Started(await self.reads.load(execution.id), True, subscription, secret)
 
     async def _replay(self, tenant_id: str, key: str, digest: str) -> Execution | None:
@@ -188,7 +208,8 @@ class Commands:
         for name in request.inputs:
             if name not in declared:
                 problems.add(f"body.inputs.{name}", f"asset {asset.id} has no input {name!r}")
-        for item in asset.inputs:
+        # A program places its own files: the asset's inputs are not asked for.
+        for item in asset.inputs if request.program is None else []:
             key = request.inputs.get(item.name)
             if key is None:
                 if item.required:

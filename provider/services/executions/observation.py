@@ -146,7 +146,14 @@ class Observation:
                 )
             else:
                 updated = reach(
-                    current, target, now, event.reason, event.message, event.exit_code, event.outputs
+                    current,
+                    target,
+                    now,
+                    event.reason,
+                    event.message,
+                    event.exit_code,
+                    event.outputs,
+                    event.steps,
                 )
             if updated is None:
                 return None  # nothing new
@@ -286,7 +293,12 @@ class Observation:
         queued (any more) or held already."""
         async with self.deps.store.transaction() as uow:
             current = await uow.executions.get(execution_id, for_update=True)
-            if current is None or current.state is not State.QUEUED or current.held:
+            if (
+                current is None
+                or current.state is not State.QUEUED
+                or current.held
+                or current.awaiting_inputs
+            ):
                 return None
             updated = current.hold(self.deps.clock(), HELD)
             await uow.executions.update(updated)
@@ -294,6 +306,18 @@ class Observation:
         self.shared.tasks.cancel(execution_id)  # a retry waiting here: the hold replaced its attempt
         await self.announce(updated, queued)
         await self._withdraw(execution_id, updated.attempt)
+        return updated
+
+    async def inputs_arrived(self, execution_id: str) -> Execution | None:
+        """The inputs an execution waited for are in its workspace: it goes to compute."""
+        async with self.deps.store.transaction() as uow:
+            current = await uow.executions.get(execution_id, for_update=True)
+            if current is None or not current.awaiting_inputs:
+                return None
+            updated = current.annotate(self.deps.clock(), reason=None, message=None)
+            await uow.executions.update(updated)
+        await self.announce(updated)
+        await self._submit_again(updated)
         return updated
 
     async def unhold(self, execution_id: str) -> Execution | None:
@@ -354,6 +378,8 @@ class Observation:
         known = await compute.known()  # raises if the backend cannot tell: nothing is judged
         now = self.deps.clock()
         for execution in active:
+            if execution.awaiting_inputs:
+                continue  # submitted once its inputs arrive (TesService.resume after a restart)
             if execution.held:
                 if execution.id in known:  # the hold was stored, and its job not stopped (a crash)
                     await self._withdraw(execution.id, execution.attempt)

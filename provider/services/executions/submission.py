@@ -29,6 +29,7 @@ class Submission:
                     access,
                     execution.version,
                     execution.attempt,
+                    execution.program,
                 )
             )
         except Exception as exc:

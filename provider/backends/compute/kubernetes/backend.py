@@ -114,12 +114,13 @@ class _Tracked:
     job_deleted: bool = False
     pod_deleted: bool = False
     # Executions start QUEUED: a Job without a pod yet is nothing new to report.
-    reported: tuple[object, ...] | None = (State.QUEUED, None, None, None)
+    reported: tuple[object, ...] | None = (State.QUEUED, None, None, None, 0)
     final: bool = False
 
 
 class KubernetesCompute:
     name = "kubernetes"
+    step_errors_ignorable = False  # steps are init containers: the first to fail ends the pod
 
     def __init__(self, options: KubernetesOptions, observer: KubernetesObserver | None = None) -> None:
         self.options = options
@@ -585,6 +586,7 @@ class KubernetesCompute:
                 message=seen.message,
                 attempt=tracked.attempt,
                 manifest_in_storage=seen.manifest_in_storage,
+                steps=seen.steps,
             )
         if event.state.final:
             tracked.final = True

@@ -10,12 +10,15 @@ next starts, which gives the order for free and keeps bytes in files, never in l
 from __future__ import annotations
 
 import json
+import shlex
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 from provider.backends.compute.common import sidecar_job
 from provider.backends.compute.kubernetes.objects import Job, KubeObject, ObjectReference
 from provider.domain.assets import Toleration
+from provider.domain.programs import Program, Step, directory_path, placement_name
 from provider.services.ports import JobSpec
 from provider.sidecar.contract import RESULTS, Command, Env, input_path
 
@@ -29,8 +32,16 @@ ASSET = "provider/asset"
 VERSION_ANNOTATION = "provider/execution-version"
 SELECTOR = f"{MANAGED_BY}=provider,{COMPONENT}=execution"
 
-# Container names; the sidecars' are their commands.
+# Container names; the sidecars' are their commands. A program's steps are `step-1`...`step-N`,
+# run in that order, the last in the worker's place.
 STAGE_IN, WORKER, STAGE_OUT = Command.STAGE_IN.value, "worker", Command.STAGE_OUT.value
+STEP_PREFIX = "step-"
+
+
+def step_name(index: int) -> str:
+    return f"{STEP_PREFIX}{index + 1}"
+
+
 SCRATCH = "/scratch"  # the staging root
 SIDECAR_UID = 65532
 # The sidecar streams: it needs little, whatever the data size.
@@ -169,7 +180,11 @@ def build_job(job: JobSpec, settings: JobSettings) -> dict[str, Any]:
         }
 
     resources = asset.resources
-    limits: dict[str, str] = {"cpu": resources.cpu, "memory": resources.memory}
+    program_limits = job.program.limits if job.program is not None else None
+    cpu = (program_limits and program_limits.cpu) or resources.cpu
+    memory = (program_limits and program_limits.memory) or resources.memory
+    scratch_size = (program_limits and program_limits.ephemeral_storage) or resources.ephemeral_storage
+    limits: dict[str, str] = {"cpu": cpu, "memory": memory}
     if resources.gpu_count:
         limits[settings.gpu_resource] = str(resources.gpu_count)
     worker_security: dict[str, Any] = {"allowPrivilegeEscalation": False}
@@ -180,7 +195,7 @@ def build_job(job: JobSpec, settings: JobSettings) -> dict[str, Any]:
         "image": asset.image,
         "imagePullPolicy": settings.image_pull_policy,
         "env": [{"name": k, "value": v} for k, v in {**asset.env, **job.env}.items()],
-        "resources": {"requests": {"cpu": resources.cpu, "memory": resources.memory}, "limits": limits},
+        "resources": {"requests": {"cpu": cpu, "memory": memory}, "limits": limits},
         "volumeMounts": [
             *(
                 {
@@ -201,6 +216,7 @@ def build_job(job: JobSpec, settings: JobSettings) -> dict[str, Any]:
         worker["command"] = list(asset.command)
     if asset.args:
         worker["args"] = list(asset.args)
+    workers = [worker] if job.program is None else _steps(worker, job, job.program)
 
     node_selector = dict(asset.node_selector)
     if resources.gpu_type:
@@ -212,10 +228,10 @@ def build_job(job: JobSpec, settings: JobSettings) -> dict[str, Any]:
         "securityContext": {"fsGroup": SIDECAR_UID, "seccompProfile": {"type": "RuntimeDefault"}},
         "initContainers": [
             sidecar(STAGE_IN, [STAGE_IN, "--root", SCRATCH, "--results", f"{SCRATCH}/{RESULTS}"]),
-            worker,
+            *workers,
         ],
         "containers": [sidecar(STAGE_OUT, [STAGE_OUT, "--root", f"{SCRATCH}/{RESULTS}"])],
-        "volumes": [_scratch_volume(resources.ephemeral_storage, settings), _tmp_volume()],
+        "volumes": [_scratch_volume(scratch_size, settings), _tmp_volume()],
     }
     if node_selector:
         pod_spec["nodeSelector"] = node_selector
@@ -249,6 +265,61 @@ def build_job(job: JobSpec, settings: JobSettings) -> dict[str, Any]:
             },
         },
     }
+
+
+def _steps(worker: dict[str, Any], job: JobSpec, program: Program) -> list[dict[str, Any]]:
+    """A program's steps: init containers in order, each the worker with its own command,
+    environment and working directory, and the program's directories and placed files mounted
+    from the scratch volume (a directory inside another mounted after it)."""
+    mounts: list[tuple[str, dict[str, Any]]] = [
+        (path, {"name": "scratch", "mountPath": path, "subPath": f"{RESULTS}/{directory_path(index)}"})
+        for index, path in enumerate(program.directories())
+    ]
+    mounts += [
+        (
+            item.path,
+            {
+                "name": "scratch",
+                "mountPath": item.path,
+                "subPath": input_path(placement_name(index)),
+                "readOnly": True,
+            },
+        )
+        for index, item in enumerate(program.placements)
+    ]
+    mounts.sort(key=lambda pair: len(PurePosixPath(pair[0]).parts))
+    own = [*job.asset.command, *job.asset.args]
+    containers = []
+    for index, step in enumerate(program.steps):
+        container = {k: v for k, v in worker.items() if k not in ("command", "args")}
+        container["name"] = step_name(index)
+        container["volumeMounts"] = [mount for _, mount in mounts]
+        env = {**job.asset.env, **job.env, **step.env}
+        container["env"] = [{"name": k, "value": v} for k, v in env.items()]
+        command = list(step.command)
+        if step.stdin or step.stdout or step.stderr:
+            command = _redirected(step)
+        if command == own and own:  # the asset's own command: as the asset gives it
+            container.update({k: worker[k] for k in ("command", "args") if k in worker})
+        else:
+            container["command"] = command
+        if step.workdir:
+            container["workingDir"] = step.workdir
+        containers.append(container)
+    return containers
+
+
+def _redirected(step: Step) -> list[str]:
+    """A step with standard streams from or to files: a container has no such setting, so the
+    image's /bin/sh opens them and then becomes the command (docs/tes.md)."""
+    redirections = ""
+    if step.stdin:
+        redirections += f" <{shlex.quote(step.stdin)}"
+    if step.stdout:
+        redirections += f" >{shlex.quote(step.stdout)}"
+    if step.stderr:
+        redirections += f" 2>{shlex.quote(step.stderr)}"
+    return ["/bin/sh", "-c", f'exec "$@"{redirections}', "sh", *step.command]
 
 
 def _scratch_volume(size: str, settings: JobSettings) -> dict[str, Any]:

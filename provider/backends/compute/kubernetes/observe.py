@@ -8,11 +8,12 @@ why the cluster refuses to make one. Reasons name the cause in words an operator
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TypeVar
 
 from provider.backends.compute.common import staging_failed
-from provider.backends.compute.kubernetes.manifests import STAGE_IN, STAGE_OUT, WORKER
+from provider.backends.compute.kubernetes.manifests import STAGE_IN, STAGE_OUT, STEP_PREFIX, WORKER
 from provider.backends.compute.kubernetes.objects import (
     Condition,
     ContainerStateTerminated,
@@ -24,8 +25,10 @@ from provider.backends.compute.kubernetes.objects import (
     PodStatus,
 )
 from provider.domain.executions import Reason, State
+from provider.domain.programs import StepLog
 from provider.sidecar.contract import Command, ExitCode
 
+T = TypeVar("T", datetime, None)
 PULL_FAILURES = {"ErrImagePull", "ImagePullBackOff", "RegistryUnavailable"}
 PULL_FATAL = {"InvalidImageName", "ErrImageNeverPull"}
 # Waiting reasons that heal by themselves within the grace (a Secret being created, say).
@@ -41,10 +44,11 @@ class Observation:
     message: str | None = None
     exit_code: int | None = None
     manifest_in_storage: bool = False
+    steps: tuple[StepLog, ...] = ()  # a program's steps that ended, in order
 
     @property
     def key(self) -> tuple[object, ...]:
-        return (self.state, self.reason, self.message, self.exit_code)
+        return (self.state, self.reason, self.message, self.exit_code, len(self.steps))
 
 
 @dataclass(frozen=True)
@@ -129,13 +133,42 @@ def _from_pod(pod: Pod, now: datetime, grace: float) -> Verdict:
         s["name"]: s
         for s in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
     }
+    # A program's steps (step-1...step-N) run in order, the last in the worker's place.
+    steps = sorted(
+        (n for n in statuses if n.startswith(STEP_PREFIX)), key=lambda n: int(n[len(STEP_PREFIX) :])
+    )
+    worker_name = steps[-1] if steps else WORKER
+    done = tuple(_step_log(t) for n in steps if (t := _terminated(statuses, n)) is not None)
+    verdict = _judge(pod, statuses, status, now, grace, steps, worker_name)
+    if done and verdict.observation is not None:
+        verdict = Verdict(replace(verdict.observation, steps=done), verdict.recheck_after)
+    return verdict
+
+
+def _step_log(terminated: ContainerStateTerminated) -> StepLog:
+    return StepLog(
+        int(terminated.get("exitCode", -1)),
+        _time(terminated.get("startedAt"), None),
+        _time(terminated.get("finishedAt"), None),
+    )
+
+
+def _judge(
+    pod: Pod,
+    statuses: dict[str, ContainerStatus],
+    status: PodStatus,
+    now: datetime,
+    grace: float,
+    steps: list[str],
+    worker_name: str,
+) -> Verdict:
     ended = status.get("reason")
     if status.get("phase") == "Failed" and ended in (Reason.DEADLINE_EXCEEDED, Reason.EVICTED):
         state = State.EXECUTOR_ERROR if ended == Reason.DEADLINE_EXCEEDED else State.SYSTEM_ERROR
         return Verdict(Observation(state, ended, status.get("message")))
 
     # Containers that cannot start: an image that does not pull, a configuration that fails.
-    for name in (STAGE_IN, WORKER, STAGE_OUT):
+    for name in (STAGE_IN, *steps[:-1], worker_name, STAGE_OUT):
         waiting = ((statuses.get(name) or {}).get("state") or {}).get("waiting") or {}
         reason = waiting.get("reason")
         if reason in PULL_FAILURES or reason in PULL_FATAL or reason in CONFIG_FAILURES:
@@ -148,7 +181,7 @@ def _from_pod(pod: Pod, now: datetime, grace: float) -> Verdict:
             waited = (now - _created(pod, now)).total_seconds()
             if reason in PULL_FATAL or waited >= grace:
                 return Verdict(Observation(State.SYSTEM_ERROR, kind, message))
-            current = _progress(statuses, status)
+            current = _progress(statuses, status, worker_name)
             return Verdict(
                 Observation(current.state, reason, message, current.exit_code), recheck_after=grace - waited
             )
@@ -156,7 +189,15 @@ def _from_pod(pod: Pod, now: datetime, grace: float) -> Verdict:
     stage_in = _terminated(statuses, STAGE_IN)
     if stage_in is not None and stage_in.get("exitCode") != ExitCode.DONE:
         return Verdict(_staging_failed(Command.STAGE_IN, stage_in))
-    worker = _terminated(statuses, WORKER)
+    for number, name in enumerate(steps[:-1], 1):
+        step = _terminated(statuses, name)
+        if step is not None and int(step.get("exitCode", -1)) != 0:
+            code = int(step.get("exitCode", -1))
+            reason = Reason.OOM_KILLED if step.get("reason") == Reason.OOM_KILLED else Reason.EXIT_CODE
+            return Verdict(
+                Observation(State.EXECUTOR_ERROR, reason, f"step {number} exited with {code}", code)
+            )
+    worker = _terminated(statuses, worker_name)
     if worker is not None:
         code = int(worker.get("exitCode", -1))
         if worker.get("reason") == Reason.OOM_KILLED:
@@ -179,14 +220,18 @@ def _from_pod(pod: Pod, now: datetime, grace: float) -> Verdict:
         return Verdict(
             Observation(State.SYSTEM_ERROR, status.get("reason") or Reason.POD_FAILED, status.get("message"))
         )
-    return Verdict(_progress(statuses, status))
+    return Verdict(_progress(statuses, status, worker_name))
 
 
-def _progress(statuses: dict[str, ContainerStatus], status: PodStatus) -> Observation:
+def _progress(statuses: dict[str, ContainerStatus], status: PodStatus, worker: str = WORKER) -> Observation:
     """Where a pod that has not ended is: scheduled or not, staging in, running, staging out."""
-    if _terminated(statuses, WORKER) is not None:
+    if _terminated(statuses, worker) is not None:
         return Observation(State.FINALIZING, exit_code=0)
-    if "running" in ((statuses.get(WORKER) or {}).get("state") or {}):
+    if any(
+        "running" in ((statuses.get(n) or {}).get("state") or {}) or _terminated(statuses, n) is not None
+        for n in statuses
+        if n == worker or n.startswith(STEP_PREFIX)
+    ):
         return Observation(State.RUNNING)
     scheduled = next((c for c in status.get("conditions") or [] if c.get("type") == "PodScheduled"), None)
     if scheduled is not None and scheduled.get("status") == "False":
@@ -223,7 +268,7 @@ def _created(obj: KubeObject, default: datetime) -> datetime:
     return _time((obj.get("metadata") or {}).get("creationTimestamp"), default)
 
 
-def _time(stamp: object, default: datetime) -> datetime:
+def _time(stamp: object, default: T) -> datetime | T:
     if not stamp:
         return default
     try:
