@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import yaml
@@ -21,7 +21,13 @@ from provider import __version__
 from provider.aio import Backoff
 from provider.api import build_api
 from provider.api.context import ApiContext, ConnectorWebhook, EventWebhook
-from provider.api.metrics import HttpMetrics, KubernetesMetrics, NotificationMetrics
+from provider.api.metrics import (
+    ComputeCollector,
+    HttpMetrics,
+    KubernetesMetrics,
+    NotificationMetrics,
+    OperationsMetrics,
+)
 from provider.backends.asset_files import read_asset_directory
 from provider.backends.compute.local import LocalCompute
 from provider.backends.data_lock import DataLock, DataLocks
@@ -30,6 +36,7 @@ from provider.backends.http_source import HttpSource
 from provider.backends.jwt_tokens import JwtTokenCodec, SigningKey
 from provider.backends.sql import SqlStore, default_sqlite_url
 from provider.backends.storage.fs import FilesystemStorage
+from provider.backends.storage.metered import MeteredStorage
 from provider.backends.webhooks import HttpWebhookSender
 from provider.config import ConfigError, Settings, resolve_config_path
 from provider.domain.addresses import parse_networks
@@ -102,6 +109,7 @@ class Components:
     delivery: DeliveryWorker | None
     registry: CollectorRegistry
     notification_metrics: NotificationMetrics
+    operations: OperationsMetrics
     reactions: list[reactions.Reaction]
 
 
@@ -254,7 +262,9 @@ def build_components(
     drive their own, service tests use fakes), and `clock` the wall clock (tests move time
     forward instead of waiting for it)."""
     store = store or build_store(settings)
-    storage = storage or build_storage(settings)
+    registry = CollectorRegistry()
+    operations = OperationsMetrics(registry, backend=settings.compute.backend)
+    storage = cast(Storage, MeteredStorage(storage or build_storage(settings), operations.storage_failed))
     events = EventLog(clock)
     notifications = settings.notifications
     sender = HttpWebhookSender(
@@ -264,7 +274,6 @@ def build_components(
         notifications.concurrency,
     )
     subscriptions = SubscriptionService(store, sender, events, clock)
-    registry = CollectorRegistry()
     notification_metrics = NotificationMetrics(registry)
     delivery = (
         DeliveryWorker(store, sender, events, clock, build_delivery_policy(settings), notification_metrics)
@@ -388,6 +397,10 @@ def build_components(
         service_id=settings.tes.service_id,
         version=__version__,
     )
+    operations.backend = compute.name
+    registry.register(ComputeCollector(compute))
+    executions.shared.listeners.append(operations.execution_changed)
+    imports.listeners.append(operations.import_changed)
     wired = reactions.wire(tenants, workspaces, imports, executions, key_cache, token_cache, signaling, tes)
     return Components(
         settings=settings,
@@ -420,6 +433,7 @@ def build_components(
         delivery=delivery,
         registry=registry,
         notification_metrics=notification_metrics,
+        operations=operations,
         reactions=wired,
     )
 
@@ -534,6 +548,7 @@ def create_app(
         metrics=HttpMetrics(components.registry),
         subscriptions=components.subscriptions,
         notification_metrics=components.notification_metrics,
+        operations=components.operations,
         stream_poll_seconds=settings.notifications.poll_seconds,
         stream_heartbeat_seconds=settings.notifications.stream_heartbeat_seconds,
         body_idle_timeout_seconds=settings.server.body_idle_timeout_seconds,

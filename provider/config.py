@@ -155,6 +155,19 @@ class ServerSettings(_Section):
     max_connections: int = Field(
         default=1024, ge=1, description="open connections per replica; more are accepted and closed at once"
     )
+    tls_cert_file: Path | None = Field(
+        default=None, description="PEM certificate chain: serve HTTPS (unset: plain HTTP, as behind a proxy)"
+    )
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of tls_cert_file")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServerSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        for path in (self.tls_cert_file, self.tls_key_file):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path} is not a file")
+        return self
 
 
 class StoreSettings(_Section):
@@ -692,7 +705,8 @@ class Settings(BaseSettings):
     def public_url(self) -> str:
         if self.server.public_url is not None:
             return str(self.server.public_url).rstrip("/")
-        return f"http://{self.server.host}:{self.server.port}"
+        scheme = "https" if self.server.tls_cert_file is not None else "http"
+        return f"{scheme}://{self.server.host}:{self.server.port}"
 
 
 class ConfigError(Exception):

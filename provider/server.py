@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import signal
+import ssl
 
 from aiohttp import web
 
@@ -99,8 +100,15 @@ class LimitedSite(web.BaseSite):
 
     __slots__ = ("_host", "_max_connections", "_port", "limit")
 
-    def __init__(self, runner: web.BaseRunner, host: str, port: int, max_connections: int) -> None:
-        super().__init__(runner)
+    def __init__(
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        max_connections: int,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        super().__init__(runner, ssl_context=ssl_context)
         self._host = host
         self._port = port
         self._max_connections = max_connections
@@ -113,7 +121,8 @@ class LimitedSite(web.BaseSite):
 
     @property
     def name(self) -> str:
-        return f"http://{self._host}:{self.port}"
+        scheme = "https" if self._ssl_context else "http"
+        return f"{scheme}://{self._host}:{self.port}"
 
     async def start(self) -> None:
         await super().start()
@@ -121,10 +130,21 @@ class LimitedSite(web.BaseSite):
         assert server is not None and isinstance(self._runner, web.AppRunner)
         self.limit = ConnectionLimit(server, self._max_connections, self._runner.app[CLIENT_ERRORS])
         listening = await asyncio.get_running_loop().create_server(
-            self.limit.protocol, self._host, self._port, backlog=self._backlog
+            self.limit.protocol, self._host, self._port, backlog=self._backlog, ssl=self._ssl_context
         )
         self._server = listening
         self._port = int(listening.sockets[0].getsockname()[1])
+
+
+def tls_context(settings: ServerSettings) -> ssl.SSLContext | None:
+    """TLS when a certificate is configured (docs/operations.md): TLS 1.2 at least, the
+    standard library's secure defaults otherwise."""
+    if settings.tls_cert_file is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings.tls_cert_file, settings.tls_key_file)
+    return context
 
 
 async def start(app: web.Application, settings: ServerSettings) -> tuple[web.AppRunner, LimitedSite]:
@@ -132,7 +152,9 @@ async def start(app: web.Application, settings: ServerSettings) -> tuple[web.App
     runner = web.AppRunner(app, access_log=None, shutdown_timeout=settings.shutdown_timeout_seconds)
     await runner.setup()
     try:
-        site = LimitedSite(runner, settings.host, settings.port, settings.max_connections)
+        site = LimitedSite(
+            runner, settings.host, settings.port, settings.max_connections, tls_context(settings)
+        )
         await site.start()
     except BaseException:
         await runner.cleanup()

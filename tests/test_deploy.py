@@ -874,7 +874,26 @@ def test_chart_templates_are_well_formed() -> None:
         "Role",
         "RoleBinding",
         "NetworkPolicy",
+        "PodDisruptionBudget",
+        "ServiceMonitor",
+        "PrometheusRule",
     }
+
+
+def test_chart_disruption_budget_and_service_monitor_reach_the_service_pods() -> None:
+    budget = without_templating(templates()["poddisruptionbudget.yaml"])
+    budget["metadata"] = {"name": "provider", "namespace": "provider"}
+    budget["spec"]["maxUnavailable"] = chart_values()["podDisruptionBudget"]["maxUnavailable"]
+    budget["spec"]["selector"]["matchLabels"] = {"app.kubernetes.io/name": "provider"}
+    assert validation_problem(budget) is None
+    assert chart_values()["replicaCount"] > budget["spec"]["maxUnavailable"]  # a drain leaves one up
+    monitor = without_templating(templates()["servicemonitor.yaml"])
+    service = without_templating(templates()["service.yaml"])
+    assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"] == "http"
+    assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert "include \"provider.selectorLabels\"" in templates()["servicemonitor.yaml"]
+    rule = templates()["prometheusrule.yaml"]
+    assert '.Files.Get "files/alerts.yaml"' in rule and (CHART / "files" / "alerts.yaml").is_file()
 
 
 def without_templating(text: str) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from provider.api.metrics import HttpMetrics, NotificationMetrics
+from provider.api.metrics import HttpMetrics, NotificationMetrics, OperationsMetrics
 from provider.domain.addresses import IPNetwork
 from provider.services.assets import AssetService
 from provider.services.auth import Authenticator
@@ -62,6 +62,7 @@ class ApiContext:
     public_url: str
     subscriptions: SubscriptionService
     notification_metrics: NotificationMetrics
+    operations: OperationsMetrics
     stream_poll_seconds: float
     stream_heartbeat_seconds: float
     body_idle_timeout_seconds: float

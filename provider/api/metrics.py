@@ -1,10 +1,19 @@
-"""HTTP metrics for Prometheus; each application has its own registry (tests build many)."""
+"""Metrics for Prometheus; each application has its own registry (tests build many)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from provider.domain.executions import Execution, State
+from provider.domain.imports import Import, ImportState
+from provider.services.ports import Store
 
 
 class HttpMetrics:
@@ -80,3 +89,156 @@ class KubernetesMetrics:
 
     def stale_observation(self) -> None:
         self.stale.inc()
+
+
+# Execution phases, by the state an execution was in: how long each took is a histogram.
+PHASES = {
+    State.QUEUED: "queued",
+    State.INITIALIZING: "staging_in",
+    State.RUNNING: "running",
+    State.FINALIZING: "staging_out",
+    State.CANCELING: "canceling",
+}
+PHASE_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 4 * 3600, 24 * 3600)
+
+
+class OperationsMetrics:
+    """What an operator asks of a running service: executions by state, asset and backend, how
+    long each phase took, how deep the queue is and how old its oldest entry; imports, EDC
+    provisionings and signaling flows by outcome; storage errors; the compute backend's health.
+
+    Gauges of what the store holds are read at scrape time (`refresh`, at most once per
+    `refresh_seconds`); everything else is counted as it happens.
+    """
+
+    def __init__(self, registry: CollectorRegistry, backend: str, refresh_seconds: float = 2.0) -> None:
+        self.backend = backend
+        self.refresh_seconds = refresh_seconds
+        self._refreshed = -1e9
+        self._lock = asyncio.Lock()
+        self.executions = Gauge(
+            "provider_executions",
+            "Active executions by state, asset and compute backend",
+            ["state", "asset", "backend"],
+            registry=registry,
+        )
+        self.queue_depth = Gauge(
+            "provider_execution_queue_depth", "Executions waiting in QUEUED", registry=registry
+        )
+        self.oldest_queued = Gauge(
+            "provider_execution_oldest_queued_seconds",
+            "How long the execution that has waited longest in QUEUED has waited (0: none waits)",
+            registry=registry,
+        )
+        self.phase = Histogram(
+            "provider_execution_phase_seconds",
+            "Time executions spent in each phase: queued, staging_in, running, staging_out, canceling",
+            ["phase", "asset"],
+            registry=registry,
+            buckets=PHASE_BUCKETS,
+        )
+        self.finished = Counter(
+            "provider_executions_finished",
+            "Executions that reached a final state, by state, asset and reason",
+            ["state", "asset", "reason"],
+            registry=registry,
+        )
+        self.imports = Counter(
+            "provider_imports_finished", "Imports that ended, by outcome", ["outcome"], registry=registry
+        )
+        self.import_bytes = Counter(
+            "provider_import_bytes", "Bytes brought in by imports that succeeded", registry=registry
+        )
+        self.provisionings = Gauge(
+            "provider_edc_provisionings", "EDC provisioned resources by state", ["state"], registry=registry
+        )
+        self.dataflows = Gauge(
+            "provider_dataflows", "Data Plane Signaling flows by state", ["state"], registry=registry
+        )
+        self.storage_errors = Counter(
+            "provider_storage_errors",
+            "Storage operations that failed for a reason not the caller's (unreachable, refused, broken)",
+            ["backend", "operation"],
+            registry=registry,
+        )
+
+    async def refresh(self, store: Store, now: datetime) -> None:
+        """Read the gauges' figures from the store, unless that was done moments ago."""
+        async with self._lock:
+            if time.monotonic() - self._refreshed < self.refresh_seconds:
+                return
+            async with store.read() as uow:
+                stats = await uow.stats.snapshot()
+            self._refreshed = time.monotonic()
+        self.executions.clear()
+        for (state, asset), count in stats.executions.items():
+            self.executions.labels(state, asset, self.backend).set(count)
+        self.queue_depth.set(sum(n for (state, _), n in stats.executions.items() if state == State.QUEUED))
+        waited = (now - stats.oldest_queued).total_seconds() if stats.oldest_queued else 0.0
+        self.oldest_queued.set(max(0.0, waited))
+        self.provisionings.clear()
+        for state, count in stats.provisionings.items():
+            self.provisionings.labels(state).set(count)
+        self.dataflows.clear()
+        for state, count in stats.dataflows.items():
+            self.dataflows.labels(state).set(count)
+
+    def execution_changed(self, execution: Execution) -> None:
+        """A committed change: the phase it ended, and the end of the execution."""
+        if len(execution.history) < 2:
+            return
+        last, before = execution.history[-1], execution.history[-2]
+        if last.at != execution.updated_at:
+            return  # details without a transition
+        phase = PHASES.get(before.state)
+        if phase is not None:
+            self.phase.labels(phase, execution.asset_id).observe(
+                max(0.0, (last.at - before.at).total_seconds())
+            )
+        if execution.state.final:
+            self.finished.labels(execution.state.value, execution.asset_id, execution.reason or "").inc()
+
+    def import_changed(self, item: Import) -> None:
+        if not item.state.final:
+            return
+        self.imports.labels(item.state.value).inc()
+        if item.state is ImportState.SUCCEEDED:
+            self.import_bytes.inc(item.bytes_done)
+
+    def storage_failed(self, backend: str, operation: str) -> None:
+        self.storage_errors.labels(backend, operation).inc()
+
+
+class ComputeCollector:
+    """The compute backend's health, read at scrape time: whether this replica leads (observes
+    jobs), and for Kubernetes the API errors and watch restarts it has counted."""
+
+    def __init__(self, compute: Any) -> None:
+        self.compute = compute
+
+    def collect(self) -> Iterator[Any]:
+        leading = getattr(self.compute, "leading", True)
+        yield GaugeMetricFamily(
+            "provider_leader",
+            "1 while this replica observes jobs (the Kubernetes leader; the local backend always)",
+            value=1.0 if leading else 0.0,
+        )
+        counts = getattr(self.compute, "counts", None)
+        api_errors: dict[str, int] = counts.api_errors if counts else {}
+        restarts: dict[tuple[str, str], int] = counts.watch_restarts if counts else {}
+        errors = CounterMetricFamily(
+            "provider_kubernetes_api_errors",
+            "Kubernetes API calls that failed, by status (0: the API server could not be reached)",
+            labels=["status"],
+        )
+        for status, count in sorted(api_errors.items()):
+            errors.add_metric([status], count)
+        yield errors
+        watches = CounterMetricFamily(
+            "provider_kubernetes_watch_restarts",
+            "Watches started again, by resource and cause (expired: listed again; error: after a failure)",
+            labels=["resource", "cause"],
+        )
+        for (resource, cause), count in sorted(restarts.items()):
+            watches.add_metric([resource, cause], count)
+        yield watches

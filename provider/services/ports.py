@@ -187,6 +187,21 @@ class ExecutionRepository(Protocol):
 
 
 @dataclass(frozen=True)
+class OperationalStats:
+    """What the operator's gauges show (provider/api/metrics.py)."""
+
+    executions: dict[tuple[str, str], int]  # (state, asset id) -> active executions
+    oldest_queued: datetime | None  # the earliest last change of a QUEUED execution
+    provisionings: dict[str, int]  # state -> EDC provisioned resources
+    dataflows: dict[str, int]  # state -> Data Plane Signaling flows
+
+
+class StatsRepository(Protocol):
+    async def snapshot(self) -> OperationalStats:
+        """Counts by state, for metrics."""
+
+
+@dataclass(frozen=True)
 class TaskFilter:
     """Which TES tasks a list shows."""
 
@@ -429,6 +444,9 @@ class UnitOfWork(Protocol):
 
     @property
     def tes_tasks(self) -> TesTaskRepository: ...
+
+    @property
+    def stats(self) -> StatsRepository: ...
 
 
 class Store(Protocol):

@@ -8,6 +8,7 @@ import hashlib
 import html
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,9 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    body = generate_latest(ctx(request).metrics.registry)
+    context = ctx(request)
+    await context.operations.refresh(context.store, datetime.now(UTC))  # the gauges of stored state
+    body = generate_latest(context.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 

@@ -37,6 +37,40 @@ def _config(connection: sa.Connection) -> Config:
 MIGRATION_LOCK = 0x70726F76
 
 
+class NewerSchema(RuntimeError):
+    """The database was migrated by newer code than this."""
+
+
+async def oldest_code(store: SqlStore) -> str | None:
+    """The oldest code revision the schema admits (`schema_compatibility`); None without it."""
+    table = sa.table("schema_compatibility", sa.column("oldest_code"))
+    async with store.engine.connect() as conn:
+        try:
+            return (await conn.execute(sa.select(table.c.oldest_code))).scalar_one_or_none()
+        except DBAPIError as exc:
+            if not _missing_table(exc):
+                raise
+            return None
+
+
+async def check_newer(store: SqlStore, current: str) -> bool:
+    """Whether a schema at `current` is newer than this code; raises NewerSchema when this code
+    may not run on it (docs/operations.md, "Upgrades and rollbacks")."""
+    if current <= HEAD:
+        return False
+    oldest = await oldest_code(store)
+    if oldest is None or oldest > HEAD:
+        raise NewerSchema(
+            f"database schema is at {current}, which code at {HEAD} may not run on "
+            f"(it admits code at {oldest or 'its own revision'} or newer): deploy the newer release"
+        )
+    log.warning(
+        "database schema is newer than this code, and admits it",
+        extra={"schema_revision": current, "code_revision": HEAD, "oldest_code": oldest},
+    )
+    return True
+
+
 async def upgrade(store: SqlStore, revision: str = "head") -> None:
     """Bring the schema up to `revision` in one transaction.
 
@@ -47,6 +81,8 @@ async def upgrade(store: SqlStore, revision: str = "head") -> None:
     before = await current_revision(store)
     if revision == "head" and before == HEAD:
         return
+    if revision == "head" and before is not None and await check_newer(store, before):
+        return  # a rolling upgrade: newer replicas migrated already
     from alembic import command
 
     async with store.engine.begin() as conn:

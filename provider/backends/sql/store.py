@@ -20,6 +20,7 @@ from provider.backends.sql.events import SqlEventRepository
 from provider.backends.sql.executions import SqlExecutionRepository
 from provider.backends.sql.imports import SqlImportRepository
 from provider.backends.sql.provisioning import SqlProvisioningRepository, SqlTransferRegistrationRepository
+from provider.backends.sql.stats import SqlStatsRepository
 from provider.backends.sql.subscriptions import SqlDeliveryRepository, SqlSubscriptionRepository
 from provider.backends.sql.tenants import SqlApiKeyRepository, SqlTenantRepository
 from provider.backends.sql.tes import SqlTesTaskRepository
@@ -128,6 +129,8 @@ class SqlStore:
             await migrations.upgrade(self)
             return
         current, head = await migrations.current_revision(self), migrations.HEAD
+        if current is not None and await migrations.check_newer(self, current):
+            return
         if current != head:
             raise RuntimeError(
                 f"database schema is at {current}, the service needs {head}: run 'provider migrate'"
@@ -158,3 +161,4 @@ class SqlUnitOfWork:
         self.subscriptions = SqlSubscriptionRepository(conn)
         self.deliveries = SqlDeliveryRepository(conn, conn.dialect.name)
         self.tes_tasks = SqlTesTaskRepository(conn)
+        self.stats = SqlStatsRepository(conn)

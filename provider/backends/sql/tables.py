@@ -163,6 +163,15 @@ executions = sa.Table(
     sa.UniqueConstraint("tenant_id", "idempotency_key"),
 )
 
+# The oldest code revision that may run on this schema (one row; each migration sets it): a
+# replica of the previous release keeps running while newer ones migrate (docs/operations.md).
+schema_compatibility = sa.Table(
+    "schema_compatibility",
+    metadata,
+    sa.Column("id", sa.Integer(), primary_key=True),
+    sa.Column("oldest_code", sa.String(32), nullable=False),
+)
+
 # GA4GH TES tasks: the document as submitted, beside the execution that runs it (same id).
 tes_tasks = sa.Table(
     "tes_tasks",

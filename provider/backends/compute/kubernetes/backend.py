@@ -10,6 +10,7 @@ reconciliation of Jobs against the store.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import socket
@@ -68,6 +69,12 @@ HOPELESS = {
     Reason.QUOTA_EXCEEDED,
     Reason.POD_CREATE_REFUSED,
 }
+
+
+@dataclass(frozen=True)
+class ComputeCounts:
+    api_errors: dict[str, int]  # failed API calls by status ("0": unreachable)
+    watch_restarts: dict[tuple[str, str], int]  # (resource, expired | error)
 
 
 class KubernetesObserver(Protocol):
@@ -129,6 +136,7 @@ class KubernetesCompute:
         self.kube: Kube | None = None
         self.elector: LeaseElector | None = None
         self.watches: list[NamespaceWatch[Any]] = []
+        self._watch_restarts: collections.Counter[tuple[str, str]] = collections.Counter()
         self._sink: EventSink | None = None
         self._reconcile: Reconciler | None = None
         self._campaign = Tasks(log)  # the Lease elector of this replica
@@ -147,6 +155,15 @@ class KubernetesCompute:
         self._busy: set[str] = set()
         # Store work under way (reports, reconciliations): never cut off halfway (see _protected).
         self._inflight: set[asyncio.Future[Any]] = set()
+
+    def _restarted(self, resource: str, cause: str) -> None:
+        self._watch_restarts[(resource, cause)] += 1
+
+    @property
+    def counts(self) -> ComputeCounts:
+        """What the operator's metrics read of this backend (provider/api/metrics.py)."""
+        api_errors = dict(self.kube.errors) if self.kube is not None else {}
+        return ComputeCounts(api_errors, dict(self._watch_restarts))
 
     @property
     def leading(self) -> bool:
@@ -180,10 +197,21 @@ class KubernetesCompute:
         assert self.kube is not None
         timeout = self.options.watch_timeout_seconds
         self.watches = [
-            NamespaceWatch(self.kube, JOBS, SELECTOR, self._on_job, self._sync_jobs, timeout),
-            NamespaceWatch(self.kube, PODS, SELECTOR, self._on_pod, self._sync_pods, timeout),
             NamespaceWatch(
-                self.kube, EVENTS, "", self._on_refusal, self._sync_refusals, timeout, fields=REFUSALS
+                self.kube, JOBS, SELECTOR, self._on_job, self._sync_jobs, timeout, on_restart=self._restarted
+            ),
+            NamespaceWatch(
+                self.kube, PODS, SELECTOR, self._on_pod, self._sync_pods, timeout, on_restart=self._restarted
+            ),
+            NamespaceWatch(
+                self.kube,
+                EVENTS,
+                "",
+                self._on_refusal,
+                self._sync_refusals,
+                timeout,
+                fields=REFUSALS,
+                on_restart=self._restarted,
             ),
         ]
         for watch in self.watches:

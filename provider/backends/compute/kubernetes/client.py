@@ -9,6 +9,7 @@ are read line by line as they arrive.
 
 from __future__ import annotations
 
+import collections
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -151,6 +152,8 @@ class Kube:
     """The calls the backend makes, in one namespace."""
 
     def __init__(self, configuration: k8s.Configuration, namespace: str, timeout_seconds: float) -> None:
+        # Failed calls by status ("0": unreachable), for the operator's metrics.
+        self.errors: collections.Counter[str] = collections.Counter()
         self.api_client = k8s.ApiClient(configuration)
         self.namespace = namespace
         self.timeout = timeout_seconds
@@ -168,6 +171,7 @@ class Kube:
         try:
             response: aiohttp.ClientResponse = await method(*args, _preload_content=False, **kwargs)
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            self.errors["0"] += 1
             raise _unreachable(exc) from exc
         return response
 
@@ -180,6 +184,7 @@ class Kube:
             except (aiohttp.ClientError, TimeoutError) as exc:
                 raise _unreachable(exc) from exc
         if not 200 <= response.status < 300:
+            self.errors[str(response.status)] += 1
             raise _error(response.status, body)
         return _json(body)
 

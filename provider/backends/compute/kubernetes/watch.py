@@ -33,6 +33,7 @@ class NamespaceWatch(Generic[ObjectT]):
         timeout_seconds: int = 300,
         max_backoff: float = 30.0,
         fields: str | None = None,
+        on_restart: Callable[[str, str], None] | None = None,
     ) -> None:
         self.kube = kube
         self.collection = collection
@@ -47,6 +48,7 @@ class NamespaceWatch(Generic[ObjectT]):
         self.synced = asyncio.Event()  # the first complete list was handled
         self.relists = 0
         self.reconnects = 0
+        self.on_restart = on_restart or (lambda resource, cause: None)  # (resource, expired | error)
 
     async def run(self) -> None:
         failures = 0
@@ -63,10 +65,12 @@ class NamespaceWatch(Generic[ObjectT]):
                 failures = 0  # the server ended the stream (timeout): go on from where it stopped
             except KubeGone:
                 log.info("watch %s: resourceVersion expired; listing again", self.resource)
+                self.on_restart(self.resource, "expired")
                 self.resource_version = None
                 continue
             except KubeError as exc:
                 failures += 1
+                self.on_restart(self.resource, "error")
                 delay = Backoff(0.4, self.max_backoff).delay(failures)
                 log.warning(
                     "watch %s failed (%s); again in %.1f s", self.resource, exc.message or exc.reason, delay

@@ -1,6 +1,7 @@
-"""GA4GH TES: an execution's program and step logs; the tasks' documents and tags.
+"""GA4GH TES: an execution's program and step logs; the tasks' documents and tags. And the
+record of the oldest code that may run on the schema.
 
-Only new nullable columns and new tables: the previous release runs on this schema unchanged.
+Only new nullable columns and new tables: the previous release (0013) runs on this schema.
 
 Revision ID: 0014
 Revises: 0013
@@ -20,7 +21,17 @@ branch_labels = None
 depends_on = None
 
 
+OLDEST_CODE = "0013"  # what this migration leaves running code able to do
+
+
 def upgrade() -> None:
+    compatibility = op.create_table(
+        "schema_compatibility",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("oldest_code", sa.String(32), nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_schema_compatibility"),
+    )
+    op.bulk_insert(compatibility, [{"id": 1, "oldest_code": OLDEST_CODE}])
     with op.batch_alter_table("executions") as batch:
         batch.add_column(sa.Column("program", JSONType, nullable=True))
         batch.add_column(sa.Column("steps", JSONType, nullable=True))
@@ -62,3 +73,4 @@ def downgrade() -> None:
     with op.batch_alter_table("executions") as batch:
         batch.drop_column("steps")
         batch.drop_column("program")
+    op.drop_table("schema_compatibility")
