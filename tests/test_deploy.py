@@ -891,7 +891,7 @@ def test_chart_disruption_budget_and_service_monitor_reach_the_service_pods() ->
     service = without_templating(templates()["service.yaml"])
     assert monitor["spec"]["endpoints"][0]["port"] == service["spec"]["ports"][0]["name"] == "http"
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
-    assert "include \"provider.selectorLabels\"" in templates()["servicemonitor.yaml"]
+    assert 'include "provider.selectorLabels"' in templates()["servicemonitor.yaml"]
     rule = templates()["prometheusrule.yaml"]
     assert '.Files.Get "files/alerts.yaml"' in rule and (CHART / "files" / "alerts.yaml").is_file()
 
