@@ -17,7 +17,7 @@ help:
 $(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade "pip>=24"
-	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev,s3,kubernetes]'
+	$(BIN)/pip install --quiet -c requirements.lock -e '.[dev,s3,kubernetes,tracing]'
 	touch $(STAMP)
 
 venv: $(STAMP)

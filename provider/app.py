@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
@@ -55,6 +56,7 @@ from provider.services.tenants import TenantService
 from provider.services.tes import TesService
 from provider.services.transfers import TransferService
 from provider.services.workspaces import WorkspacePolicy, WorkspaceService
+from provider.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +112,7 @@ class Components:
     registry: CollectorRegistry
     notification_metrics: NotificationMetrics
     operations: OperationsMetrics
+    tracing: Tracing
     reactions: list[reactions.Reaction]
 
 
@@ -262,9 +265,18 @@ def build_components(
     drive their own, service tests use fakes), and `clock` the wall clock (tests move time
     forward instead of waiting for it)."""
     store = store or build_store(settings)
+    tracing = Tracing(
+        settings.tracing.otlp_endpoint,
+        settings.tracing.service_name,
+        settings.tracing.sample_ratio,
+        settings.tracing.headers,
+        __version__,
+    )
+    store.tracing = tracing
     registry = CollectorRegistry()
     operations = OperationsMetrics(registry, backend=settings.compute.backend)
-    storage = cast(Storage, MeteredStorage(storage or build_storage(settings), operations.storage_failed))
+    metered = MeteredStorage(storage or build_storage(settings), operations.storage_failed)
+    storage = cast(Storage, tracing.traced(metered, "storage"))
     events = EventLog(clock)
     notifications = settings.notifications
     sender = HttpWebhookSender(
@@ -324,7 +336,7 @@ def build_components(
     compute = compute or build_compute(settings, registry)
     executions = ExecutionService(
         store,
-        compute,
+        tracing.traced(compute, "compute"),
         storage,
         workspaces,
         assets,
@@ -434,6 +446,7 @@ def build_components(
         registry=registry,
         notification_metrics=notification_metrics,
         operations=operations,
+        tracing=tracing,
         reactions=wired,
     )
 
@@ -549,6 +562,7 @@ def create_app(
         subscriptions=components.subscriptions,
         notification_metrics=components.notification_metrics,
         operations=components.operations,
+        tracing=components.tracing,
         stream_poll_seconds=settings.notifications.poll_seconds,
         stream_heartbeat_seconds=settings.notifications.stream_heartbeat_seconds,
         body_idle_timeout_seconds=settings.server.body_idle_timeout_seconds,
@@ -582,6 +596,7 @@ def lifecycles(components: Components, asset_files: list[Asset]) -> list[Lifecyc
             yield
         finally:
             await c.store.close()
+            await asyncio.to_thread(c.tracing.shutdown)  # the last spans go out
 
     async def storage(_: web.Application) -> AsyncIterator[None]:
         try:

@@ -659,6 +659,21 @@ class NotificationSettings(_Section):
         return self
 
 
+class TracingSettings(_Section):
+    """OpenTelemetry traces (docs/operations.md#tracing); off unless an endpoint is set."""
+
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="OTLP over HTTP, e.g. http://otel-collector:4318 (spans go to <endpoint>/v1/traces); "
+        "unset: no tracing",
+    )
+    service_name: str = Field(default="provider", min_length=1)
+    sample_ratio: float = Field(default=1.0, ge=0.0, le=1.0, description="of traces that start here")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="sent with every export (a collector's key)"
+    )
+
+
 class TesSettings(_Section):
     """The GA4GH TES API (/ga4gh/tes/v1, docs/tes.md): what its service-info says."""
 
@@ -699,6 +714,7 @@ class Settings(BaseSettings):
     signaling: SignalingSettings = Field(default_factory=SignalingSettings)
     notifications: NotificationSettings = Field(default_factory=NotificationSettings)
     tes: TesSettings = Field(default_factory=TesSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
 
     @property

@@ -14,7 +14,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from provider import tracing as _tracing
+
 request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
+trace_id_var = _tracing.trace_id_var  # the current request's trace, when tracing is on
 
 # Bearer values, our API keys, JWTs and anything that looks like key=value for secret-ish keys.
 _SECRET_PATTERNS = [
@@ -28,7 +31,12 @@ _SECRET_PATTERNS = [
         r"\1[redacted]",
     ),
 ]
-_STANDARD_ATTRS = set(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "request_id"}
+_STANDARD_ATTRS = set(vars(logging.makeLogRecord({})).keys()) | {
+    "message",
+    "asctime",
+    "request_id",
+    "trace_id",
+}
 
 
 class ThrottledWarnings:
@@ -72,6 +80,7 @@ def redact(text: str) -> str:
 class _ContextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id_var.get()
+        record.trace_id = trace_id_var.get()
         return True
 
 
@@ -90,6 +99,9 @@ class JsonFormatter(logging.Formatter):
         request_id = getattr(record, "request_id", None)
         if request_id:
             entry["request_id"] = request_id
+        trace_id = getattr(record, "trace_id", None)
+        if trace_id:
+            entry["trace_id"] = trace_id
         entry.update(_extras(record))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -163,9 +175,11 @@ class AccessLog:
         if self._json:
             millis = int((now - second) * 1000)
             address = f'"{remote}"' if remote is not None and _plain(remote) else "null"
+            trace_id = trace_id_var.get()
+            trace = f', "trace_id": "{trace_id}"' if trace_id else ""
             line = (
                 f'{{"time": "{self._stamp}.{millis:03d}+00:00", "level": "INFO", "logger": "provider.http", '
-                f'"message": "{method} {route} {status}", "request_id": "{request_id}", '
+                f'"message": "{method} {route} {status}", "request_id": "{request_id}"{trace}, '
                 f'"status": {status}, "duration_ms": {ms}, "remote": {address}}}\n'
             )
         else:

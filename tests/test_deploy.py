@@ -611,7 +611,9 @@ def test_service_dockerfile() -> None:
     user = final.last("USER")
     assert user is not None and user.split(":")[0] == "10001"
     assert any(
-        "pip install -c requirements.lock '.[s3,kubernetes]'" in run for s in stages for run in s.all("RUN")
+        "pip install -c requirements.lock '.[s3,kubernetes,tracing]'" in run
+        for s in stages
+        for run in s.all("RUN")
     )
     entry = exec_form(final.last("ENTRYPOINT") or "[]") + exec_form(final.last("CMD") or "[]")
     assert entry == ["provider", "serve"]

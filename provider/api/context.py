@@ -22,6 +22,7 @@ from provider.services.tenants import TenantService
 from provider.services.tes import TesService
 from provider.services.transfers import TransferService
 from provider.services.workspaces import WorkspaceService
+from provider.tracing import Tracing
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,7 @@ class ApiContext:
     subscriptions: SubscriptionService
     notification_metrics: NotificationMetrics
     operations: OperationsMetrics
+    tracing: Tracing
     stream_poll_seconds: float
     stream_heartbeat_seconds: float
     body_idle_timeout_seconds: float

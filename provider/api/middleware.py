@@ -47,7 +47,13 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     token = request_id_var.set(request_id)
     started = time.perf_counter()
     status = 500
+    tracing = ctx(request).tracing
+    span = (
+        tracing.request(request.method, route_template(request), request.headers) if tracing.enabled else None
+    )
     try:
+        if span is not None:
+            current = span.__enter__()
         try:
             response = await handler(request)
         except Exception as exc:
@@ -56,12 +62,17 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
                 response = ga4gh_problem(response)
         status = response.status
         response.headers["X-Request-ID"] = request_id
+        if span is not None:
+            current.set_attribute("http.response.status_code", status)
+            current.set_attribute("provider.request_id", request_id)
         return response
     finally:
         elapsed = time.perf_counter() - started
         route = route_template(request)
         ctx(request).metrics.observe(request.method, route, status, elapsed)
         access_log.record(request.method, route, status, round(elapsed * 1000, 2), request.remote, request_id)
+        if span is not None:  # after the access line, which carries the trace id
+            span.__exit__(None, None, None)
         request_id_var.reset(token)
 
 

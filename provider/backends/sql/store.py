@@ -26,6 +26,7 @@ from provider.backends.sql.tenants import SqlApiKeyRepository, SqlTenantReposito
 from provider.backends.sql.tes import SqlTesTaskRepository
 from provider.backends.sql.workspaces import SqlTokenRepository, SqlWorkspaceRepository
 from provider.domain.errors import Unavailable
+from provider.tracing import Tracing
 
 
 def _contended(exc: OperationalError) -> bool:
@@ -87,6 +88,7 @@ class SqlStore:
             )
         self.engine = create_async_engine(self.url, **kwargs)
         self._writers: asyncio.Lock | None = None
+        self.tracing = Tracing.off()  # the composition root sets the service's
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine, busy_timeout_ms)
             self._writers = asyncio.Lock()
@@ -95,8 +97,9 @@ class SqlStore:
     async def transaction(self) -> AsyncIterator[SqlUnitOfWork]:
         # SQLite has one writer at a time and its busy handler is not fair: under load some
         # waiters starve. Writers of this process queue here instead, first come first served.
-        async with self._writers or contextlib.nullcontext(), self._transaction() as uow:
-            yield uow
+        with self.tracing.span("store.transaction"):
+            async with self._writers or contextlib.nullcontext(), self._transaction() as uow:
+                yield uow
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[SqlUnitOfWork]:
@@ -110,10 +113,11 @@ class SqlStore:
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[SqlUnitOfWork]:
-        async with self.engine.connect() as raw:
-            conn = await raw.execution_options(sqlite_begin="DEFERRED")
-            async with conn.begin():
-                yield SqlUnitOfWork(conn)
+        with self.tracing.span("store.read"):
+            async with self.engine.connect() as raw:
+                conn = await raw.execution_options(sqlite_begin="DEFERRED")
+                async with conn.begin():
+                    yield SqlUnitOfWork(conn)
 
     def local_file(self) -> Path | None:
         """The SQLite database file, or None for a server (PostgreSQL) that replicas share."""
