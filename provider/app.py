@@ -156,7 +156,7 @@ def build_compute(settings: Settings, registry: CollectorRegistry) -> Compute:
         return build_kubernetes(settings, registry)
     local = settings.compute.local
     # What a TES task's steps must not see of the host (provider/backends/compute/local_program.py).
-    config = resolve_config_path(None)
+    config = settings.source_path or resolve_config_path(None)
     hidden = [settings.data_dir, settings.storage.fs.root or settings.data_dir / "workspaces"]
     if config is not None:
         hidden.append(config)
@@ -616,7 +616,6 @@ def lifecycles(components: Components, asset_files: list[Asset]) -> list[Lifecyc
         count = await c.assets.load(asset_files)
         await c.workspaces.resume()
         resumed = await c.imports.resume()
-        await c.tes.resume()
         log.info(
             "catalog loaded, imports resumed", extra={"assets_loaded": count, "imports_resumed": resumed}
         )
@@ -626,6 +625,7 @@ def lifecycles(components: Components, asset_files: list[Asset]) -> list[Lifecyc
 
     async def compute(_: web.Application) -> AsyncIterator[None]:
         await c.compute.start(c.executions.on_event, c.executions.reconcile)
+        await c.tes.resume()  # tasks whose inputs arrived meanwhile go to the started backend
         yield
         await c.executions.stop()
         await c.compute.stop()

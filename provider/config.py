@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -700,6 +701,7 @@ class Settings(BaseSettings):
     )
 
     data_dir: Path = Field(default=Path("data"), description="where embedded state and storage live")
+    _source_path: Path | None = PrivateAttr(default=None)
     server: ServerSettings = Field(default_factory=ServerSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     auth: AuthSettings = Field(default_factory=AuthSettings)
@@ -716,6 +718,11 @@ class Settings(BaseSettings):
     tes: TesSettings = Field(default_factory=TesSettings)
     tracing: TracingSettings = Field(default_factory=TracingSettings)
     logging: LoggingSettings = Field(default_factory=LoggingSettings)
+
+    @property
+    def source_path(self) -> Path | None:
+        """The configuration file these settings were read from (load_settings), if any."""
+        return self._source_path
 
     @property
     def public_url(self) -> str:
@@ -814,6 +821,7 @@ def load_settings(config_path: str | Path | None = None, **overrides: Any) -> Se
         raise ConfigError(describe_errors(exc, path)) from exc
     except SettingsError as exc:
         raise ConfigError(f"invalid configuration (PROVIDER_* environment): {exc.__cause__ or exc}") from exc
+    settings._source_path = path.resolve() if path is not None else None
     return settings
 
 

@@ -320,6 +320,91 @@ async def test_the_catalog_rules_refuse_what_the_asset_does_not_allow(live: Api)
         )
     assert raised.value.response.status_code == 400
     assert "catalog asset" in raised.value.response.json()["errors"][0]["message"]
+    # Paths that collide, names no environment takes, URLs that are no URLs, keys that are prefixes.
+    shell = {"image": SHELL_IMAGE, "command": ["true"]}
+    await refused(
+        {
+            **where,
+            "executors": [shell],
+            "volumes": ["/work"],
+            "outputs": [{"url": f"workspace://{ws}/w", "path": "/work", "type": "DIRECTORY"}],
+        },
+        "body.outputs[0].path",
+        "is also body.volumes[0]",
+    )
+    await refused(
+        {
+            **where,
+            "executors": [shell],
+            "inputs": [{"url": f"workspace://{ws}/in.txt", "path": "/work/in.txt"}],
+            "outputs": [{"url": f"workspace://{ws}/w", "path": "/work", "type": "DIRECTORY"}],
+        },
+        "body.inputs[0].path",
+        "inside output directory /work",
+    )
+    await refused(
+        {**where, "executors": [shell], "outputs": [{"url": f"workspace://{ws}/dir/", "path": "/out/x"}]},
+        "body.outputs[0].url",
+        "not a prefix",
+    )
+    await refused(
+        {**where, "executors": [shell], "inputs": [{"url": "http://[::1/x", "path": "/in/x"}]},
+        "body.inputs[0].url",
+        "not a URL",
+    )
+    await refused(
+        {"executors": [shell], "resources": {"ram_gb": 0.000001, "backend_parameters": {"workspace": ws}}},
+        "body.resources.ram_gb",
+        "less than this service runs with",
+    )
+    bad_env = await live.json(
+        "POST", f"{BASE}/tasks", 422, key=key, json={**where, "executors": [{**shell, "env": {"A=B": "1"}}]}
+    )
+    assert "not valid environment variable names" in bad_env["errors"][0]["message"]
+    await live.json(
+        "POST", f"{BASE}/tasks", 422, key=key, json={**where, "executors": [{**shell, "workdir": "//x"}]}
+    )
+    # An asset that runs its own command takes files only where it reads and writes them.
+    await refused(
+        {
+            **where,
+            "executors": [executor()],
+            "inputs": [{"url": f"workspace://{ws}/in.txt", "path": "/usr/bin/python3"}],
+        },
+        "body.inputs[0].path",
+        "inputs go to its input paths (/data/source)",
+    )
+    await refused({**where, "executors": [executor()], "volumes": ["/etc"]}, "body.volumes[0]", "no volumes")
+    await refused(
+        {**where, "executors": [executor(workdir="/tmp")]}, "body.executors[0].workdir", "no workdir"
+    )
+    await refused(
+        {
+            **where,
+            "executors": [executor()],
+            "outputs": [{"url": f"workspace://{ws}/o", "path": "/etc/passwd"}],
+        },
+        "body.outputs[0].path",
+        "outputs come from /results",
+    )
+    # A workspace token does with the task what its scopes let it do with the objects, no more.
+    run_only = await live.json(
+        "POST",
+        f"/api/v1/workspaces/{ws}/tokens",
+        201,
+        key=key,
+        json={"scopes": ["executions:run", "executions:read"]},
+    )
+    for body in (
+        {
+            "executors": [shell],
+            "outputs": [{"url": f"workspace://{ws}/executions/x/outputs/manifest.json", "path": "/o/m"}],
+        },
+        {"executors": [shell], "inputs": [{"content": "x", "path": "/i/x"}]},
+        {"executors": [shell], "inputs": [{"url": f"workspace://{ws}/in.txt", "path": "/i/x"}]},
+    ):
+        problem = await live.json("POST", f"{BASE}/tasks", 403, key=run_only["token"], json=body)
+        assert "lacks the scopes" in problem["detail"] and problem["status_code"] == 403
     # Nothing was started by any of these.
     assert (await live.json("GET", "/api/v1/executions", 200, key=key))["items"] == []
     del other_key
@@ -395,6 +480,11 @@ async def test_list_filters_by_name_state_and_tags_and_pages_with_tokens(live: A
     assert await names("tag_key=foo&tag_value=bar&tag_key=baz&tag_value=bat") == ["align-2"]
     assert await names("tag_key=foo&tag_value=bat") == []
     assert await names("", other_key) == ["align-3"]
+    assert await names("name_prefix=ALIGN") == []  # prefixes match exactly, case included
+    assert await names("tag_key=foo&tag_value=bat&tag_key=foo&tag_value=bar") == [
+        "align-1",
+        "align-2",
+    ]  # last wins
     # Pages of one, newest first, by next_page_token until there is none.
     seen, token = [], None
     while True:
@@ -440,6 +530,11 @@ async def test_cancel_stops_a_running_task_and_is_harmless_on_an_ended_one(live:
     done = await finished(live, key, task_id)
     assert done["state"] == "CANCELED"
     assert await live.json("POST", f"{BASE}/tasks/{task_id}:cancel", 200, key=key) == {}
+    plain = await live.json(
+        "POST", "/api/v1/executions", 201, key=key, json={"asset_id": "shell", "workspace_id": ws}
+    )
+    await live.json("POST", f"{BASE}/tasks/{plain['id']}:cancel", 404, key=key)  # not a task
+    await live.json("GET", f"{BASE}/tasks/{plain['id']}", 404, key=key)
     other_key, _ = await consumer(live, "did:web:canceler.example")
     await live.json("POST", f"{BASE}/tasks/{task_id}:cancel", 404, key=other_key)
     await live.json("GET", f"{BASE}/tasks/{task_id}", 404, key=other_key)

@@ -111,7 +111,7 @@ async def test_snakemake_runs_a_two_step_workflow_in_the_workspace(
         f"/api/v1/workspaces/{ws}/tokens",
         201,
         key=key,
-        json={"scopes": ["executions:run", "executions:read"]},
+        json={"scopes": ["executions:run", "executions:read", "objects:read", "objects:write"]},
     )
     s3 = await live.json("POST", f"/api/v1/workspaces/{ws}/credentials", 201, key=key)
 

@@ -17,6 +17,7 @@ from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
+from provider.domain.assets import ENV_KEY_PATTERN
 from provider.domain.executions import Execution, Reason, State
 from provider.domain.programs import StepLog, collect_name
 
@@ -65,9 +66,22 @@ class TesState:
 
 def _absolute(value: str) -> str:
     path = PurePosixPath(value)
-    if not path.is_absolute() or ".." in path.parts or "\x00" in value or len(path.parts) < 2:
+    if (
+        not path.is_absolute()
+        or value.startswith("//")  # POSIX leaves "//" to the system: no path here
+        or ".." in path.parts
+        or "\x00" in value
+        or len(path.parts) < 2
+    ):
         raise ValueError("must be an absolute path below '/' without '..' segments")
     return str(path)
+
+
+def _env_names(value: dict[str, str]) -> dict[str, str]:
+    bad = sorted(k for k in value if not re.fullmatch(ENV_KEY_PATTERN, k))
+    if bad:
+        raise ValueError(f"not valid environment variable names: {', '.join(map(repr, bad))}")
+    return value
 
 
 def _absolute_or_none(value: str | None) -> str | None:
@@ -89,6 +103,7 @@ class TesExecutor(_Document):
     ignore_error: StrictBool = False
 
     _paths = field_validator("workdir", "stdin", "stdout", "stderr")(_absolute_or_none)
+    _env = field_validator("env")(_env_names)
 
 
 class TesInput(_Document):
@@ -181,7 +196,11 @@ class UrlProblem(ValueError):
 def parse_url(url: str, *, bucket: str | None, prefix: str) -> Target:
     """Where `url` points. `bucket` and `prefix` are the task's workspace in S3 (None when its
     storage is not S3): an `s3://` URL must name that bucket, and in a shared bucket that prefix."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a port that is no number raises here
+    except ValueError as exc:
+        raise UrlProblem(f"not a URL: {exc}") from None
     scheme = parts.scheme.lower()
     if scheme == WORKSPACE_SCHEME:
         key = unquote(parts.path.removeprefix("/"))

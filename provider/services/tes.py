@@ -9,21 +9,33 @@ SYSTEM_ERROR (InputFetch) when one fails. Everything else is the execution servi
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import re
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from pathlib import PurePosixPath
 from typing import Any
 
 from provider.aio import Tasks
 from provider.domain.assets import Asset, grant_problem
-from provider.domain.errors import BadRequest, FieldProblem, ForbiddenAddress, InvalidKey, NotFound
+from provider.domain.errors import (
+    AssetNotGranted,
+    BadRequest,
+    Conflict,
+    FieldProblem,
+    Forbidden,
+    ForbiddenAddress,
+    InvalidKey,
+    NotFound,
+)
 from provider.domain.executions import Execution, Reason, State
 from provider.domain.ids import new_id
 from provider.domain.imports import Import, ImportState
 from provider.domain.pagination import Page, PageRequest
 from provider.domain.programs import Collect, Limits, Placement, Program, Step
-from provider.domain.tenants import Principal
+from provider.domain.tenants import CredentialKind, Principal
 from provider.domain.tes import (
     BACKEND_PARAMETERS,
     TES_VERSION,
@@ -36,11 +48,11 @@ from provider.domain.tes import (
     render,
     task_of_key,
 )
-from provider.domain.workspaces import Workspace, check_key
+from provider.domain.workspaces import Scope, Workspace, check_key
 from provider.services.assets import AssetService
 from provider.services.executions import ExecutionRequest, ExecutionService
 from provider.services.imports import ImportService
-from provider.services.ports import Clock, ComputeEvent, PutLimits, Storage, Store, TaskFilter
+from provider.services.ports import Clock, ComputeEvent, Storage, Store, TaskFilter
 from provider.services.workspaces import WorkspaceService
 
 log = logging.getLogger(__name__)
@@ -128,7 +140,10 @@ class TesService:
         parameters, warnings = self._parameters(document)
         workspace = await self._workspace(principal, document, parameters)
         asset = await self._asset(principal, document, workspace, parameters)
+        await self._check_granted(asset, workspace)
+        self._check_scopes(principal, document)
         self._check_program(asset, document)
+        self._check_layout(document)
         bucket, prefix = _s3_place(self.storage.name, workspace.location)
         task_id = _new_task_id()
         problems: list[FieldProblem] = []
@@ -185,6 +200,11 @@ class TesService:
             if target is None:
                 continue
             key, remote = target
+            if output.type == "FILE" and key is not None and key.endswith("/"):
+                problems.append(
+                    FieldProblem(f"{field}.url", "a FILE output names an object, not a prefix ending in '/'")
+                )
+                continue
             if remote is not None or key is None:
                 problems.append(
                     FieldProblem(f"{field}.url", "outputs go to the workspace: use workspace:// or s3://")
@@ -217,7 +237,7 @@ class TesService:
         )
         program = Program(steps, tuple(placements), tuple(collects), tuple(document.volumes), limits)
         for index, content in contents.items():
-            await self._write(workspace, inline_key(task_id, index), content.encode())
+            await self._write(principal, workspace, inline_key(task_id, index), content.encode())
         record = TaskRecord(
             id=task_id,
             tenant_id=workspace.tenant_id,
@@ -413,10 +433,87 @@ class TesService:
             )
         return max(versions, key=lambda a: a.sort_version)
 
+    async def _check_granted(self, asset: Asset, workspace: Workspace) -> None:
+        """403 before anything is written, unless the workspace and its tenant may run the asset."""
+        async with self.store.read() as uow:
+            tenant = await uow.tenants.get(workspace.tenant_id)
+        problem = grant_problem(asset.id, workspace.allowed_assets, tenant.allowed_assets if tenant else None)
+        if problem is not None:
+            raise AssetNotGranted(problem)
+
+    @staticmethod
+    def _check_scopes(principal: Principal, document: TesTaskDocument) -> None:
+        """A workspace token needs the scopes of what the task does with the workspace's objects:
+        objects:read to read them, objects:write to write (outputs, inline and fetched inputs)."""
+        if principal.kind is not CredentialKind.WORKSPACE_TOKEN:
+            return
+        needed = set()
+        for item in document.inputs:
+            remote = item.content is None and str(item.url or "").lower().startswith(("http://", "https://"))
+            needed.add(Scope.OBJECTS_WRITE if item.content is not None or remote else Scope.OBJECTS_READ)
+        if document.outputs:
+            needed.add(Scope.OBJECTS_WRITE)
+        missing = sorted(str(scope) for scope in needed if scope not in principal.scopes)
+        if missing:
+            raise Forbidden(f"this token lacks the scopes the task needs: {', '.join(missing)}")
+
+    @staticmethod
+    def _check_layout(document: TesTaskDocument) -> None:
+        """One thing at each path, and no input inside a directory the task collects (its mount
+        point would be collected as an empty file)."""
+        problems: list[FieldProblem] = []
+        seen: dict[str, str] = {}
+        places = [(f"body.inputs[{i}].path", item.path) for i, item in enumerate(document.inputs)]
+        places += [(f"body.volumes[{i}]", path) for i, path in enumerate(document.volumes)]
+        places += [(f"body.outputs[{i}].path", o.path) for i, o in enumerate(document.outputs)]
+        for field, path in places:
+            if path in seen:
+                problems.append(FieldProblem(field, f"{path} is also {seen[path]}"))
+            seen.setdefault(path, field)
+        for i, output in enumerate(document.outputs):
+            if output.type != "DIRECTORY":
+                continue
+            for j, item in enumerate(document.inputs):
+                if PurePosixPath(item.path).is_relative_to(output.path):
+                    problems.append(
+                        FieldProblem(
+                            f"body.inputs[{j}].path",
+                            f"lies inside output directory {output.path} (outputs[{i}]), which is collected "
+                            "whole: place inputs elsewhere",
+                        )
+                    )
+        if problems:
+            raise TaskRefused("the task's paths collide", problems)
+
     def _check_program(self, asset: Asset, document: TesTaskDocument) -> None:
-        """Commands and environment only where the asset allows them."""
+        """Commands and environment only where the asset allows them; without consumer_command,
+        files only where the asset reads its inputs and writes its results."""
         problems: list[FieldProblem] = []
         own = [*asset.command, *asset.args]
+        if not asset.consumer_command:
+            mounts = {i.mount_path for i in asset.inputs}
+            because = f"asset {asset.id} runs its own command: its consumer_command rule is off"
+            for i, item in enumerate(document.inputs):
+                if item.path not in mounts:
+                    allowed = ", ".join(sorted(mounts)) or "none"
+                    problems.append(
+                        FieldProblem(
+                            f"body.inputs[{i}].path", f"{because}; inputs go to its input paths ({allowed})"
+                        )
+                    )
+            for i, output in enumerate(document.outputs):
+                if not PurePosixPath(output.path).is_relative_to(asset.result_dir):
+                    problems.append(
+                        FieldProblem(
+                            f"body.outputs[{i}].path", f"{because}; outputs come from {asset.result_dir}"
+                        )
+                    )
+            for i, _ in enumerate(document.volumes):
+                problems.append(FieldProblem(f"body.volumes[{i}]", f"{because}; no volumes"))
+            for i, executor in enumerate(document.executors):
+                for name in ("workdir", "stdin", "stdout", "stderr"):
+                    if getattr(executor, name) is not None:
+                        problems.append(FieldProblem(f"body.executors[{i}].{name}", f"{because}; no {name}"))
         for index, executor in enumerate(document.executors):
             field = f"body.executors[{index}]"
             if executor.ignore_error and not self.step_errors_ignorable:
@@ -506,7 +603,13 @@ class TesService:
                 values[name] = None
                 continue
             wanted = value * unit
-            if wanted > quantity(limit) + 1e-9:
+            smallest = {"cpu_cores": 1.0, "ram_gb": 16 * 2**20, "disk_gb": 2**20}[name]
+            if wanted < smallest:
+                problems.append(
+                    FieldProblem(f"body.resources.{name}", f"{value:g} is less than this service runs with")
+                )
+                values[name] = None
+            elif wanted > quantity(limit) + 1e-9:
                 problems.append(
                     FieldProblem(
                         f"body.resources.{name}",
@@ -515,14 +618,17 @@ class TesService:
                 )
                 values[name] = None
             else:
-                values[name] = str(int(value)) if name == "cpu_cores" else str(int(wanted))
+                # Whole MiB, rounded up: a quantity Kubernetes takes as it is.
+                values[name] = str(int(value)) if name == "cpu_cores" else f"{math.ceil(wanted / 2**20)}Mi"
         return Limits(values["cpu_cores"], values["ram_gb"], values["disk_gb"])
 
-    async def _write(self, workspace: Workspace, key: str, data: bytes) -> None:
+    async def _write(self, principal: Principal, workspace: Workspace, key: str, data: bytes) -> None:
+        """As an upload is: within the workspace's quota, into an open workspace."""
+
         async def chunks() -> AsyncIterator[bytes]:
             yield data
 
-        await self.storage.put(workspace.location, key, chunks(), PutLimits(max_bytes=len(data) + 1))
+        await self.workspaces.put_object(principal, workspace.id, key, chunks(), declared_size=len(data))
 
     # --- inputs fetched over http(s) ------------------------------------------------------------
 
@@ -551,7 +657,7 @@ class TesService:
     async def stop(self) -> None:
         await self._tasks.close()
 
-    async def _check(self, task_id: str) -> None:
+    async def _check(self, task_id: str, resuming: bool = False) -> None:
         """Submit a task whose inputs have all arrived; fail one whose fetch failed."""
         async with self.store.read() as uow:
             record = await uow.tes_tasks.get(task_id)
@@ -564,7 +670,10 @@ class TesService:
                 if "content" not in i and str(i.get("url", "")).lower().startswith(("http://", "https://"))
             )
             if len(record.imports) < remote:
-                return  # the task's imports are still being made; its creator checks again
+                if not resuming:
+                    return  # the task's imports are still being made; its creator checks again
+                await self._fail(task_id, "its inputs were not all being fetched when the service stopped")
+                return
             found = [await uow.imports.get(i) for i in record.imports]
         for item in found:
             if item is None or item.state in (ImportState.FAILED, ImportState.CANCELED):
@@ -586,7 +695,7 @@ class TesService:
         async with self.store.read() as uow:
             waiting = await uow.tes_tasks.waiting()
         for record in waiting:
-            await self._check(record.id)
+            await self._check(record.id, resuming=True)
 
     # --- reads and cancel -----------------------------------------------------------------------
 
@@ -612,11 +721,19 @@ class TesService:
         return tasks, found
 
     async def cancel(self, principal: Principal, task_id: str) -> None:
-        """Cancel; a task that has ended already is left as it is (TES clients cancel freely)."""
+        """Cancel, with the imports fetching its inputs; a task that has ended already (or ends
+        meanwhile) is left as it is: TES clients cancel freely."""
         execution = await self.executions.get(principal, task_id)
+        async with self.store.read() as uow:
+            record = await uow.tes_tasks.get(task_id)
+        if record is None:
+            raise NotFound("task", task_id)  # an execution made through the executions API
         if execution.state.final or execution.state is State.CANCELING:
             return
-        await self.executions.cancel(principal, task_id)
+        with contextlib.suppress(Conflict):
+            await self.executions.cancel(principal, task_id)
+        for import_id in record.imports:
+            await self.imports.cancel_system(import_id)
 
 
 WORKSPACE_URL = "workspace://"

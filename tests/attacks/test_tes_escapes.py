@@ -33,6 +33,11 @@ try cat /proc/$SERVICE_PID/environ
 try touch /usr/escaped
 try touch /var/tmp/escaped
 try dd if=/dev/sda of=/dev/null bs=1 count=1
+try umount /proc
+try mount -o remount,rw,bind /usr
+try python3 -c 'import os; os.chroot("/tmp")'
+try cat "$ROOT_ONLY"
+try grep -q not-for-tasks "$CONFIG"
 echo "processes: $(for p in /proc/[0-9]*; do tr '\0' ' ' < $p/cmdline; echo -n '|'; done)"
 echo "devices: $(ls /dev | tr '\n' ' ')"
 """
@@ -45,6 +50,8 @@ def data_dir(migrated_sqlite: Path) -> Iterator[Path]:
     shutil.copyfile(migrated_sqlite, data / "provider.db")
     yield data
     shutil.rmtree(data, ignore_errors=True)
+    Path(f"{data}-private.txt").unlink(missing_ok=True)
+    Path(f"{data}-provider.yaml").unlink(missing_ok=True)
 
 
 @pytest.fixture
@@ -55,6 +62,10 @@ async def live(settings: Settings, data_dir: Path, tmp_path: Path, contract: Any
     moved = settings.model_copy(
         update={"data_dir": data_dir, "assets": settings.assets.model_copy(update={"directory": assets})}
     )
+    # As `provider serve --config FILE` reads it: a file of secrets, world-readable here.
+    config = data_dir.parent / f"{data_dir.name}-provider.yaml"
+    config.write_text("auth: {bootstrap_admin_key: not-for-tasks}\n")
+    moved._source_path = config
     api, close = await live_api(moved, contract, compute=local_compute(moved))
     yield api
     await close()
@@ -69,6 +80,10 @@ async def test_a_task_cannot_read_the_service_or_other_workspaces_or_touch_the_h
         "PUT", f"/api/v1/workspaces/{victim_ws}/objects/secret.txt", 201, key=victim_key, data=b"victim data"
     )
     victim = next((data_dir / "workspaces").rglob("secret.txt"))
+    # A file of the service's user that no one else may read, outside anything hidden.
+    root_only = data_dir.parent / f"{data_dir.name}-private.txt"
+    root_only.write_text("private")
+    root_only.chmod(0o600)
     assert victim.read_bytes() == b"victim data"  # it is there, on this host
     body = {
         "resources": {"backend_parameters": {"workspace": ws}},
@@ -81,6 +96,8 @@ async def test_a_task_cannot_read_the_service_or_other_workspaces_or_touch_the_h
                     "VICTIM": str(victim),
                     "DATA": str(data_dir),
                     "SERVICE_PID": str(os.getpid()),
+                    "ROOT_ONLY": str(root_only),
+                    "CONFIG": str(data_dir.parent / f"{data_dir.name}-provider.yaml"),
                 },
             }
         ],
@@ -90,7 +107,7 @@ async def test_a_task_cannot_read_the_service_or_other_workspaces_or_touch_the_h
     assert done["state"] == "COMPLETE", done
     said = done["logs"][-1]["logs"][0]["stdout"]
     assert not [line for line in said.splitlines() if line.startswith("ESCAPED")], said
-    assert sum(line.startswith("refused: ") for line in said.splitlines()) == 7, said
+    assert sum(line.startswith("refused: ") for line in said.splitlines()) == 12, said
     processes = said.split("\nprocesses: ")[1].split("\ndevices: ")[0]  # their command lines
     assert "pytest" not in processes and "local_program" in processes, processes  # its own alone
     devices = said.split("\ndevices: ")[1].split()

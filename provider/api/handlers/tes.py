@@ -73,7 +73,8 @@ async def list_tasks(request: web.Request) -> web.Response:
             "each tag_value goes with the tag_key at its place",
             [FieldProblem("query.tag_value", f"{len(values)} values for {len(keys)} keys")],
         )
-    tags = tuple((key, values[i] if i < len(values) else "") for i, key in enumerate(keys))
+    # Zipped into a map, as TES 1.1 says: a key given twice keeps its last value.
+    tags = tuple({key: values[i] if i < len(values) else "" for i, key in enumerate(keys)}.items())
     try:
         after = decode_token(query.page_token, 1) if query.page_token else None
     except InvalidInput as exc:

@@ -42,6 +42,7 @@ from provider.sidecar.contract import INPUTS, MANIFEST, MODULE, RESULTS, Command
 log = logging.getLogger(__name__)
 SAFE_ENV = ("PATH", "LANG", "LC_ALL", "TZ", "SYSTEMROOT")
 PROGRAM_MODULE = "provider.backends.compute.local_program"
+NOBODY = 65534
 
 
 @dataclass
@@ -369,7 +370,7 @@ class LocalCompute:
         program, directory = entry.spec.program, entry.directory
         if unshare is None or program is None:
             return None
-        plan = {
+        plan: dict[str, object] = {
             "root": str(directory / "root"),
             "tmp": str(directory / "tmp"),
             "report": str(directory / "steps.json"),
@@ -395,13 +396,19 @@ class LocalCompute:
             ],
             "env": env,
             "hide": [str(p) for p in self.hidden],
+            "expose": _interpreter_paths(),
         }
         (directory / "plan.json").write_text(json.dumps(plan))
         (directory / "steps.json").write_text("{}")
+        # Root on the host needs no user namespace, and runs the steps as nobody instead; any other
+        # user maps itself to the namespace's root, whose capabilities the steps never get.
+        as_root = os.geteuid() == 0
+        if as_root:
+            plan["run_as"] = [NOBODY, NOBODY]
+            (directory / "plan.json").write_text(json.dumps(plan))
         return [
             unshare,
-            "--user",
-            "--map-root-user",
+            *([] if as_root else ["--user", "--map-root-user"]),
             "--mount",
             "--pid",
             "--fork",
@@ -468,6 +475,20 @@ class LocalCompute:
         data = await asyncio.to_thread(log_path.read_bytes)
         tail = data[-2000:].decode("utf-8", "replace").strip().splitlines()[-5:]
         return code, "\n".join(tail)
+
+
+def _interpreter_paths() -> list[str]:
+    """What a program's steps need from the users' homes, which are not in their root: the
+    service's interpreter, its environment and the project it runs from (where pyenv, a venv or
+    a checkout live under /root or /home)."""
+    import provider
+
+    found = {
+        os.path.realpath(sys.base_prefix),
+        os.path.realpath(sys.prefix),
+        os.path.dirname(os.path.dirname(os.path.realpath(provider.__file__))),
+    }
+    return sorted(found)
 
 
 def _fill(value: str, values: dict[str, str]) -> str:

@@ -1,8 +1,10 @@
 """Runs a program's steps for the local backend, in a file system of their own.
 
-Started as `unshare --user --map-root-user --mount --pid --fork python -I -m
-provider.backends.compute.local_program PLAN` in new user, mount and process namespaces, so that
-what it mounts is seen by the steps alone and they see no other process. It builds a root from
+Started as `unshare [--user --map-root-user] --mount --pid --fork python -I -m
+provider.backends.compute.local_program PLAN` in new mount and process namespaces (and a user
+namespace unless the service runs as root), so that what it mounts is seen by the steps alone and
+they see no other process. The steps then run without privileges (`give_up_privileges`): as
+`nobody` when the service is root, else as the namespace's root without any capability. It builds a root from
 the host's top-level directories, bound read-only, with a private /tmp, its own /proc, a /dev of
 the harmless devices only, and empty directories over what the steps must not read (the
 service's data, configuration and other jobs: the plan's `hide`); then the program's directories
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import errno
 import json
 import os
 import signal
@@ -37,6 +40,7 @@ MS_BIND = 4096
 MS_REC = 16384
 TAIL_BYTES = 8192
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
+PRIVATE = ("root", "home")  # users' homes: only what the plan exposes of them
 MS_NOEXEC = 8
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
@@ -62,10 +66,39 @@ def _mount(source: str, target: str, fstype: str | None, flags: int, data: str |
 def _bind(source: str, target: str, read_only: bool) -> None:
     _mount(source, target, None, MS_BIND | MS_REC)
     if read_only:
-        # Best effort: a namespace may not drop flags the host's mount has (noexec, say), and
-        # then the bind stays writable, as the host's directory is to the service's user anyway.
-        with contextlib.suppress(SetupError):
-            _mount("none", target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+        # The host mount's own flags are kept (a namespace may not drop them); a bind that
+        # cannot be made read-only is no root to run in.
+        kept = os.statvfs(source).f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        _mount("none", target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | kept)
+
+
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+SYS_CAPSET = {"x86_64": 126, "aarch64": 91}
+
+
+def give_up_privileges(run_as: tuple[int, int] | None) -> None:
+    """What the steps run with: as root on the host (no user namespace), another user, `run_as`;
+    in a user namespace, its root without a single capability, so that no step can mount,
+    unmount or chroot its way out. No step gains privileges by exec (setuid files, file
+    capabilities) either."""
+    if run_as is not None:
+        uid, gid = run_as
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)  # from root to another user: every capability goes with it
+    else:
+        for capability in range(64):
+            if _libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0) != 0 and ctypes.get_errno() != errno.EINVAL:
+                raise SetupError(f"cannot drop capability {capability}: {os.strerror(ctypes.get_errno())}")
+        header = (ctypes.c_uint32 * 2)(_LINUX_CAPABILITY_VERSION_3, 0)
+        data = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable: none, twice (64 bits)
+        number = SYS_CAPSET.get(os.uname().machine)
+        if number is None or _libc.syscall(number, header, data) != 0:
+            raise SetupError("cannot give up the namespace's capabilities")
+    if _libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        raise SetupError("cannot set no_new_privs")
 
 
 def _mount_point(target: Path, directory: bool) -> None:
@@ -95,11 +128,16 @@ def build_root(plan: dict[str, Any]) -> Path:
         elif entry == "tmp":
             inside.mkdir()
             _bind(plan["tmp"], str(inside), read_only=False)
-        elif entry in ("proc", "dev", "sys"):
-            continue  # made below, or left out (sys)
+        elif entry in ("proc", "dev", "sys") or entry in PRIVATE:
+            continue  # made below, or left out (sys, the homes)
         elif host.is_dir():
             inside.mkdir()
             _bind(str(host), str(inside), read_only=True)
+    for path in plan.get("expose", []):  # what the steps need of the homes: the interpreter, say
+        place = root / path.lstrip("/")
+        if Path(path).is_dir() and not place.exists():
+            place.mkdir(parents=True)
+            _bind(path, str(place), read_only=True)
     (root / "proc").mkdir()
     _mount("proc", str(root / "proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)  # this namespace's
     dev = root / "dev"
@@ -227,9 +265,14 @@ def main(plan_path: str) -> int:
         report.flush()
 
     try:
+        run_as = tuple(plan["run_as"]) if plan.get("run_as") else None
+        if run_as is not None:  # the directories the steps write to become the steps' user's
+            for path in [plan["tmp"], *(source for source, _ in plan["directories"])]:
+                os.chown(path, run_as[0], run_as[1])
         root = build_root(plan)
         os.chroot(root)
         os.chdir("/")
+        give_up_privileges(run_as)
     except (SetupError, OSError) as exc:
         write({"setup_error": str(exc), "steps": []})
         return 125

@@ -71,9 +71,8 @@ class SqlTesTaskRepository:
             query = query.where(e.workspace_id == where.workspace_id)
         if where.tenant_id is not None:
             query = query.where(c.tenant_id == where.tenant_id)
-        if where.name_prefix:
-            escaped = where.name_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            query = query.where(c.name.like(escaped + "%", escape="\\"))
+        if where.name_prefix:  # exactly, in every case (LIKE ignores case on SQLite)
+            query = query.where(sa.func.substr(c.name, 1, len(where.name_prefix)) == where.name_prefix)
         if where.state is not None:
             query = _state(query, where.state)
         tags = t.tes_task_tags.c
