@@ -5,10 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: help venv demo serve test test-fast fuzz lint format clean console-screenshots
+.PHONY: help venv demo serve test test-fast fuzz lint format clean console-screenshots kind-demo
 
 help:
 	@echo "make demo   run the main job end to end on embedded defaults (SQLite, local files and processes)"
+	@echo "make kind-demo  the same on a local Kubernetes cluster (kind), from the Helm chart"
 	@echo "make serve  run the service on embedded defaults"
 	@echo "make test   start the test services and run the whole test suite"
 	@echo "make fuzz   schemathesis over the whole contract, as admin and as consumer (~4 min)"
@@ -33,6 +34,7 @@ test: venv
 	bash tests/services/postgres.sh
 	bash tests/services/chromium.sh
 	bash tests/services/snakemake.sh
+	bash tests/services/image-base.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: venv
@@ -42,6 +44,11 @@ test-fast: venv
 # the contract's links, at least 5,000 cases (FUZZ_ARGS: --seed N, --max-examples N, --keep DIR).
 fuzz: venv
 	$(BIN)/python -m tests.fuzz_contract $(FUZZ_ARGS)
+
+# The Kubernetes quick start on kind: cluster, images, PostgreSQL, MinIO, the chart, the demo
+# (needs docker, kind, kubectl and helm; docs/deploy.md).
+kind-demo:
+	bash deploy/kind/quickstart.sh
 
 # The screenshots in docs/console.md, taken by the console's browser tests.
 console-screenshots: venv
