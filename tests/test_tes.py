@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestServer
 
 from provider.config import Settings
 from tests.conftest import ADMIN_KEY, REPO, WAIT_SECONDS, Api, live_api
-from tests.test_executions import local_compute
+from tests.test_executions import local_compute, setup
 
 BASE = "/ga4gh/tes/v1"
 SHELL_IMAGE = "debian:12-slim"
@@ -60,14 +60,8 @@ async def live(tes_settings: Settings, contract: Any) -> AsyncIterator[Api]:
 
 
 async def consumer(api: Api, participant: str = "did:web:tes.example") -> tuple[str, str]:
-    tenant = await api.json(
-        "POST", "/api/v1/tenants", 201, key=ADMIN_KEY, json={"participant_id": participant}
-    )
-    key = (await api.json("POST", f"/api/v1/tenants/{tenant['id']}/api-keys", 201, key=ADMIN_KEY, json={}))[
-        "key"
-    ]
-    workspace = await api.json("POST", "/api/v1/workspaces", 201, key=key, json={})
-    return key, workspace["id"]
+    """A tenant's key and a workspace of it."""
+    return await setup(api, participant)
 
 
 def client(api: Api, key: str) -> tes.HTTPClient:
