@@ -174,3 +174,39 @@ async def test_snakemake_runs_a_two_step_workflow_in_the_workspace(
     await run([str(snakemake), "--cores", "1"], local_dir, env)
     assert await remote.read() == (local_dir / "results" / "summary.txt").read_bytes()
     shutil.rmtree(local_dir)
+
+
+async def test_a_task_reads_and_writes_its_workspace_by_s3_urls(live: Api) -> None:
+    """On S3 storage a task may name its workspace's objects as the workspace's temporary
+    credentials see them: s3://<bucket>/<prefix><key>; another bucket is refused."""
+    info = await live.json("GET", "/ga4gh/tes/v1/service-info", 200)
+    assert any(s.startswith("s3://") for s in info["storage"])
+    tenant = await live.json(
+        "POST", "/api/v1/tenants", 201, key=ADMIN_KEY, json={"participant_id": "did:web:s3"}
+    )
+    key = (await live.json("POST", f"/api/v1/tenants/{tenant['id']}/api-keys", 201, key=ADMIN_KEY, json={}))[
+        "key"
+    ]
+    ws = (await live.json("POST", "/api/v1/workspaces", 201, key=key, json={}))["id"]
+    await live.json("PUT", f"/api/v1/workspaces/{ws}/objects/data/words.txt", 201, key=key, data=WORDS)
+    s3 = await live.json("POST", f"/api/v1/workspaces/{ws}/credentials", 201, key=key)
+    base = f"s3://{s3['bucket']}/{s3['prefix']}"
+    body = {
+        "inputs": [{"url": f"{base}data/words.txt", "path": "/in/words.txt"}],
+        "outputs": [{"url": f"{base}results/sorted.txt", "path": "/out/sorted.txt"}],
+        "executors": [{"image": IMAGE, "command": ["/bin/sh", "-c", "sort /in/words.txt > /out/sorted.txt"]}],
+    }
+    created = await live.json("POST", "/ga4gh/tes/v1/tasks", 200, key=key, json=body)
+    deadline = asyncio.get_running_loop().time() + 120
+    while (task := await live.json("GET", f"/ga4gh/tes/v1/tasks/{created['id']}?view=BASIC", 200, key=key))[
+        "state"
+    ] not in ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR"):
+        assert asyncio.get_running_loop().time() < deadline, task
+        await asyncio.sleep(0.2)
+    assert task["state"] == "COMPLETE", task
+    assert task["logs"][-1]["outputs"][0]["url"] == f"{base}results/sorted.txt"
+    sorted_words = await live.request("GET", f"/api/v1/workspaces/{ws}/objects/results/sorted.txt", key=key)
+    assert await sorted_words.read() == b"".join(sorted(WORDS.splitlines(keepends=True)))
+    other = {**body, "inputs": [{"url": "s3://someone-elses-bucket/data/words.txt", "path": "/in/words.txt"}]}
+    problem = await live.json("POST", "/ga4gh/tes/v1/tasks", 400, key=key, json=other)
+    assert "must name the task's workspace" in problem["errors"][0]["message"]

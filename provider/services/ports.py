@@ -103,6 +103,9 @@ class WorkspaceRepository(Protocol):
     async def list(self, page: PageRequest, tenant_id: str | None) -> Page[Workspace]:
         """Workspaces that are not deleted, in creation order; all tenants when `tenant_id` is None."""
 
+    async def at_location(self, locations: builtins.list[str]) -> builtins.list[Workspace]:
+        """The workspaces at these storage locations (a bucket, or bucket/name in a shared one)."""
+
     async def update(self, workspace: Workspace) -> None:
         """Store the workspace's state, usage and timestamps."""
 

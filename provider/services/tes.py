@@ -302,6 +302,7 @@ class TesService:
     ) -> Workspace:
         """The one workspace the task runs in: the token's, the parameter's, or its URLs'."""
         named = set()
+        locations = set()
         for item in [*document.inputs, *document.outputs]:
             url = getattr(item, "url", None)
             if url and url.lower().startswith("workspace://"):
@@ -310,6 +311,14 @@ class TesService:
                 except UrlProblem:
                     continue
                 named.add(target.workspace_id)
+            elif url and url.lower().startswith("s3://") and self.storage.name == "s3":
+                # The location its bucket names: the bucket, or bucket/<first segment> when shared.
+                bucket, _, key = url[len("s3://") :].partition("/")
+                locations.update({bucket, f"{bucket}/{key.split('/', 1)[0]}"})
+        if locations:
+            async with self.store.read() as uow:
+                found = await uow.workspaces.at_location(sorted(locations))
+            named.update(w.id for w in found if principal.may_see_tenant(w.tenant_id))
         chosen = principal.workspace_id or parameters.get("workspace")
         if chosen is None:
             if len(named) != 1:
@@ -319,7 +328,8 @@ class TesService:
                         FieldProblem(
                             "body.resources.backend_parameters.workspace",
                             "a task runs in one workspace: call with that workspace's token, set "
-                            "backend_parameters.workspace, or use workspace:// URLs of one workspace",
+                            "backend_parameters.workspace, or use workspace:// or s3:// URLs of one "
+                            "workspace",
                         )
                     ],
                 )

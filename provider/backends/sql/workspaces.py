@@ -76,6 +76,10 @@ class SqlWorkspaceRepository:
         row = (await self.conn.execute(query)).first()
         return self._row(row) if row else None
 
+    async def at_location(self, locations: builtins.list[str]) -> builtins.list[Workspace]:
+        query = t.workspaces.select().where(t.workspaces.c.location.in_(locations))
+        return [self._row(r) for r in await self.conn.execute(query)]
+
     async def list(self, page: PageRequest, tenant_id: str | None) -> Page[Workspace]:
         c = t.workspaces.c
         query = t.workspaces.select().where(c.state != WorkspaceState.DELETED.value)
