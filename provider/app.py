@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, cast
 from urllib.parse import urlsplit
 
+import sqlalchemy as sa
 import yaml
 from aiohttp import web
 from prometheus_client import CollectorRegistry
@@ -158,6 +159,11 @@ def build_compute(settings: Settings, registry: CollectorRegistry) -> Compute:
     # What a TES task's steps must not see of the host (provider/backends/compute/local_program.py).
     config = settings.source_path or resolve_config_path(None)
     hidden = [settings.data_dir, settings.storage.fs.root or settings.data_dir / "workspaces"]
+    # Files of secrets the settings name, and a SQLite database kept outside the data directory.
+    hidden += [p for p in (settings.server.tls_cert_file, settings.server.tls_key_file) if p is not None]
+    url = sa.make_url(settings.store.url) if settings.store.url else None
+    if url is not None and url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        hidden.append(Path(str(url.database)).parent)
     if config is not None:
         hidden.append(config)
     return LocalCompute(

@@ -71,7 +71,8 @@ class Tracing:
         from opentelemetry import trace
         from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-        parent = TraceContextTextMapPropagator().extract(carrier=dict(headers))
+        # The headers as they came, looked up without regard to case (Go sends "Traceparent").
+        parent = TraceContextTextMapPropagator().extract(carrier=headers)
         with self._tracer.start_as_current_span(
             f"{method} {route}",
             context=parent,
@@ -83,6 +84,17 @@ class Tracing:
                 yield span
             finally:
                 trace_id_var.reset(token)
+
+    @staticmethod
+    def ended(span: Any, status: int, error: BaseException | None = None) -> None:
+        """Record how a request's span ended: its status, and as an error from 500 on."""
+        from opentelemetry.trace import Status, StatusCode
+
+        span.set_attribute("http.response.status_code", status)
+        if error is not None:
+            span.record_exception(error)
+        if status >= 500:
+            span.set_status(Status(StatusCode.ERROR))
 
     def traced(self, target: Any, prefix: str) -> Any:
         """`target` with a span around each of its coroutine methods (`prefix.method`); itself

@@ -8,6 +8,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +136,9 @@ async def test_metrics_answer_an_operators_questions(live: Api, source: str) -> 
     assert value(metrics, "provider_import_bytes", "provider_import_bytes_total") == 1000
     # The compute backend: this replica observes its jobs.
     assert value(metrics, "provider_leader", "provider_leader") == 1
+    # Every provisioning state is a series from the start, so the first failure is a change.
+    states = {dict(labels)["state"] for (_, labels) in metrics["provider_edc_provisionings"][1]}
+    assert {"failed", "provisioned", "callback_pending"} <= states
     assert metrics["provider_storage_errors"][0] == "counter"
 
     # After the cancel: nothing runs, and the end is counted by its state.
@@ -196,6 +200,26 @@ def test_the_chart_and_the_kustomize_alerts_are_the_same_and_each_has_a_runbook(
         assert rule["labels"]["severity"] in ("warning", "critical")
 
 
+async def test_metrics_answer_while_the_store_is_down() -> None:
+    from contextlib import asynccontextmanager
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from provider.api.metrics import OperationsMetrics
+
+    class Down:
+        @asynccontextmanager
+        async def read(self) -> Any:
+            raise Unavailable("the database is busy")
+            yield
+
+    registry = CollectorRegistry()
+    metrics = OperationsMetrics(registry, "local", refresh_seconds=0)
+    await metrics.refresh(Down(), datetime.now(UTC))  # type: ignore[arg-type]
+    text = generate_latest(registry).decode()
+    assert "provider_metrics_store_errors_total 1.0" in text
+
+
 async def test_storage_failures_are_counted_and_the_callers_mistakes_are_not() -> None:
     failed: list[tuple[str, str]] = []
 
@@ -211,13 +235,24 @@ async def test_storage_failures_are_counted_and_the_callers_mistakes_are_not() -
         def location_for(self, name: str) -> str:
             return name
 
+        async def put(self, location: str, key: str, chunks: Any, limits: Any) -> None:
+            async for _ in chunks:
+                pass
+
     storage = MeteredStorage(Flaky(), lambda backend, operation: failed.append((backend, operation)))
     with pytest.raises(Unavailable):
         await storage.head("b", "k")
     with pytest.raises(NotFound):
         await storage.delete("b", "k")
     assert storage.location_for("x") == "x" and storage.name == "s3"
-    assert failed == [("s3", "head")]
+
+    async def stalled() -> Any:
+        yield b"part"
+        raise TimeoutError("the client stopped sending")
+
+    with pytest.raises(TimeoutError):
+        await storage.put("b", "k", stalled(), None)
+    assert failed == [("s3", "head")]  # the client that stalled is not the storage's failure
 
 
 async def test_the_service_serves_https_natively_with_a_configured_certificate(

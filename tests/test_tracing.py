@@ -70,7 +70,7 @@ async def test_a_request_is_traced_through_store_and_storage_and_its_logs_carry_
         made = await client.post(
             "/api/v1/workspaces",
             json={"tenant_id": me["tenant"]["id"]},
-            headers={**admin, "traceparent": TRACEPARENT},
+            headers={**admin, "Traceparent": TRACEPARENT},
         )
         assert made.status == 201
         workspace = (await made.json())["id"]

@@ -54,6 +54,7 @@ kubectl -n "$namespace" wait --for=condition=complete job/minio-setup --timeout=
 say "the service (Helm)"
 helm upgrade --install provider "$repo/deploy/helm/provider" --namespace "$namespace" \
   --values "$here/values.yaml" \
+  --set-string "config.server.public_url=http://127.0.0.1:$port" \
   --set-string "secret.values.PROVIDER_STORE__URL=postgresql+asyncpg://provider:$(secret POSTGRES_PASSWORD)@postgres.$namespace.svc:5432/provider" \
   --set-string "secret.values.PROVIDER_STORAGE__S3__SECRET_ACCESS_KEY=$(secret S3_SERVICE_SECRET)" \
   --wait --timeout 300s

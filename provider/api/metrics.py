@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -11,9 +12,13 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from provider.domain.dataflows import FlowState
 from provider.domain.executions import Execution, State
 from provider.domain.imports import Import, ImportState
+from provider.domain.provisioning import ProvisioningState
 from provider.services.ports import Store
+
+log = logging.getLogger(__name__)
 
 
 class HttpMetrics:
@@ -155,6 +160,11 @@ class OperationsMetrics:
         self.dataflows = Gauge(
             "provider_dataflows", "Data Plane Signaling flows by state", ["state"], registry=registry
         )
+        self.refresh_failures = Counter(
+            "provider_metrics_store_errors",
+            "Scrapes whose store figures could not be read (the gauges kept their last values)",
+            registry=registry,
+        )
         self.storage_errors = Counter(
             "provider_storage_errors",
             "Storage operations that failed for a reason not the caller's (unreachable, refused, broken)",
@@ -167,8 +177,15 @@ class OperationsMetrics:
         async with self._lock:
             if time.monotonic() - self._refreshed < self.refresh_seconds:
                 return
-            async with store.read() as uow:
-                stats = await uow.stats.snapshot()
+            try:
+                async with store.read() as uow:
+                    stats = await uow.stats.snapshot()
+            except Exception:
+                # The store is down: the last figures stay, and /metrics still answers, with
+                # everything else an operator needs to see why.
+                log.warning("metrics: the store's figures could not be read", exc_info=True)
+                self.refresh_failures.inc()
+                return
             self._refreshed = time.monotonic()
         self.executions.clear()
         for (state, asset), count in stats.executions.items():
@@ -176,12 +193,11 @@ class OperationsMetrics:
         self.queue_depth.set(sum(n for (state, _), n in stats.executions.items() if state == State.QUEUED))
         waited = (now - stats.oldest_queued).total_seconds() if stats.oldest_queued else 0.0
         self.oldest_queued.set(max(0.0, waited))
-        self.provisionings.clear()
-        for state, count in stats.provisionings.items():
-            self.provisionings.labels(state).set(count)
-        self.dataflows.clear()
-        for state, count in stats.dataflows.items():
-            self.dataflows.labels(state).set(count)
+        # Every state, none at 0 too: a series that appears at 1 shows no change to alert on.
+        for state in ProvisioningState:
+            self.provisionings.labels(state.value).set(stats.provisionings.get(state.value, 0))
+        for flow_state in FlowState:
+            self.dataflows.labels(flow_state.value).set(stats.dataflows.get(flow_state.value, 0))
 
     def execution_changed(self, execution: Execution) -> None:
         """A committed change: the phase it ended, and the end of the execution."""

@@ -47,6 +47,7 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     token = request_id_var.set(request_id)
     started = time.perf_counter()
     status = 500
+    failure: BaseException | None = None
     tracing = ctx(request).tracing
     span = (
         tracing.request(request.method, route_template(request), request.headers) if tracing.enabled else None
@@ -57,14 +58,15 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         try:
             response = await handler(request)
         except Exception as exc:
+            failure = exc
             response = _problem(request, exc)
             if request.path.startswith(GA4GH_PREFIX) and isinstance(response, web.Response):
                 response = ga4gh_problem(response)
         status = response.status
         response.headers["X-Request-ID"] = request_id
         if span is not None:
-            current.set_attribute("http.response.status_code", status)
             current.set_attribute("provider.request_id", request_id)
+            tracing.ended(current, status, failure)
         return response
     finally:
         elapsed = time.perf_counter() - started

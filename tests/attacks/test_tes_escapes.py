@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -38,6 +39,7 @@ try mount -o remount,rw,bind /usr
 try python3 -c 'import os; os.chroot("/tmp")'
 try cat "$ROOT_ONLY"
 try grep -q not-for-tasks "$CONFIG"
+try touch "$SUBMOUNT/escaped"
 echo "processes: $(for p in /proc/[0-9]*; do tr '\0' ' ' < $p/cmdline; echo -n '|'; done)"
 echo "devices: $(ls /dev | tr '\n' ' ')"
 """
@@ -48,7 +50,14 @@ def data_dir(migrated_sqlite: Path) -> Iterator[Path]:
     data = Path("/var/tmp") / f"provider-test-{uuid.uuid4().hex[:8]}"
     data.mkdir(parents=True)
     shutil.copyfile(migrated_sqlite, data / "provider.db")
+    # A file system mounted below a host directory the task sees (as /run/lock or a separate
+    # /var/tmp would be): read-only to the task too.
+    submount = Path(f"{data}-mnt")
+    submount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "none", str(submount)], check=True)
     yield data
+    subprocess.run(["umount", str(submount)], check=False)
+    submount.rmdir()
     shutil.rmtree(data, ignore_errors=True)
     Path(f"{data}-private.txt").unlink(missing_ok=True)
     Path(f"{data}-provider.yaml").unlink(missing_ok=True)
@@ -98,6 +107,7 @@ async def test_a_task_cannot_read_the_service_or_other_workspaces_or_touch_the_h
                     "SERVICE_PID": str(os.getpid()),
                     "ROOT_ONLY": str(root_only),
                     "CONFIG": str(data_dir.parent / f"{data_dir.name}-provider.yaml"),
+                    "SUBMOUNT": f"{data_dir}-mnt",
                 },
             }
         ],
@@ -107,7 +117,7 @@ async def test_a_task_cannot_read_the_service_or_other_workspaces_or_touch_the_h
     assert done["state"] == "COMPLETE", done
     said = done["logs"][-1]["logs"][0]["stdout"]
     assert not [line for line in said.splitlines() if line.startswith("ESCAPED")], said
-    assert sum(line.startswith("refused: ") for line in said.splitlines()) == 12, said
+    assert sum(line.startswith("refused: ") for line in said.splitlines()) == 13, said
     processes = said.split("\nprocesses: ")[1].split("\ndevices: ")[0]  # their command lines
     assert "pytest" not in processes and "local_program" in processes, processes  # its own alone
     devices = said.split("\ndevices: ")[1].split()
@@ -126,3 +136,4 @@ async def test_a_task_cannot_read_the_service_or_other_workspaces_or_touch_the_h
     }
     assert not await asyncio.to_thread(Path("/usr/escaped").exists)
     assert not await asyncio.to_thread(Path("/var/tmp/escaped").exists)
+    assert not await asyncio.to_thread(Path(f"{data_dir}-mnt/escaped").exists)

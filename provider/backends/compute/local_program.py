@@ -66,10 +66,23 @@ def _mount(source: str, target: str, fstype: str | None, flags: int, data: str |
 def _bind(source: str, target: str, read_only: bool) -> None:
     _mount(source, target, None, MS_BIND | MS_REC)
     if read_only:
-        # The host mount's own flags are kept (a namespace may not drop them); a bind that
-        # cannot be made read-only is no root to run in.
-        kept = os.statvfs(source).f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        _mount("none", target, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | kept)
+        # Read-only all the way down: the bind and every mount beneath it (a recursive bind
+        # brings the host's submounts along writable). Each keeps its own flags (a namespace may
+        # not drop them); one that cannot be made read-only is no root to run in.
+        for place in [target, *_submounts(target)]:
+            kept = os.statvfs(place).f_flag & (MS_NOSUID | MS_NODEV | MS_NOEXEC)
+            _mount("none", place, None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | kept)
+
+
+def _submounts(target: str) -> list[str]:
+    """The mount points below `target`, outermost first (from this namespace's mountinfo)."""
+    found = []
+    with open("/proc/self/mountinfo") as table:
+        for line in table:
+            point = line.split()[4].encode().decode("unicode_escape")  # "\040" for a space
+            if point.startswith(target.rstrip("/") + "/"):
+                found.append(point)
+    return sorted(set(found), key=lambda p: p.count("/"))
 
 
 PR_CAPBSET_DROP = 24

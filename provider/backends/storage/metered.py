@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from provider.domain.errors import (
@@ -35,6 +35,24 @@ CALLERS_MISTAKES = (
 )
 
 
+class _CallerBody:
+    """The bytes a caller streams into `put`, noting whether reading them failed."""
+
+    def __init__(self) -> None:
+        self.failed = False
+
+    def wrap(self, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async def relay() -> AsyncIterator[bytes]:
+            try:
+                async for chunk in chunks:
+                    yield chunk
+            except Exception:
+                self.failed = True
+                raise
+
+        return relay()
+
+
 class MeteredStorage:
     def __init__(self, inner: Any, failed: Callable[[str, str], None]) -> None:
         self._inner = inner
@@ -48,12 +66,18 @@ class MeteredStorage:
 
         @functools.wraps(value)
         async def counted(*args: Any, **kwargs: Any) -> Any:
+            caller = _CallerBody()
+            if attribute == "put":  # put(location, key, chunks, limits): the chunks are the caller's
+                args = (*args[:2], caller.wrap(args[2]), *args[3:]) if len(args) > 2 else args
+                if "chunks" in kwargs:
+                    kwargs["chunks"] = caller.wrap(kwargs["chunks"])
             try:
                 return await value(*args, **kwargs)
             except CALLERS_MISTAKES:
                 raise
             except Exception:
-                self._failed(self.name, attribute)
+                if not caller.failed:  # a client that stalled or left is no storage error
+                    self._failed(self.name, attribute)
                 raise
 
         return counted
