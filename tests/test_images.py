@@ -120,7 +120,8 @@ def test_the_release_workflow_builds_both_images_for_two_platforms_pinned_with_s
     assert 'digest: \\"$SERVICE_DIGEST\\"' in chart and "$SIDECAR_IMAGE@$SIDECAR_DIGEST" in chart
     assert "kustomize edit set image" in chart
     assert workflow["jobs"]["test"]["steps"][-1]["run"].endswith(".ci/run")
-    assert workflow["jobs"]["test"]["container"]["image"].startswith("debian:")  # the services install as root
+    # The test services install themselves as root, from Debian packages.
+    assert workflow["jobs"]["test"]["container"]["image"].startswith("debian:")
     # The chart takes the digest the workflow writes; the values it edits are there to edit.
     values = (REPO / "deploy" / "helm" / "provider" / "values.yaml").read_text()
     assert '  digest: ""' in values and "  repository: ghcr.io/provider/provider\n" in values
